@@ -1,0 +1,288 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+
+	"github.com/logferry/logferry/internal/testenv"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// recorder applies batches to a map the way a consumer would and keeps the
+// event log, so tests can compare it with etcd.
+type recorder struct {
+	mu      sync.Mutex
+	state   map[string]string
+	batches []Batch
+	log     []string
+}
+
+func newRecorder() *recorder { return &recorder{state: map[string]string{}} }
+
+func (r *recorder) handle(b Batch) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.batches = append(r.batches, b)
+	for _, ev := range b.Events {
+		r.log = append(r.log, fmt.Sprintf("%s %s=%s", ev.Type, ev.KV.Key, ev.KV.Value))
+		switch ev.Type {
+		case Put:
+			r.state[ev.KV.Key] = string(ev.KV.Value)
+		case Delete:
+			delete(r.state, ev.KV.Key)
+		}
+	}
+	return nil
+}
+
+func (r *recorder) snapshot() (map[string]string, []string, []Batch) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := make(map[string]string, len(r.state))
+	for k, v := range r.state {
+		st[k] = v
+	}
+	return st, append([]string(nil), r.log...), append([]Batch(nil), r.batches...)
+}
+
+func etcdState(t *testing.T, cli *clientv3.Client, prefixes ...string) map[string]string {
+	t.Helper()
+	st := map[string]string{}
+	for _, p := range prefixes {
+		resp, err := cli.Get(context.Background(), p, clientv3.WithPrefix())
+		require.NoError(t, err)
+		for _, kv := range resp.Kvs {
+			st[string(kv.Key)] = string(kv.Value)
+		}
+	}
+	return st
+}
+
+func runMirror(t *testing.T, m *Mirror, r *recorder) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx, r.handle) }()
+	return func() {
+		cancel()
+		require.NoError(t, <-done)
+	}
+}
+
+func put(t *testing.T, cli *clientv3.Client, k, v string) {
+	t.Helper()
+	_, err := cli.Put(context.Background(), k, v)
+	require.NoError(t, err)
+}
+
+func del(t *testing.T, cli *clientv3.Client, k string) {
+	t.Helper()
+	_, err := cli.Delete(context.Background(), k)
+	require.NoError(t, err)
+}
+
+func TestNewRejectsBadPrefixes(t *testing.T) {
+	for _, ps := range [][]string{nil, {""}, {"/topics"}, {"/a/", "/a/b/"}} {
+		_, err := New(nil, ps)
+		require.ErrorIs(t, err, ErrBadPrefix, "%q", ps)
+	}
+}
+
+func TestSnapshotThenChangesInOrder(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	put(t, cli, "/a/1", "x")
+	put(t, cli, "/b/1", "y")
+	put(t, cli, "/ab/1", "not mirrored") // shares a string prefix with /a/ but not the directory
+	m, err := New(cli, []string{"/a/", "/b/"})
+	require.NoError(t, err)
+	r := newRecorder()
+	stop := runMirror(t, m, r)
+	defer stop()
+
+	testenv.WaitFor(t, 5*time.Second, "snapshot", func() bool { _, _, b := r.snapshot(); return len(b) > 0 })
+	_, _, batches := r.snapshot()
+	require.True(t, batches[0].Snapshot)
+	require.Len(t, batches[0].Events, 2)
+
+	for i := range 20 {
+		put(t, cli, "/a/k", fmt.Sprint(i))
+	}
+	del(t, cli, "/a/1")
+	del(t, cli, "/a/never-existed")
+	put(t, cli, "/b/2", "z")
+	want := etcdState(t, cli, "/a/", "/b/")
+	testenv.WaitFor(t, 5*time.Second, "mirror to match etcd", func() bool {
+		st, _, _ := r.snapshot()
+		return fmt.Sprint(st) == fmt.Sprint(want)
+	})
+	_, log, _ := r.snapshot()
+	var seq []string
+	for _, l := range log {
+		if len(l) > 9 && l[:9] == "put /a/k=" {
+			seq = append(seq, l[9:])
+		}
+	}
+	require.Len(t, seq, 20)
+	for i, v := range seq {
+		require.Equal(t, fmt.Sprint(i), v, "changes of one key out of order")
+	}
+	require.Contains(t, log, "delete /a/1=x", "delete carries the last value")
+	require.NotContains(t, fmt.Sprint(log), "/ab/1")
+}
+
+// faultyWatcher wraps the client's real Watcher so a test can break a live
+// watch or hold back the next one while it changes and compacts etcd.
+type faultyWatcher struct {
+	clientv3.Watcher
+	mu      sync.Mutex
+	calls   int
+	revs    []int64
+	gate    chan struct{} // when non-nil, Watch waits for it to close
+	cancels []context.CancelFunc
+}
+
+func (f *faultyWatcher) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
+	f.mu.Lock()
+	gate := f.gate
+	f.calls++
+	op := clientv3.OpGet(key, opts...)
+	f.revs = append(f.revs, op.Rev())
+	wctx, cancel := context.WithCancel(ctx)
+	f.cancels = append(f.cancels, cancel)
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+		}
+	}
+	return f.Watcher.Watch(wctx, key, opts...)
+}
+
+// breakAll closes every live watch channel (as a lost stream would).
+func (f *faultyWatcher) breakAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.cancels {
+		c()
+	}
+	f.cancels = nil
+}
+
+func (f *faultyWatcher) hold() chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gate = make(chan struct{})
+	return f.gate
+}
+
+func (f *faultyWatcher) callCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
+}
+
+func TestCompactedWatchRelistsAndReportsDeletes(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	fw := &faultyWatcher{Watcher: cli.Watcher}
+	cli.Watcher = fw
+	put(t, cli, "/topics/keep", "1")
+	put(t, cli, "/topics/gone", "1")
+	put(t, cli, "/topics/changed", "1")
+
+	var resyncs []string
+	var resyncMu sync.Mutex
+	m, err := New(cli, []string{"/topics/"}, WithResyncHook(func(reason string) {
+		resyncMu.Lock()
+		resyncs = append(resyncs, reason)
+		resyncMu.Unlock()
+	}))
+	require.NoError(t, err)
+	// Hold the first watch back: the mirror has listed at revision R and
+	// waits to watch from R+1, which the test compacts away.
+	gate := fw.hold()
+	r := newRecorder()
+	stop := runMirror(t, m, r)
+	defer stop()
+	testenv.WaitFor(t, 5*time.Second, "first watch call", func() bool { return fw.callCount() == 1 })
+
+	del(t, cli, "/topics/gone")
+	put(t, cli, "/topics/changed", "2")
+	put(t, cli, "/topics/new", "1")
+	resp, err := cli.Get(context.Background(), "/topics/keep")
+	require.NoError(t, err)
+	_, err = cli.Compact(context.Background(), resp.Header.Revision, clientv3.WithCompactPhysical())
+	require.NoError(t, err)
+	fw.mu.Lock()
+	fw.gate = nil
+	fw.mu.Unlock()
+	close(gate)
+
+	want := etcdState(t, cli, "/topics/")
+	testenv.WaitFor(t, 5*time.Second, "mirror to re-list and match etcd", func() bool {
+		st, _, _ := r.snapshot()
+		return fmt.Sprint(st) == fmt.Sprint(want)
+	})
+	_, log, batches := r.snapshot()
+	require.Len(t, batches, 2, "snapshot then one resync batch: %v", log)
+	require.True(t, batches[1].Resync)
+	require.Equal(t, []string{
+		"put /topics/changed=1", "put /topics/gone=1", "put /topics/keep=1", // snapshot
+		"put /topics/changed=2", "delete /topics/gone=1", "put /topics/new=1", // the difference only
+	}, log)
+	resyncMu.Lock()
+	require.Len(t, resyncs, 1)
+	require.Contains(t, resyncs[0], "compacted")
+	resyncMu.Unlock()
+
+	// After the re-list the mirror watches again from the new revision.
+	put(t, cli, "/topics/after", "1")
+	testenv.WaitFor(t, 5*time.Second, "change after the resync", func() bool {
+		st, _, _ := r.snapshot()
+		return st["/topics/after"] == "1"
+	})
+}
+
+func TestClosedWatchRelistsWithoutDuplicates(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	fw := &faultyWatcher{Watcher: cli.Watcher}
+	cli.Watcher = fw
+	m, err := New(cli, []string{"/x/"}, WithBackoff(time.Millisecond, 10*time.Millisecond))
+	require.NoError(t, err)
+	r := newRecorder()
+	stop := runMirror(t, m, r)
+	defer stop()
+	for round := range 5 {
+		put(t, cli, fmt.Sprintf("/x/%d", round), "v")
+		testenv.WaitFor(t, 5*time.Second, "put to arrive", func() bool {
+			st, _, _ := r.snapshot()
+			return len(st) == round+1
+		})
+		calls := fw.callCount()
+		fw.breakAll()
+		testenv.WaitFor(t, 5*time.Second, "re-watch", func() bool { return fw.callCount() > calls })
+	}
+	_, log, _ := r.snapshot()
+	require.Len(t, log, 5, "each put reported exactly once across 5 broken watches: %v", log)
+}
+
+func TestHandlerErrorStopsRun(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	m, err := New(cli, []string{"/x/"})
+	require.NoError(t, err)
+	boom := errors.New("boom")
+	err = m.Run(context.Background(), func(Batch) error { return boom })
+	require.ErrorIs(t, err, boom)
+}
