@@ -139,63 +139,10 @@ func TestSnapshotThenChangesInOrder(t *testing.T) {
 	require.NotContains(t, fmt.Sprint(log), "/ab/1")
 }
 
-// faultyWatcher wraps the client's real Watcher so a test can break a live
-// watch or hold back the next one while it changes and compacts etcd.
-type faultyWatcher struct {
-	clientv3.Watcher
-	mu      sync.Mutex
-	calls   int
-	revs    []int64
-	gate    chan struct{} // when non-nil, Watch waits for it to close
-	cancels []context.CancelFunc
-}
-
-func (f *faultyWatcher) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
-	f.mu.Lock()
-	gate := f.gate
-	f.calls++
-	op := clientv3.OpGet(key, opts...)
-	f.revs = append(f.revs, op.Rev())
-	wctx, cancel := context.WithCancel(ctx)
-	f.cancels = append(f.cancels, cancel)
-	f.mu.Unlock()
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-		}
-	}
-	return f.Watcher.Watch(wctx, key, opts...)
-}
-
-// breakAll closes every live watch channel (as a lost stream would).
-func (f *faultyWatcher) breakAll() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, c := range f.cancels {
-		c()
-	}
-	f.cancels = nil
-}
-
-func (f *faultyWatcher) hold() chan struct{} {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.gate = make(chan struct{})
-	return f.gate
-}
-
-func (f *faultyWatcher) callCount() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.calls
-}
-
 func TestCompactedWatchRelistsAndReportsDeletes(t *testing.T) {
 	e := testenv.StartEtcd(t)
 	cli := e.Client()
-	fw := &faultyWatcher{Watcher: cli.Watcher}
-	cli.Watcher = fw
+	fw := testenv.InjectWatchFaults(cli)
 	put(t, cli, "/topics/keep", "1")
 	put(t, cli, "/topics/gone", "1")
 	put(t, cli, "/topics/changed", "1")
@@ -210,23 +157,17 @@ func TestCompactedWatchRelistsAndReportsDeletes(t *testing.T) {
 	require.NoError(t, err)
 	// Hold the first watch back: the mirror has listed at revision R and
 	// waits to watch from R+1, which the test compacts away.
-	gate := fw.hold()
+	release := fw.Hold()
 	r := newRecorder()
 	stop := runMirror(t, m, r)
 	defer stop()
-	testenv.WaitFor(t, 5*time.Second, "first watch call", func() bool { return fw.callCount() == 1 })
+	testenv.WaitFor(t, 5*time.Second, "first watch call", func() bool { return fw.Calls() == 1 })
 
 	del(t, cli, "/topics/gone")
 	put(t, cli, "/topics/changed", "2")
 	put(t, cli, "/topics/new", "1")
-	resp, err := cli.Get(context.Background(), "/topics/keep")
-	require.NoError(t, err)
-	_, err = cli.Compact(context.Background(), resp.Header.Revision, clientv3.WithCompactPhysical())
-	require.NoError(t, err)
-	fw.mu.Lock()
-	fw.gate = nil
-	fw.mu.Unlock()
-	close(gate)
+	e.CompactAll(cli)
+	release()
 
 	want := etcdState(t, cli, "/topics/")
 	testenv.WaitFor(t, 5*time.Second, "mirror to re-list and match etcd", func() bool {
@@ -256,8 +197,7 @@ func TestCompactedWatchRelistsAndReportsDeletes(t *testing.T) {
 func TestClosedWatchRelistsWithoutDuplicates(t *testing.T) {
 	e := testenv.StartEtcd(t)
 	cli := e.Client()
-	fw := &faultyWatcher{Watcher: cli.Watcher}
-	cli.Watcher = fw
+	fw := testenv.InjectWatchFaults(cli)
 	m, err := New(cli, []string{"/x/"}, WithBackoff(time.Millisecond, 10*time.Millisecond))
 	require.NoError(t, err)
 	r := newRecorder()
@@ -269,9 +209,9 @@ func TestClosedWatchRelistsWithoutDuplicates(t *testing.T) {
 			st, _, _ := r.snapshot()
 			return len(st) == round+1
 		})
-		calls := fw.callCount()
-		fw.breakAll()
-		testenv.WaitFor(t, 5*time.Second, "re-watch", func() bool { return fw.callCount() > calls })
+		calls := fw.Calls()
+		fw.BreakAll()
+		testenv.WaitFor(t, 5*time.Second, "re-watch", func() bool { return fw.Calls() > calls })
 	}
 	_, log, _ := r.snapshot()
 	require.Len(t, log, 5, "each put reported exactly once across 5 broken watches: %v", log)
