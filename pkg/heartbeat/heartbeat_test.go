@@ -1,0 +1,133 @@
+package heartbeat
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+
+	"github.com/logferry/logferry/internal/testenv"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func start(t *testing.T, cli *clientv3.Client, ttl time.Duration) (*Registrar, *prometheus.Registry, func()) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	r, err := New(Config{Client: cli, TTL: ttl, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler), Registerer: reg, MetricsPrefix: "test"})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	return r, reg, func() {
+		cancel()
+		require.NoError(t, <-done)
+	}
+}
+
+func get(t *testing.T, cli *clientv3.Client, key string) (value string, lease int64, modRev int64, ok bool) {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), key)
+	require.NoError(t, err)
+	if len(resp.Kvs) == 0 {
+		return "", 0, 0, false
+	}
+	kv := resp.Kvs[0]
+	return string(kv.Value), kv.Lease, kv.ModRevision, true
+}
+
+func TestKeysLiveOnTheLease(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	r, _, stop := start(t, cli, 2*time.Second)
+	r.Set("/topics/t1/a", []byte("v1"))
+	r.Set("/status/agents/a", []byte("ok"))
+	testenv.WaitFor(t, 5*time.Second, "keys written", func() bool {
+		_, _, _, ok1 := get(t, cli, "/topics/t1/a")
+		_, _, _, ok2 := get(t, cli, "/status/agents/a")
+		return ok1 && ok2 && r.Lease() != 0
+	})
+	v, lease, rev, _ := get(t, cli, "/topics/t1/a")
+	require.Equal(t, "v1", v)
+	require.Equal(t, int64(r.Lease()), lease, "the key is attached to the agent's lease")
+
+	// The same value again writes nothing, and keepalives write nothing:
+	// after more than a TTL the key still has its first revision.
+	r.Set("/topics/t1/a", []byte("v1"))
+	// Outlive the TTL: the lease is still there, so keepalives renewed it,
+	// and none of them rewrote the key.
+	granted := time.Now()
+	testenv.WaitFor(t, 10*time.Second, "the lease to outlive its TTL through keepalives", func() bool {
+		resp, err := cli.TimeToLive(context.Background(), clientv3.LeaseID(lease))
+		require.NoError(t, err)
+		require.Positive(t, resp.TTL, "lease expired: keepalives are not running")
+		return time.Since(granted) > 3*time.Second
+	})
+	_, _, rev2, _ := get(t, cli, "/topics/t1/a")
+	require.Equal(t, rev, rev2, "unchanged value must not be rewritten")
+
+	r.Set("/topics/t1/a", []byte("v2"))
+	testenv.WaitFor(t, 5*time.Second, "changed value", func() bool { v, _, _, _ := get(t, cli, "/topics/t1/a"); return v == "v2" })
+	r.Delete("/status/agents/a")
+	testenv.WaitFor(t, 5*time.Second, "deleted key", func() bool { _, _, _, ok := get(t, cli, "/status/agents/a"); return !ok })
+
+	// A clean stop revokes the lease: the keys go at once, not after the TTL.
+	stop()
+	_, _, _, ok := get(t, cli, "/topics/t1/a")
+	require.False(t, ok, "keys must vanish when the registrar stops")
+	require.Equal(t, clientv3.LeaseID(0), r.Lease())
+}
+
+func TestLeaseLostReRegisters(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	r, reg, stop := start(t, cli, time.Second)
+	defer stop()
+	r.Set("/topics/t1/a", []byte("hb"))
+	r.Set("/topics/t2/a", []byte("hb"))
+	testenv.WaitFor(t, 5*time.Second, "keys written", func() bool { return r.Lease() != 0 })
+	old := r.Lease()
+
+	// Revoke the lease behind the registrar's back: etcd deletes the keys.
+	_, err := cli.Revoke(context.Background(), old)
+	require.NoError(t, err)
+	_, _, _, ok := get(t, cli, "/topics/t1/a")
+	require.False(t, ok)
+
+	testenv.WaitFor(t, 10*time.Second, "keys written again on a new lease", func() bool {
+		_, l1, _, ok1 := get(t, cli, "/topics/t1/a")
+		_, l2, _, ok2 := get(t, cli, "/topics/t2/a")
+		return ok1 && ok2 && l1 != int64(old) && l1 == l2 && l1 == int64(r.Lease())
+	})
+	require.Equal(t, 2.0, testutil.ToFloat64(mustCounter(t, reg, "test_lease_grants_total")))
+	require.Equal(t, 1.0, testutil.ToFloat64(mustCounter(t, reg, "test_lease_losses_total")))
+}
+
+func mustCounter(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: "copy"})
+			c.Add(mf.GetMetric()[0].GetCounter().GetValue())
+			return c
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return nil
+}
+
+func TestNewValidates(t *testing.T) {
+	_, err := New(Config{TTL: time.Second})
+	require.ErrorIs(t, err, ErrConfig)
+	_, err = New(Config{Client: &clientv3.Client{}, TTL: 0})
+	require.ErrorContains(t, err, "TTL 0s")
+}

@@ -1,0 +1,130 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Version is the format version written into every value.
+const Version = 1
+
+// ErrVersion is returned for a value of an unknown format version.
+var ErrVersion = errors.New("protocol: unknown value version")
+
+// FileIdentity is what makes a file the same file across renames: the
+// fingerprint of its first bytes and its inode (and device, for files on a
+// local disk).
+type FileIdentity struct {
+	Fingerprint string `json:"fingerprint"` // hex SHA-256 of the first FingerprintBytes bytes
+	Inode       uint64 `json:"inode"`
+	Device      uint64 `json:"device,omitempty"`
+}
+
+// SeenFile is one file an agent reports for a topic.
+type SeenFile struct {
+	Key      string       `json:"key"`
+	Path     string       `json:"path"`
+	Size     int64        `json:"size"`
+	Identity FileIdentity `json:"identity"`
+}
+
+// Heartbeat is the value of /topics/<P>/<agent>.
+type Heartbeat struct {
+	V       int        `json:"v"`
+	Agent   string     `json:"agent"`
+	Version string     `json:"version"` // the agent's build version
+	Started time.Time  `json:"started"`
+	Files   []SeenFile `json:"files"`
+	// Truncated counts files the agent sees but left out because the value
+	// would have grown past MaxHeartbeatBytes.
+	Truncated int `json:"truncated,omitempty"`
+}
+
+// MaxHeartbeatBytes keeps a heartbeat well inside etcd's default request
+// limit of 1.5 MiB, leaving room for the key and the request's framing.
+const MaxHeartbeatBytes = 1 << 20
+
+// Assignment states.
+const (
+	StateActive   = "active"
+	StateRevoking = "revoking"
+)
+
+// Assignment is the value of /assign/<agent>/<P>/<file>.
+type Assignment struct {
+	V        int    `json:"v"`
+	State    string `json:"state"`              // active or revoking
+	Path     string `json:"path"`               // where the assignee reported the file
+	Leader   string `json:"leader"`             // coordinator id that wrote it
+	Revoking string `json:"revoking,omitempty"` // while revoking: the agent the file goes to next
+}
+
+// Checkpoint is the value of /offsets/<P>/<file>.
+type Checkpoint struct {
+	V        int          `json:"v"`
+	Offset   int64        `json:"offset"` // byte offset just past the last acknowledged line
+	Identity FileIdentity `json:"identity"`
+	Path     string       `json:"path"`
+	Agent    string       `json:"agent"`
+	Size     int64        `json:"size"` // file size when written, for lag reports
+	Updated  time.Time    `json:"updated"`
+}
+
+// AgentStatus is the value of /status/agents/<agent>.
+type AgentStatus struct {
+	V       int       `json:"v"`
+	Agent   string    `json:"agent"`
+	Version string    `json:"version"`
+	Updated time.Time `json:"updated"`
+	// Problems are the things an operator should look at, keyed by a stable
+	// id (such as "topic/web" or "file/web/<path>") so they can be updated.
+	Problems []Problem `json:"problems"`
+	// LostBytes counts bytes of files deleted before they were shipped.
+	LostBytes int64 `json:"lost_bytes"`
+}
+
+// Problem is one thing wrong on an agent.
+type Problem struct {
+	Topic string    `json:"topic,omitempty"`
+	Path  string    `json:"path,omitempty"`
+	Kind  string    `json:"kind"` // such as "topic-refused", "unreadable", "lost-bytes"
+	Error string    `json:"error"`
+	Since time.Time `json:"since"`
+}
+
+// Marshal encodes a value, stamping the format version.
+func Marshal(v interface{ setV() }) ([]byte, error) {
+	v.setV()
+	return json.Marshal(v)
+}
+
+func (h *Heartbeat) setV()   { h.V = Version }
+func (a *Assignment) setV()  { a.V = Version }
+func (c *Checkpoint) setV()  { c.V = Version }
+func (s *AgentStatus) setV() { s.V = Version }
+
+// Unmarshal decodes a value strictly and checks its version. what names the
+// value in errors (usually its key).
+func Unmarshal(what string, data []byte, v interface{ version() int }) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("decode %s: %w", what, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("decode %s: trailing data after the JSON value", what)
+	}
+	if got := v.version(); got != Version {
+		return fmt.Errorf("%w: %s has v=%d, this build reads v=%d", ErrVersion, what, got, Version)
+	}
+	return nil
+}
+
+func (h *Heartbeat) version() int   { return h.V }
+func (a *Assignment) version() int  { return a.V }
+func (c *Checkpoint) version() int  { return c.V }
+func (s *AgentStatus) version() int { return s.V }
