@@ -1,0 +1,197 @@
+// Package discovery finds, on one host, the files a topic's globs match.
+//
+// Invariants:
+//   - Nothing outside the allowed roots (--allow-path) is ever opened. A
+//     topic whose globs reach outside them is refused as a whole, with an
+//     error naming the glob and the roots; a file that only resolves outside
+//     them through a symlink is skipped and reported.
+//   - Only regular files are reported; a file is reported with its identity
+//     (pkg/fileid), so a file too short to be fingerprinted is not reported
+//     yet, and a file that cannot be opened or read is reported as a
+//     problem, never silently skipped.
+//   - The result is sorted by path and is a pure function of the file system
+//     and the inputs.
+package discovery
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/bmatcuk/doublestar/v4"
+
+	"github.com/logferry/logferry/pkg/fileid"
+	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/topics"
+)
+
+// Problem kinds reported by a scan.
+const (
+	KindRefused    = "topic-refused"
+	KindUnreadable = "unreadable"
+	KindOutside    = "outside-allowed-roots"
+)
+
+// ErrOutsideRoots marks a topic refused for reaching outside the roots.
+var ErrOutsideRoots = errors.New("discovery: path outside the allowed roots")
+
+// Scanner evaluates topic globs under a set of allowed roots.
+type Scanner struct {
+	roots            []string
+	agent            string
+	fingerprintBytes int
+	now              func() time.Time
+}
+
+// NewScanner returns a scanner confined to roots (absolute directories).
+// agent is this host's agent id, part of local topics' file keys.
+func NewScanner(roots []string, agent string, fingerprintBytes int) (*Scanner, error) {
+	if len(roots) == 0 {
+		return nil, fmt.Errorf("discovery: at least one allowed root is required")
+	}
+	var clean []string
+	for _, r := range roots {
+		if !filepath.IsAbs(r) {
+			return nil, fmt.Errorf("discovery: allowed root %q is not an absolute path", r)
+		}
+		clean = append(clean, filepath.Clean(r))
+	}
+	if fingerprintBytes <= 0 {
+		return nil, fmt.Errorf("discovery: fingerprint size %d must be positive", fingerprintBytes)
+	}
+	return &Scanner{roots: clean, agent: agent, fingerprintBytes: fingerprintBytes, now: time.Now}, nil
+}
+
+// Result is what one scan of one topic found.
+type Result struct {
+	// Refused is set when the topic is refused on this host; then Files
+	// is empty.
+	Refused  error
+	Files    []protocol.SeenFile
+	Problems []protocol.Problem
+	// Unidentified counts files too short to fingerprint yet.
+	Unidentified int
+}
+
+// Scan evaluates topic name's config on this host.
+func (s *Scanner) Scan(name string, cfg topics.Config) Result {
+	var res Result
+	for _, p := range cfg.Paths {
+		base, _ := doublestar.SplitPattern(p)
+		if !s.allowed(base) {
+			res.Refused = fmt.Errorf("%w: topic %s glob %q lies outside %v (see --allow-path)", ErrOutsideRoots, name, p, s.roots)
+			res.Problems = append(res.Problems, protocol.Problem{Topic: name, Kind: KindRefused, Error: res.Refused.Error()})
+			return res
+		}
+	}
+	seen := map[string]bool{}
+	for _, p := range cfg.Paths {
+		matches, err := doublestar.FilepathGlob(p, doublestar.WithFilesOnly(), doublestar.WithNoFollow())
+		if err != nil {
+			res.Problems = append(res.Problems, protocol.Problem{Topic: name, Kind: KindUnreadable,
+				Error: fmt.Sprintf("glob %q: %v", p, err)})
+			continue
+		}
+		for _, m := range matches {
+			if seen[m] || s.excluded(cfg.Exclude, m) {
+				continue
+			}
+			seen[m] = true
+			f, problem, ok := s.inspect(name, cfg, m)
+			switch {
+			case problem != nil:
+				res.Problems = append(res.Problems, *problem)
+			case !ok:
+				res.Unidentified++
+			case f != nil:
+				res.Files = append(res.Files, *f)
+			}
+		}
+	}
+	slices.SortFunc(res.Files, func(a, b protocol.SeenFile) int { return strings.Compare(a.Path, b.Path) })
+	return res
+}
+
+// inspect stats and fingerprints one match. It returns (nil, nil, true) for
+// a file deliberately skipped (not regular, too old), (nil, nil, false)
+// for one not identified yet.
+func (s *Scanner) inspect(topic string, cfg topics.Config, path string) (*protocol.SeenFile, *protocol.Problem, bool) {
+	problem := func(kind string, err error) (*protocol.SeenFile, *protocol.Problem, bool) {
+		return nil, &protocol.Problem{Topic: topic, Path: path, Kind: kind, Error: err.Error()}, true
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, true // gone between the glob and now
+		}
+		return problem(KindUnreadable, err)
+	}
+	if !s.allowed(real) {
+		return problem(KindOutside, fmt.Errorf("%s resolves to %s, outside %v", path, real, s.roots))
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, true
+		}
+		return problem(KindUnreadable, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, nil, true
+	}
+	if cfg.IgnoreOlder > 0 && s.now().Sub(fi.ModTime()) > cfg.IgnoreOlder.Std() {
+		return nil, nil, true
+	}
+	f, err := os.Open(real)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, true
+		}
+		return problem(KindUnreadable, err)
+	}
+	defer f.Close()
+	id, err := fileid.Of(f, s.fingerprintBytes)
+	switch {
+	case errors.Is(err, fileid.ErrTooShort):
+		return nil, nil, false
+	case err != nil:
+		return problem(KindUnreadable, err)
+	}
+	if cfg.Shared {
+		id.Device = 0 // NFS clients see different devices; the key leaves it out too
+	}
+	return &protocol.SeenFile{
+		Key:      fileid.Key(id, cfg.Shared, s.agent),
+		Path:     path,
+		Size:     fi.Size(),
+		Identity: id,
+	}, nil, true
+}
+
+func (s *Scanner) allowed(path string) bool {
+	path = filepath.Clean(path)
+	for _, r := range s.roots {
+		if path == r || r == "/" || strings.HasPrefix(path, r+string(filepath.Separator)) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Scanner) excluded(patterns []string, path string) bool {
+	for _, p := range patterns {
+		target := filepath.Base(path)
+		if filepath.IsAbs(p) {
+			target = path
+		}
+		if ok, _ := doublestar.PathMatch(p, target); ok {
+			return true
+		}
+	}
+	return false
+}
