@@ -1,0 +1,415 @@
+package ship
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/semaphore"
+)
+
+// Record is one Kafka record. The shipper keeps the slices without copying
+// them: do not modify them until Ack is called.
+type Record struct {
+	Topic string
+	// Key picks the partition (murmur2, as Java clients do); records with
+	// the same key stay in order. An empty key spreads records at random.
+	Key     []byte
+	Value   []byte
+	Headers []kafka.Header
+	// Ack is called exactly once, from Run's goroutine: with nil once Kafka
+	// acknowledged the record, or with a *RejectedError (matching
+	// ErrRejected) if it cannot be written. Acks of one key come in Send
+	// order. It must not block, and so must not call Send (which may wait
+	// for room only Run can free): the next records wait for it. Nil means
+	// no callback.
+	Ack func(err error)
+}
+
+// entry is a record accepted by Send, with what the shipper needs to track it.
+type entry struct {
+	r       Record
+	seq     uint64    // Send order, from 0
+	enq     time.Time // when Send accepted it, for the linger
+	size    int64     // as kafka-go counts it against BatchBytes; 0 if rejected at Send
+	payload int64     // key + value + headers, for the bytes metric
+	weight  int64     // what it holds of the in-flight bound
+	reject  error     // set at Send when it can never be written
+
+	// Set while its batch is written, by the one goroutine writing its topic.
+	final bool  // acknowledged by Kafka (err nil) or rejected (err set)
+	err   error // for the Ack
+	acked bool  // Ack called
+}
+
+// Shipper batches records and writes them to Kafka. Create it with New, run
+// Run once, and Send from any number of goroutines.
+type Shipper struct {
+	cfg Config
+	log *slog.Logger
+	m   *metrics
+	tr  *kafka.Transport
+	w   *kafka.Writer
+	sem *semaphore.Weighted
+
+	inflight     atomic.Int64 // weights of accepted, unacked records
+	inflightRecs atomic.Int64
+	// blocked is set by a Send that waits for room: lingering for more
+	// records is pointless then, the batch is due.
+	blocked atomic.Bool
+
+	started atomic.Bool
+	// stop is cancelled when Run returns; blocked Sends and Flushes give up.
+	stop       context.Context
+	cancelStop context.CancelFunc
+
+	mu        sync.Mutex
+	pending   []*entry // accepted, not yet taken into a batch; Send order
+	pendBytes int64    // sum of their sizes
+	nextSeq   uint64   // seq of the next accepted record
+	doneSeq   uint64   // every record below it is acked
+	flushSeq  uint64   // a Flush waits for every record below it: skip the linger
+	stopped   bool
+	progress  chan struct{} // closed and replaced whenever doneSeq moves
+	wake      chan struct{} // capacity 1: pending or flushSeq changed
+
+	// Run's goroutine only.
+	limits       map[string]int64 // a topic's batch byte limit, once below BatchBytes
+	topicMetrics map[string]topicCounters
+}
+
+type topicCounters struct{ records, bytes prometheus.Counter }
+
+// New checks cfg and builds the shipper and its kafka.Writer. It starts
+// nothing: no goroutine, no connection. reg receives the metrics (nil: none);
+// log defaults to discarding.
+func New(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Shipper, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Shipper{
+		cfg:          cfg,
+		log:          log.With("component", "ship"),
+		sem:          semaphore.NewWeighted(cfg.MaxInflightBytes),
+		progress:     make(chan struct{}),
+		wake:         make(chan struct{}, 1),
+		limits:       map[string]int64{},
+		topicMetrics: map[string]topicCounters{},
+	}
+	s.stop, s.cancelStop = context.WithCancel(context.Background())
+	m, err := newMetrics(reg, s)
+	if err != nil {
+		return nil, err
+	}
+	s.m = m
+	s.tr, s.w = newWriter(cfg)
+	return s, nil
+}
+
+// newWriter builds the transport and writer for cfg. Every kafka-go default
+// that matters is set explicitly; see the comments for why.
+func newWriter(cfg Config) (*kafka.Transport, *kafka.Writer) {
+	tr := &kafka.Transport{
+		DialTimeout: cfg.DialTimeout,
+		ClientID:    cfg.ClientID,
+		TLS:         cfg.TLS,
+		SASL:        cfg.SASL,
+	}
+	w := &kafka.Writer{
+		Addr:      kafka.TCP(cfg.Brokers...),
+		Transport: tr,
+		// kafka-go defaults to RequireNone, fire and forget.
+		RequiredAcks: cfg.Acks.required(),
+		// Java-compatible key hashing; a nil key goes to a random partition.
+		Balancer: kafka.Murmur2Balancer{},
+		// Our batches never exceed these, so kafka-go sends each partition's
+		// share of a WriteMessages call as one produce request, which
+		// succeeds or fails as a whole: that is what keeps retries in order.
+		BatchSize:  cfg.BatchSize,
+		BatchBytes: cfg.BatchBytes,
+		// The shipper lingers itself. kafka-go's timer (default 1s) would
+		// hold every partial batch of a synchronous write that long; 1ns
+		// sends a partition's batch as soon as the call has filled it.
+		BatchTimeout: time.Nanosecond,
+		// One attempt: the shipper retries, with backoff its context can
+		// cancel. kafka-go's own retries sleep uninterruptibly, hold Close,
+		// and give up after MaxAttempts.
+		MaxAttempts:            1,
+		ReadTimeout:            cfg.WriteTimeout,
+		WriteTimeout:           cfg.WriteTimeout,
+		Compression:            cfg.Compression,
+		AllowAutoTopicCreation: cfg.AutoCreateTopics,
+	}
+	return tr, w
+}
+
+// recordSize is the size kafka-go's Writer gives a message (its unexported
+// Message.totalSize): what it adds up against BatchBytes. The shipper must
+// count the same way, or kafka-go could split a batch the shipper believes
+// fits, and a split batch can be half written.
+func recordSize(key, value []byte, headers []kafka.Header) int64 {
+	n := 4 + 1 + 1 + (4 + len(key)) + (4 + len(value)) + 8
+	n += varintLen(len(headers))
+	for _, h := range headers {
+		n += varintLen(len(h.Key)) + len(h.Key) + varintLen(len(h.Value)) + len(h.Value)
+	}
+	return int64(n)
+}
+
+// varintLen is the length of n as a zig-zag varint.
+func varintLen(n int) int {
+	u := uint64(n) << 1 // n >= 0
+	l := 1
+	for u >= 0x80 {
+		u >>= 7
+		l++
+	}
+	return l
+}
+
+// Send hands r to the shipper. It blocks while the in-flight bound is
+// reached, and returns ctx's error if ctx ends first, or ErrStopped once Run
+// has returned; in both cases the record was not accepted and its Ack will
+// not be called. Once Send returns nil, Ack will be called exactly once
+// (unless Run stops first). A record that can never be written (illegal
+// topic name, larger than BatchBytes) is accepted and acked with an error.
+func (s *Shipper) Send(ctx context.Context, r Record) error {
+	if s.stop.Err() != nil {
+		return ErrStopped
+	}
+	if len(r.Key) == 0 {
+		r.Key = nil // murmur2 hashes an empty key to one fixed partition; nil spreads
+	}
+	e := &entry{r: r, size: recordSize(r.Key, r.Value, r.Headers)}
+	e.payload = int64(len(r.Key) + len(r.Value))
+	for _, h := range r.Headers {
+		e.payload += int64(len(h.Key) + len(h.Value))
+	}
+	// A record above the bound weighs the whole bound: it waits until
+	// everything else is acked, then goes alone, instead of never fitting.
+	e.weight = min(max(e.size, 1), s.cfg.MaxInflightBytes)
+	switch {
+	case !validTopic(r.Topic):
+		e.reject = &RejectedError{Topic: r.Topic, Reason: "invalid_topic",
+			Err: fmt.Errorf("not a legal Kafka topic name (1 to 249 of [A-Za-z0-9._-]): %w", kafka.InvalidTopic)}
+	case e.size > s.cfg.BatchBytes:
+		e.reject = &RejectedError{Topic: r.Topic, Reason: "message_size_too_large",
+			Err: fmt.Errorf("record of %d bytes exceeds --kafka-batch-bytes %d: %w", e.size, s.cfg.BatchBytes, kafka.MessageSizeTooLarge)}
+	}
+	if e.reject != nil {
+		e.size = 0 // never written: takes no room in a batch
+	}
+
+	if !s.sem.TryAcquire(e.weight) {
+		if err := s.acquire(ctx, e.weight); err != nil {
+			return err
+		}
+	}
+	s.inflight.Add(e.weight)
+	s.inflightRecs.Add(1)
+
+	e.enq = time.Now()
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		s.releaseWeight(e)
+		return ErrStopped
+	}
+	e.seq = s.nextSeq
+	s.nextSeq++
+	wasEmpty := len(s.pending) == 0
+	before := s.pendBytes
+	s.pending = append(s.pending, e)
+	s.pendBytes += e.size
+	// Run needs to hear of the first record (to start the linger) and of a
+	// full batch (to stop it); otherwise it is lingering or writing and will
+	// look again by itself.
+	poke := wasEmpty || len(s.pending) == s.cfg.BatchSize ||
+		(before < s.cfg.BatchBytes && s.pendBytes >= s.cfg.BatchBytes)
+	s.mu.Unlock()
+	if poke {
+		s.poke()
+	}
+	return nil
+}
+
+// acquire is Send's slow path: wait for room, for ctx, or for Run to stop.
+func (s *Shipper) acquire(ctx context.Context, weight int64) error {
+	if !s.blocked.Swap(true) {
+		s.poke()
+	}
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	unhook := context.AfterFunc(s.stop, func() { cancel(ErrStopped) })
+	defer unhook()
+	if err := s.sem.Acquire(actx, weight); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return ErrStopped
+	}
+	return nil
+}
+
+// releaseWeight gives e's room back. The counters go down before the
+// semaphore, so that they never show more than the bound.
+func (s *Shipper) releaseWeight(e *entry) {
+	s.inflight.Add(-e.weight)
+	s.inflightRecs.Add(-1)
+	s.sem.Release(e.weight)
+}
+
+func (s *Shipper) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// InflightBytes is the weight of records accepted and not yet acked: what
+// MaxInflightBytes bounds (a record counts its kafka-go size, at most the bound).
+func (s *Shipper) InflightBytes() int64 { return s.inflight.Load() }
+
+// Flush waits until every record accepted before the call is acked (with or
+// without error). Records still lingering are written at once. It returns
+// ctx's error if ctx ends first, and ErrStopped if Run returns first.
+func (s *Shipper) Flush(ctx context.Context) error {
+	s.mu.Lock()
+	target := s.nextSeq
+	if target > s.flushSeq {
+		s.flushSeq = target
+	}
+	s.mu.Unlock()
+	s.poke()
+	for {
+		s.mu.Lock()
+		done, stopped, ch := s.doneSeq, s.stopped, s.progress
+		s.mu.Unlock()
+		switch {
+		case done >= target:
+			return nil
+		case stopped:
+			return fmt.Errorf("ship: flush: %d records not acknowledged: %w", target-done, ErrStopped)
+		}
+		select {
+		case <-ch:
+		case <-s.stop.Done():
+		case <-ctx.Done():
+			return fmt.Errorf("ship: flush: %d records not yet acknowledged: %w", target-done, ctx.Err())
+		}
+	}
+}
+
+// Run batches and writes records until ctx ends, then closes the writer and
+// returns nil. It does not flush: call Flush first for a clean shutdown.
+// Records not acked by then never will be. Run may be called once.
+func (s *Shipper) Run(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	s.log.Info("shipping to kafka", "brokers", s.cfg.Brokers, "acks", s.cfg.Acks.String(),
+		"compression", compressionName(s.cfg.Compression), "batch_size", s.cfg.BatchSize,
+		"batch_bytes", s.cfg.BatchBytes, "linger", s.cfg.Linger, "max_inflight_bytes", s.cfg.MaxInflightBytes,
+		"tls", s.cfg.TLS != nil, "sasl", s.cfg.SASL != nil)
+	defer s.shutdown()
+
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		b := s.nextBatch(ctx, timer)
+		if b == nil {
+			return nil
+		}
+		s.ship(ctx, b)
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+func (s *Shipper) shutdown() {
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	s.cancelStop()
+	// Close waits for produce requests kafka-go already sent (up to
+	// WriteTimeout) and ends its goroutines; the transport owns the
+	// connections and the metadata goroutine, which Close does not touch.
+	if err := s.w.Close(); err != nil {
+		s.log.Warn("close kafka writer", "err", err)
+	}
+	s.tr.CloseIdleConnections()
+	if n := s.inflightRecs.Load(); n > 0 {
+		s.log.Info("stopped with records not acknowledged; they were not checkpointed", "records", n, "bytes", s.inflight.Load())
+	} else {
+		s.log.Info("stopped")
+	}
+}
+
+// nextBatch waits for a batch to be due (full, lingered enough, flushed, or
+// senders out of room)
+// and takes it from pending. It returns nil when ctx ends.
+func (s *Shipper) nextBatch(ctx context.Context, timer *time.Timer) []*entry {
+	for {
+		s.mu.Lock()
+		if n := len(s.pending); n > 0 {
+			head := s.pending[0]
+			wait := s.cfg.Linger - time.Since(head.enq)
+			if wait <= 0 || n >= s.cfg.BatchSize || s.pendBytes >= s.cfg.BatchBytes || head.seq < s.flushSeq || s.blocked.Load() {
+				s.blocked.Store(false)
+				b := s.takeLocked()
+				s.mu.Unlock()
+				return b
+			}
+			s.mu.Unlock()
+			timer.Reset(wait)
+		} else {
+			s.mu.Unlock()
+			timer.Stop()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// takeLocked takes the longest prefix of pending that fits one batch.
+func (s *Shipper) takeLocked() []*entry {
+	n, bytes := 0, int64(0)
+	for n < len(s.pending) && n < s.cfg.BatchSize {
+		sz := s.pending[n].size
+		if n > 0 && bytes+sz > s.cfg.BatchBytes {
+			break
+		}
+		bytes += sz
+		n++
+	}
+	// The batch keeps the front of pending's array (capped so appends never
+	// reach it); complete clears it so acked records are not kept alive.
+	b := s.pending[:n:n]
+	s.pending = s.pending[n:]
+	s.pendBytes -= bytes
+	return b
+}
+
+// complete records that every record of b is acked.
+func (s *Shipper) complete(b []*entry) {
+	s.mu.Lock()
+	s.doneSeq = b[len(b)-1].seq + 1
+	close(s.progress)
+	s.progress = make(chan struct{})
+	s.mu.Unlock()
+	clear(b)
+}

@@ -1,0 +1,326 @@
+package ship
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// ship writes batch b until every record of it is acked or rejected, or
+// until ctx ends. Nothing else is written meanwhile: that is what keeps
+// retried records ahead of later ones.
+func (s *Shipper) ship(ctx context.Context, b []*entry) {
+	todo := make([]*entry, 0, len(b))
+	local := map[string]*failure{}
+	for _, e := range b {
+		if e.reject != nil {
+			e.final, e.err = true, e.reject
+			var re *RejectedError
+			errors.As(e.reject, &re)
+			f := local[re.Topic+"\x00"+re.Reason]
+			if f == nil {
+				f = &failure{topic: re.Topic, reason: re.Reason, err: e.reject}
+				local[re.Topic+"\x00"+re.Reason] = f
+			}
+			f.rejected++
+			continue
+		}
+		todo = append(todo, e)
+	}
+	for _, f := range local {
+		s.m.rejected.WithLabelValues(f.reason).Add(float64(f.rejected))
+		s.log.Error("record can never be written; acking it as failed", "topic", f.topic, "reason", f.reason, "records", f.rejected, "err", f.err)
+	}
+
+	// Limits for this batch only: halving to isolate a bad record (for
+	// example INVALID_RECORD) must not slow the topic down for good.
+	limits := map[string]int64{}
+	fails := 0 // consecutive attempts that changed nothing
+	for len(todo) > 0 {
+		if fails > 0 {
+			t := time.NewTimer(s.backoff(fails))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		progress := s.attempt(ctx, todo, limits, fails)
+		if ctx.Err() != nil {
+			return
+		}
+		s.release(b)
+		todo = s.unfinished(todo)
+		switch {
+		case progress && fails > 0:
+			s.log.Info("kafka writes succeed again", "failed_attempts", fails, "records_left", len(todo))
+			fails = 0
+		case !progress:
+			fails++
+		}
+	}
+	s.release(b)
+	s.complete(b)
+}
+
+func (s *Shipper) unfinished(todo []*entry) []*entry {
+	out := todo[:0]
+	for _, e := range todo {
+		if !e.final {
+			out = append(out, e)
+		}
+	}
+	clear(todo[len(out):])
+	return out
+}
+
+// backoff is the wait before attempt fails+1: doubling from RetryBackoffMin
+// to RetryBackoffMax, with jitter in its upper half so that many agents
+// cut off by one outage do not come back in step.
+func (s *Shipper) backoff(fails int) time.Duration {
+	d := s.cfg.RetryBackoffMax
+	if fails <= 30 {
+		if x := s.cfg.RetryBackoffMin << (fails - 1); x > 0 && x < d {
+			d = x
+		}
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// failure aggregates the records of one topic that failed for one reason in
+// one attempt, so that an outage logs a line per attempt, not per record.
+type failure struct {
+	topic, reason   string
+	err             error // the first
+	retry, rejected int
+}
+
+// topicResult is what writing one topic's records in one attempt did.
+type topicResult struct {
+	ok, okBytes int
+	fails       map[string]*failure // by reason
+	// limit, when positive, is a smaller batch byte limit to retry with;
+	// persist says the topic, not one record, needs it (max.message.bytes).
+	limit   int64
+	persist bool
+}
+
+func (r *topicResult) fail(topic, reason string, err error, rejected bool) {
+	if r.fails == nil {
+		r.fails = map[string]*failure{}
+	}
+	f := r.fails[reason]
+	if f == nil {
+		f = &failure{topic: topic, reason: reason, err: err}
+		r.fails[reason] = f
+	}
+	if rejected {
+		f.rejected++
+	} else {
+		f.retry++
+	}
+}
+
+// attempt writes every record of todo once: each topic's records by
+// writeTopic, topics in parallel (they share no partition, so no order).
+// It reports whether anything changed (a record acked or rejected, or a
+// batch to split), which decides whether the next attempt backs off.
+func (s *Shipper) attempt(ctx context.Context, todo []*entry, limits map[string]int64, fails int) bool {
+	var topics []string
+	groups := map[string][]*entry{}
+	for _, e := range todo {
+		g, ok := groups[e.r.Topic]
+		if !ok {
+			topics = append(topics, e.r.Topic)
+		}
+		groups[e.r.Topic] = append(g, e)
+	}
+	limitOf := func(t string) int64 {
+		l := s.cfg.BatchBytes
+		if x, ok := s.limits[t]; ok {
+			l = min(l, x)
+		}
+		if x, ok := limits[t]; ok {
+			l = min(l, x)
+		}
+		return l
+	}
+	results := make([]topicResult, len(topics))
+	if len(topics) == 1 {
+		results[0] = s.writeTopic(ctx, topics[0], groups[topics[0]], limitOf(topics[0]))
+	} else {
+		var wg sync.WaitGroup
+		for i, t := range topics {
+			limit := limitOf(t)
+			wg.Go(func() { results[i] = s.writeTopic(ctx, t, groups[t], limit) })
+		}
+		wg.Wait()
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+
+	progress := false
+	for i, r := range results {
+		t := topics[i]
+		if r.ok > 0 {
+			progress = true
+			c := s.counters(t)
+			c.records.Add(float64(r.ok))
+			c.bytes.Add(float64(r.okBytes))
+		}
+		if r.limit > 0 {
+			progress = true
+			limits[t] = r.limit
+			if r.persist {
+				if _, seen := s.limits[t]; !seen {
+					s.log.Warn("kafka topic refused a batch as too large; its max.message.bytes is below --kafka-batch-bytes, "+
+						"so its batches are cut smaller from now on (lower --kafka-batch-bytes to avoid the retries)",
+						"topic", t, "batch_bytes", r.limit)
+				}
+				s.limits[t] = r.limit
+			}
+		}
+		for _, f := range r.fails {
+			s.m.writeErrors.WithLabelValues(f.reason).Add(float64(f.retry + f.rejected))
+			if f.rejected > 0 {
+				progress = true
+				s.m.rejected.WithLabelValues(f.reason).Add(float64(f.rejected))
+				s.log.Error("kafka refused records for good; acking them as failed", "topic", t, "reason", f.reason,
+					"records", f.rejected, "err", f.err)
+			}
+			if f.retry > 0 {
+				s.m.retries.WithLabelValues(f.reason).Add(float64(f.retry))
+				level := slog.LevelWarn
+				if isClientWide(f.err) {
+					// No retry fixes this without an operator; say so loudly.
+					level = slog.LevelError
+				}
+				s.log.Log(ctx, level, "kafka write failed; retrying", "topic", t, "reason", f.reason,
+					"records", f.retry, "failed_attempts", fails+1, "err", f.err)
+			}
+		}
+	}
+	return progress
+}
+
+func (s *Shipper) counters(topic string) topicCounters {
+	c, ok := s.topicMetrics[topic]
+	if !ok {
+		c = topicCounters{s.m.records.WithLabelValues(topic), s.m.bytes.WithLabelValues(topic)}
+		s.topicMetrics[topic] = c
+	}
+	return c
+}
+
+// writeTopic writes es, records of one topic in Send order, in calls of at
+// most limit bytes and BatchSize records, one after the other. It stops
+// after a call that left a record to retry: the records after it may share
+// its partition and must not overtake it. It sets final and err on the
+// records that are done, and nothing else it shares.
+func (s *Shipper) writeTopic(ctx context.Context, topic string, es []*entry, limit int64) topicResult {
+	var r topicResult
+	for len(es) > 0 {
+		n, bytes := 0, int64(0)
+		for n < len(es) && n < s.cfg.BatchSize {
+			if n > 0 && bytes+es[n].size > limit {
+				break
+			}
+			bytes += es[n].size
+			n++
+		}
+		call := es[:n]
+		es = es[n:]
+		msgs := make([]kafka.Message, n)
+		for i, e := range call {
+			msgs[i] = kafka.Message{Topic: topic, Key: e.r.Key, Value: e.r.Value, Headers: e.r.Headers}
+		}
+		start := time.Now()
+		err := s.w.WriteMessages(ctx, msgs...)
+		s.m.latency.Observe(time.Since(start).Seconds())
+		s.m.batch.Observe(float64(n))
+		if ctx.Err() != nil {
+			// kafka-go may still write what it was handed; unacked, those
+			// records are read again after a restart: duplicates, not loss.
+			return r
+		}
+		var werrs kafka.WriteErrors
+		perRecord := errors.As(err, &werrs) && len(werrs) == n
+		stop := false
+		for i, e := range call {
+			rerr := err
+			if perRecord {
+				rerr = werrs[i]
+			}
+			if rerr == nil {
+				e.final = true
+				r.ok++
+				r.okBytes += int(e.payload)
+				continue
+			}
+			cls, reason := classify(rerr)
+			switch {
+			case cls == fatal || (cls == isolate && n == 1):
+				e.final, e.err = true, &RejectedError{Topic: topic, Reason: reason, Err: rerr}
+				r.fail(topic, reason, rerr, true)
+			case cls == isolate:
+				// Halve the calls until the record is alone; then the
+				// error is its own. Only a size error says the topic, not
+				// a record, needs smaller batches from now on.
+				r.fail(topic, reason, rerr, false)
+				r.limit = max(bytes/2, 1)
+				var ke kafka.Error
+				r.persist = errors.As(rerr, &ke) && (ke == kafka.MessageSizeTooLarge || ke == kafka.RecordListTooLarge)
+				stop = true
+			default:
+				r.fail(topic, reason, rerr, false)
+				stop = true
+			}
+		}
+		if stop {
+			return r
+		}
+	}
+	return r
+}
+
+// streamKey is a topic and key: the unit of ordering.
+type streamKey struct{ topic, key string }
+
+// release calls the Ack of every finished record of b whose earlier
+// records of the same key are acked, so that acks of a key come in Send
+// order even when a rejected record is finished before a retried earlier one.
+func (s *Shipper) release(b []*entry) {
+	var blocked map[streamKey]struct{}
+	for _, e := range b {
+		if e == nil || e.acked {
+			continue
+		}
+		if !e.final {
+			if e.r.Key != nil {
+				if blocked == nil {
+					blocked = map[streamKey]struct{}{}
+				}
+				blocked[streamKey{e.r.Topic, string(e.r.Key)}] = struct{}{}
+			}
+			continue
+		}
+		if blocked != nil && e.r.Key != nil {
+			if _, ok := blocked[streamKey{e.r.Topic, string(e.r.Key)}]; ok {
+				continue
+			}
+		}
+		e.acked = true
+		if e.r.Ack != nil {
+			e.r.Ack(e.err)
+		}
+		e.r = Record{} // let the payload go before the batch ends
+		s.releaseWeight(e)
+	}
+}

@@ -1,0 +1,514 @@
+package tailer
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nxadm/tail"
+
+	"github.com/logferry/logferry/pkg/fileid"
+	"github.com/logferry/logferry/pkg/protocol"
+)
+
+// Line is one record's worth of a file: a whole line, or one part of a line
+// longer than MaxLineBytes.
+type Line struct {
+	// Start is the byte offset of the first byte of Data in the file.
+	Start int64
+	// End is where reading resumes after this record: just past the line's
+	// newline for a whole line or a last part, just past Data otherwise.
+	// A checkpoint at End never repeats or skips a byte.
+	End int64
+	// Data is the line without its newline. The tailer does not reuse it.
+	Data []byte
+	// Part numbers the parts of a split line from 1; 0 for a whole line.
+	Part int
+	// Last is set on the last part of a split line (and on whole lines).
+	Last bool
+	// Truncated is set when the rest of a long line was dropped.
+	Truncated bool
+	// NoNewline is set on a final line shipped without its newline because
+	// the file was rotated away or deleted.
+	NoNewline bool
+}
+
+// Errors that end Run.
+var (
+	// ErrFinished: the file was rotated away or deleted and everything in
+	// it was read.
+	ErrFinished = errors.New("tailer: file rotated away or deleted and read to its end")
+	// ErrGone: the file was truncated and rewritten with other content, so
+	// its identity no longer exists (the new content is a new file).
+	ErrGone = errors.New("tailer: file truncated and rewritten; its identity is gone")
+	// ErrMismatch: the path does not hold the file with the expected identity.
+	ErrMismatch = errors.New("tailer: path holds a different file")
+)
+
+// Config describes one file to tail.
+type Config struct {
+	Path     string
+	Identity protocol.FileIdentity
+	// Shared: the file is on a shared volume (identities ignore the device).
+	Shared           bool
+	FingerprintBytes int
+	// Offset is where reading starts (a checkpoint, 0, or the file's size).
+	Offset int64
+	// MaxLineBytes caps one record; longer lines are split, or truncated
+	// when Truncate is set.
+	MaxLineBytes int
+	Truncate     bool
+	// RotatedIdle is how long a rotated-away file must stop growing before
+	// the tailer finishes it (its writer may hold it open for a while).
+	RotatedIdle time.Duration
+	// CheckInterval is how often a followed file is checked for rotation
+	// and truncation that the notifier did not report.
+	CheckInterval time.Duration
+	// Poll makes nxadm/tail poll instead of using inotify.
+	Poll   bool
+	Logger *slog.Logger
+	// OnTruncate is called when the file shrank below the read offset and is
+	// read again from 0; lost is how many bytes past the old offset could
+	// not have been read (unknown: 0).
+	OnTruncate func(oldOffset int64)
+}
+
+// Tailer follows one file by identity.
+type Tailer struct {
+	cfg    Config
+	log    *slog.Logger
+	f      *os.File
+	offset atomic.Int64 // End of the last emitted line; read by other goroutines
+}
+
+// New checks cfg; it opens nothing.
+func New(cfg Config) (*Tailer, error) {
+	switch {
+	case cfg.Path == "":
+		return nil, errors.New("tailer: no path")
+	case cfg.FingerprintBytes <= 0:
+		return nil, fmt.Errorf("tailer: fingerprint size %d", cfg.FingerprintBytes)
+	case cfg.MaxLineBytes <= 0:
+		return nil, fmt.Errorf("tailer: max line bytes %d", cfg.MaxLineBytes)
+	case cfg.Offset < 0:
+		return nil, fmt.Errorf("tailer: negative offset %d for %s", cfg.Offset, cfg.Path)
+	}
+	if cfg.RotatedIdle <= 0 {
+		cfg.RotatedIdle = 5 * time.Second
+	}
+	if cfg.CheckInterval <= 0 {
+		cfg.CheckInterval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.OnTruncate == nil {
+		cfg.OnTruncate = func(int64) {}
+	}
+	t := &Tailer{cfg: cfg, log: cfg.Logger.With("component", "tailer", "path", cfg.Path)}
+	t.offset.Store(cfg.Offset)
+	return t, nil
+}
+
+// Offset is where reading would resume: the End of the last emitted line.
+// Safe to call from any goroutine.
+func (t *Tailer) Offset() int64 { return t.offset.Load() }
+
+// emitter wraps emit so that the offset follows every emitted line.
+func (t *Tailer) emitter(emit func(Line) error) func(Line) error {
+	return func(l Line) error {
+		if err := emit(l); err != nil {
+			return err
+		}
+		t.offset.Store(l.End)
+		return nil
+	}
+}
+
+// Run reads the file from the configured offset and hands every line to
+// emit, in file order, until ctx is done (ctx's error), emit fails (its
+// error), the file is finished (ErrFinished) or gone (ErrGone).
+//
+// The tailer keeps its own descriptor of the file for its whole life. It
+// reads what is already there with that descriptor, then lets nxadm/tail
+// follow appends through the path; whenever nxadm/tail stops (rename,
+// delete), or the path no longer holds this file, or the file shrank, the
+// tailer goes back to its own descriptor, so a rotated file is always read
+// to its end before the tailer lets go of it.
+func (t *Tailer) Run(ctx context.Context, emit func(Line) error) error {
+	f, err := t.open()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	t.f = f
+	r := newReader(f, t.cfg.MaxLineBytes, t.cfg.Truncate)
+	emit = t.emitter(emit)
+	var idleSince time.Time
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := t.checkTruncation(r); err != nil {
+			return err
+		}
+		n, err := r.readAvailable(t.Offset(), emit)
+		if err != nil {
+			return err
+		}
+		st := t.pathState()
+		if st == pathOurs {
+			idleSince = time.Time{}
+			if err := t.follow(ctx, emit); err != nil {
+				return err
+			}
+			continue
+		}
+		// Rotated away or deleted: drain with our own descriptor until the
+		// file stops growing, then ship a final partial line and finish.
+		if n > 0 || idleSince.IsZero() {
+			idleSince = time.Now()
+		}
+		if st == pathDeleted || time.Since(idleSince) >= t.cfg.RotatedIdle {
+			if err := r.flushPartial(emit); err != nil {
+				return err
+			}
+			t.log.Info("file finished", "offset", t.Offset(), "state", st)
+			return ErrFinished
+		}
+		if !sleep(ctx, min(t.cfg.CheckInterval, t.cfg.RotatedIdle/4+time.Millisecond)) {
+			return ctx.Err()
+		}
+	}
+}
+
+// open opens the file with the configured identity: at the configured path,
+// or, if that path was rotated meanwhile, at a sibling in the same directory
+// (rotation renames within a directory: app.log -> app.log.1).
+func (t *Tailer) open() (*os.File, error) {
+	f, err := t.openIfOurs(t.cfg.Path)
+	if err == nil {
+		return f, nil
+	}
+	entries, derr := os.ReadDir(filepath.Dir(t.cfg.Path))
+	if derr != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		p := filepath.Join(filepath.Dir(t.cfg.Path), e.Name())
+		info, ierr := e.Info()
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if ierr != nil || !ok || st.Ino != t.cfg.Identity.Inode || p == t.cfg.Path {
+			continue
+		}
+		if f, ferr := t.openIfOurs(p); ferr == nil {
+			// The configured path stays the reference for pathState: it
+			// names another file now, so this one is read to its end.
+			t.log.Info("file was rotated before it was opened; found it by identity", "now_at", p)
+			return f, nil
+		}
+	}
+	return nil, err
+}
+
+func (t *Tailer) openIfOurs(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	id, err := fileid.Of(f, t.cfg.FingerprintBytes)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w: identify %s: %w", ErrMismatch, path, err)
+	}
+	if !fileid.Same(id, t.cfg.Identity, t.cfg.Shared) {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s has inode %d, fingerprint %.12s; want inode %d, fingerprint %.12s",
+			ErrMismatch, path, id.Inode, id.Fingerprint, t.cfg.Identity.Inode, t.cfg.Identity.Fingerprint)
+	}
+	return f, nil
+}
+
+type pathState int
+
+const (
+	pathOurs    pathState = iota // the path still names our file
+	pathRotated                  // the path names another file, or nothing, but ours still has links
+	pathDeleted                  // our file has no links left
+)
+
+func (s pathState) String() string {
+	return [...]string{"current", "rotated", "deleted"}[s]
+}
+
+func (t *Tailer) pathState() pathState {
+	ours, err := t.f.Stat()
+	if err == nil {
+		if st, ok := ours.Sys().(*syscall.Stat_t); ok && st.Nlink == 0 {
+			return pathDeleted
+		}
+	}
+	cur, err := os.Stat(t.cfg.Path)
+	if err != nil || ours == nil || !os.SameFile(ours, cur) {
+		return pathRotated
+	}
+	return pathOurs
+}
+
+// checkTruncation verifies the file under our descriptor still has our
+// identity. Rewritten first bytes mean the identity is gone (ErrGone), even
+// if the file grew past the offset again (copytruncate followed by fast
+// writes); a file that shrank below the offset with its first bytes intact
+// is read again from 0.
+func (t *Tailer) checkTruncation(r *reader) error {
+	fi, err := t.f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", t.cfg.Path, err)
+	}
+	offset := t.Offset()
+	id, err := fileid.Of(t.f, t.cfg.FingerprintBytes)
+	if err != nil || !fileid.Same(id, t.cfg.Identity, t.cfg.Shared) {
+		t.log.Warn("file rewritten; its identity is gone", "offset", offset, "size", fi.Size())
+		return fmt.Errorf("%w: %s (offset %d, now %d bytes)", ErrGone, t.cfg.Path, offset, fi.Size())
+	}
+	if fi.Size() >= offset {
+		return nil
+	}
+	t.log.Warn("file truncated; reading it again from 0", "offset", offset, "size", fi.Size())
+	t.cfg.OnTruncate(offset)
+	t.offset.Store(0)
+	r.reset()
+	return nil
+}
+
+// changed reports whether the followed file needs the descriptor path:
+// shrunk, rewritten, or no longer at the path.
+func (t *Tailer) changed() bool {
+	fi, err := t.f.Stat()
+	if err != nil || fi.Size() < t.Offset() || t.pathState() != pathOurs {
+		return true
+	}
+	id, err := fileid.Of(t.f, t.cfg.FingerprintBytes)
+	return err != nil || !fileid.Same(id, t.cfg.Identity, t.cfg.Shared)
+}
+
+// follow runs nxadm/tail from t.offset until it stops by itself, the path
+// stops naming our file, the file shrinks, or ctx is done. Lines it reads
+// are emitted as long as they continue exactly where t.offset is.
+func (t *Tailer) follow(ctx context.Context, emit func(Line) error) error {
+	tl, err := tail.TailFile(t.cfg.Path, tail.Config{
+		Location:      &tail.SeekInfo{Offset: t.Offset(), Whence: io.SeekStart},
+		Follow:        true,
+		ReOpen:        false, // rotation is ours to handle, with our own descriptor
+		MustExist:     true,
+		CompleteLines: true, // never a partial line as a whole one
+		Poll:          t.cfg.Poll,
+		Logger:        log.New(slogWriter{t.log}, "", 0),
+	})
+	if err != nil {
+		// The path vanished between the check and the open: the caller's
+		// loop sees a rotated path next time round.
+		return nil
+	}
+	defer func() {
+		_ = tl.Stop()
+		tl.Cleanup()
+	}()
+	// nxadm/tail may have opened a different file if a rotation happened
+	// just now; then its lines must not be used.
+	if t.pathState() != pathOurs {
+		return nil
+	}
+	check := time.NewTicker(t.cfg.CheckInterval)
+	defer check.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-check.C:
+			if t.changed() {
+				return nil
+			}
+		case l, ok := <-tl.Lines:
+			if !ok {
+				return nil // nxadm/tail stopped (rename, delete, error)
+			}
+			if l.Err != nil {
+				t.log.Warn("tail reported an error; continuing with our own descriptor", "err", l.Err)
+				return nil
+			}
+			end := l.SeekInfo.Offset
+			start := end - int64(len(l.Text)) - 1
+			if start != t.Offset() {
+				// A reopen after truncation, or a line we cannot place:
+				// hand back to the descriptor-based reader.
+				return nil
+			}
+			if err := splitLine(start, end, []byte(l.Text), t.cfg.MaxLineBytes, t.cfg.Truncate, emit); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// splitLine emits one whole line found at [start, end) (end past its
+// newline), split or truncated to max bytes.
+func splitLine(start, end int64, data []byte, max int, truncate bool, emit func(Line) error) error {
+	if len(data) <= max {
+		return emit(Line{Start: start, End: end, Data: data, Last: true})
+	}
+	if truncate {
+		return emit(Line{Start: start, End: end, Data: data[:max], Last: true, Truncated: true})
+	}
+	for part, off := 1, 0; off < len(data); part++ {
+		n := min(max, len(data)-off)
+		l := Line{Start: start + int64(off), End: start + int64(off+n), Data: data[off : off+n], Part: part}
+		if off+n == len(data) {
+			l.Last, l.End = true, end
+		}
+		if err := emit(l); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
+
+// slogWriter adapts nxadm/tail's log.Logger output to slog at debug level.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug("nxadm/tail", "msg", string(p))
+	return len(p), nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-tm.C:
+		return true
+	}
+}
+
+// reader reads lines from the tailer's own descriptor with positional reads
+// (io.SectionReader), so it never shares a file position with anyone.
+// Memory stays bounded by max plus the buffer, whatever the line length.
+type reader struct {
+	f        *os.File
+	max      int
+	truncate bool
+	br       *bufio.Reader
+	pos      int64  // offset of the next byte br returns
+	acc      []byte // bytes of the current line not emitted yet
+	accStart int64  // offset of acc[0]: where the current line (or part) starts
+	part     int    // parts of the current line emitted so far
+	dropped  bool   // truncate mode: bytes past max of the current line were dropped
+}
+
+func newReader(f *os.File, max int, truncate bool) *reader {
+	return &reader{f: f, max: max, truncate: truncate}
+}
+
+// reset forgets the read state; the next readAvailable starts afresh.
+func (r *reader) reset() { r.br = nil }
+
+// readAvailable emits every complete line from offset to the current end of
+// the file and keeps an unfinished last line for later. It returns how many
+// bytes it consumed from the file.
+func (r *reader) readAvailable(offset int64, emit func(Line) error) (int64, error) {
+	if r.br == nil || offset != r.accStart {
+		r.br = bufio.NewReaderSize(io.NewSectionReader(r.f, offset, math.MaxInt64-offset), 64<<10)
+		r.pos, r.accStart, r.acc, r.part, r.dropped = offset, offset, r.acc[:0], 0, false
+	}
+	var consumed int64
+	for {
+		// bufio does not latch EOF: after the file grows, ReadSlice reads on.
+		chunk, err := r.br.ReadSlice('\n')
+		r.pos += int64(len(chunk))
+		consumed += int64(len(chunk))
+		complete := err == nil
+		data := chunk
+		if complete {
+			data = chunk[:len(chunk)-1]
+		}
+		if err := r.accumulate(data, emit); err != nil {
+			return consumed, err
+		}
+		switch {
+		case complete:
+			l := Line{Start: r.accStart, End: r.pos, Data: clone(r.acc), Last: true, Truncated: r.dropped}
+			if r.part > 0 {
+				l.Part = r.part + 1
+			}
+			if err := emit(l); err != nil {
+				return consumed, err
+			}
+			r.acc, r.accStart, r.part, r.dropped = r.acc[:0], r.pos, 0, false
+		case errors.Is(err, bufio.ErrBufferFull):
+		case errors.Is(err, io.EOF):
+			return consumed, nil
+		default:
+			return consumed, fmt.Errorf("read %s at %d: %w", r.f.Name(), r.pos, err)
+		}
+	}
+}
+
+// accumulate adds data to the current line, emitting full parts of a long
+// line (split mode) or dropping what is past max (truncate mode).
+func (r *reader) accumulate(data []byte, emit func(Line) error) error {
+	if r.truncate {
+		if room := r.max - len(r.acc); len(data) > room {
+			r.acc = append(r.acc, data[:max(room, 0)]...)
+			r.dropped = true
+		} else {
+			r.acc = append(r.acc, data...)
+		}
+		return nil
+	}
+	r.acc = append(r.acc, data...)
+	for len(r.acc) > r.max { // more bytes follow: this part is not the last
+		r.part++
+		l := Line{Start: r.accStart, End: r.accStart + int64(r.max), Data: clone(r.acc[:r.max]), Part: r.part}
+		if err := emit(l); err != nil {
+			return err
+		}
+		r.acc = append(r.acc[:0], r.acc[r.max:]...)
+		r.accStart += int64(r.max)
+	}
+	return nil
+}
+
+// flushPartial emits the unfinished last line, if any, as a final line
+// flagged NoNewline. Call it right after readAvailable reached the end.
+func (r *reader) flushPartial(emit func(Line) error) error {
+	if r.br == nil || r.pos == r.accStart {
+		return nil
+	}
+	l := Line{Start: r.accStart, End: r.pos, Data: clone(r.acc), Last: true, Truncated: r.dropped, NoNewline: true}
+	if r.part > 0 {
+		l.Part = r.part + 1
+	}
+	if err := emit(l); err != nil {
+		return err
+	}
+	r.acc, r.accStart, r.part, r.dropped = r.acc[:0], r.pos, 0, false
+	return nil
+}
+
+func clone(b []byte) []byte { return append([]byte(nil), b...) }

@@ -1,0 +1,312 @@
+package tailer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/logferry/logferry/internal/testenv"
+	"github.com/logferry/logferry/pkg/fileid"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// nxadm/tail shares one inotify watcher per process, on purpose.
+		goleak.IgnoreAnyFunction("github.com/nxadm/tail/watch.(*InotifyTracker).run"),
+		goleak.IgnoreAnyFunction("github.com/fsnotify/fsnotify.(*Watcher).readEvents"),
+	)
+}
+
+const fpBytes = 32
+
+// collector gathers emitted lines.
+type collector struct {
+	mu    sync.Mutex
+	lines []Line
+}
+
+func (c *collector) emit(l Line) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lines = append(c.lines, l)
+	return nil
+}
+
+func (c *collector) get() []Line {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Line(nil), c.lines...)
+}
+
+func (c *collector) count() int { return len(c.get()) }
+
+type run struct {
+	tl   *Tailer
+	col  *collector
+	done chan error
+	stop context.CancelFunc
+}
+
+func startTailer(t *testing.T, path string, offset int64, mod func(*Config)) *run {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	id, err := fileid.Of(f, fpBytes)
+	f.Close()
+	require.NoError(t, err)
+	cfg := Config{Path: path, Identity: id, FingerprintBytes: fpBytes, Offset: offset, MaxLineBytes: 1 << 20,
+		RotatedIdle: 200 * time.Millisecond, CheckInterval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}
+	if mod != nil {
+		mod(&cfg)
+	}
+	tl, err := New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &run{tl: tl, col: &collector{}, done: make(chan error, 1), stop: cancel}
+	go func() { r.done <- tl.Run(ctx, r.col.emit) }()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+	return r
+}
+
+func appendTo(t *testing.T, path, s string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+	require.NoError(t, err)
+	_, err = f.WriteString(s)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+}
+
+func header() string { return strings.Repeat("#", fpBytes) + "\n" }
+
+// checkOffsets asserts each line's Start is the byte offset of its data in
+// content and that lines are contiguous.
+func checkOffsets(t *testing.T, content []byte, lines []Line, from int64) {
+	t.Helper()
+	next := from
+	for i, l := range lines {
+		require.Equal(t, next, l.Start, "line %d starts where the previous ended", i)
+		require.True(t, bytes.Equal(content[l.Start:l.Start+int64(len(l.Data))], l.Data), "line %d data at its offset", i)
+		next = l.End
+	}
+}
+
+func TestReadsExistingThenFollows(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendTo(t, path, header())
+	for i := range 100 {
+		appendTo(t, path, fmt.Sprintf("line %d\n", i))
+	}
+	r := startTailer(t, path, 0, nil)
+	testenv.WaitFor(t, 5*time.Second, "existing lines", func() bool { return r.col.count() == 101 })
+	for i := 100; i < 200; i++ {
+		appendTo(t, path, fmt.Sprintf("line %d\n", i))
+	}
+	// A line written in two parts arrives as one.
+	appendTo(t, path, "first half ")
+	appendTo(t, path, "second half\n")
+	testenv.WaitFor(t, 5*time.Second, "appended lines", func() bool { return r.col.count() == 202 })
+	lines := r.col.get()
+	content, _ := os.ReadFile(path)
+	checkOffsets(t, content, lines, 0)
+	require.Equal(t, "line 199", string(lines[200].Data))
+	require.Equal(t, "first half second half", string(lines[201].Data))
+	require.Equal(t, int64(len(content)), lines[201].End)
+	require.Equal(t, int64(len(content)), r.tl.Offset())
+}
+
+func TestResumesFromOffset(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendTo(t, path, header()+"a\nb\nc\n")
+	off := int64(len(header()) + 2) // after "a\n"
+	r := startTailer(t, path, off, nil)
+	testenv.WaitFor(t, 5*time.Second, "lines", func() bool { return r.col.count() == 2 })
+	lines := r.col.get()
+	require.Equal(t, "b", string(lines[0].Data))
+	require.Equal(t, off, lines[0].Start)
+}
+
+func TestLongLines(t *testing.T) {
+	for _, truncate := range []bool{false, true} {
+		t.Run(fmt.Sprintf("truncate=%v", truncate), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "app.log")
+			long := strings.Repeat("x", 250)
+			appendTo(t, path, header()+long+"\nshort\n")
+			r := startTailer(t, path, 0, func(c *Config) { c.MaxLineBytes = 100; c.Truncate = truncate })
+			want := 5 // header, 3 parts, short
+			if truncate {
+				want = 3
+			}
+			testenv.WaitFor(t, 5*time.Second, "existing lines", func() bool { return r.col.count() == want })
+			// The same through the follow path (nxadm/tail).
+			appendTo(t, path, long+"\nend\n")
+			testenv.WaitFor(t, 5*time.Second, "followed lines", func() bool { return r.col.count() == 2*want-1 })
+			lines := r.col.get()
+			content, _ := os.ReadFile(path)
+			if !truncate {
+				checkOffsets(t, content, lines, 0)
+				require.Equal(t, []int{1, 2, 3}, []int{lines[1].Part, lines[2].Part, lines[3].Part})
+				require.True(t, lines[3].Last)
+				require.False(t, lines[1].Last)
+				require.Len(t, lines[3].Data, 50)
+			} else {
+				require.True(t, lines[1].Truncated)
+				require.Len(t, lines[1].Data, 100)
+				require.Equal(t, lines[2].Start, lines[1].End, "a truncated line's End is past its newline")
+				require.True(t, lines[3].Truncated, "through nxadm/tail too")
+				require.Equal(t, "end", string(lines[4].Data))
+			}
+			for _, l := range lines {
+				require.LessOrEqual(t, len(l.Data), 100)
+			}
+		})
+	}
+}
+
+func TestRenameRotationFinishesOldFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	appendTo(t, path, header())
+	r := startTailer(t, path, 0, nil)
+	testenv.WaitFor(t, 5*time.Second, "the tailer to open the file", func() bool { return r.col.count() > 0 })
+	for i := range 50 {
+		appendTo(t, path, fmt.Sprintf("old %d\n", i))
+	}
+	// Rename right after writing, then more lines to the renamed file (the
+	// writer still has it open) and a final line without newline.
+	require.NoError(t, os.Rename(path, path+".1"))
+	appendTo(t, path+".1", "late\nno newline")
+	appendTo(t, path, header()+"new file\n")
+	select {
+	case err := <-r.done:
+		r.done <- err
+		require.ErrorIs(t, err, ErrFinished)
+	case <-time.After(10 * time.Second):
+		t.Fatal("tailer did not finish the rotated file")
+	}
+	lines := r.col.get()
+	require.Len(t, lines, 53)
+	content, _ := os.ReadFile(path + ".1")
+	checkOffsets(t, content, lines, 0)
+	last := lines[52]
+	require.Equal(t, "no newline", string(last.Data))
+	require.True(t, last.NoNewline)
+	require.Equal(t, int64(len(content)), last.End)
+}
+
+func TestRotatedBeforeOpenFoundByIdentity(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	appendTo(t, path, header()+"a\nb\n")
+	f, _ := os.Open(path)
+	id, _ := fileid.Of(f, fpBytes)
+	f.Close()
+	require.NoError(t, os.Rename(path, path+".1"))
+	appendTo(t, path, strings.Repeat("n", 40)+"\n")
+	tl, err := New(Config{Path: path, Identity: id, FingerprintBytes: fpBytes, MaxLineBytes: 100,
+		RotatedIdle: 50 * time.Millisecond, CheckInterval: 10 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	col := &collector{}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.ErrorIs(t, tl.Run(ctx, col.emit), ErrFinished)
+	require.Len(t, col.get(), 3)
+	require.Equal(t, "b", string(col.get()[2].Data))
+}
+
+func TestDeletedWhileReading(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendTo(t, path, header())
+	for i := range 1000 {
+		appendTo(t, path, fmt.Sprintf("line %d\n", i))
+	}
+	r := startTailer(t, path, 0, nil)
+	testenv.WaitFor(t, 5*time.Second, "the tailer to open the file", func() bool { return r.col.count() > 0 })
+	require.NoError(t, os.Remove(path))
+	select {
+	case err := <-r.done:
+		r.done <- err
+		require.ErrorIs(t, err, ErrFinished)
+	case <-time.After(10 * time.Second):
+		t.Fatal("tailer did not finish the deleted file")
+	}
+	require.Len(t, r.col.get(), 1001, "a deleted file is read to its end through our descriptor")
+}
+
+func TestTruncation(t *testing.T) {
+	t.Run("same head: read again from 0", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "app.log")
+		appendTo(t, path, header()+"a\nb\n")
+		var truncatedAt int64
+		var mu sync.Mutex
+		r := startTailer(t, path, 0, func(c *Config) {
+			c.OnTruncate = func(o int64) { mu.Lock(); truncatedAt = o; mu.Unlock() }
+		})
+		testenv.WaitFor(t, 5*time.Second, "lines", func() bool { return r.col.count() == 3 })
+		require.NoError(t, os.WriteFile(path, []byte(header()+"c\n"), 0o644)) // truncates in place
+		testenv.WaitFor(t, 5*time.Second, "re-read", func() bool { return r.col.count() == 5 })
+		lines := r.col.get()
+		require.Equal(t, int64(0), lines[3].Start)
+		require.Equal(t, "c", string(lines[4].Data))
+		mu.Lock()
+		require.Equal(t, int64(len(header())+4), truncatedAt)
+		mu.Unlock()
+	})
+	t.Run("new head: identity gone", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "app.log")
+		appendTo(t, path, header()+"a\nb\n")
+		r := startTailer(t, path, 0, nil)
+		testenv.WaitFor(t, 5*time.Second, "lines", func() bool { return r.col.count() == 3 })
+		require.NoError(t, os.WriteFile(path, []byte(strings.Repeat("other ", 10)+"\n"), 0o644))
+		select {
+		case err := <-r.done:
+			r.done <- err
+			require.ErrorIs(t, err, ErrGone)
+		case <-time.After(10 * time.Second):
+			t.Fatal("tailer did not notice the rewrite")
+		}
+	})
+}
+
+func TestMismatch(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	appendTo(t, path, header())
+	f, _ := os.Open(path)
+	id, _ := fileid.Of(f, fpBytes)
+	f.Close()
+	require.NoError(t, os.Remove(path))
+	appendTo(t, path, strings.Repeat("other head ", 5)+"\n")
+	tl, err := New(Config{Path: path, Identity: id, FingerprintBytes: fpBytes, MaxLineBytes: 100})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = tl.Run(ctx, func(Line) error { return nil })
+	require.ErrorIs(t, err, ErrMismatch)
+}
+
+func TestEmitErrorStops(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendTo(t, path, header()+"a\n")
+	f, _ := os.Open(path)
+	id, _ := fileid.Of(f, fpBytes)
+	f.Close()
+	tl, err := New(Config{Path: path, Identity: id, FingerprintBytes: fpBytes, MaxLineBytes: 100, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	boom := errors.New("boom")
+	require.ErrorIs(t, tl.Run(context.Background(), func(Line) error { return boom }), boom)
+}
