@@ -1,0 +1,206 @@
+// Command logagent is logferry's per-host agent: it heartbeats in etcd under
+// every topic directory whose globs match files on this host, tails the
+// files the coordinator assigned to it into Kafka, and checkpoints their
+// offsets in etcd after Kafka acknowledged them.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/logferry/logferry/internal/cliflags"
+	"github.com/logferry/logferry/internal/etcdflags"
+	"github.com/logferry/logferry/internal/opsserver"
+	"github.com/logferry/logferry/internal/version"
+	"github.com/logferry/logferry/pkg/agent"
+	"github.com/logferry/logferry/pkg/fileid"
+	"github.com/logferry/logferry/pkg/ship"
+)
+
+const envPrefix = "LOGAGENT"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "logagent:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+type options struct {
+	etcd               etcdflags.Flags
+	kafka              ship.Flags
+	id                 string
+	listen             string
+	leaseTTL           time.Duration
+	checkpointInterval time.Duration
+	scanInterval       time.Duration
+	allowPaths         []string
+	fingerprintBytes   int
+	rotatedIdle        time.Duration
+	stopTimeout        time.Duration
+	logLevel           string
+	logFormat          string
+	showVersion        bool
+}
+
+func parse(args []string, stderr io.Writer) (*options, error) {
+	var o options
+	fs := pflag.NewFlagSet("logagent", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o.etcd.Register(fs)
+	o.kafka.Register(fs)
+	fs.StringVar(&o.id, "id", "", "agent id in etcd keys (default: this host's first non-loopback IP address)")
+	fs.StringVar(&o.listen, "listen", ":9101", "address of /metrics, /healthz and /readyz")
+	fs.DurationVar(&o.leaseTTL, "lease-ttl", 10*time.Second, "TTL of the agent's etcd lease: how soon the coordinator notices a dead agent")
+	fs.DurationVar(&o.checkpointInterval, "checkpoint-interval", time.Second, "how often acknowledged offsets are written to etcd; bounds the duplicates after a crash")
+	fs.DurationVar(&o.scanInterval, "scan-interval", 10*time.Second, "how often topic globs are evaluated again (also on every topic change)")
+	fs.StringSliceVar(&o.allowPaths, "allow-path", []string{"/var/log"}, "root under which files may be read (repeatable); topics whose globs reach outside are refused")
+	fs.IntVar(&o.fingerprintBytes, "fingerprint-bytes", fileid.DefaultFingerprintBytes, "leading bytes that identify a file; shorter files wait until they grow")
+	fs.DurationVar(&o.rotatedIdle, "rotated-idle", 5*time.Second, "a rotated or renamed file that stopped growing this long is finished")
+	fs.DurationVar(&o.stopTimeout, "stop-timeout", 5*time.Second, "on SIGTERM or handover, how long to wait for Kafka to acknowledge what was sent")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: logagent [flags]\n\nEvery flag can also be set by the environment variable shown.\n\n%s", fs.FlagUsages())
+	}
+	cliflags.DocumentEnv(fs, envPrefix)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	if err := cliflags.ApplyEnv(fs, envPrefix); err != nil {
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	return &o, nil
+}
+
+// run is main without the process: tests call it in-process.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parse(args, stderr)
+	if err != nil {
+		return err
+	}
+	if o.showVersion {
+		fmt.Fprintln(stdout, version.String("logagent"))
+		return nil
+	}
+	log, err := newLogger(stderr, o.logLevel, o.logFormat)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if o.id == "" {
+		if o.id, err = hostIP(); err != nil {
+			return fmt.Errorf("%w: --id not given and %w", errUsage, err)
+		}
+	}
+	ks, err := o.etcd.Space()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	kcfg, err := o.kafka.Config()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	shipper, err := ship.New(kcfg, reg, log)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	cli, err := o.etcd.Connect()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	defer cli.Close()
+	a, err := agent.New(agent.Config{
+		Client: cli, Space: ks, ID: o.id, Version: version.Version,
+		AllowPaths: o.allowPaths, FingerprintBytes: o.fingerprintBytes,
+		ScanInterval: o.scanInterval, CheckpointInterval: o.checkpointInterval, LeaseTTL: o.leaseTTL,
+		RotatedIdle: o.rotatedIdle, StopTimeout: o.stopTimeout,
+		Shipper: shipper, Registerer: reg, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	ops := opsserver.New(o.listen, reg, a.Ready, log)
+	if err := ops.Listen(); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	log.Info("logagent starting", "version", version.Version, "id", o.id, "etcd", o.etcd.Endpoints,
+		"kafka", kcfg.Brokers, "allow_paths", o.allowPaths, "listen", ops.Addr())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.Run(gctx) })
+	g.Go(func() error { return ops.Run(gctx) })
+	return g.Wait()
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// hostIP is the first non-loopback IP address of the host, the default
+// agent id: it names the host the way operators already do.
+func hostIP() (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", fmt.Errorf("list interface addresses: %w", err)
+	}
+	var v6 string
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.IsLoopback() || ipn.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		if ip4 := ipn.IP.To4(); ip4 != nil {
+			return ip4.String(), nil
+		}
+		if v6 == "" {
+			v6 = strings.ReplaceAll(ipn.IP.String(), "%", "-")
+		}
+	}
+	if v6 != "" {
+		return v6, nil
+	}
+	return "", errors.New("this host has no non-loopback IP address")
+}

@@ -1,0 +1,197 @@
+package agent
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/logferry/logferry/internal/testenv"
+	"github.com/logferry/logferry/pkg/topics"
+)
+
+func TestTwoFilesInOrderWithHeaders(t *testing.T) {
+	e := newEnv(t)
+	e.write("a.log", header("a"))
+	e.write("b.log", header("b"))
+	e.writeLines("a.log", 0, 300)
+	e.writeLines("b.log", 0, 200)
+	e.putTopic("web", topics.Config{Paths: []string{e.dir + "/*.log"}, KafkaTopic: "web-logs"})
+	ag := e.startAgent("10.0.0.1")
+	fa := e.waitSeen("web", "10.0.0.1", "a.log")
+	fb := e.waitSeen("web", "10.0.0.1", "b.log")
+	e.assign("web", "10.0.0.1", fa)
+	e.assign("web", "10.0.0.1", fb)
+	e.writeLines("a.log", 300, 400) // appended while tailing
+	recs := e.waitRecords("web-logs", 602, 20*time.Second)
+	require.Equal(t, 602, len(recs), "no duplicates without a crash")
+	files := e.byFile(recs) // checks every offset header against the file
+	require.Len(t, files, 2)
+	for path, rs := range files {
+		require.Equal(t, map[string]int{e.path("a.log"): 401, e.path("b.log"): 201}[path], len(rs), path)
+		// One file's lines are in one partition (key=file), in file order.
+		var last int64 = -1
+		for _, r := range rs {
+			require.Equal(t, rs[0].Partition, r.Partition)
+			off, _ := strconv.ParseInt(r.Headers["offset"], 10, 64)
+			require.Greater(t, off, last, "file order")
+			last = off
+			require.Equal(t, "10.0.0.1", r.Headers["host"])
+			require.Equal(t, "web", r.Headers["topic"])
+			require.Equal(t, r.Key, r.Headers["file"], "key=file: the record key is the file key")
+		}
+	}
+	require.Equal(t, fa.Key, files[e.path("a.log")][0].Headers["file"])
+	// Checkpoints reach the end of each file.
+	testenv.WaitFor(t, 10*time.Second, "checkpoints at the end of both files", func() bool {
+		ca, ok1 := e.checkpoint("web", fa.Key)
+		cb, ok2 := e.checkpoint("web", fb.Key)
+		return ok1 && ok2 && ca.Offset == fileSize(t, e.path("a.log")) && cb.Offset == fileSize(t, e.path("b.log"))
+	})
+	require.NoError(t, ag.stop())
+}
+
+func TestRestartResumesFromCheckpoint(t *testing.T) {
+	e := newEnv(t)
+	e.write("app.log", header("app"))
+	e.writeLines("app.log", 0, 1000)
+	e.putTopic("app", topics.Config{Paths: []string{e.dir + "/app.log"}})
+	ag := e.startAgent("h1")
+	f := e.waitSeen("app", "h1", "app.log")
+	e.assign("app", "h1", f)
+	e.waitRecords("app", 1001, 20*time.Second)
+	testenv.WaitFor(t, 10*time.Second, "checkpoint at the end", func() bool {
+		cp, ok := e.checkpoint("app", f.Key)
+		return ok && cp.Offset == fileSize(t, e.path("app.log"))
+	})
+	require.NoError(t, ag.stop())
+
+	// Lines written while no agent runs, then a fresh agent on the same state.
+	e.writeLines("app.log", 1000, 1500)
+	e.startAgent("h1")
+	recs := e.waitRecords("app", 1501, 20*time.Second)
+	seen, dups := distinctValues(recs)
+	require.Equal(t, 1501, len(seen), "no line lost")
+	require.Zero(t, dups, "a clean stop wrote the final checkpoint: nothing is read twice")
+	e.byFile(recs)
+}
+
+func TestReleaseHandsOverWithoutGapOrOverlap(t *testing.T) {
+	e := newEnv(t)
+	e.write("shared.log", header("shared"))
+	e.writeLines("shared.log", 0, 500)
+	e.putTopic("sh", topics.Config{Paths: []string{e.dir + "/shared.log"}, Shared: true})
+	a1 := e.startAgent("h1")
+	e.startAgent("h2")
+	f1 := e.waitSeen("sh", "h1", "shared.log")
+	f2 := e.waitSeen("sh", "h2", "shared.log")
+	require.Equal(t, f1.Key, f2.Key, "a shared file has one key on every member")
+	k1 := e.assign("sh", "h1", f1)
+	e.waitRecords("sh", 501, 20*time.Second)
+
+	// Keep writing while the leader moves the file from h1 to h2.
+	e.writeLines("shared.log", 500, 700)
+	e.revoke(k1, f1, "h2")
+	testenv.WaitFor(t, 10*time.Second, "h1 to release", func() bool { return !e.exists(k1) })
+	cp, ok := e.checkpoint("sh", f1.Key)
+	require.True(t, ok)
+	shipped := e.records("sh")
+	var lastEnd int64
+	for _, r := range shipped {
+		off, _ := strconv.ParseInt(r.Headers["offset"], 10, 64)
+		lastEnd = max(lastEnd, off+int64(len(r.Value))+1)
+	}
+	require.Equal(t, lastEnd, cp.Offset, "the final checkpoint is the end of the last line shipped")
+	require.Equal(t, 0.0, counterValue(t, a1.reg, "logagent_releases_total", "released")-1)
+
+	e.writeLines("shared.log", 700, 800)
+	e.assign("sh", "h2", f2)
+	recs := e.waitRecords("sh", 801, 20*time.Second)
+	seen, dups := distinctValues(recs)
+	require.Equal(t, 801, len(seen), "no gap")
+	require.Zero(t, dups, "no overlap")
+	for _, r := range recs {
+		off, _ := strconv.ParseInt(r.Headers["offset"], 10, 64)
+		want := "h1"
+		if off >= cp.Offset {
+			want = "h2"
+		}
+		require.Equal(t, want, r.Headers["host"], "offset %d shipped by the wrong agent", off)
+	}
+}
+
+func TestAssignmentDeletedStopsAtOnce(t *testing.T) {
+	e := newEnv(t)
+	e.write("x.log", header("x"))
+	e.write("y.log", header("y"))
+	e.writeLines("x.log", 0, 10)
+	e.putTopic("x", topics.Config{Paths: []string{e.dir + "/*.log"}})
+	ag := e.startAgent("h1")
+	fx := e.waitSeen("x", "h1", "x.log")
+	fy := e.waitSeen("x", "h1", "y.log")
+	kx := e.assign("x", "h1", fx)
+	e.assign("x", "h1", fy)
+	e.waitRecords("x", 12, 10*time.Second)
+	testenv.WaitFor(t, 5*time.Second, "x checkpointed", func() bool {
+		cp, ok := e.checkpoint("x", fx.Key)
+		return ok && cp.Offset == fileSize(t, e.path("x.log"))
+	})
+	// The assignment disappears without a revoke mark (an operator, a
+	// handover timeout): the agent stops reading x at once.
+	_, err := e.cli.Delete(context.Background(), kx)
+	require.NoError(t, err)
+	testenv.WaitFor(t, 5*time.Second, "x's tailer to stop", func() bool { return gaugeValue(t, ag.reg, "logagent_tailers") == 1 })
+	cpBefore, _ := e.checkpoint("x", fx.Key)
+	e.writeLines("x.log", 10, 20)
+	e.writeLines("y.log", 0, 10)
+	// y's lines arriving proves the agent kept working meanwhile.
+	e.waitRecords("x", 22, 10*time.Second)
+	for _, r := range e.records("x") {
+		off, _ := strconv.ParseInt(r.Headers["offset"], 10, 64)
+		if r.Headers["file"] == fx.Key {
+			require.Less(t, off, cpBefore.Offset, "x was shipped after its assignment was deleted")
+		}
+	}
+	cpAfter, _ := e.checkpoint("x", fx.Key)
+	require.Equal(t, cpBefore, cpAfter, "nothing is written for a file taken away")
+}
+
+func TestLeaseLostReRegisters(t *testing.T) {
+	e := newEnv(t)
+	e.write("l.log", header("l"))
+	e.putTopic("l", topics.Config{Paths: []string{e.dir + "/l.log"}})
+	ag := e.startAgent("h1")
+	e.waitSeen("l", "h1", "l.log")
+	resp, err := e.cli.Get(context.Background(), e.ks.Heartbeat("l", "h1"))
+	require.NoError(t, err)
+	lease := resp.Kvs[0].Lease
+	_, err = e.cli.Revoke(context.Background(), clientv3LeaseID(lease))
+	require.NoError(t, err)
+	testenv.WaitFor(t, 10*time.Second, "heartbeat on a new lease", func() bool {
+		resp, err := e.cli.Get(context.Background(), e.ks.Heartbeat("l", "h1"))
+		require.NoError(t, err)
+		return len(resp.Kvs) == 1 && resp.Kvs[0].Lease != lease
+	})
+	require.GreaterOrEqual(t, counterValue(t, ag.reg, "logagent_lease_losses_total", ""), 1.0)
+	require.NoError(t, ag.a.Ready())
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	return int64(len(mustRead(t, path)))
+}
+
+func TestAgentConfigErrors(t *testing.T) {
+	_, err := New(Config{})
+	require.ErrorIs(t, err, ErrConfig)
+	e := newEnv(t)
+	sh := e.startAgent("ok").ship
+	_, err = New(Config{Client: e.cli, Shipper: sh, ID: "bad id"})
+	require.ErrorContains(t, err, "--id")
+	_, err = New(Config{Client: e.cli, Shipper: sh, ID: "x", AllowPaths: []string{"relative"}})
+	require.ErrorContains(t, err, `"relative"`)
+	_, err = New(Config{Client: e.cli, Shipper: sh, ID: "x", ScanInterval: -time.Second})
+	require.ErrorContains(t, err, "--scan-interval")
+}

@@ -1,0 +1,220 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/ship"
+	"github.com/logferry/logferry/pkg/tailer"
+	"github.com/logferry/logferry/pkg/topics"
+)
+
+// fileRun is one assigned file: its assignment, its tailer and what Kafka
+// has acknowledged of it.
+type fileRun struct {
+	topic     string
+	key       string
+	assignKey string
+	createRev int64 // of assignKey: the fence of every write for this file
+	path      string
+	identity  protocol.FileIdentity
+	cfg       topics.Config
+
+	// Set by the control loop only.
+	cancel    context.CancelFunc // stops the tailer; nil when none runs
+	done      chan struct{}      // closed when the tailer goroutine returned
+	finished  bool               // read to its end (rotated away, deleted, gone)
+	fenced    bool               // the guard failed: write nothing more
+	releasing bool
+
+	mu sync.Mutex
+	// pending holds the End of every record sent and not yet acknowledged,
+	// in send order, with its ack state; acked is the checkpoint candidate.
+	pending  []pendingRec
+	head     uint64 // seq of pending[0]
+	nextSeq  uint64
+	acked    int64         // End of the last line of the acknowledged prefix
+	written  int64         // last checkpoint written to etcd (-1: none yet)
+	size     int64         // file size last seen, for bytes behind
+	drained  chan struct{} // closed and replaced whenever pending empties
+	rejected int64
+}
+
+type pendingRec struct {
+	end  int64
+	done bool
+}
+
+func newFileRun(topic, key, assignKey string, createRev int64, path string, id protocol.FileIdentity, cfg topics.Config) *fileRun {
+	return &fileRun{topic: topic, key: key, assignKey: assignKey, createRev: createRev, path: path, identity: id,
+		cfg: cfg, written: -1, drained: make(chan struct{})}
+}
+
+// track registers a record about to be sent and returns its sequence.
+func (f *fileRun) track(end int64) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	seq := f.nextSeq
+	f.nextSeq++
+	f.pending = append(f.pending, pendingRec{end: end})
+	return seq
+}
+
+// untrack drops the newest record: Send refused it (ctx ended).
+func (f *fileRun) untrack(seq uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if seq+1 == f.nextSeq && len(f.pending) > 0 {
+		f.pending = f.pending[:len(f.pending)-1]
+		f.nextSeq--
+		f.signalDrainedLocked()
+	}
+}
+
+// ack marks record seq acknowledged and advances the acknowledged prefix.
+func (f *fileRun) ack(seq uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i := int(seq - f.head)
+	if i < 0 || i >= len(f.pending) {
+		return
+	}
+	f.pending[i].done = true
+	n := 0
+	for n < len(f.pending) && f.pending[n].done {
+		f.acked = f.pending[n].end
+		n++
+	}
+	if n > 0 {
+		f.pending = f.pending[n:]
+		f.head += uint64(n)
+		f.signalDrainedLocked()
+	}
+}
+
+func (f *fileRun) signalDrainedLocked() {
+	if len(f.pending) == 0 {
+		close(f.drained)
+		f.drained = make(chan struct{})
+	}
+}
+
+// waitDrained blocks until nothing sent for the file awaits an ack.
+func (f *fileRun) waitDrained(ctx context.Context) error {
+	for {
+		f.mu.Lock()
+		if len(f.pending) == 0 {
+			f.mu.Unlock()
+			return nil
+		}
+		ch := f.drained
+		f.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// checkpointDue returns the offset to write, if it moved since the last
+// write.
+func (f *fileRun) checkpointDue() (int64, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.acked, f.acked != f.written
+}
+
+func (f *fileRun) markWritten(off int64) {
+	f.mu.Lock()
+	if off > f.written || f.written < 0 {
+		f.written = off
+	}
+	f.mu.Unlock()
+}
+
+// ackedOffset is the acknowledged prefix.
+func (f *fileRun) ackedOffset() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.acked
+}
+
+// lineSink turns tailer lines into Kafka records for one file.
+type lineSink struct {
+	a  *Agent
+	fr *fileRun
+}
+
+func (s lineSink) emit(ctx context.Context, l tailer.Line) error {
+	fr, a := s.fr, s.a
+	headers := []kafka.Header{
+		{Key: "host", Value: []byte(a.cfg.ID)},
+		{Key: "path", Value: []byte(fr.path)},
+		{Key: "file", Value: []byte(fr.key)},
+		{Key: "offset", Value: strconv.AppendInt(nil, l.Start, 10)},
+		{Key: "topic", Value: []byte(fr.topic)},
+	}
+	flag := func(name, value string) {
+		headers = append(headers, kafka.Header{Key: name, Value: []byte(value)})
+		a.m.flagged.WithLabelValues(fr.topic, name).Inc()
+	}
+	if l.Part > 0 {
+		flag("part", strconv.Itoa(l.Part))
+		if l.Last {
+			flag("last_part", "true")
+		}
+	}
+	if l.Truncated {
+		flag("truncated", "true")
+	}
+	if l.NoNewline {
+		flag("no_newline", "true")
+	}
+	if !utf8.Valid(l.Data) {
+		flag("invalid_utf8", "true")
+	}
+	var key []byte
+	switch fr.cfg.Key {
+	case topics.KeyFile:
+		key = []byte(fr.key)
+	case topics.KeyHost:
+		key = []byte(a.cfg.ID)
+	}
+	a.m.linesRead.WithLabelValues(fr.topic).Inc()
+	a.m.bytesRead.WithLabelValues(fr.topic).Add(float64(l.End - l.Start))
+	seq := fr.track(l.End)
+	size := float64(l.End - l.Start)
+	err := a.cfg.Shipper.Send(ctx, ship.Record{
+		Topic:   fr.cfg.KafkaTopic,
+		Key:     key,
+		Value:   l.Data,
+		Headers: headers,
+		Ack: func(err error) {
+			if err != nil {
+				fr.mu.Lock()
+				fr.rejected++
+				fr.mu.Unlock()
+				a.m.rejected.WithLabelValues(fr.topic).Inc()
+				if errors.Is(err, ship.ErrRejected) {
+					a.log.Error("record rejected by Kafka; reported and skipped", "topic", fr.topic,
+						"path", fr.path, "offset", l.Start, "err", err)
+				}
+			} else {
+				a.m.linesShipped.WithLabelValues(fr.topic).Inc()
+				a.m.bytesShipped.WithLabelValues(fr.topic).Add(size)
+			}
+			fr.ack(seq)
+		},
+	})
+	if err != nil {
+		fr.untrack(seq)
+	}
+	return err
+}

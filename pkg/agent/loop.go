@@ -1,0 +1,601 @@
+package agent
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/logferry/logferry/pkg/discovery"
+	"github.com/logferry/logferry/pkg/keyspace"
+	"github.com/logferry/logferry/pkg/mirror"
+	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/tailer"
+	"github.com/logferry/logferry/pkg/topics"
+)
+
+// assignment is one /assign/<agent>/<P>/<file> key as the agent sees it.
+type assignment struct {
+	topic, file string
+	createRev   int64
+	value       protocol.Assignment
+}
+
+// loop is the agent's control loop state; only loop.run's goroutine
+// touches it.
+type loop struct {
+	a *Agent
+
+	topicsLoaded bool
+	topics       map[string]topics.Entry
+	refused      map[string]bool
+	seen         map[string]map[string]protocol.SeenFile // topic -> file key -> file
+	assigns      map[string]assignment                   // assign key -> assignment
+	runs         map[string]*fileRun                     // assign key -> run
+	heartbeats   map[string]bool                         // topics with a heartbeat key set
+	problems     map[problemKey]protocol.Problem
+	lostBytes    int64
+	lastStatus   []byte
+
+	releasing    sync.WaitGroup // release goroutines
+	stopped      chan struct{}  // closed when run returns
+	tailerExits  chan tailerExit
+	releases     chan releaseDone
+	scanNow      chan struct{}
+	retryTailers bool
+}
+
+func newLoop(a *Agent) *loop {
+	return &loop{
+		a:           a,
+		topics:      map[string]topics.Entry{},
+		refused:     map[string]bool{},
+		seen:        map[string]map[string]protocol.SeenFile{},
+		assigns:     map[string]assignment{},
+		runs:        map[string]*fileRun{},
+		heartbeats:  map[string]bool{},
+		problems:    map[problemKey]protocol.Problem{},
+		tailerExits: make(chan tailerExit, 16),
+		releases:    make(chan releaseDone, 16),
+		scanNow:     make(chan struct{}, 1),
+		stopped:     make(chan struct{}),
+	}
+}
+
+func (l *loop) triggerScan() {
+	select {
+	case l.scanNow <- struct{}{}:
+	default:
+	}
+}
+
+func (l *loop) run(ctx context.Context, topicEvents <-chan topics.Event, assignBatches <-chan mirror.Batch,
+	watchErr <-chan error, shipDone, regDone <-chan error) error {
+	defer close(l.stopped)
+	scan := time.NewTicker(l.a.cfg.ScanInterval)
+	defer scan.Stop()
+	cp := time.NewTicker(l.a.cfg.CheckpointInterval)
+	defer cp.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-watchErr:
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("agent: etcd watch ended: %w", err)
+		case err := <-shipDone:
+			return fmt.Errorf("agent: shipper stopped: %w", err)
+		case err := <-regDone:
+			return fmt.Errorf("agent: heartbeat stopped: %w", err)
+		case ev := <-topicEvents:
+			l.onTopicEvent(ev)
+			l.triggerScan()
+		case b := <-assignBatches:
+			l.onAssignBatch(b)
+			l.reconcile(ctx)
+		case <-scan.C:
+			l.scan()
+			l.reconcile(ctx)
+		case <-l.scanNow:
+			l.scan()
+			l.reconcile(ctx)
+		case ex := <-l.tailerExits:
+			l.onTailerExit(ex)
+		case rd := <-l.releases:
+			l.onRelease(rd)
+		case <-cp.C:
+			l.checkpoint(ctx)
+		}
+	}
+}
+
+func (l *loop) onTopicEvent(ev topics.Event) {
+	switch ev.Type {
+	case topics.Snapshot:
+		l.topics = map[string]topics.Entry{}
+		for _, e := range ev.Entries {
+			l.topics[e.Name] = e
+		}
+		if !l.topicsLoaded {
+			l.topicsLoaded = true
+			close(l.a.ready)
+		}
+	case topics.Changed:
+		l.topics[ev.Name] = ev.Entry
+	case topics.Deleted:
+		delete(l.topics, ev.Name)
+	}
+}
+
+func (l *loop) onAssignBatch(b mirror.Batch) {
+	if b.Snapshot {
+		l.assigns = map[string]assignment{}
+	}
+	for _, ev := range b.Events {
+		if ev.Type == mirror.Delete {
+			delete(l.assigns, ev.KV.Key)
+			continue
+		}
+		k, err := l.a.cfg.Space.Parse(ev.KV.Key)
+		if err != nil || k.Kind != keyspace.KindAssign || k.Agent != l.a.cfg.ID {
+			l.a.log.Warn("ignoring unparsable assignment key", "key", ev.KV.Key, "err", err)
+			continue
+		}
+		var v protocol.Assignment
+		if err := protocol.Unmarshal(ev.KV.Key, ev.KV.Value, &v); err != nil {
+			l.a.log.Error("ignoring undecodable assignment", "key", ev.KV.Key, "err", err)
+			continue
+		}
+		l.assigns[ev.KV.Key] = assignment{topic: k.Topic, file: k.File, createRev: ev.KV.CreateRevision, value: v}
+	}
+}
+
+// reconcile starts, stops and releases tailers so they match the
+// assignments.
+func (l *loop) reconcile(ctx context.Context) {
+	// Runs whose assignment vanished (or was recreated: a new create
+	// revision is a new fence) stop at once and write nothing more.
+	for key, fr := range l.runs {
+		as, ok := l.assigns[key]
+		if ok && as.createRev == fr.createRev {
+			continue
+		}
+		if fr.releasing {
+			continue // the release Txn will fail its guard and report back
+		}
+		l.a.log.Info("assignment gone without release; stopping at once", "topic", fr.topic, "path", fr.path, "file", fr.key)
+		l.abandon(fr)
+		delete(l.runs, key)
+	}
+	for _, key := range slices.Sorted(maps.Keys(l.assigns)) {
+		as := l.assigns[key]
+		fr := l.runs[key]
+		if as.value.State == protocol.StateRevoking {
+			if fr == nil {
+				fr = newFileRun(as.topic, as.file, key, as.createRev, as.value.Path, protocol.FileIdentity{}, topics.Config{})
+				fr.finished = true // never read here: release without a checkpoint
+				l.runs[key] = fr
+			}
+			if !fr.releasing {
+				l.release(fr)
+			}
+			continue
+		}
+		entry, ok := l.topics[as.topic]
+		if !ok || entry.Err != nil || entry.Config.Paused || l.refused[as.topic] {
+			if fr != nil && fr.cancel != nil {
+				l.stopTailer(fr) // keep the assignment and checkpoint; resume later
+			}
+			continue
+		}
+		if fr == nil {
+			f, seen := l.seen[as.topic][as.file]
+			if !seen {
+				continue // not discovered here (yet): nothing to read from
+			}
+			fr = newFileRun(as.topic, as.file, key, as.createRev, f.Path, f.Identity, entry.Config)
+			l.runs[key] = fr
+		}
+		if fr.cancel != nil && !sameConfig(fr.cfg, entry.Config) {
+			l.stopTailer(fr) // restart below with the new config
+		}
+		if fr.cancel == nil && !fr.finished && !fr.fenced && !fr.releasing {
+			// The tailer goroutine reads fr.cfg: it changes only while none runs.
+			fr.cfg = entry.Config
+			l.startTailer(ctx, fr)
+		}
+	}
+	l.a.m.tailers.Set(float64(l.countTailers()))
+}
+
+func (l *loop) countTailers() int {
+	n := 0
+	for _, fr := range l.runs {
+		if fr.cancel != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// startTailer runs fr's tailer in its own goroutine.
+func (l *loop) startTailer(ctx context.Context, fr *fileRun) {
+	tctx, cancel := context.WithCancel(ctx)
+	fr.cancel = cancel
+	fr.done = make(chan struct{})
+	go func() {
+		defer close(fr.done)
+		err := l.tail(tctx, fr)
+		select {
+		case l.tailerExits <- tailerExit{fr: fr, err: err}:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// tail reads fr's checkpoint and runs its tailer.
+func (l *loop) tail(ctx context.Context, fr *fileRun) error {
+	a := l.a
+	offset, fromCheckpoint, err := l.startOffset(ctx, fr)
+	if err != nil {
+		return err
+	}
+	fr.mu.Lock()
+	if fr.nextSeq == 0 {
+		fr.acked = offset
+		if fromCheckpoint {
+			fr.written = offset
+		}
+	} else {
+		offset = fr.acked // a restart: resume after what was acknowledged
+		for _, p := range fr.pending {
+			offset = p.end // records in flight are not read twice
+		}
+	}
+	fr.mu.Unlock()
+	tl, err := tailer.New(tailer.Config{
+		Path: fr.path, Identity: fr.identity, Shared: fr.cfg.Shared, FingerprintBytes: a.cfg.FingerprintBytes,
+		Offset: offset, MaxLineBytes: fr.cfg.MaxLineBytes, Truncate: fr.cfg.LongLines == topics.LongLinesTruncate,
+		RotatedIdle: a.cfg.RotatedIdle, Logger: a.log.With("topic", fr.topic, "file", fr.key),
+		OnTruncate: func(old int64) {
+			a.log.Warn("file truncated; shipping it again from 0", "topic", fr.topic, "path", fr.path, "old_offset", old)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	sink := lineSink{a: a, fr: fr}
+	return tl.Run(ctx, func(line tailer.Line) error { return sink.emit(ctx, line) })
+}
+
+// startOffset is the checkpoint of the file if it belongs to this identity,
+// or where start_at says for a file never seen.
+func (l *loop) startOffset(ctx context.Context, fr *fileRun) (int64, bool, error) {
+	okey := l.a.cfg.Space.Offset(fr.topic, fr.key)
+	resp, err := l.a.cfg.Client.Get(ctx, okey)
+	if err != nil {
+		return 0, false, fmt.Errorf("read checkpoint %s: %w", okey, err)
+	}
+	if len(resp.Kvs) == 1 {
+		var cp protocol.Checkpoint
+		if err := protocol.Unmarshal(okey, resp.Kvs[0].Value, &cp); err != nil {
+			l.a.log.Error("checkpoint unreadable; starting per start_at", "key", okey, "err", err)
+		} else {
+			return cp.Offset, true, nil
+		}
+	}
+	if fr.cfg.StartAt == topics.StartEnd {
+		fi, err := os.Stat(fr.path)
+		if err != nil {
+			return 0, false, fmt.Errorf("stat %s: %w", fr.path, err)
+		}
+		return fi.Size(), false, nil
+	}
+	return 0, false, nil
+}
+
+func (l *loop) stopTailer(fr *fileRun) {
+	if fr.cancel == nil {
+		return
+	}
+	fr.cancel()
+	<-fr.done
+	fr.cancel = nil
+}
+
+// abandon stops fr at once and fences it: nothing more is written for it.
+func (l *loop) abandon(fr *fileRun) {
+	fr.fenced = true
+	l.stopTailer(fr)
+	l.a.m.bytesBehind.DeleteLabelValues(fr.topic, fr.key)
+}
+
+func (l *loop) stopAllTailers() {
+	for _, fr := range l.runs {
+		if fr.cancel != nil {
+			fr.cancel()
+		}
+	}
+	for _, fr := range l.runs {
+		if fr.cancel != nil {
+			<-fr.done
+			fr.cancel = nil
+		}
+	}
+}
+
+func (l *loop) onTailerExit(ex tailerExit) {
+	fr := ex.fr
+	if fr.cancel == nil {
+		return // stopped on purpose
+	}
+	fr.cancel = nil
+	err := ex.err
+	switch {
+	case errors.Is(err, context.Canceled):
+	case errors.Is(err, tailer.ErrFinished):
+		fr.finished = true
+		l.triggerScan() // the heartbeat may drop the file now
+	case errors.Is(err, tailer.ErrGone):
+		fr.finished = true
+		l.addProblem(fr.topic, fr.path, "rewritten", err.Error())
+		l.triggerScan()
+	case errors.Is(err, tailer.ErrMismatch), errors.Is(err, fs.ErrNotExist):
+		// Deleted (or replaced) before it could be opened: what it held
+		// past the checkpoint is lost. Count it, never silently.
+		fr.finished = true
+		lost := int64(0)
+		if f, ok := l.seen[fr.topic][fr.key]; ok {
+			lost = f.Size - fr.ackedOffset()
+		}
+		if lost > 0 {
+			l.lostBytes += lost
+			l.a.m.lostBytes.WithLabelValues(fr.topic).Add(float64(lost))
+			l.addProblem(fr.topic, fr.path, "lost-bytes", fmt.Sprintf("%d bytes deleted before they were shipped: %v", lost, err))
+		}
+		l.a.log.Error("file gone before it was shipped", "topic", fr.topic, "path", fr.path, "lost_bytes", lost, "err", err)
+		l.triggerScan()
+	default:
+		l.addProblem(fr.topic, fr.path, discovery.KindUnreadable, err.Error())
+		l.a.log.Error("tailer failed; retrying at the next scan", "topic", fr.topic, "path", fr.path, "err", err)
+	}
+	l.a.m.tailers.Set(float64(l.countTailers()))
+}
+
+func (l *loop) addProblem(topic, path, kind, msg string) {
+	k := problemKey{kind: kind, topic: topic, path: path}
+	if p, ok := l.problems[k]; ok && p.Error == msg {
+		return
+	}
+	l.problems[k] = protocol.Problem{Topic: topic, Path: path, Kind: kind, Error: msg, Since: time.Now().UTC()}
+}
+
+// release hands a revoked file back: stop reading, wait for Kafka's acks,
+// then write the final offset and delete the assignment in one Txn guarded
+// by the assignment's create revision.
+func (l *loop) release(fr *fileRun) {
+	fr.releasing = true
+	if fr.cancel != nil {
+		fr.cancel()
+	}
+	done, cancelled := fr.done, fr.cancel != nil
+	fr.cancel = nil
+	a := l.a
+	l.releasing.Add(1)
+	go func() {
+		defer l.releasing.Done()
+		if cancelled {
+			<-done
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.StopTimeout+5*time.Second)
+		defer cancel()
+		if err := fr.waitDrained(ctx); err != nil {
+			a.log.Warn("release: Kafka did not acknowledge everything in time; releasing at the acknowledged offset",
+				"topic", fr.topic, "path", fr.path, "err", err)
+		}
+		ops := []clientv3.Op{clientv3.OpDelete(fr.assignKey)}
+		if off, due := fr.checkpointDue(); due && !fr.identityUnknown() {
+			ops = append(ops, clientv3.OpPut(a.cfg.Space.Offset(fr.topic, fr.key), string(l.checkpointValue(fr, off))))
+		}
+		resp, err := a.cfg.Client.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(fr.assignKey), "=", fr.createRev)).
+			Then(ops...).Commit()
+		result := "released"
+		switch {
+		case err != nil:
+			result = "error"
+			a.log.Error("release failed", "topic", fr.topic, "file", fr.key, "err", err)
+		case !resp.Succeeded:
+			result = "fenced"
+		default:
+			a.log.Info("file released", "topic", fr.topic, "path", fr.path, "offset", fr.ackedOffset())
+		}
+		a.m.releases.WithLabelValues(result).Inc()
+		select {
+		case l.releases <- releaseDone{fr: fr, result: result}:
+		case <-l.stopped:
+		}
+	}()
+}
+
+func (fr *fileRun) identityUnknown() bool { return fr.identity.Fingerprint == "" }
+
+func (l *loop) onRelease(rd releaseDone) {
+	fr := rd.fr
+	if cur, ok := l.runs[fr.assignKey]; ok && cur == fr {
+		delete(l.runs, fr.assignKey)
+	}
+	l.a.m.bytesBehind.DeleteLabelValues(fr.topic, fr.key)
+	if rd.result == "error" {
+		// The assignment is still revoking: try again at the next change.
+		fr.releasing = false
+		l.triggerScan()
+	}
+}
+
+// scan evaluates every topic on this host and updates the heartbeats and
+// the agent status.
+func (l *loop) scan() {
+	if !l.topicsLoaded {
+		return
+	}
+	a := l.a
+	served := map[string]bool{}
+	problems := map[problemKey]protocol.Problem{}
+	keep := func(p protocol.Problem) {
+		k := problemKey{kind: p.Kind, topic: p.Topic, path: p.Path}
+		if old, ok := l.problems[k]; ok && old.Error == p.Error {
+			p.Since = old.Since
+		} else {
+			p.Since = time.Now().UTC()
+		}
+		problems[k] = p
+	}
+	refusedCount := 0
+	for _, name := range slices.Sorted(maps.Keys(l.topics)) {
+		e := l.topics[name]
+		if e.Err != nil {
+			refusedCount++
+			keep(protocol.Problem{Topic: name, Kind: discovery.KindRefused, Error: e.Err.Error()})
+			continue
+		}
+		res := a.scanner.Scan(name, e.Config)
+		for _, p := range res.Problems {
+			keep(p)
+		}
+		l.refused[name] = res.Refused != nil
+		if res.Refused != nil {
+			refusedCount++
+			a.log.Error("topic refused on this host", "topic", name, "err", res.Refused)
+			delete(l.seen, name)
+			continue
+		}
+		files := map[string]protocol.SeenFile{}
+		for _, f := range res.Files {
+			files[f.Key] = f
+		}
+		// Files still being read after they left the globs (rotated to a
+		// name the globs do not match) stay in the heartbeat until done.
+		for _, fr := range l.runs {
+			if fr.topic == name && !fr.finished && !fr.fenced && !fr.releasing && !fr.identityUnknown() {
+				if _, ok := files[fr.key]; !ok {
+					files[fr.key] = protocol.SeenFile{Key: fr.key, Path: fr.path, Size: fr.ackedOffset(), Identity: fr.identity}
+				}
+			}
+		}
+		l.seen[name] = files
+		a.m.filesSeen.WithLabelValues(name).Set(float64(len(files)))
+		if len(files) == 0 {
+			continue
+		}
+		served[name] = true
+		a.reg.Set(a.cfg.Space.Heartbeat(name, a.cfg.ID), l.heartbeatValue(name, files))
+	}
+	for name := range l.seen {
+		if _, ok := l.topics[name]; !ok || l.refused[name] {
+			delete(l.seen, name)
+		}
+	}
+	// Topics this agent no longer serves (no files, refused, deleted) lose
+	// their heartbeat.
+	for name := range l.heartbeats {
+		if !served[name] {
+			a.reg.Delete(a.cfg.Space.Heartbeat(name, a.cfg.ID))
+		}
+	}
+	l.heartbeats = served
+	// Runtime problems (lost bytes, rewritten files, tailer errors) persist.
+	for k, p := range l.problems {
+		if k.kind != discovery.KindRefused && k.kind != discovery.KindUnreadable && k.kind != discovery.KindOutside {
+			problems[k] = p
+		}
+	}
+	l.problems = problems
+	a.m.topicsRefused.Set(float64(refusedCount))
+	l.writeStatus()
+}
+
+func (l *loop) heartbeatValue(topic string, files map[string]protocol.SeenFile) []byte {
+	a := l.a
+	hb := protocol.Heartbeat{Agent: a.cfg.ID, Version: a.cfg.Version, Started: a.started.UTC().Truncate(time.Second)}
+	// Sizes change with every line; the heartbeat is rewritten only when the
+	// set of files changes, so sizes are left out (0).
+	list := make([]protocol.SeenFile, 0, len(files))
+	for _, f := range files {
+		f.Size = 0
+		list = append(list, f)
+	}
+	slices.SortFunc(list, func(x, y protocol.SeenFile) int { return cmp.Compare(x.Key, y.Key) })
+	hb.Files = list
+	for {
+		data, err := protocol.Marshal(&hb)
+		if err != nil {
+			a.log.Error("encode heartbeat", "topic", topic, "err", err)
+			return nil
+		}
+		if len(data) <= protocol.MaxHeartbeatBytes || len(hb.Files) == 0 {
+			return data
+		}
+		// Too many files for one etcd value: report what fits and say how
+		// many were left out; assigned files are kept first.
+		drop := max(1, len(hb.Files)/10)
+		hb.Truncated += drop
+		hb.Files = l.keepAssignedFirst(topic, hb.Files)[:len(hb.Files)-drop]
+		a.log.Warn("heartbeat too large; reporting fewer files", "topic", topic, "left_out", hb.Truncated)
+	}
+}
+
+func (l *loop) keepAssignedFirst(topic string, files []protocol.SeenFile) []protocol.SeenFile {
+	assigned := map[string]bool{}
+	for _, as := range l.assigns {
+		if as.topic == topic {
+			assigned[as.file] = true
+		}
+	}
+	out := slices.Clone(files)
+	slices.SortStableFunc(out, func(x, y protocol.SeenFile) int {
+		switch {
+		case assigned[x.Key] == assigned[y.Key]:
+			return 0
+		case assigned[x.Key]:
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+func (l *loop) writeStatus() {
+	a := l.a
+	v := a.statusValue(l.problems, l.lostBytes)
+	if v == nil || bytes.Equal(v, l.lastStatus) {
+		return
+	}
+	l.lastStatus = v
+	a.reg.Set(a.cfg.Space.AgentStatus(a.cfg.ID), v)
+}
+
+// sameConfig reports whether a running tailer can keep going under cfg.
+func sameConfig(a, b topics.Config) bool {
+	x, _ := a.Encode()
+	y, _ := b.Encode()
+	return bytes.Equal(x, y)
+}
+
+func sortProblems(ps []protocol.Problem) {
+	slices.SortFunc(ps, func(x, y protocol.Problem) int {
+		return cmp.Or(strings.Compare(x.Topic, y.Topic), strings.Compare(x.Path, y.Path), strings.Compare(x.Kind, y.Kind))
+	})
+}

@@ -1,0 +1,87 @@
+package agent
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	linesRead     *prometheus.CounterVec // topic
+	bytesRead     *prometheus.CounterVec // topic
+	linesShipped  *prometheus.CounterVec // topic
+	bytesShipped  *prometheus.CounterVec // topic
+	rejected      *prometheus.CounterVec // topic
+	flagged       *prometheus.CounterVec // topic, flag
+	bytesBehind   *prometheus.GaugeVec   // topic, file
+	lostBytes     *prometheus.CounterVec // topic
+	checkpointDur prometheus.Histogram
+	checkpointErr *prometheus.CounterVec // reason
+	fencedOut     prometheus.Counter
+	releases      *prometheus.CounterVec // result
+	tailers       prometheus.Gauge
+	topicsRefused prometheus.Gauge
+	filesSeen     *prometheus.GaugeVec // topic
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		linesRead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "logagent_lines_read_total", Help: "Lines (records) read from files, by topic directory.",
+		}, []string{"topic"}),
+		bytesRead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "logagent_bytes_read_total", Help: "Bytes of files consumed by the tailers, newlines included, by topic directory.",
+		}, []string{"topic"}),
+		linesShipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "logagent_lines_shipped_total", Help: "Records acknowledged by Kafka, by topic directory.",
+		}, []string{"topic"}),
+		bytesShipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "logagent_bytes_shipped_total", Help: "File bytes covered by records Kafka acknowledged, by topic directory.",
+		}, []string{"topic"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "logagent_records_rejected_total", Help: "Records Kafka refused for good (too large, bad topic, not authorized); reported, not retried.",
+		}, []string{"topic"}),
+		flagged: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "logagent_records_flagged_total", Help: "Records shipped with a flag header: split, truncated, no_newline, invalid_utf8.",
+		}, []string{"topic", "flag"}),
+		bytesBehind: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "logagent_file_bytes_behind", Help: "File size minus the acknowledged offset, per assigned file (topic, file key).",
+		}, []string{"topic", "file"}),
+		lostBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "logagent_lost_bytes_total", Help: "Bytes of files deleted or rewritten before they were shipped.",
+		}, []string{"topic"}),
+		checkpointDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "logagent_checkpoint_duration_seconds", Help: "Latency of one checkpoint Txn in etcd.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		checkpointErr: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "logagent_checkpoint_errors_total", Help: "Failed checkpoint writes, by reason (etcd, fenced).",
+		}, []string{"reason"}),
+		fencedOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "logagent_files_fenced_out_total", Help: "Files stopped because their assignment guard failed (taken away).",
+		}),
+		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "logagent_releases_total", Help: "Handover releases of files, by result (released, fenced, error).",
+		}, []string{"result"}),
+		tailers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "logagent_tailers", Help: "Files being tailed now.",
+		}),
+		topicsRefused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "logagent_topics_refused", Help: "Topics refused on this host (invalid, or paths outside --allow-path).",
+		}),
+		filesSeen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "logagent_files_seen", Help: "Files this host reports for a topic directory.",
+		}, []string{"topic"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.linesRead, m.bytesRead, m.linesShipped, m.bytesShipped, m.rejected,
+		m.flagged, m.bytesBehind, m.lostBytes, m.checkpointDur, m.checkpointErr, m.fencedOut, m.releases, m.tailers,
+		m.topicsRefused, m.filesSeen} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("agent: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
