@@ -65,6 +65,7 @@ type options struct {
 	logLevel           string
 	logFormat          string
 	showVersion        bool
+	checkConfig        bool
 }
 
 func parse(args []string, stderr io.Writer) (*options, error) {
@@ -85,6 +86,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	fs.BoolVar(&o.checkConfig, "check-config", false, "check flags and environment, print the effective settings and exit (systemd ExecStartPre)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: logagent [flags]\n\nEvery flag can also be set by the environment variable shown.\n\n%s", fs.FlagUsages())
 	}
@@ -136,6 +138,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	shipper, err := ship.New(kcfg, reg, log)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if _, err := o.etcd.ClientConfig(); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if o.checkConfig {
+		fmt.Fprintf(stdout, "config ok: id=%s etcd=%v prefix=%q kafka=%v acks=%s allow_paths=%v listen=%s\n",
+			o.id, o.etcd.Endpoints, ks.Root(), kcfg.Brokers, kcfg.Acks, o.allowPaths, o.listen)
+		return nil
 	}
 	cli, err := o.etcd.Connect()
 	if err != nil {

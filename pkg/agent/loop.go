@@ -206,6 +206,7 @@ func (l *loop) reconcile(ctx context.Context) {
 				continue // not discovered here (yet): nothing to read from
 			}
 			fr = newFileRun(as.topic, as.file, key, as.createRev, f.Path, f.Identity, entry.Config)
+			fr.size = f.Size
 			l.runs[key] = fr
 		}
 		if fr.cancel != nil && !sameConfig(fr.cfg, entry.Config) {
@@ -356,10 +357,8 @@ func (l *loop) onTailerExit(ex tailerExit) {
 		// Deleted (or replaced) before it could be opened: what it held
 		// past the checkpoint is lost. Count it, never silently.
 		fr.finished = true
-		lost := int64(0)
-		if f, ok := l.seen[fr.topic][fr.key]; ok {
-			lost = f.Size - fr.ackedOffset()
-		}
+		// The last size a scan saw is what the file held.
+		lost := fr.lastSize() - fr.ackedOffset()
 		if lost > 0 {
 			l.lostBytes += lost
 			l.a.m.lostBytes.WithLabelValues(fr.topic).Add(float64(lost))
@@ -485,6 +484,13 @@ func (l *loop) scan() {
 		files := map[string]protocol.SeenFile{}
 		for _, f := range res.Files {
 			files[f.Key] = f
+		}
+		for _, fr := range l.runs {
+			if f, ok := files[fr.key]; ok && fr.topic == name {
+				fr.mu.Lock()
+				fr.size = max(fr.size, f.Size)
+				fr.mu.Unlock()
+			}
 		}
 		// Files still being read after they left the globs (rotated to a
 		// name the globs do not match) stay in the heartbeat until done.
