@@ -1,0 +1,66 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/topics"
+)
+
+// TestCheckpointManyFilesAndFencing drives the checkpoint step directly:
+// 300 files (more than one Txn's 128 operations) are written, and a file
+// whose assignment guard fails is stopped and gets nothing written, while
+// the others in the same Txn still get theirs.
+func TestCheckpointManyFilesAndFencing(t *testing.T) {
+	e := newEnv(t)
+	ra := e.startAgent("h1")
+	l := newLoop(ra.a)
+	ctx := context.Background()
+	const n = 300
+	var stolen *fileRun
+	for i := range n {
+		fk := fmt.Sprintf("f%04d", i)
+		key := e.ks.Assign("h1", "t", fk)
+		v, _ := protocol.Marshal(&protocol.Assignment{State: protocol.StateActive, Path: "/x"})
+		resp, err := e.cli.Put(ctx, key, string(v))
+		require.NoError(t, err)
+		fr := newFileRun("t", fk, key, resp.Header.Revision, e.path(fk), protocol.FileIdentity{Fingerprint: "ab", Inode: uint64(i)}, topics.Config{})
+		seq := fr.track(int64(100 + i))
+		fr.ack(seq)
+		l.runs[key] = fr
+		if i == 200 {
+			stolen = fr
+		}
+	}
+	// The file is taken away and given back: a new create revision, so the
+	// agent's fence no longer holds.
+	_, err := e.cli.Delete(ctx, stolen.assignKey)
+	require.NoError(t, err)
+	v, _ := protocol.Marshal(&protocol.Assignment{State: protocol.StateActive, Path: "/x"})
+	_, err = e.cli.Put(ctx, stolen.assignKey, string(v))
+	require.NoError(t, err)
+
+	l.checkpoint(ctx)
+	for i := range n {
+		fk := fmt.Sprintf("f%04d", i)
+		cp, ok := e.checkpoint("t", fk)
+		if fk == stolen.key {
+			require.False(t, ok, "nothing may be written for a file whose guard failed")
+			continue
+		}
+		require.True(t, ok, fk)
+		require.Equal(t, int64(100+i), cp.Offset)
+	}
+	require.True(t, stolen.fenced)
+	require.NotContains(t, l.runs, stolen.assignKey)
+	require.Equal(t, 1.0, counterValue(t, ra.reg, "logagent_files_fenced_out_total", ""))
+
+	// Unchanged offsets are skipped: a second pass writes nothing.
+	before := histogramCount(t, ra.reg, "logagent_checkpoint_duration_seconds")
+	l.checkpoint(ctx)
+	require.Equal(t, before, histogramCount(t, ra.reg, "logagent_checkpoint_duration_seconds"))
+}
