@@ -45,6 +45,7 @@ func TestEndpoints(t *testing.T) {
 
 	code, body := get(t, base+"/healthz")
 	require.Equal(t, 200, code)
+	require.Equal(t, "ok\n", body)
 	code, body = get(t, base+"/readyz")
 	require.Equal(t, 503, code)
 	require.Contains(t, body, "lease not held")

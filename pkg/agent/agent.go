@@ -51,9 +51,8 @@ type Agent struct {
 	scanner *discovery.Scanner
 	store   *topics.Store
 
-	started   time.Time
-	ready     chan struct{} // closed once topics are loaded
-	readyOnce bool
+	started time.Time
+	ready   chan struct{} // closed once topics are loaded
 }
 
 // ErrConfig marks an unusable agent configuration.

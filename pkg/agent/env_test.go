@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -264,14 +263,4 @@ func distinctValues(recs []testenv.Record) (map[string]int, int) {
 		}
 	}
 	return seen, dups
-}
-
-func offsets(recs []testenv.Record) []int64 {
-	var out []int64
-	for _, r := range recs {
-		o, _ := strconv.ParseInt(r.Headers["offset"], 10, 64)
-		out = append(out, o)
-	}
-	slices.Sort(out)
-	return out
 }

@@ -47,12 +47,11 @@ type loop struct {
 	lostBytes    int64
 	lastStatus   []byte
 
-	releasing    sync.WaitGroup // release goroutines
-	stopped      chan struct{}  // closed when run returns
-	tailerExits  chan tailerExit
-	releases     chan releaseDone
-	scanNow      chan struct{}
-	retryTailers bool
+	releasing   sync.WaitGroup // release goroutines
+	stopped     chan struct{}  // closed when run returns
+	tailerExits chan tailerExit
+	releases    chan releaseDone
+	scanNow     chan struct{}
 }
 
 func newLoop(a *Agent) *loop {
