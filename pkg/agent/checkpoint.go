@@ -5,6 +5,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -19,6 +20,7 @@ const maxTxnOps = 128
 type due struct {
 	fr     *fileRun
 	offset int64
+	size   int64
 }
 
 // checkpoint writes the acknowledged offset of every file whose offset
@@ -32,10 +34,11 @@ func (l *loop) checkpoint(ctx context.Context) {
 		if fr.fenced || fr.releasing || fr.identityUnknown() {
 			continue
 		}
-		off, ok := fr.checkpointDue()
-		l.updateBehind(fr, off)
+		l.updateSize(fr)
+		off, size, ok := fr.checkpointDue()
+		l.a.m.bytesBehind.WithLabelValues(fr.topic, fr.key).Set(float64(max(0, size-off)))
 		if ok {
-			todo = append(todo, due{fr: fr, offset: off})
+			todo = append(todo, due{fr: fr, offset: off, size: size})
 		}
 	}
 	for len(todo) > 0 && ctx.Err() == nil {
@@ -72,7 +75,7 @@ func (l *loop) writeCheckpoints(ctx context.Context, batch []due) ([]*fileRun, e
 	gets := make([]clientv3.Op, 0, len(batch))
 	for _, d := range batch {
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(d.fr.assignKey), "=", d.fr.createRev))
-		puts = append(puts, clientv3.OpPut(l.a.cfg.Space.Offset(d.fr.topic, d.fr.key), string(l.checkpointValue(d.fr, d.offset))))
+		puts = append(puts, clientv3.OpPut(l.a.cfg.Space.Offset(d.fr.topic, d.fr.key), string(l.checkpointValue(d.fr, d.offset, d.size))))
 		gets = append(gets, clientv3.OpGet(d.fr.assignKey))
 	}
 	start := time.Now()
@@ -83,7 +86,7 @@ func (l *loop) writeCheckpoints(ctx context.Context, batch []due) ([]*fileRun, e
 	}
 	if resp.Succeeded {
 		for _, d := range batch {
-			d.fr.markWritten(d.offset)
+			d.fr.markWritten(d.offset, d.size)
 		}
 		return nil, nil
 	}
@@ -97,9 +100,9 @@ func (l *loop) writeCheckpoints(ctx context.Context, batch []due) ([]*fileRun, e
 	return fenced, nil
 }
 
-func (l *loop) checkpointValue(fr *fileRun, offset int64) []byte {
+func (l *loop) checkpointValue(fr *fileRun, offset, size int64) []byte {
 	cp := protocol.Checkpoint{Offset: offset, Identity: fr.identity, Path: fr.path, Agent: l.a.cfg.ID,
-		Size: fr.lastSize(), Updated: time.Now().UTC()}
+		Size: max(size, offset), Updated: time.Now().UTC()}
 	data, err := protocol.Marshal(&cp)
 	if err != nil {
 		l.a.log.Error("encode checkpoint", "err", err)
@@ -107,16 +110,19 @@ func (l *loop) checkpointValue(fr *fileRun, offset int64) []byte {
 	return data
 }
 
-// updateBehind refreshes the bytes-behind gauge from the file's size.
-func (l *loop) updateBehind(fr *fileRun, acked int64) {
+// updateSize refreshes the file's size; a rotated file keeps its last one.
+func (l *loop) updateSize(fr *fileRun) {
 	fi, err := os.Stat(fr.path)
 	if err != nil {
 		return
 	}
 	fr.mu.Lock()
-	fr.size = fi.Size()
+	// The path may name a newer file after rotation; only a file with our
+	// inode says anything about ours.
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Ino == fr.identity.Inode {
+		fr.size = fi.Size()
+	}
 	fr.mu.Unlock()
-	l.a.m.bytesBehind.WithLabelValues(fr.topic, fr.key).Set(float64(max(0, fi.Size()-acked)))
 }
 
 func (f *fileRun) lastSize() int64 {

@@ -36,14 +36,18 @@ type fileRun struct {
 	mu sync.Mutex
 	// pending holds the End of every record sent and not yet acknowledged,
 	// in send order, with its ack state; acked is the checkpoint candidate.
-	pending  []pendingRec
-	head     uint64 // seq of pending[0]
-	nextSeq  uint64
-	acked    int64         // End of the last line of the acknowledged prefix
-	written  int64         // last checkpoint written to etcd (-1: none yet)
-	size     int64         // file size last seen, for bytes behind
-	drained  chan struct{} // closed and replaced whenever pending empties
-	rejected int64
+	pending []pendingRec
+	head    uint64 // seq of pending[0]
+	nextSeq uint64
+	acked   int64 // End of the last line of the acknowledged prefix
+	written int64 // last checkpoint written to etcd (-1: none yet)
+	size    int64 // file size last seen, for bytes behind
+	// writtenSize is the size in the last checkpoint: a checkpoint is also
+	// rewritten when only the size moved, so lag read from etcd stays true
+	// while Kafka acknowledges nothing.
+	writtenSize int64
+	drained     chan struct{} // closed and replaced whenever pending empties
+	rejected    int64
 }
 
 type pendingRec struct {
@@ -123,19 +127,20 @@ func (f *fileRun) waitDrained(ctx context.Context) error {
 	}
 }
 
-// checkpointDue returns the offset to write, if it moved since the last
-// write.
-func (f *fileRun) checkpointDue() (int64, bool) {
+// checkpointDue returns the offset to write and the size to record, and
+// whether either moved since the last write.
+func (f *fileRun) checkpointDue() (offset, size int64, due bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.acked, f.acked != f.written
+	return f.acked, f.size, f.acked != f.written || f.size != f.writtenSize
 }
 
-func (f *fileRun) markWritten(off int64) {
+func (f *fileRun) markWritten(off, size int64) {
 	f.mu.Lock()
 	if off > f.written || f.written < 0 {
 		f.written = off
 	}
+	f.writtenSize = size
 	f.mu.Unlock()
 }
 

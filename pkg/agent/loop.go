@@ -40,12 +40,15 @@ type loop struct {
 	topics       map[string]topics.Entry
 	refused      map[string]bool
 	seen         map[string]map[string]protocol.SeenFile // topic -> file key -> file
-	assigns      map[string]assignment                   // assign key -> assignment
-	runs         map[string]*fileRun                     // assign key -> run
-	heartbeats   map[string]bool                         // topics with a heartbeat key set
-	problems     map[problemKey]protocol.Problem
-	lostBytes    int64
-	lastStatus   []byte
+	// vanished remembers files that dropped out of a scan (deleted), so an
+	// assignment that arrives late can still count their bytes as lost.
+	vanished   map[string]vanishedFile // topic + "/" + file key
+	assigns    map[string]assignment   // assign key -> assignment
+	runs       map[string]*fileRun     // assign key -> run
+	heartbeats map[string]bool         // topics with a heartbeat key set
+	problems   map[problemKey]protocol.Problem
+	lostBytes  int64
+	lastStatus []byte
 
 	releasing   sync.WaitGroup // release goroutines
 	stopped     chan struct{}  // closed when run returns
@@ -60,6 +63,7 @@ func newLoop(a *Agent) *loop {
 		topics:      map[string]topics.Entry{},
 		refused:     map[string]bool{},
 		seen:        map[string]map[string]protocol.SeenFile{},
+		vanished:    map[string]vanishedFile{},
 		assigns:     map[string]assignment{},
 		runs:        map[string]*fileRun{},
 		heartbeats:  map[string]bool{},
@@ -202,7 +206,14 @@ func (l *loop) reconcile(ctx context.Context) {
 		if fr == nil {
 			f, seen := l.seen[as.topic][as.file]
 			if !seen {
-				continue // not discovered here (yet): nothing to read from
+				// Deleted before it was assigned here: the tailer fails to
+				// find it and counts its unshipped bytes as lost.
+				v, ok := l.vanished[as.topic+"/"+as.file]
+				if !ok {
+					continue // not discovered here (yet): nothing to read from
+				}
+				f = v.SeenFile
+				delete(l.vanished, as.topic+"/"+as.file)
 			}
 			fr = newFileRun(as.topic, as.file, key, as.createRev, f.Path, f.Identity, entry.Config)
 			fr.size = f.Size
@@ -404,8 +415,8 @@ func (l *loop) release(fr *fileRun) {
 				"topic", fr.topic, "path", fr.path, "err", err)
 		}
 		ops := []clientv3.Op{clientv3.OpDelete(fr.assignKey)}
-		if off, due := fr.checkpointDue(); due && !fr.identityUnknown() {
-			ops = append(ops, clientv3.OpPut(a.cfg.Space.Offset(fr.topic, fr.key), string(l.checkpointValue(fr, off))))
+		if off, size, due := fr.checkpointDue(); due && !fr.identityUnknown() {
+			ops = append(ops, clientv3.OpPut(a.cfg.Space.Offset(fr.topic, fr.key), string(l.checkpointValue(fr, off, size))))
 		}
 		resp, err := a.cfg.Client.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(fr.assignKey), "=", fr.createRev)).
@@ -500,6 +511,7 @@ func (l *loop) scan() {
 				}
 			}
 		}
+		l.noteVanished(name, e.Config, files)
 		l.seen[name] = files
 		a.m.filesSeen.WithLabelValues(name).Set(float64(len(files)))
 		if len(files) == 0 {
@@ -530,6 +542,67 @@ func (l *loop) scan() {
 	l.problems = problems
 	a.m.topicsRefused.Set(float64(refusedCount))
 	l.writeStatus()
+}
+
+type vanishedFile struct {
+	protocol.SeenFile
+	at time.Time
+}
+
+// vanishedMemory is how long a deleted file is remembered for a late
+// assignment.
+const vanishedMemory = 10 * time.Minute
+
+// noteVanished records files of topic that were in the last scan and are
+// not in this one. On a local topic nobody else can account for them: if
+// this agent is not reading them, their unshipped bytes are lost now.
+func (l *loop) noteVanished(topic string, cfg topics.Config, files map[string]protocol.SeenFile) {
+	now := time.Now()
+	for k, v := range l.vanished {
+		if now.Sub(v.at) > vanishedMemory {
+			delete(l.vanished, k)
+		}
+	}
+	for key, f := range l.seen[topic] {
+		if _, still := files[key]; still {
+			continue
+		}
+		if _, err := os.Stat(f.Path); err == nil {
+			continue // renamed out of the globs, not deleted
+		}
+		running := false
+		for _, fr := range l.runs {
+			running = running || (fr.topic == topic && fr.key == key)
+		}
+		if running {
+			continue // the tailer holds it open and reads it to its end
+		}
+		if cfg.Shared {
+			l.vanished[topic+"/"+key] = vanishedFile{SeenFile: f, at: now}
+			continue
+		}
+		l.countLost(topic, f)
+	}
+}
+
+// countLost counts the bytes of a deleted file past its checkpoint.
+func (l *loop) countLost(topic string, f protocol.SeenFile) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	offset := int64(0)
+	okey := l.a.cfg.Space.Offset(topic, f.Key)
+	if resp, err := l.a.cfg.Client.Get(ctx, okey); err == nil && len(resp.Kvs) == 1 {
+		var cp protocol.Checkpoint
+		if protocol.Unmarshal(okey, resp.Kvs[0].Value, &cp) == nil {
+			offset = cp.Offset
+		}
+	}
+	if lost := f.Size - offset; lost > 0 {
+		l.lostBytes += lost
+		l.a.m.lostBytes.WithLabelValues(topic).Add(float64(lost))
+		l.addProblem(topic, f.Path, "lost-bytes", fmt.Sprintf("%d bytes deleted before they were shipped", lost))
+		l.a.log.Error("file deleted before it was shipped", "topic", topic, "path", f.Path, "lost_bytes", lost)
+	}
 }
 
 func (l *loop) heartbeatValue(topic string, files map[string]protocol.SeenFile) []byte {
