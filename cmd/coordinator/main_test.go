@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+
+	"github.com/logferry/logferry/internal/testenv"
+	"github.com/logferry/logferry/pkg/protocol"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+func httpGet(url string) (int, string) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestHelpVersionAndCheckConfig(t *testing.T) {
+	var out, errb bytes.Buffer
+	require.Equal(t, 0, run(context.Background(), []string{"--help"}, &out, &errb))
+	for _, want := range []string{"--etcd-endpoints", "COORDINATOR_ETCD_ENDPOINTS", "--id", "COORDINATOR_ID", "--listen",
+		"--etcd-prefix", "--lease-ttl", "COORDINATOR_LEASE_TTL", "--handover-timeout", "--reconcile-interval",
+		"--resync-interval", "--log-level", "--etcd-ca", "--etcd-user", "--check-config", "--version"} {
+		require.Contains(t, errb.String(), want)
+	}
+
+	out.Reset()
+	require.Equal(t, 0, run(context.Background(), []string{"--version"}, &out, &errb))
+	require.True(t, strings.HasPrefix(out.String(), "coordinator "), out.String())
+
+	out.Reset()
+	errb.Reset()
+	require.Equal(t, 0, run(context.Background(), []string{"--check-config", "--id", "c1"}, &out, &errb), errb.String())
+	require.Contains(t, out.String(), "configuration ok")
+
+	for _, bad := range [][]string{
+		{"--check-config", "--lease-ttl", "500ms"},
+		{"--check-config", "--etcd-prefix", "no-slash"},
+		{"--check-config", "--log-level", "loud"},
+		{"--check-config", "--listen", "nope"},
+		{"--check-config", "--handover-timeout", "1s", "--reconcile-interval", "2s"},
+		{"--check-config", "--etcd-cert", "/x.pem"},
+		{"--no-such-flag"},
+		{"stray"},
+	} {
+		errb.Reset()
+		require.Equal(t, 2, run(context.Background(), bad, &out, &errb), "%v: %s", bad, errb.String())
+		require.NotEmpty(t, errb.String())
+	}
+
+	t.Setenv("COORDINATOR_LEASE_TTL", "0s")
+	errb.Reset()
+	require.Equal(t, 2, run(context.Background(), []string{"--check-config"}, &out, &errb))
+	require.Contains(t, errb.String(), "--lease-ttl")
+	// The command line wins over the environment.
+	require.Equal(t, 0, run(context.Background(), []string{"--check-config", "--lease-ttl", "2s"}, &out, &errb))
+	// Command flags are not read from the environment.
+	t.Setenv("COORDINATOR_VERSION", "true")
+	out.Reset()
+	require.Equal(t, 0, run(context.Background(), []string{"--check-config", "--lease-ttl", "2s"}, &out, &errb))
+	require.Contains(t, out.String(), "configuration ok")
+}
+
+// The binary's wiring in-process: it connects, leads, serves /readyz and
+// /metrics, writes status, and on a stop (SIGTERM's context) resigns and
+// exits 0 within the contract's 10 s.
+func TestRunLeadsServesAndStops(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	admin := e.Client()
+	addr := freeAddr(t)
+	t.Setenv("COORDINATOR_ETCD_ENDPOINTS", e.Endpoint())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, []string{"--id", "c1", "--listen", addr, "--lease-ttl", "2s", "--log-format", "json"}, &out, &errb)
+	}()
+	testenv.WaitFor(t, 10*time.Second, "/readyz to answer 200", func() bool {
+		c, _ := httpGet("http://" + addr + "/readyz")
+		return c == http.StatusOK
+	})
+	c, body := httpGet("http://" + addr + "/healthz")
+	require.Equal(t, http.StatusOK, c, body)
+	testenv.WaitFor(t, 10*time.Second, "the leader gauge", func() bool {
+		_, body := httpGet("http://" + addr + "/metrics")
+		return strings.Contains(body, "\ncoordinator_leader 1\n")
+	})
+	_, body = httpGet("http://" + addr + "/metrics")
+	for _, m := range []string{"coordinator_reconcile_duration_seconds_bucket", `coordinator_files_moved_total{reason="owner_gone"}`,
+		`coordinator_watch_resyncs_total{reason="compacted"}`, "coordinator_handover_timeouts_total", "coordinator_build_info", "go_goroutines"} {
+		require.Contains(t, body, m)
+	}
+	testenv.WaitFor(t, 10*time.Second, "/status/coordinator", func() bool {
+		resp, err := admin.Get(context.Background(), "/status/coordinator")
+		require.NoError(t, err)
+		if len(resp.Kvs) == 0 {
+			return false
+		}
+		var st protocol.CoordinatorStatus
+		require.NoError(t, protocol.Unmarshal("status", resp.Kvs[0].Value, &st))
+		return st.Leader == "c1"
+	})
+
+	stopped := time.Now()
+	cancel()
+	select {
+	case c := <-code:
+		require.Equal(t, 0, c, errb.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return within 10s of the stop")
+	}
+	t.Logf("stopped in %v", time.Since(stopped))
+	resp, err := admin.Get(context.Background(), "/coordinator/election/", clientv3.WithPrefix())
+	require.NoError(t, err)
+	require.Empty(t, resp.Kvs, "resigned and revoked on stop")
+	require.Contains(t, errb.String(), `"msg":"elected leader"`)
+}
+
+// The real binary and a real SIGTERM: it resigns and exits 0 well within
+// the contract's 10 s. Skipped with -short (it builds the binary).
+func TestBinarySIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "coordinator")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	require.NoError(t, build.Run())
+
+	e := testenv.StartEtcd(t)
+	admin := e.Client()
+	addr := freeAddr(t)
+	var errb syncBuffer
+	cmd := exec.Command(bin, "--id", "c-bin", "--lease-ttl", "30s")
+	cmd.Env = append(os.Environ(), "COORDINATOR_ETCD_ENDPOINTS="+e.Endpoint(), "COORDINATOR_LISTEN="+addr)
+	cmd.Stderr = &errb
+	require.NoError(t, cmd.Start())
+	var exitErr error
+	exited := make(chan struct{})
+	go func() { exitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	testenv.WaitFor(t, 10*time.Second, "the binary to lead", func() bool {
+		_, body := httpGet("http://" + addr + "/metrics")
+		return strings.Contains(body, "\ncoordinator_leader 1\n")
+	})
+	start := time.Now()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-exited:
+		require.NoError(t, exitErr, "exit status 0 expected; stderr:\n%s", errb.String())
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no exit within 10s of SIGTERM; stderr:\n%s", errb.String())
+	}
+	t.Logf("exited %v after SIGTERM", time.Since(start))
+	resp, err := admin.Get(context.Background(), "/coordinator/election/", clientv3.WithPrefix())
+	require.NoError(t, err)
+	require.Empty(t, resp.Kvs, "resigned: no election key left (the lease TTL is 30s)")
+}

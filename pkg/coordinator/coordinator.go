@@ -1,0 +1,180 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/logferry/logferry/pkg/assign"
+	"github.com/logferry/logferry/pkg/coordinator/election"
+	"github.com/logferry/logferry/pkg/coordinator/plan"
+	"github.com/logferry/logferry/pkg/keyspace"
+)
+
+// Defaults of Config's zero durations (the command-line defaults).
+const (
+	DefaultLeaseTTL          = 5 * time.Second
+	DefaultHandoverTimeout   = 30 * time.Second
+	DefaultReconcileInterval = 200 * time.Millisecond
+	DefaultResyncInterval    = time.Minute
+	DefaultStatusInterval    = 10 * time.Second
+	// txnTimeout bounds one leader Txn: a leader that cannot write for
+	// this long is better off noticing it and re-listing.
+	txnTimeout = 5 * time.Second
+)
+
+// ErrConfig is wrapped by New's validation errors.
+var ErrConfig = errors.New("coordinator: invalid config")
+
+// Config configures a Coordinator.
+type Config struct {
+	Client *clientv3.Client
+	Space  keyspace.Space
+	// ID names this coordinator: its election value and the Leader field
+	// of what it writes.
+	ID string
+	// Version is the build version reported in /status/coordinator.
+	Version string
+	// LeaseTTL is the election session's TTL (whole seconds, at least 1 s).
+	LeaseTTL time.Duration
+	// HandoverTimeout is how long a revoked assignment may wait for its
+	// release before the leader deletes it itself.
+	HandoverTimeout time.Duration
+	// ReconcileInterval is the least time between two reconcile passes:
+	// events arriving meanwhile are coalesced into the next pass.
+	ReconcileInterval time.Duration
+	// ResyncInterval is how often the leader re-lists everything from
+	// scratch and reconciles, to repair anything missed.
+	ResyncInterval time.Duration
+	// StatusInterval is how often /status/coordinator is rewritten when
+	// only its timestamps changed.
+	StatusInterval time.Duration
+	// Assign configures pkg/assign. Every coordinator of a cluster must use
+	// the same (the zero value, in production).
+	Assign assign.Config
+	// ElectionBackoff bounds the pause between failed election rounds
+	// (default 100 ms .. 5 s).
+	ElectionMinBackoff, ElectionMaxBackoff time.Duration
+	Logger                                 *slog.Logger
+	Registerer                             prometheus.Registerer
+}
+
+// Coordinator is one member of the coordinator HA group. Construct with
+// New, drive with Run.
+type Coordinator struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics
+	elector *election.Elector
+}
+
+// New validates cfg, fills in defaults and registers the metrics. It starts
+// nothing.
+func New(cfg Config) (*Coordinator, error) {
+	if cfg.Client == nil {
+		return nil, fmt.Errorf("%w: no etcd client", ErrConfig)
+	}
+	if cfg.ID == "" {
+		return nil, fmt.Errorf("%w: empty id", ErrConfig)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registerer == nil {
+		return nil, fmt.Errorf("%w: no prometheus registerer", ErrConfig)
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"lease TTL", &cfg.LeaseTTL, DefaultLeaseTTL},
+		{"handover timeout", &cfg.HandoverTimeout, DefaultHandoverTimeout},
+		{"reconcile interval", &cfg.ReconcileInterval, DefaultReconcileInterval},
+		{"resync interval", &cfg.ResyncInterval, DefaultResyncInterval},
+		{"status interval", &cfg.StatusInterval, DefaultStatusInterval},
+	} {
+		if *d.v < 0 {
+			return nil, fmt.Errorf("%w: %s %v is negative", ErrConfig, d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if cfg.LeaseTTL < time.Second {
+		return nil, fmt.Errorf("%w: lease TTL %v: etcd leases need at least 1s", ErrConfig, cfg.LeaseTTL)
+	}
+	if cfg.HandoverTimeout <= cfg.ReconcileInterval {
+		return nil, fmt.Errorf("%w: handover timeout %v must exceed the reconcile interval %v", ErrConfig, cfg.HandoverTimeout, cfg.ReconcileInterval)
+	}
+	// The planner is made per term; making one now checks its options.
+	if _, err := plan.NewPlanner(cfg.Space, plan.Options{Leader: cfg.ID, HandoverTimeout: cfg.HandoverTimeout, Assign: cfg.Assign}); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	log := cfg.Logger.With("component", "coordinator", "id", cfg.ID)
+	el, err := election.New(election.Config{
+		Client: cfg.Client, Prefix: cfg.Space.ElectionPrefix(), ID: cfg.ID, TTL: cfg.LeaseTTL,
+		MinBackoff: cfg.ElectionMinBackoff, MaxBackoff: cfg.ElectionMaxBackoff,
+		Logger: cfg.Logger.With("id", cfg.ID),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("register coordinator metrics: %w", err)
+	}
+	return &Coordinator{cfg: cfg, log: log, m: m, elector: el}, nil
+}
+
+// Run campaigns for leadership and, while leader, reconciles assignments.
+// It returns nil when ctx is done, after resigning (so a standby takes over
+// at once) and revoking its lease.
+func (c *Coordinator) Run(ctx context.Context) error {
+	c.log.Info("starting", "lease_ttl", c.cfg.LeaseTTL, "handover_timeout", c.cfg.HandoverTimeout,
+		"reconcile_interval", c.cfg.ReconcileInterval, "resync_interval", c.cfg.ResyncInterval,
+		"election_prefix", c.cfg.Space.ElectionPrefix())
+	err := c.elector.Run(ctx, c.lead)
+	c.log.Info("stopped")
+	return err
+}
+
+// IsLeader reports whether a leader term is running in this coordinator.
+func (c *Coordinator) IsLeader() bool { return c.elector.Role() == election.RoleLeader }
+
+// Leader is the id of the current leader as last observed ("" if unknown).
+func (c *Coordinator) Leader() string { return c.elector.Leader() }
+
+// Ready is the readiness check: nil for the leader and for a standby that
+// holds a session and campaigns; an error while there is no session
+// (starting, or etcd unreachable).
+func (c *Coordinator) Ready() error {
+	switch r := c.elector.Role(); r {
+	case election.RoleLeader, election.RoleStandby:
+		return nil
+	default:
+		return fmt.Errorf("coordinator %s holds no etcd session (role %v)", c.cfg.ID, r)
+	}
+}
+
+// lead is one leadership term.
+func (c *Coordinator) lead(ctx context.Context, l election.Leadership) error {
+	c.m.leader.Set(1)
+	c.m.terms.Inc()
+	defer func() {
+		c.m.leader.Set(0)
+		c.m.pending.Set(0)
+		c.m.invalidTopics.Set(0)
+		c.m.junkKeys.Set(0)
+	}()
+	t, err := newTerm(c, l)
+	if err != nil {
+		return err
+	}
+	return t.run(ctx)
+}

@@ -1,0 +1,47 @@
+// Package coordinator is one member of logferry's coordinator HA group:
+// it campaigns for leadership (package election) and, while leader, keeps
+// /assign/ equal to what pkg/assign computes from /topics/, moving files
+// between agents with the handover protocol of DESIGN.md (package plan
+// decides; this package reads, writes and reports).
+//
+// Shape of a term. The leader lists /topics/, /assign/ and /offsets/ at one
+// revision and watches them from the next (pkg/mirror, WithRequireLeader);
+// the mirror only queues each batch and marks the term dirty (a channel of
+// capacity 1), so it is never held up by a slow plan. A reconciler wakes on
+// dirty, on the next handover deadline or on the status interval, applies
+// the queued batches to its plan.State (which only it touches), waits out
+// ReconcileInterval since the end of its last pass (so a burst of events,
+// say a thousand agents starting, is handled by one or two passes), plans,
+// and writes only the differences. Checkpoint changes update status counts
+// but never trigger a pass. Every ResyncInterval the mirror is torn down
+// and the state rebuilt from a fresh list; a compacted or broken watch
+// re-lists on its own (pkg/mirror) and is counted.
+//
+// Invariants:
+//   - Every write of a term is a Txn guarded by the leader key's create
+//     revision, at most 128 compares and 128 operations. A Txn refused with
+//     the leader key gone or replaced ends the term at once (election.ErrLost);
+//     so does the session ending (the term's context is cancelled).
+//   - Read your writes: the reconciler never plans from a State that lacks
+//     one of the term's own committed writes. Each committed key stays
+//     pending until the mirror shows it (an event at or after the write's
+//     revision, or a list at or after it), and planning waits meanwhile.
+//     Batches are applied by the same goroutine that records pending keys,
+//     so none can slip between a Txn and its bookkeeping. A write that
+//     fails with an error (outcome unknown) forces a fresh list, made after
+//     the failure, before the next plan. Together with the guards of
+//     package plan this keeps every file at most one assignment key at
+//     every revision.
+//   - A failed per-file guard (etcd changed under the plan: an agent's
+//     release, an operator's edit) drops only that file's operations; the
+//     others of the Txn are written on their own, and the file is planned
+//     again from the fresher state.
+//   - Bad input stops nothing: invalid or paused topics are frozen and
+//     reported in /status/topics/<P> and the log; junk keys are reported
+//     in /status/coordinator and the log, once each.
+//   - Status keys are written by the leader only, fenced like assignments,
+//     and only when their content changed (and /status/coordinator at
+//     least every StatusInterval).
+//   - Run's goroutines never outlive it. A clean stop ends the term, then
+//     resigns and revokes the lease, so the standby takes over at once.
+package coordinator

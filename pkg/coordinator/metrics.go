@@ -1,0 +1,117 @@
+package coordinator
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/logferry/logferry/pkg/coordinator/plan"
+)
+
+// Watch resync reasons (label values; bounded).
+const (
+	resyncCompacted = "compacted"   // the watch's start revision was compacted
+	resyncClosed    = "closed"      // the watch channel closed (stream lost)
+	resyncCancelled = "cancelled"   // the server cancelled the watch
+	resyncPeriodic  = "periodic"    // --resync-interval
+	resyncWrite     = "write_error" // a write's outcome is unknown
+)
+
+type metrics struct {
+	leader            prometheus.Gauge
+	terms             prometheus.Counter
+	reconciles        prometheus.Counter
+	reconcileDuration prometheus.Histogram
+	moved             *prometheus.CounterVec
+	assigned          prometheus.Counter
+	resyncs           *prometheus.CounterVec
+	handoverTimeouts  prometheus.Counter
+	conflicts         prometheus.Counter
+	writeErrors       prometheus.Counter
+	pending           prometheus.Gauge
+	invalidTopics     prometheus.Gauge
+	junkKeys          prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coordinator_leader",
+			Help: "1 while this coordinator is the leader, 0 otherwise.",
+		}),
+		terms: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coordinator_leader_terms_total",
+			Help: "Leadership terms this coordinator started.",
+		}),
+		reconciles: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coordinator_reconciles_total",
+			Help: "Reconcile passes (plan and write) run as leader.",
+		}),
+		reconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "coordinator_reconcile_duration_seconds",
+			Help:    "Time of one reconcile pass: planning and writing the differences.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms .. ~16 s
+		}),
+		moved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coordinator_files_moved_total",
+			Help: "Files taken from their owner, by reason: revoked (rebalance, unreported, topic_removed, duplicate) or deleted (owner_gone, handover_timeout).",
+		}, []string{"reason"}),
+		assigned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coordinator_files_assigned_total",
+			Help: "Assignment keys created (a file given to an agent).",
+		}),
+		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coordinator_watch_resyncs_total",
+			Help: "Re-lists of /topics/, /assign/ and /offsets/, by reason (compacted, closed, cancelled, periodic, write_error).",
+		}, []string{"reason"}),
+		handoverTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coordinator_handover_timeouts_total",
+			Help: "Revoked assignments deleted by the leader because the owner did not release them within --handover-timeout.",
+		}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coordinator_write_conflicts_total",
+			Help: "File operations whose guard failed because etcd changed under the plan (retried from fresher state).",
+		}),
+		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coordinator_write_errors_total",
+			Help: "Leader Txns that failed with an error (outcome unknown; the leader re-lists before planning again).",
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coordinator_pending_handovers",
+			Help: "Assignments marked revoking and not yet released (leader only).",
+		}),
+		invalidTopics: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coordinator_invalid_topics",
+			Help: "Topics whose config does not decode or validate (leader only).",
+		}),
+		junkKeys: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coordinator_junk_keys",
+			Help: "Keys under /topics/, /assign/ and /offsets/ ignored because they do not parse or their value does not decode (leader only).",
+		}),
+	}
+	for _, r := range plan.Reasons {
+		m.moved.WithLabelValues(r)
+	}
+	for _, r := range []string{resyncCompacted, resyncClosed, resyncCancelled, resyncPeriodic, resyncWrite} {
+		m.resyncs.WithLabelValues(r)
+	}
+	for _, c := range []prometheus.Collector{m.leader, m.terms, m.reconciles, m.reconcileDuration, m.moved, m.assigned,
+		m.resyncs, m.handoverTimeouts, m.conflicts, m.writeErrors, m.pending, m.invalidTopics, m.junkKeys} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// resyncReason maps pkg/mirror's free-text reason to a bounded label.
+func resyncReason(s string) string {
+	switch {
+	case strings.Contains(s, "compacted"):
+		return resyncCompacted
+	case strings.Contains(s, "closed"):
+		return resyncClosed
+	default:
+		return resyncCancelled
+	}
+}

@@ -1,0 +1,63 @@
+// Package plan is the coordinator leader's decision making, without I/O:
+// State is its picture of /topics/, /assign/ and /offsets/ (fed with
+// pkg/mirror events), and Planner turns a State into the fenced etcd
+// operations that move the stored assignment one step towards what
+// pkg/assign computes, following the handover protocol of DESIGN.md.
+//
+// # Per file, per plan
+//
+// For each topic with a valid, unpaused config, the desired owner of every
+// file is assign.Compute over the live members (heartbeat keys), the files
+// they report and the current holders. Then, for each assignment key
+// /assign/A/P/f:
+//
+//   - A has no heartbeat for P (lease gone, or A stopped serving P): the key
+//     is deleted at once (reason owner_gone). A dead agent cannot release.
+//   - the key is revoking: the leader waits for A's release (A deletes the
+//     key in the Txn that writes its final offset); after HandoverTimeout
+//     it deletes the key itself (reason handover_timeout).
+//   - the key is active and A is the desired owner: kept.
+//   - otherwise the key is rewritten as revoking, same key, guarded by its
+//     create revision so a key just released is never resurrected (reasons
+//     rebalance, unreported, topic_removed). Revoking names the next owner.
+//
+// A file with a desired owner B gets /assign/B/P/f only when no other key
+// for f remains after the operations of the same Txn: at once when the only
+// other keys are deleted in that Txn (dead owner, timeout), after the
+// release otherwise. So a file never has two assignment keys at one
+// revision.
+//
+// # Fencing guards (the executor adds the leader key's guard to every Txn)
+//
+//   - revoke:  CreateRevision(/assign/A/P/f) == the create revision read;
+//   - delete:  the same;
+//   - assign:  CreateRevision(/assign/B/P/f) == 0, and == 0 for the key of
+//     the previous holder whose release the plan relies on.
+//
+// Only a leader creates assignment keys and the executor replans only from a
+// State that has seen all of the leader's own writes (see pkg/coordinator),
+// so "no key for f in State" implies "no key for f in etcd": together with
+// the leader guard this is what makes "never two owners" hold; the guards on
+// the individual keys catch a State that is behind (an agent's release, an
+// operator's hand edit) and make such a write fail instead of doing harm.
+//
+// # Stability
+//
+// While a handover to B is under way (and after the release, until B is
+// written), the file counts as B's in assign's Current input, so the plan
+// does not change its mind half way and a failover-free handover ends where
+// the first computation said. assign's results are sticky, so a State whose
+// assignment is already what assign computes yields no operations: a
+// failover moves nothing.
+//
+// # Bad input
+//
+// A topic whose config does not decode or validate, or that is paused, is
+// frozen: its assignments are left exactly as they are and the error is
+// reported. A topic with keys but no config is being removed: its
+// assignments are revoked. Keys that do not parse, heartbeats and
+// assignments whose values do not decode, and file keys that break the
+// naming rules are reported as junk and otherwise ignored; an agent whose
+// heartbeat does not decode counts as alive (its key exists) but its files
+// are frozen, since what it sees is unknown.
+package plan

@@ -1,0 +1,531 @@
+package plan
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/logferry/logferry/pkg/assign"
+	"github.com/logferry/logferry/pkg/keyspace"
+	"github.com/logferry/logferry/pkg/protocol"
+)
+
+// Reasons a file leaves its owner (label values of the moved-files metric).
+const (
+	ReasonRebalance       = "rebalance"        // another member should hold it
+	ReasonUnreported      = "unreported"       // the owner no longer reports the file
+	ReasonTopicRemoved    = "topic_removed"    // /topics/<P> was deleted
+	ReasonDuplicate       = "duplicate"        // a second key for a file that has its owner
+	ReasonOwnerGone       = "owner_gone"       // the owner's heartbeat for P is gone
+	ReasonHandoverTimeout = "handover_timeout" // the owner did not release in time
+)
+
+// Reasons lists every reason, for pre-declaring metric labels.
+var Reasons = []string{ReasonRebalance, ReasonUnreported, ReasonTopicRemoved, ReasonDuplicate, ReasonOwnerGone, ReasonHandoverTimeout}
+
+// ActionKind is what one operation of a Group does.
+type ActionKind int
+
+// The action kinds.
+const (
+	Revoke ActionKind = iota + 1 // rewrite an active key as revoking
+	Delete                       // delete a key (dead owner, handover timeout)
+	Assign                       // create the key of the new owner
+)
+
+func (k ActionKind) String() string {
+	switch k {
+	case Revoke:
+		return "revoke"
+	case Delete:
+		return "delete"
+	case Assign:
+		return "assign"
+	}
+	return fmt.Sprintf("ActionKind(%d)", int(k))
+}
+
+// Action describes one operation, for logs, metrics and the executor's
+// read-your-writes barrier.
+type Action struct {
+	Kind   ActionKind
+	Key    string
+	Agent  string
+	Reason string // Revoke and Delete
+	To     string // the next owner ("" for nobody)
+}
+
+// Group is the operations for one file: they must be applied in one Txn,
+// together with the leader guard. Groups of different files are
+// independent and may share a Txn.
+type Group struct {
+	Topic, File string
+	Cmps        []clientv3.Cmp
+	Ops         []clientv3.Op
+	Actions     []Action
+}
+
+// MaxGroupOps bounds one group so that it always fits a Txn (etcd's
+// default --max-txn-ops is 128, and the leader guard takes one compare).
+const MaxGroupOps = 64
+
+// Plan is the result of one planning pass.
+type Plan struct {
+	Groups []Group
+	// Topics is the status of every known topic, sorted by name (Leader and
+	// Updated left for the writer).
+	Topics []protocol.TopicStatus
+	// NextDeadline is the earliest handover timeout to come (zero if none):
+	// the reconciler must plan again then even if nothing changes.
+	NextDeadline time.Time
+	// Totals over every topic.
+	Members, Files, Assignments, Pending, InvalidTopics int
+	Junk                                                []protocol.JunkKey
+}
+
+// Options configure a Planner.
+type Options struct {
+	// Leader is written into every assignment (the coordinator's --id).
+	Leader string
+	// HandoverTimeout is how long a revoking key may wait for its release.
+	HandoverTimeout time.Duration
+	// Assign configures pkg/assign; every coordinator must use the same.
+	Assign assign.Config
+}
+
+// ErrOptions is wrapped by NewPlanner's errors.
+var ErrOptions = errors.New("plan: invalid options")
+
+// Planner plans, keeping between passes only what makes plans stable and
+// timeouts measurable: each topic's assign.Assigner (a ring cache), when
+// each revoking key was first seen, and the intended next owner of files
+// being handed over.
+type Planner struct {
+	ks  keyspace.Space
+	opt Options
+
+	assigners map[string]*assign.Assigner
+	revoking  map[string]revokeMemo         // assignment key -> when first seen revoking
+	next      map[string]map[string]handoff // topic -> file -> handover under way
+}
+
+type revokeMemo struct {
+	createRev int64
+	since     time.Time
+}
+
+type handoff struct {
+	to      string // the next owner
+	fromKey string // the key being released
+}
+
+// NewPlanner validates opt.
+func NewPlanner(ks keyspace.Space, opt Options) (*Planner, error) {
+	if opt.Leader == "" {
+		return nil, fmt.Errorf("%w: empty leader id", ErrOptions)
+	}
+	if opt.HandoverTimeout <= 0 {
+		return nil, fmt.Errorf("%w: handover timeout %v must be positive", ErrOptions, opt.HandoverTimeout)
+	}
+	if err := opt.Assign.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrOptions, err)
+	}
+	return &Planner{ks: ks, opt: opt, assigners: map[string]*assign.Assigner{},
+		revoking: map[string]revokeMemo{}, next: map[string]map[string]handoff{}}, nil
+}
+
+// Plan computes the operations that move s one step towards the desired
+// assignment, and the status of every topic, at time now.
+func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
+	out := &Plan{Junk: s.Junk()}
+	seenRevoking := map[string]bool{}
+	agents := map[string]bool{}
+	for _, name := range s.TopicNames() {
+		t := s.topics[name]
+		st, err := p.planTopic(t, now, out, seenRevoking)
+		if err != nil {
+			return nil, err
+		}
+		out.Topics = append(out.Topics, st)
+		for a, m := range t.Members {
+			if m.Err == nil {
+				agents[a] = true
+			}
+		}
+		out.Files += st.Files
+		out.Pending += st.Pending
+		for _, byAgent := range t.Assigns {
+			out.Assignments += len(byAgent)
+		}
+		if st.State == protocol.TopicInvalid {
+			out.InvalidTopics++
+		}
+	}
+	out.Members = len(agents)
+	for k := range p.revoking {
+		if !seenRevoking[k] {
+			delete(p.revoking, k)
+		}
+	}
+	for name := range p.assigners {
+		if t := s.topics[name]; t == nil || t.Config == nil {
+			delete(p.assigners, name)
+		}
+	}
+	for name := range p.next {
+		if s.topics[name] == nil {
+			delete(p.next, name)
+		}
+	}
+	return out, nil
+}
+
+func (p *Planner) assigner(topic string) (*assign.Assigner, error) {
+	a := p.assigners[topic]
+	if a == nil {
+		var err error
+		if a, err = assign.NewAssigner(p.opt.Assign); err != nil {
+			return nil, err
+		}
+		p.assigners[topic] = a
+	}
+	return a, nil
+}
+
+// revokeSince returns when key a was first seen revoking (now if just now).
+func (p *Planner) revokeSince(a *Assignment, now time.Time, seen map[string]bool) time.Time {
+	seen[a.Key] = true
+	m, ok := p.revoking[a.Key]
+	if !ok || m.createRev != a.CreateRev {
+		m = revokeMemo{createRev: a.CreateRev, since: now}
+		p.revoking[a.Key] = m
+	}
+	return m.since
+}
+
+func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map[string]bool) (protocol.TopicStatus, error) {
+	st := report(t)
+	switch {
+	case t.Config == nil:
+		st.State = protocol.TopicUnconfigured
+	case t.Config.Err != nil:
+		st.State = protocol.TopicInvalid
+		st.Error = t.Config.Err.Error()
+	case t.Config.Config.Paused:
+		st.State = protocol.TopicPaused
+	default:
+		st.State = protocol.TopicOK
+		st.Shared = t.Config.Config.Shared
+	}
+	if st.State == protocol.TopicInvalid || st.State == protocol.TopicPaused {
+		// Frozen: keep every assignment as it is. Keep the handover clocks
+		// running so that a fix does not restart them.
+		for _, byAgent := range t.Assigns {
+			for _, a := range byAgent {
+				if a.Revoking() {
+					p.revokeSince(a, now, seenRevoking)
+				}
+			}
+		}
+		return st, nil
+	}
+
+	// Files held by an agent whose heartbeat does not decode are frozen:
+	// what that agent sees is unknown, so they are neither moved nor given
+	// to anyone else.
+	frozen := map[string]bool{}
+	for f, byAgent := range t.Assigns {
+		for agent := range byAgent {
+			if m := t.Members[agent]; m != nil && m.Err != nil {
+				frozen[f] = true
+			}
+		}
+	}
+	next := p.next[t.Name]
+	if next == nil {
+		next = map[string]handoff{}
+		p.next[t.Name] = next
+	}
+
+	desired := map[string]string{}
+	if st.State == protocol.TopicOK {
+		in := assign.Input{Shared: st.Shared, Sees: map[string][]string{}, Current: map[string]string{}}
+		for agent, m := range t.Members {
+			if m.Err != nil {
+				continue
+			}
+			in.Members = append(in.Members, agent)
+			keys := m.Keys
+			if len(frozen) > 0 {
+				keys = slices.DeleteFunc(slices.Clone(keys), func(f string) bool { return frozen[f] })
+			}
+			in.Sees[agent] = keys
+		}
+		for f, byAgent := range t.Assigns {
+			if frozen[f] {
+				continue
+			}
+			if h := currentHolder(t, byAgent); h != "" {
+				in.Current[f] = h
+			}
+		}
+		// After a release and before the new owner's key is written, the
+		// file is the next owner's: the plan does not change its mind.
+		for f, h := range next {
+			if _, held := t.Assigns[f]; !held && !frozen[f] {
+				in.Current[f] = h.to
+			}
+		}
+		a, err := p.assigner(t.Name)
+		if err != nil {
+			return st, err
+		}
+		if desired, err = a.Compute(in); err != nil {
+			st.Problems = appendProblem(st.Problems, fmt.Sprintf("assignment not computed: %v", err))
+			return st, nil
+		}
+	}
+
+	files := make(map[string]struct{}, len(desired)+len(t.Assigns))
+	for f := range desired {
+		files[f] = struct{}{}
+	}
+	for f := range t.Assigns {
+		files[f] = struct{}{}
+	}
+	for f := range next {
+		if _, ok := files[f]; !ok {
+			delete(next, f)
+		}
+	}
+	for _, f := range slices.Sorted(maps.Keys(files)) {
+		if frozen[f] {
+			for _, a := range t.Assigns[f] {
+				if a.Revoking() {
+					p.revokeSince(a, now, seenRevoking)
+				}
+			}
+			continue
+		}
+		g, deadline := p.planFile(t, f, desired[f], st.State, now, seenRevoking)
+		if !deadline.IsZero() && (out.NextDeadline.IsZero() || deadline.Before(out.NextDeadline)) {
+			out.NextDeadline = deadline
+		}
+		if len(g.Ops) > 0 {
+			out.Groups = append(out.Groups, g)
+		}
+	}
+	if len(next) == 0 {
+		delete(p.next, t.Name)
+	}
+	return st, nil
+}
+
+// currentHolder is the member that counts as holding f for assign's
+// Current input: the agent of its active key (the oldest, if an error left
+// two), else the next owner of a handover under way.
+func currentHolder(t *Topic, byAgent map[string]*Assignment) string {
+	var best *Assignment
+	for _, a := range byAgent {
+		if m := t.Members[a.Agent]; m == nil || m.Err != nil || a.Revoking() {
+			continue
+		}
+		if best == nil || a.CreateRev < best.CreateRev {
+			best = a
+		}
+	}
+	if best != nil {
+		return best.Agent
+	}
+	for _, a := range sortedAssigns(byAgent) {
+		if a.Revoking() && a.Value.Revoking != "" {
+			return a.Value.Revoking
+		}
+	}
+	return ""
+}
+
+func sortedAssigns(byAgent map[string]*Assignment) []*Assignment {
+	out := slices.Collect(maps.Values(byAgent))
+	slices.SortFunc(out, func(a, b *Assignment) int { return strings.Compare(a.Agent, b.Agent) })
+	return out
+}
+
+// planFile plans one file whose desired owner is want ("" for nobody).
+// It returns the file's group and, while a handover waits, its deadline.
+func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenRevoking map[string]bool) (Group, time.Time) {
+	g := Group{Topic: t.Name, File: f}
+	keys := sortedAssigns(t.Assigns[f])
+	var deadline time.Time
+	holder := ""
+	inflight := false
+	deleted := map[string]bool{}
+	next := p.next[t.Name]
+
+	remove := func(a *Assignment, reason string) {
+		g.Cmps = append(g.Cmps, clientv3.Compare(clientv3.CreateRevision(a.Key), "=", a.CreateRev))
+		g.Ops = append(g.Ops, clientv3.OpDelete(a.Key))
+		g.Actions = append(g.Actions, Action{Kind: Delete, Key: a.Key, Agent: a.Agent, Reason: reason, To: want})
+		deleted[a.Key] = true
+	}
+	for _, a := range keys {
+		if len(g.Ops) >= MaxGroupOps {
+			return g, deadline
+		}
+		m := t.Members[a.Agent]
+		switch {
+		case m == nil:
+			// A dead agent cannot release: delete its key now.
+			remove(a, ReasonOwnerGone)
+		case a.Revoking():
+			if a.Value.Revoking != "" {
+				next[f] = handoff{to: a.Value.Revoking, fromKey: a.Key}
+			}
+			since := p.revokeSince(a, now, seenRevoking)
+			if end := since.Add(p.opt.HandoverTimeout); !now.Before(end) {
+				remove(a, ReasonHandoverTimeout)
+			} else {
+				inflight = true
+				deadline = minTime(deadline, end)
+			}
+		case a.Agent == want && holder == "":
+			holder = want
+		}
+	}
+	if holder != "" {
+		delete(next, f)
+	}
+	revoked := false
+	for _, a := range keys {
+		m := t.Members[a.Agent]
+		if m == nil || a.Revoking() || a.Agent == holder {
+			continue
+		}
+		if len(g.Ops) >= MaxGroupOps {
+			return g, deadline
+		}
+		to, reason := want, ReasonRebalance
+		switch _, sees := m.Files[f]; {
+		case state == protocol.TopicUnconfigured:
+			reason = ReasonTopicRemoved
+		case holder != "":
+			to, reason = "", ReasonDuplicate
+		case !sees || want == "":
+			reason = ReasonUnreported
+		}
+		v := protocol.Assignment{State: protocol.StateRevoking, Path: a.Value.Path, Leader: p.opt.Leader, Revoking: to}
+		if a.Err != nil {
+			v.Path = m.Files[f]
+		}
+		raw, err := protocol.Marshal(&v)
+		if err != nil {
+			panic(fmt.Sprintf("marshal assignment %s: %v", a.Key, err)) // a struct of strings always marshals
+		}
+		// Guarded by the key's create revision: if the agent released the
+		// key meanwhile, this Put must not bring it back.
+		g.Cmps = append(g.Cmps, clientv3.Compare(clientv3.CreateRevision(a.Key), "=", a.CreateRev))
+		g.Ops = append(g.Ops, clientv3.OpPut(a.Key, string(raw)))
+		g.Actions = append(g.Actions, Action{Kind: Revoke, Key: a.Key, Agent: a.Agent, Reason: reason, To: to})
+		p.revoking[a.Key] = revokeMemo{createRev: a.CreateRev, since: now}
+		seenRevoking[a.Key] = true
+		if to != "" {
+			next[f] = handoff{to: to, fromKey: a.Key}
+		}
+		deadline = minTime(deadline, now.Add(p.opt.HandoverTimeout))
+		revoked = true
+	}
+	if holder != "" || want == "" || inflight || revoked {
+		return g, deadline
+	}
+	// Every other key of f is deleted by this group (or there was none):
+	// the new owner's key can be written in the same Txn.
+	key := p.ks.Assign(want, t.Name, f)
+	if deleted[key] {
+		// The new owner's own stale key goes first; it is written again
+		// on the next pass, once the deletion is seen.
+		return g, deadline
+	}
+	g.Cmps = append(g.Cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
+	if h, ok := next[f]; ok && h.fromKey != key && !deleted[h.fromKey] {
+		// The release this assignment relies on must still hold.
+		g.Cmps = append(g.Cmps, clientv3.Compare(clientv3.CreateRevision(h.fromKey), "=", 0))
+	}
+	v := protocol.Assignment{State: protocol.StateActive, Path: t.Members[want].Files[f], Leader: p.opt.Leader}
+	raw, err := protocol.Marshal(&v)
+	if err != nil {
+		panic(fmt.Sprintf("marshal assignment %s: %v", key, err))
+	}
+	g.Ops = append(g.Ops, clientv3.OpPut(key, string(raw)))
+	g.Actions = append(g.Actions, Action{Kind: Assign, Key: key, Agent: want})
+	return g, deadline
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// report counts what the state holds for t; planTopic fills in the rest.
+func report(t *Topic) protocol.TopicStatus {
+	st := protocol.TopicStatus{Topic: t.Name, Members: len(t.Members), Checkpoints: len(t.Offsets), Load: map[string]int{}}
+	seen := map[string]struct{}{}
+	for _, agent := range slices.Sorted(maps.Keys(t.Members)) {
+		m := t.Members[agent]
+		if m.Err != nil {
+			st.Problems = appendProblem(st.Problems, fmt.Sprintf("agent %s: heartbeat does not decode (its files are left as they are): %v", agent, m.Err))
+			continue
+		}
+		for _, b := range m.Bad {
+			st.Problems = appendProblem(st.Problems, b)
+		}
+		if m.Truncated > 0 {
+			st.Problems = appendProblem(st.Problems, fmt.Sprintf("agent %s: heartbeat left out %d files (too large)", agent, m.Truncated))
+		}
+		for f := range m.Files {
+			seen[f] = struct{}{}
+		}
+	}
+	st.Files = len(seen)
+	for _, f := range slices.Sorted(maps.Keys(t.Assigns)) {
+		byAgent := t.Assigns[f]
+		active := 0
+		for _, a := range byAgent {
+			st.Load[a.Agent]++
+			if a.Revoking() {
+				st.Pending++
+			} else {
+				active++
+			}
+		}
+		if active > 0 {
+			st.Assigned++
+		}
+		if len(byAgent) > 1 {
+			st.Problems = appendProblem(st.Problems, fmt.Sprintf("file %s has %d assignment keys (%s)", f, len(byAgent),
+				strings.Join(slices.Sorted(maps.Keys(byAgent)), ", ")))
+		}
+	}
+	for f := range seen {
+		if _, ok := t.Assigns[f]; !ok {
+			st.Unassigned++
+		}
+	}
+	if len(st.Load) == 0 {
+		st.Load = nil
+	}
+	return st
+}
+
+func appendProblem(ps []string, p string) []string {
+	if len(ps) >= protocol.MaxStatusList {
+		return ps
+	}
+	return append(ps, p)
+}
