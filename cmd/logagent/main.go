@@ -62,6 +62,7 @@ type options struct {
 	fingerprintBytes   int
 	rotatedIdle        time.Duration
 	stopTimeout        time.Duration
+	tailMode           string
 	logLevel           string
 	logFormat          string
 	showVersion        bool
@@ -83,6 +84,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.fingerprintBytes, "fingerprint-bytes", fileid.DefaultFingerprintBytes, "leading bytes that identify a file; shorter files wait until they grow")
 	fs.DurationVar(&o.rotatedIdle, "rotated-idle", 5*time.Second, "a rotated or renamed file that stopped growing this long is finished")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 5*time.Second, "on SIGTERM or handover, how long to wait for Kafka to acknowledge what was sent")
+	fs.StringVar(&o.tailMode, "tail-mode", "poll", "how followed files are watched for appends: poll (every 250ms; robust, the default) or inotify "+
+		"(nxadm/tail's shared watcher; a watchdog still re-reads every second if a notification is lost)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
@@ -120,6 +123,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
+	if o.tailMode != "poll" && o.tailMode != "inotify" {
+		return fmt.Errorf("%w: --tail-mode %q: want poll or inotify", errUsage, o.tailMode)
+	}
 	if o.id == "" {
 		if o.id, err = hostIP(); err != nil {
 			return fmt.Errorf("%w: --id not given and %w", errUsage, err)
@@ -156,7 +162,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Client: cli, Space: ks, ID: o.id, Version: version.Version,
 		AllowPaths: o.allowPaths, FingerprintBytes: o.fingerprintBytes,
 		ScanInterval: o.scanInterval, CheckpointInterval: o.checkpointInterval, LeaseTTL: o.leaseTTL,
-		RotatedIdle: o.rotatedIdle, StopTimeout: o.stopTimeout,
+		RotatedIdle: o.rotatedIdle, StopTimeout: o.stopTimeout, TailInotify: o.tailMode == "inotify",
 		Shipper: shipper, Registerer: reg, Logger: log,
 	})
 	if err != nil {

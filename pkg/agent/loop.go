@@ -40,12 +40,14 @@ type loop struct {
 	topics       map[string]topics.Entry
 	refused      map[string]bool
 	seen         map[string]map[string]protocol.SeenFile // topic -> file key -> file
-	// vanished remembers files that dropped out of a scan (deleted), so an
-	// assignment that arrives late can still count their bytes as lost.
-	vanished   map[string]vanishedFile // topic + "/" + file key
-	assigns    map[string]assignment   // assign key -> assignment
-	runs       map[string]*fileRun     // assign key -> run
-	heartbeats map[string]bool         // topics with a heartbeat key set
+	// recent remembers every file seen in the last vanishedMemory, by
+	// topic + "/" + file key: an assignment can arrive after the file left
+	// the globs (renamed by rotation: the tailer finds it by inode) or was
+	// deleted (the tailer then counts its bytes as lost).
+	recent     map[string]vanishedFile
+	assigns    map[string]assignment // assign key -> assignment
+	runs       map[string]*fileRun   // assign key -> run
+	heartbeats map[string]bool       // topics with a heartbeat key set
 	problems   map[problemKey]protocol.Problem
 	lostBytes  int64
 	lastStatus []byte
@@ -63,7 +65,7 @@ func newLoop(a *Agent) *loop {
 		topics:      map[string]topics.Entry{},
 		refused:     map[string]bool{},
 		seen:        map[string]map[string]protocol.SeenFile{},
-		vanished:    map[string]vanishedFile{},
+		recent:      map[string]vanishedFile{},
 		assigns:     map[string]assignment{},
 		runs:        map[string]*fileRun{},
 		heartbeats:  map[string]bool{},
@@ -206,14 +208,14 @@ func (l *loop) reconcile(ctx context.Context) {
 		if fr == nil {
 			f, seen := l.seen[as.topic][as.file]
 			if !seen {
-				// Deleted before it was assigned here: the tailer fails to
-				// find it and counts its unshipped bytes as lost.
-				v, ok := l.vanished[as.topic+"/"+as.file]
+				// Rotated out of the globs, or deleted, after a scan saw it:
+				// the tailer finds it by inode next to its old path, or
+				// counts its unshipped bytes as lost.
+				v, ok := l.recent[as.topic+"/"+as.file]
 				if !ok {
 					continue // not discovered here (yet): nothing to read from
 				}
 				f = v.SeenFile
-				delete(l.vanished, as.topic+"/"+as.file)
 			}
 			fr = newFileRun(as.topic, as.file, key, as.createRev, f.Path, f.Identity, entry.Config)
 			fr.size = f.Size
@@ -279,7 +281,7 @@ func (l *loop) tail(ctx context.Context, fr *fileRun) error {
 	tl, err := tailer.New(tailer.Config{
 		Path: fr.path, Identity: fr.identity, Shared: fr.cfg.Shared, FingerprintBytes: a.cfg.FingerprintBytes,
 		Offset: offset, MaxLineBytes: fr.cfg.MaxLineBytes, Truncate: fr.cfg.LongLines == topics.LongLinesTruncate,
-		RotatedIdle: a.cfg.RotatedIdle, Logger: a.log.With("topic", fr.topic, "file", fr.key),
+		RotatedIdle: a.cfg.RotatedIdle, Poll: !a.cfg.TailInotify, Logger: a.log.With("topic", fr.topic, "file", fr.key),
 		OnTruncate: func(old int64) {
 			a.log.Warn("file truncated; shipping it again from 0", "topic", fr.topic, "path", fr.path, "old_offset", old)
 		},
@@ -549,19 +551,23 @@ type vanishedFile struct {
 	at time.Time
 }
 
-// vanishedMemory is how long a deleted file is remembered for a late
-// assignment.
+// vanishedMemory is how long a file that left the scan is remembered for a
+// late assignment.
 const vanishedMemory = 10 * time.Minute
 
-// noteVanished records files of topic that were in the last scan and are
-// not in this one. On a local topic nobody else can account for them: if
-// this agent is not reading them, their unshipped bytes are lost now.
+// noteVanished remembers the files of this scan and handles those of the
+// last scan that are gone. On a local topic nobody else can account for a
+// deleted file: if this agent is not reading it, its unshipped bytes are
+// lost now.
 func (l *loop) noteVanished(topic string, cfg topics.Config, files map[string]protocol.SeenFile) {
 	now := time.Now()
-	for k, v := range l.vanished {
+	for k, v := range l.recent {
 		if now.Sub(v.at) > vanishedMemory {
-			delete(l.vanished, k)
+			delete(l.recent, k)
 		}
+	}
+	for key, f := range files {
+		l.recent[topic+"/"+key] = vanishedFile{SeenFile: f, at: now}
 	}
 	for key, f := range l.seen[topic] {
 		if _, still := files[key]; still {
@@ -577,11 +583,9 @@ func (l *loop) noteVanished(topic string, cfg topics.Config, files map[string]pr
 		if running {
 			continue // the tailer holds it open and reads it to its end
 		}
-		if cfg.Shared {
-			l.vanished[topic+"/"+key] = vanishedFile{SeenFile: f, at: now}
-			continue
+		if !cfg.Shared {
+			l.countLost(topic, f)
 		}
-		l.countLost(topic, f)
 	}
 }
 

@@ -2,6 +2,7 @@ package tailer
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -323,10 +324,10 @@ func (t *Tailer) follow(ctx context.Context, emit func(Line) error) error {
 		// loop sees a rotated path next time round.
 		return nil
 	}
-	defer func() {
-		_ = tl.Stop()
-		tl.Cleanup()
-	}()
+	// No tl.Cleanup(): nxadm/tail's inotify tracker keys watches by file
+	// name and shares one event channel per name, so cleaning up after a
+	// rotated file would silence the tailer of the new file at that path.
+	defer func() { _ = tl.Stop() }()
 	// nxadm/tail may have opened a different file if a rotation happened
 	// just now; then its lines must not be used.
 	if t.pathState() != pathOurs {
@@ -334,6 +335,11 @@ func (t *Tailer) follow(ctx context.Context, emit func(Line) error) error {
 	}
 	check := time.NewTicker(t.cfg.CheckInterval)
 	defer check.Stop()
+	// The watchdog: if the file grew and nxadm/tail delivered nothing for a
+	// whole check interval, its notifications were lost (a shared inotify
+	// watch removed by another tail of the same path, a missed event); the
+	// descriptor reads what is there and following starts again.
+	linesSinceCheck := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -342,6 +348,14 @@ func (t *Tailer) follow(ctx context.Context, emit func(Line) error) error {
 			if t.changed() {
 				return nil
 			}
+			if linesSinceCheck == 0 {
+				if fi, err := t.f.Stat(); err == nil && fi.Size() > t.Offset()+int64(t.cfg.MaxLineBytes) {
+					return nil
+				} else if err == nil && fi.Size() > t.Offset() && t.stalled(fi.Size()) {
+					return nil
+				}
+			}
+			linesSinceCheck = 0
 		case l, ok := <-tl.Lines:
 			if !ok {
 				return nil // nxadm/tail stopped (rename, delete, error)
@@ -357,11 +371,22 @@ func (t *Tailer) follow(ctx context.Context, emit func(Line) error) error {
 				// hand back to the descriptor-based reader.
 				return nil
 			}
+			linesSinceCheck++
 			if err := splitLine(start, end, []byte(l.Text), t.cfg.MaxLineBytes, t.cfg.Truncate, emit); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// stalled reports whether the bytes past the offset contain a newline:
+// then a complete line is waiting that nxadm/tail did not deliver. (Bytes
+// without a newline are a partial line that is rightly held back.)
+func (t *Tailer) stalled(size int64) bool {
+	n := min(size-t.Offset(), 64<<10)
+	buf := make([]byte, n)
+	m, _ := t.f.ReadAt(buf, t.Offset())
+	return bytes.IndexByte(buf[:m], '\n') >= 0
 }
 
 // splitLine emits one whole line found at [start, end) (end past its
