@@ -13,7 +13,7 @@ LDFLAGS   := -s -w \
 	-X $(PKG)/internal/version.Version=$(VERSION) \
 	-X $(PKG)/internal/version.Commit=$(COMMIT) \
 	-X $(PKG)/internal/version.Date=$(DATE)
-BINARIES  := logagent coordinator logctl
+BINARIES  := logagent coordinator logctl devstack
 STATICCHECK_VERSION := v0.8.2
 # go test's own timeout: the whole suite is meant to take a few minutes.
 TEST_TIMEOUT ?= 15m

@@ -1,0 +1,530 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/logferry/logferry/internal/devstack"
+	"github.com/logferry/logferry/pkg/keyspace"
+	"github.com/logferry/logferry/pkg/topics"
+)
+
+const demoTopic = "demo"
+
+// proc is one child process of the stack.
+type proc struct {
+	name   string
+	listen string
+	cmd    *exec.Cmd
+	done   chan struct{}
+	err    error
+}
+
+type stack struct {
+	o             *options
+	log           *slog.Logger
+	dir           string
+	logDir        string
+	tempDir       bool
+	etcd          *devstack.Etcd
+	kafka         *kfake.Cluster
+	etcdEndpoints []string
+	kafkaBrokers  []string
+	cli           *clientv3.Client
+	ks            keyspace.Space
+	procs         []*proc
+	written       atomic.Int64
+	lastShipped   map[string]float64
+	lastView      time.Time
+}
+
+func startStack(ctx context.Context, o *options, log *slog.Logger) (_ *stack, err error) {
+	st := &stack{o: o, log: log, dir: o.dir, lastShipped: map[string]float64{}}
+	defer func() {
+		if err != nil {
+			st.close()
+		}
+	}()
+	if st.dir == "" {
+		if st.dir, err = os.MkdirTemp("", "logferry-demo-"); err != nil {
+			return nil, fmt.Errorf("work dir: %w", err)
+		}
+		st.tempDir = true
+	}
+	st.logDir = filepath.Join(st.dir, "var", "log", "demo")
+	for _, d := range []string{st.logDir, filepath.Join(st.dir, "procs")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	if st.etcdEndpoints = o.etcd; len(st.etcdEndpoints) == 0 {
+		st.etcd, err = devstack.StartEtcd(devstack.EtcdOptions{Dir: filepath.Join(st.dir, "etcd"), Logger: zap.NewNop()})
+		if err != nil {
+			return nil, err
+		}
+		st.etcdEndpoints = []string{st.etcd.Endpoint()}
+	}
+	if st.kafkaBrokers = o.kafka; len(st.kafkaBrokers) == 0 {
+		st.kafka, err = devstack.StartKafka(devstack.KafkaOptions{Port: o.kafkaPort, Partitions: 3})
+		if err != nil {
+			return nil, fmt.Errorf("%w (is port %d taken? try --kafka-port 0)", err, o.kafkaPort)
+		}
+		st.kafkaBrokers = st.kafka.ListenAddrs()
+	}
+	st.cli, err = clientv3.New(clientv3.Config{Endpoints: st.etcdEndpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	// The demo topic: every generated file, shared by all agents.
+	store := topics.NewStore(st.cli, st.ks)
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := store.Put(cctx, demoTopic, topics.Config{Paths: []string{st.logDir + "/*.log"}, Shared: true}); err != nil {
+		return nil, fmt.Errorf("create topic %s: %w", demoTopic, err)
+	}
+	for i := 1; i <= o.coordinators; i++ {
+		if err := st.spawn(fmt.Sprintf("coord-%d", i), filepath.Join(o.bin, "coordinator"),
+			"--id", fmt.Sprintf("coord-%d", i), "--lease-ttl", "2s", "--handover-timeout", "10s"); err != nil {
+			return nil, err
+		}
+	}
+	for i := 1; i <= o.agents; i++ {
+		id := fmt.Sprintf("127.0.0.%d", i+1)
+		if err := st.spawn(id, filepath.Join(o.bin, "logagent"),
+			"--id", id, "--kafka-brokers", strings.Join(st.kafkaBrokers, ","), "--allow-path", st.logDir,
+			"--lease-ttl", "3s", "--scan-interval", "1s", "--fingerprint-bytes", "64", "--rotated-idle", "2s",
+			"--kafka-compression", "none"); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+// spawn starts one process with the common flags; its output goes to a file.
+func (st *stack) spawn(name, bin string, args ...string) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	listen := "127.0.0.1:" + strconv.Itoa(port)
+	args = append(args, "--etcd-endpoints", strings.Join(st.etcdEndpoints, ","), "--listen", listen)
+	out, err := os.Create(filepath.Join(st.dir, "procs", name+".log"))
+	if err != nil {
+		return fmt.Errorf("log file of %s: %w", name, err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	// Its own process group: a Ctrl-C in the terminal reaches devstack,
+	// which stops the children in order, not all at once.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return fmt.Errorf("start %s (%s): %w", name, bin, err)
+	}
+	p := &proc{name: name, listen: listen, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		out.Close()
+		close(p.done)
+	}()
+	st.procs = append(st.procs, p)
+	return nil
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// run writes lines and shows the view until ctx is done.
+func (st *stack) run(ctx context.Context, stdout io.Writer) error {
+	var wg sync.WaitGroup
+	wctx, stopWriter := context.WithCancel(ctx)
+	defer stopWriter()
+	if st.o.writeFor > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(wctx, st.o.writeFor)
+		defer cancel()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		st.writeLines(wctx)
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			stopWriter()
+			wg.Wait()
+			return ctx.Err()
+		case <-tick.C:
+			n++
+			for _, p := range st.procs {
+				select {
+				case <-p.done:
+					stopWriter()
+					wg.Wait()
+					return fmt.Errorf("%s exited: %v (see %s)", p.name, p.err, filepath.Join(st.dir, "procs", p.name+".log"))
+				default:
+				}
+			}
+			if st.o.view {
+				st.show(ctx, stdout, true)
+			} else if n%5 == 0 {
+				st.show(ctx, stdout, false)
+			}
+		}
+	}
+}
+
+// writeLines appends numbered lines to the demo files at --rate, and
+// rename-rotates each file every --rotate-every.
+func (st *stack) writeLines(ctx context.Context) {
+	files := make([]*os.File, st.o.files)
+	opened := make([]time.Time, st.o.files)
+	seq := make([]int, st.o.files)
+	open := func(i int) {
+		path := filepath.Join(st.logDir, fmt.Sprintf("app-%d.log", i))
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			st.log.Error("open demo file", "err", err)
+			return
+		}
+		files[i], opened[i] = f, time.Now()
+		// The first line is long enough to fingerprint the file at once.
+		fmt.Fprintf(f, "# logferry demo file %d opened %s %s\n", i, opened[i].Format(time.RFC3339Nano), strings.Repeat("-", 32))
+		st.written.Add(1)
+	}
+	for i := range files {
+		open(i)
+	}
+	defer func() {
+		for _, f := range files {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}()
+	if st.o.rate == 0 {
+		<-ctx.Done()
+		return
+	}
+	const tickEvery = 10 * time.Millisecond
+	perTick := float64(st.o.rate) * tickEvery.Seconds()
+	tick := time.NewTicker(tickEvery)
+	defer tick.Stop()
+	var owed float64
+	next := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		owed += perTick
+		for ; owed >= 1; owed-- {
+			i := next % len(files)
+			next++
+			if files[i] == nil {
+				continue
+			}
+			if st.o.rotateEvery > 0 && time.Since(opened[i]) > st.o.rotateEvery {
+				files[i].Close()
+				path := files[i].Name()
+				if err := os.Rename(path, path+".1"); err != nil {
+					st.log.Error("rotate", "err", err)
+				}
+				open(i)
+			}
+			seq[i]++
+			fmt.Fprintf(files[i], "%s app-%d seq=%08d GET /api/v1/items/%d HTTP/1.1 200 %d \"logferry-demo\"\n",
+				time.Now().Format(time.RFC3339Nano), i, seq[i], seq[i]%977, 200+seq[i]%5000)
+			st.written.Add(1)
+		}
+	}
+}
+
+type agentView struct {
+	files   int
+	rate    float64
+	behind  float64
+	shipped float64
+	up      bool
+}
+
+// show prints the live view (or one line of totals).
+func (st *stack) show(ctx context.Context, w io.Writer, full bool) {
+	ctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
+	defer cancel()
+	leader := st.leader(ctx)
+	arrived := st.arrived(ctx)
+	owned := map[string]int{}
+	if resp, err := st.cli.Get(ctx, st.ks.AssignPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly()); err == nil {
+		for _, kv := range resp.Kvs {
+			if k, err := st.ks.Parse(string(kv.Key)); err == nil {
+				owned[k.Agent]++
+			}
+		}
+	}
+	elapsed := time.Since(st.lastView).Seconds()
+	st.lastView = time.Now()
+	views := map[string]agentView{}
+	for _, p := range st.procs {
+		if strings.HasPrefix(p.name, "coord-") {
+			continue
+		}
+		v := agentView{files: owned[p.name]}
+		if m, err := scrape(ctx, p.listen); err == nil {
+			v.up = true
+			v.shipped = m["logagent_lines_shipped_total"]
+			v.behind = m["logagent_file_bytes_behind"]
+			if last, ok := st.lastShipped[p.name]; ok && elapsed > 0 {
+				v.rate = (v.shipped - last) / elapsed
+			}
+			st.lastShipped[p.name] = v.shipped
+		}
+		views[p.name] = v
+	}
+	written := st.written.Load()
+	if !full {
+		fmt.Fprintf(w, "%s leader=%s written=%d arrived=%d\n", time.Now().Format("15:04:05"), leader, written, arrived)
+		return
+	}
+	fmt.Fprint(w, "\033[H\033[2J")
+	fmt.Fprintf(w, "logferry demo — %s   (Ctrl-C stops everything)\n\n", time.Now().Format("15:04:05"))
+	fmt.Fprintf(w, "etcd %v   kafka %v   topic %q over %s\n", st.etcdEndpoints, st.kafkaBrokers, demoTopic, st.logDir)
+	fmt.Fprintf(w, "leader: %s\n\n", leader)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "AGENT\tUP\tFILES OWNED\tLINES/S\tLINES SHIPPED\tBYTES BEHIND\t")
+	names := make([]string, 0, len(views))
+	for n := range views {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		v := views[n]
+		fmt.Fprintf(tw, "%s\t%t\t%d\t%.0f\t%.0f\t%.0f\t\n", n, v.up, v.files, v.rate, v.shipped, v.behind)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nlines written: %d   records in Kafka: %d   (duplicates only after a crash)\n", written, arrived)
+	fmt.Fprintf(w, "\nprocess logs: %s\n", filepath.Join(st.dir, "procs"))
+}
+
+// leader is the election candidate with the lowest create revision.
+func (st *stack) leader(ctx context.Context) string {
+	resp, err := st.cli.Get(ctx, st.ks.ElectionPrefix(), clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+	if err != nil || len(resp.Kvs) == 0 {
+		return "none"
+	}
+	return string(resp.Kvs[0].Value)
+}
+
+// arrived is the number of records in the demo topic.
+func (st *stack) arrived(ctx context.Context) int64 {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(st.kafkaBrokers...))
+	if err != nil {
+		return -1
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, demoTopic)
+	if err != nil {
+		return -1
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			n += o.Offset
+		}
+	})
+	return n
+}
+
+// scrape reads an agent's /metrics and sums each metric over its labels.
+func scrape(ctx context.Context, addr string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for name, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			out[name] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return out, nil
+}
+
+// verify waits until every written line is in Kafka (distinct by file and
+// offset) and reports duplicates.
+func (st *stack) verify(w io.Writer) error {
+	written := st.written.Load()
+	deadline := time.Now().Add(60 * time.Second)
+	poll := time.NewTicker(500 * time.Millisecond)
+	defer poll.Stop()
+	for ; ; <-poll.C {
+		distinct, total, err := st.countDistinct()
+		if err == nil && distinct >= written {
+			fmt.Fprintf(w, "check: %d lines written, %d distinct records in Kafka, %d duplicates: OK\n", written, distinct, total-distinct)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("check: %d lines written but only %d distinct records in Kafka after 60s (err %v); missing: %s",
+				written, distinct, err, st.missing())
+		}
+	}
+}
+
+// missing lists, per generated file, the sequence numbers not in Kafka.
+func (st *stack) missing() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(st.kafkaBrokers...), kgo.ConsumeTopics(demoTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return err.Error()
+	}
+	defer cl.Close()
+	end := st.arrived(ctx)
+	got := map[int]map[int]bool{}
+	var total int64
+	for total < end && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			total++
+			var file, seq int
+			if _, err := fmt.Sscanf(string(r.Value[strings.Index(string(r.Value), " app-")+1:]), "app-%d seq=%d", &file, &seq); err == nil {
+				if got[file] == nil {
+					got[file] = map[int]bool{}
+				}
+				got[file][seq] = true
+			}
+		})
+	}
+	var b strings.Builder
+	for f := 0; f < st.o.files; f++ {
+		var runs []string
+		maxSeq := 0
+		for s := range got[f] {
+			maxSeq = max(maxSeq, s)
+		}
+		for s := 1; s <= maxSeq; s++ {
+			if !got[f][s] {
+				start := s
+				for s <= maxSeq && !got[f][s] {
+					s++
+				}
+				runs = append(runs, fmt.Sprintf("%d-%d", start, s-1))
+			}
+		}
+		if len(runs) > 0 {
+			fmt.Fprintf(&b, "app-%d: %v; ", f, runs)
+		}
+	}
+	return b.String()
+}
+
+// countDistinct reads the whole demo topic.
+func (st *stack) countDistinct() (distinct, total int64, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(st.kafkaBrokers...), kgo.ConsumeTopics(demoTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer cl.Close()
+	end := st.arrived(ctx)
+	seen := map[string]bool{}
+	for total < end {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return int64(len(seen)), total, ctx.Err()
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			total++
+			var file, off string
+			for _, h := range r.Headers {
+				switch h.Key {
+				case "file":
+					file = string(h.Value)
+				case "offset":
+					off = string(h.Value)
+				}
+			}
+			seen[file+"@"+off] = true
+		})
+	}
+	return int64(len(seen)), total, nil
+}
+
+// close stops the processes (SIGTERM, then SIGKILL after 10 s), then the
+// broker and etcd, then removes a temporary work dir.
+func (st *stack) close() {
+	for i := len(st.procs) - 1; i >= 0; i-- {
+		_ = st.procs[i].cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, p := range st.procs {
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			st.log.Warn("process did not stop within 10s; killing it", "name", p.name)
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+	if st.cli != nil {
+		st.cli.Close()
+	}
+	if st.kafka != nil {
+		st.kafka.Close()
+	}
+	if st.etcd != nil {
+		st.etcd.Close()
+	}
+	if st.tempDir && !st.o.keep {
+		if err := os.RemoveAll(st.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			st.log.Warn("remove work dir", "dir", st.dir, "err", err)
+		}
+	}
+}
