@@ -211,12 +211,24 @@ func (o *options) validate(stderr io.Writer) (*slog.Logger, coordinator.Config, 
 // serve connects to etcd and runs the coordinator and the ops server until
 // ctx is done or one of them fails.
 func serve(ctx context.Context, o *options, log *slog.Logger, cfg coordinator.Config) error {
+	reg := prometheus.NewRegistry()
+	// Bind --listen before dialling etcd: an outgoing connection could
+	// otherwise take the port (it may be in the ephemeral range) first.
+	var c *coordinator.Coordinator
+	ops := opsserver.New(o.listen, reg, func() error {
+		if c == nil {
+			return errors.New("starting")
+		}
+		return c.Ready()
+	}, log)
+	if err := ops.Listen(); err != nil {
+		return err
+	}
 	cli, err := o.etcd.Connect()
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -229,12 +241,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, cfg coordinator.Co
 	reg.MustRegister(info)
 
 	cfg.Client, cfg.Registerer = cli, reg
-	c, err := coordinator.New(cfg)
-	if err != nil {
-		return err
-	}
-	ops := opsserver.New(o.listen, reg, c.Ready, log)
-	if err := ops.Listen(); err != nil {
+	if c, err = coordinator.New(cfg); err != nil {
 		return err
 	}
 	log.Info("coordinator starting", "version", version.String("coordinator"), "id", cfg.ID,

@@ -41,6 +41,8 @@ type options struct {
 	view         bool
 	rotateEvery  time.Duration
 	writeFor     time.Duration
+	chaosEvery   time.Duration
+	seed         int64
 }
 
 func main() {
@@ -74,6 +76,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.view, "view", true, "show the live view (otherwise print a line of totals every few seconds)")
 	fs.DurationVar(&o.rotateEvery, "rotate-every", 20*time.Second, "rename-rotate each log file this often (0: never)")
 	fs.DurationVar(&o.writeFor, "write-for", 0, "stop writing after this long, keep the stack running (0: write until the end)")
+	fs.DurationVar(&o.chaosEvery, "chaos-every", 0, "inject a fault this often: kill -9 an agent or a coordinator (the leader half the time) and restart it, "+
+		"or stop and restart the broker (0: no faults)")
+	fs.Int64Var(&o.seed, "seed", 0, "random seed of the faults (0: from the clock); printed so a run can be repeated")
 	cliflags.DocumentEnv(fs, envPrefix)
 	if err := fs.Parse(args); err != nil {
 		return nil, err

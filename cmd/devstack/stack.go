@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -39,6 +40,8 @@ const demoTopic = "demo"
 type proc struct {
 	name   string
 	listen string
+	bin    string
+	args   []string
 	cmd    *exec.Cmd
 	done   chan struct{}
 	err    error
@@ -60,6 +63,14 @@ type stack struct {
 	written       atomic.Int64
 	lastShipped   map[string]float64
 	lastView      time.Time
+	kafkaPort     int
+	kafkaDataDir  string
+	chaos         chaosStats
+}
+
+type chaosStats struct {
+	kills, brokerRestarts, failovers int
+	maxFailover                      time.Duration
 }
 
 func startStack(ctx context.Context, o *options, log *slog.Logger) (_ *stack, err error) {
@@ -89,11 +100,18 @@ func startStack(ctx context.Context, o *options, log *slog.Logger) (_ *stack, er
 		st.etcdEndpoints = []string{st.etcd.Endpoint()}
 	}
 	if st.kafkaBrokers = o.kafka; len(st.kafkaBrokers) == 0 {
-		st.kafka, err = devstack.StartKafka(devstack.KafkaOptions{Port: o.kafkaPort, Partitions: 3})
+		if o.chaosEvery > 0 {
+			// The broker is stopped and restarted by the faults: its log
+			// must survive that.
+			st.kafkaDataDir = filepath.Join(st.dir, "kafka")
+		}
+		st.kafka, err = devstack.StartKafka(devstack.KafkaOptions{Port: o.kafkaPort, Partitions: 3, DataDir: st.kafkaDataDir})
 		if err != nil {
 			return nil, fmt.Errorf("%w (is port %d taken? try --kafka-port 0)", err, o.kafkaPort)
 		}
 		st.kafkaBrokers = st.kafka.ListenAddrs()
+		_, portStr, _ := net.SplitHostPort(st.kafkaBrokers[0])
+		st.kafkaPort, _ = strconv.Atoi(portStr)
 	}
 	st.cli, err = clientv3.New(clientv3.Config{Endpoints: st.etcdEndpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
@@ -132,36 +150,54 @@ func (st *stack) spawn(name, bin string, args ...string) error {
 	}
 	listen := "127.0.0.1:" + strconv.Itoa(port)
 	args = append(args, "--etcd-endpoints", strings.Join(st.etcdEndpoints, ","), "--listen", listen)
-	out, err := os.Create(filepath.Join(st.dir, "procs", name+".log"))
-	if err != nil {
-		return fmt.Errorf("log file of %s: %w", name, err)
+	p := &proc{name: name, listen: listen, bin: bin, args: args}
+	if err := st.start(p); err != nil {
+		return err
 	}
-	cmd := exec.Command(bin, args...)
+	st.procs = append(st.procs, p)
+	return nil
+}
+
+// start runs p's command; its output is appended to its log file.
+func (st *stack) start(p *proc) error {
+	out, err := os.OpenFile(filepath.Join(st.dir, "procs", p.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("log file of %s: %w", p.name, err)
+	}
+	cmd := exec.Command(p.bin, p.args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group: a Ctrl-C in the terminal reaches devstack,
 	// which stops the children in order, not all at once.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		out.Close()
-		return fmt.Errorf("start %s (%s): %w", name, bin, err)
+		return fmt.Errorf("start %s (%s): %w", p.name, p.bin, err)
 	}
-	p := &proc{name: name, listen: listen, cmd: cmd, done: make(chan struct{})}
+	done := make(chan struct{})
+	p.cmd, p.done, p.err = cmd, done, nil
 	go func() {
-		p.err = cmd.Wait()
+		err := cmd.Wait()
 		out.Close()
-		close(p.done)
+		p.err = err
+		close(done)
 	}()
-	st.procs = append(st.procs, p)
 	return nil
 }
 
+// freePort finds a free port below Linux's ephemeral range (32768 and up),
+// so that a restarted process finds its port still free: an outgoing
+// connection of another process never takes it meanwhile.
 func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+	for range 200 {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port, nil
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("find a free port: none free in 20000-31999")
 }
 
 // run writes lines and shows the view until ctx is done.
@@ -181,6 +217,20 @@ func (st *stack) run(ctx context.Context, stdout io.Writer) error {
 	}()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var chaos <-chan time.Time
+	if st.o.chaosEvery > 0 {
+		ct := time.NewTicker(st.o.chaosEvery)
+		defer ct.Stop()
+		chaos = ct.C
+	}
+	seed := st.o.seed
+	if seed == 0 {
+		seed = time.Now().UnixNano()
+	}
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	if chaos != nil {
+		fmt.Fprintf(stdout, "faults every %v, seed %d\n", st.o.chaosEvery, seed)
+	}
 	n := 0
 	for {
 		select {
@@ -188,6 +238,12 @@ func (st *stack) run(ctx context.Context, stdout io.Writer) error {
 			stopWriter()
 			wg.Wait()
 			return ctx.Err()
+		case <-chaos:
+			if err := st.fault(ctx, rng, stdout); err != nil {
+				stopWriter()
+				wg.Wait()
+				return err
+			}
 		case <-tick.C:
 			n++
 			for _, p := range st.procs {
@@ -206,6 +262,68 @@ func (st *stack) run(ctx context.Context, stdout io.Writer) error {
 			}
 		}
 	}
+}
+
+// fault injects one fault: kill -9 and restart a process (a leading
+// coordinator half the time, when it is a coordinator's turn), or stop and
+// restart the broker.
+func (st *stack) fault(ctx context.Context, rng *rand.Rand, w io.Writer) error {
+	if st.kafka != nil && rng.IntN(6) == 0 {
+		st.kafka.Close()
+		k, err := devstack.StartKafka(devstack.KafkaOptions{Port: st.kafkaPort, Partitions: 3, DataDir: st.kafkaDataDir})
+		if err != nil {
+			return fmt.Errorf("restart broker: %w", err)
+		}
+		st.kafka = k
+		st.chaos.brokerRestarts++
+		fmt.Fprintf(w, "%s fault: broker stopped and restarted\n", time.Now().Format("15:04:05"))
+		return nil
+	}
+	p := st.procs[rng.IntN(len(st.procs))]
+	leader := st.leader(ctx)
+	if strings.HasPrefix(p.name, "coord-") && rng.IntN(2) == 0 {
+		for _, q := range st.procs {
+			if q.name == leader {
+				p = q
+			}
+		}
+	}
+	killedLeader := p.name == leader
+	start := time.Now()
+	_ = p.cmd.Process.Kill()
+	<-p.done
+	st.chaos.kills++
+	if err := st.start(p); err != nil {
+		return err
+	}
+	msg := fmt.Sprintf("%s fault: kill -9 %s, restarted", start.Format("15:04:05"), p.name)
+	if killedLeader {
+		// Failover time: until a live coordinator other than the killed
+		// term holds the leadership (the restarted one may win, too, once
+		// the old lease is gone).
+		poll := time.NewTicker(20 * time.Millisecond)
+		defer poll.Stop()
+		oldKey := st.leaderKey(ctx)
+		for st.leaderKey(ctx) == oldKey && time.Since(start) < 60*time.Second && ctx.Err() == nil {
+			<-poll.C
+		}
+		took := time.Since(start)
+		st.chaos.failovers++
+		st.chaos.maxFailover = max(st.chaos.maxFailover, took)
+		msg += fmt.Sprintf("; new leader %s after %v", st.leader(ctx), took.Round(time.Millisecond))
+	}
+	fmt.Fprintln(w, msg)
+	return nil
+}
+
+// leaderKey is the current leader's election key (changes with every term).
+func (st *stack) leaderKey(ctx context.Context) string {
+	resp, err := st.cli.Get(ctx, st.ks.ElectionPrefix(), clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+	if err != nil || len(resp.Kvs) == 0 {
+		return ""
+	}
+	return string(resp.Kvs[0].Key)
 }
 
 // writeLines appends numbered lines to the demo files at --rate, and
@@ -405,13 +523,15 @@ func (st *stack) verify(w io.Writer) error {
 	defer poll.Stop()
 	for ; ; <-poll.C {
 		distinct, total, err := st.countDistinct()
+		totals := fmt.Sprintf("lines written %d, delivered %d, lost %d, duplicated %d; kills %d, broker restarts %d, failovers %d, max failover %v",
+			written, distinct, max(0, written-distinct), total-distinct, st.chaos.kills, st.chaos.brokerRestarts,
+			st.chaos.failovers, st.chaos.maxFailover.Round(time.Millisecond))
 		if err == nil && distinct >= written {
-			fmt.Fprintf(w, "check: %d lines written, %d distinct records in Kafka, %d duplicates: OK\n", written, distinct, total-distinct)
+			fmt.Fprintf(w, "check OK: %s\n", totals)
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("check: %d lines written but only %d distinct records in Kafka after 60s (err %v); missing: %s",
-				written, distinct, err, st.missing())
+			return fmt.Errorf("check FAILED after 60s: %s (err %v); missing: %s", totals, err, st.missing())
 		}
 	}
 }

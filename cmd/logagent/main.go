@@ -153,12 +153,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			o.id, o.etcd.Endpoints, ks.Root(), kcfg.Brokers, kcfg.Acks, o.allowPaths, o.listen)
 		return nil
 	}
+	// Bind --listen before dialling etcd: an outgoing connection could
+	// otherwise take the port (it may be in the ephemeral range) first.
+	var a *agent.Agent
+	ops := opsserver.New(o.listen, reg, func() error {
+		if a == nil {
+			return errors.New("starting")
+		}
+		return a.Ready()
+	}, log)
+	if err := ops.Listen(); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
 	cli, err := o.etcd.Connect()
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	defer cli.Close()
-	a, err := agent.New(agent.Config{
+	a, err = agent.New(agent.Config{
 		Client: cli, Space: ks, ID: o.id, Version: version.Version,
 		AllowPaths: o.allowPaths, FingerprintBytes: o.fingerprintBytes,
 		ScanInterval: o.scanInterval, CheckpointInterval: o.checkpointInterval, LeaseTTL: o.leaseTTL,
@@ -166,10 +178,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Shipper: shipper, Registerer: reg, Logger: log,
 	})
 	if err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	ops := opsserver.New(o.listen, reg, a.Ready, log)
-	if err := ops.Listen(); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	log.Info("logagent starting", "version", version.Version, "id", o.id, "etcd", o.etcd.Endpoints,

@@ -195,3 +195,45 @@ func TestAgentConfigErrors(t *testing.T) {
 	_, err = New(Config{Client: e.cli, Shipper: sh, ID: "x", ScanInterval: -time.Second})
 	require.ErrorContains(t, err, "--scan-interval")
 }
+
+// TestRotatedWhileDownIsFinishedAfterRestart: the file was renamed out of
+// the glob while the agent was down; after the restart the agent finds it
+// by identity, keeps it in its heartbeat and ships the rest of it.
+func TestRotatedWhileDownIsFinishedAfterRestart(t *testing.T) {
+	e := newEnv(t)
+	e.write("app.log", header("gen1"))
+	e.writeLines("app.log", 0, 100)
+	e.putTopic("app", topics.Config{Paths: []string{e.dir + "/app.log"}})
+	ag := e.startAgent("h1")
+	old := e.waitSeen("app", "h1", "app.log")
+	e.assign("app", "h1", old)
+	e.waitRecords("app", 101, 20*time.Second)
+	require.NoError(t, ag.stop())
+
+	// While the agent is down: more lines, then rename rotation.
+	e.writeLines("app.log", 100, 150)
+	require.NoError(t, renameFile(e.path("app.log"), e.path("app.log.1")))
+	e.write("app.log", header("gen2"))
+	e.writeLines("app.log", 0, 10)
+
+	e.startAgent("h1")
+	testenv.WaitFor(t, 10*time.Second, "the rotated file in the heartbeat", func() bool {
+		hb, ok := e.heartbeat("app", "h1")
+		if !ok {
+			return false
+		}
+		for _, f := range hb.Files {
+			if f.Key == old.Key {
+				return true
+			}
+		}
+		return false
+	})
+	next := e.waitSeen("app", "h1", "app.log")
+	require.NotEqual(t, old.Key, next.Key)
+	e.assign("app", "h1", next)
+	recs := e.waitRecords("app", 151+11, 20*time.Second)
+	seen, dups := distinctValues(recs)
+	require.Equal(t, 162, len(seen), "the rotated file's tail and the new file, nothing lost")
+	require.Zero(t, dups)
+}

@@ -9,9 +9,11 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -37,9 +39,12 @@ type loop struct {
 	a *Agent
 
 	topicsLoaded bool
-	topics       map[string]topics.Entry
-	refused      map[string]bool
-	seen         map[string]map[string]protocol.SeenFile // topic -> file key -> file
+	// assignsLoaded: the first heartbeat waits for the assignment snapshot,
+	// so it lists the assigned files this agent still has to finish.
+	assignsLoaded bool
+	topics        map[string]topics.Entry
+	refused       map[string]bool
+	seen          map[string]map[string]protocol.SeenFile // topic -> file key -> file
 	// recent remembers every file seen in the last vanishedMemory, by
 	// topic + "/" + file key: an assignment can arrive after the file left
 	// the globs (renamed by rotation: the tailer finds it by inode) or was
@@ -147,6 +152,10 @@ func (l *loop) onTopicEvent(ev topics.Event) {
 func (l *loop) onAssignBatch(b mirror.Batch) {
 	if b.Snapshot {
 		l.assigns = map[string]assignment{}
+		if !l.assignsLoaded {
+			l.assignsLoaded = true
+			l.triggerScan()
+		}
 	}
 	for _, ev := range b.Events {
 		if ev.Type == mirror.Delete {
@@ -459,7 +468,7 @@ func (l *loop) onRelease(rd releaseDone) {
 // scan evaluates every topic on this host and updates the heartbeats and
 // the agent status.
 func (l *loop) scan() {
-	if !l.topicsLoaded {
+	if !l.topicsLoaded || !l.assignsLoaded {
 		return
 	}
 	a := l.a
@@ -513,6 +522,7 @@ func (l *loop) scan() {
 				}
 			}
 		}
+		l.findAssignedElsewhere(name, files)
 		l.noteVanished(name, e.Config, files)
 		l.seen[name] = files
 		a.m.filesSeen.WithLabelValues(name).Set(float64(len(files)))
@@ -544,6 +554,77 @@ func (l *loop) scan() {
 	l.problems = problems
 	a.m.topicsRefused.Set(float64(refusedCount))
 	l.writeStatus()
+}
+
+// findAssignedElsewhere adds to files the files assigned to this agent for
+// topic that the globs no longer match but that still exist next to their
+// last known path (renamed by rotation while this agent was down, say):
+// they are listed in the heartbeat, so they stay assigned here, and read to
+// their end. Their identity comes from this agent's memory of recent scans,
+// or from their checkpoint.
+func (l *loop) findAssignedElsewhere(topic string, files map[string]protocol.SeenFile) {
+	for _, as := range l.assigns {
+		if as.topic != topic || as.value.State != protocol.StateActive {
+			continue
+		}
+		if _, ok := files[as.file]; ok {
+			continue
+		}
+		if fr, ok := l.runs[l.a.cfg.Space.Assign(l.a.cfg.ID, as.topic, as.file)]; ok && (fr.finished || fr.cancel != nil) {
+			continue // finished, or running (then the runs loop above lists it)
+		}
+		var id protocol.FileIdentity
+		path := as.value.Path
+		var offset int64
+		if v, ok := l.recent[topic+"/"+as.file]; ok {
+			id, path = v.Identity, v.Path
+		} else if cp, ok := l.readCheckpoint(topic, as.file); ok {
+			id, path, offset = cp.Identity, cp.Path, cp.Offset
+		}
+		if id.Fingerprint == "" {
+			continue
+		}
+		found, size, ok := findByInode(filepath.Dir(path), id.Inode)
+		if !ok || size <= offset {
+			continue
+		}
+		f := protocol.SeenFile{Key: as.file, Path: found, Size: size, Identity: id}
+		files[as.file] = f
+		l.recent[topic+"/"+as.file] = vanishedFile{SeenFile: f, at: time.Now()}
+	}
+}
+
+func (l *loop) readCheckpoint(topic, file string) (protocol.Checkpoint, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	okey := l.a.cfg.Space.Offset(topic, file)
+	resp, err := l.a.cfg.Client.Get(ctx, okey)
+	if err != nil || len(resp.Kvs) == 0 {
+		return protocol.Checkpoint{}, false
+	}
+	var cp protocol.Checkpoint
+	if protocol.Unmarshal(okey, resp.Kvs[0].Value, &cp) != nil {
+		return protocol.Checkpoint{}, false
+	}
+	return cp, true
+}
+
+// findByInode looks for a regular file with the inode in dir.
+func findByInode(dir string, inode uint64) (string, int64, bool) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", 0, false
+	}
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Ino == inode {
+			return filepath.Join(dir, e.Name()), info.Size(), true
+		}
+	}
+	return "", 0, false
 }
 
 type vanishedFile struct {
@@ -591,15 +672,9 @@ func (l *loop) noteVanished(topic string, cfg topics.Config, files map[string]pr
 
 // countLost counts the bytes of a deleted file past its checkpoint.
 func (l *loop) countLost(topic string, f protocol.SeenFile) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	offset := int64(0)
-	okey := l.a.cfg.Space.Offset(topic, f.Key)
-	if resp, err := l.a.cfg.Client.Get(ctx, okey); err == nil && len(resp.Kvs) == 1 {
-		var cp protocol.Checkpoint
-		if protocol.Unmarshal(okey, resp.Kvs[0].Value, &cp) == nil {
-			offset = cp.Offset
-		}
+	if cp, ok := l.readCheckpoint(topic, f.Key); ok {
+		offset = cp.Offset
 	}
 	if lost := f.Size - offset; lost > 0 {
 		l.lostBytes += lost

@@ -60,3 +60,5 @@ func mustRead(t *testing.T, path string) []byte {
 }
 
 func clientv3LeaseID(id int64) clientv3.LeaseID { return clientv3.LeaseID(id) }
+
+func renameFile(from, to string) error { return os.Rename(from, to) }
