@@ -18,7 +18,7 @@ STATICCHECK_VERSION := v0.8.2
 # go test's own timeout: the whole suite is meant to take a few minutes.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test test-short fuzz bench lint vet staticcheck fmt fmt-check tidy-check demo clean help
+.PHONY: all build test test-short fuzz bench lint vet staticcheck fmt fmt-check tidy-check demo chaos clean help
 
 all: build
 
@@ -74,9 +74,12 @@ tidy-check: ## fail if go.mod/go.sum are not tidy
 		echo "go.mod/go.sum not tidy: run go mod tidy"; exit 1; \
 	fi
 
-demo: build ## run the whole system locally (not yet: see README)
-	@echo "make demo: not yet — the end-to-end stack lands with the end-to-end issue."
-	@echo "Today: 'make build' gives bin/logctl; see README.md for adding a topic."
+demo: build ## run the whole system locally: etcd, Kafka, 2 coordinators, 3 agents, a live view (Ctrl-C stops)
+	$(BIN)/devstack --bin $(BIN) $(DEMO_ARGS)
+
+DURATION ?= 30m
+chaos: build ## run the demo with random faults for DURATION, print totals, fail on any loss
+	$(BIN)/devstack --bin $(BIN) --view=false --duration $(DURATION) --chaos-every 5s --rotate-every 7s --kafka-port 0 --check $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(BIN)

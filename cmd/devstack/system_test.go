@@ -1,0 +1,49 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestSystemWithFaults builds the real binaries and runs the whole system
+// as processes: an etcd and a broker in this test process, two
+// coordinators, three agents (ids 127.0.0.2-4), a shared topic over files
+// that rename-rotate every 4 s, while faults hit every 3 s: kill -9 of an
+// agent or a coordinator (the leader half the time; each restarted) and a
+// stop and restart of the broker. At the end every line must be in Kafka
+// (by file and offset), duplicates only from the crashes.
+func TestSystemWithFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binaries and runs for about a minute")
+	}
+	bin := t.TempDir()
+	for _, b := range []string{"logagent", "coordinator"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, b), "../"+b)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "build %s: %s", b, out)
+	}
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	start := time.Now()
+	err := run(ctx, []string{"--bin", bin, "--dir", t.TempDir(), "--kafka-port", "0", "--view=false",
+		"--duration", "40s", "--rate", "400", "--rotate-every", "4s", "--chaos-every", "3s", "--seed", "20261121", "--check"},
+		&stdout, &stderr)
+	t.Logf("ran %v:\n%s\n%s", time.Since(start).Round(time.Second), stdout.String(), stderr.String())
+	require.NoError(t, err)
+	m := regexp.MustCompile(`lost (\d+), duplicated (\d+); kills (\d+), broker restarts (\d+), failovers (\d+)`).FindStringSubmatch(stdout.String())
+	require.NotNil(t, m, "no totals line")
+	require.Equal(t, "0", m[1], "lines lost")
+	require.NotEqual(t, "0", m[3], "the run must have killed processes to test anything")
+	require.True(t, strings.Contains(stdout.String(), "kill -9 coord-"), "a coordinator was killed")
+}
