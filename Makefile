@@ -65,14 +65,14 @@ fmt-check: ## fail if a file is not gofmt-clean
 	@out=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-tidy-check: ## fail if go.mod/go.sum are not tidy
-	@cp go.mod /tmp/logferry-go.mod.bak && cp go.sum /tmp/logferry-go.sum.bak; \
+tidy-check: ## fail if go.mod/go.sum are not tidy (leaves them as they were)
+	@tmp=$$(mktemp -d); cp go.mod go.sum $$tmp/; \
 	$(GO) mod tidy; \
-	if ! git diff --quiet -- go.mod go.sum; then \
-		git diff -- go.mod go.sum; \
-		cp /tmp/logferry-go.mod.bak go.mod; cp /tmp/logferry-go.sum.bak go.sum; \
+	if ! cmp -s go.mod $$tmp/go.mod || ! cmp -s go.sum $$tmp/go.sum; then \
+		diff -u $$tmp/go.mod go.mod; \
+		cp $$tmp/go.mod $$tmp/go.sum .; rm -rf $$tmp; \
 		echo "go.mod/go.sum not tidy: run go mod tidy"; exit 1; \
-	fi
+	fi; rm -rf $$tmp
 
 demo: build ## run the whole system locally: etcd, Kafka, 2 coordinators, 3 agents, a live view (Ctrl-C stops)
 	$(BIN)/devstack --bin $(BIN) $(DEMO_ARGS)
