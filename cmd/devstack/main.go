@@ -35,6 +35,7 @@ type options struct {
 	agents       int
 	coordinators int
 	files        int
+	localFiles   int
 	rate         int
 	duration     time.Duration
 	check        bool
@@ -69,7 +70,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.kafkaPort, "kafka-port", 9092, "port of the in-memory broker on 127.0.0.1 (0: any free port)")
 	fs.IntVar(&o.agents, "agents", 3, "number of agents (ids 127.0.0.2, 127.0.0.3, ...)")
 	fs.IntVar(&o.coordinators, "coordinators", 2, "number of coordinators")
-	fs.IntVar(&o.files, "files", 6, "number of generated log files")
+	fs.IntVar(&o.files, "files", 6, "number of generated log files of the shared topic \"demo\"")
+	fs.IntVar(&o.localFiles, "local-files", 2, "number of generated log files of the local topic \"local\" (every agent ships each: they share this machine)")
 	fs.IntVar(&o.rate, "rate", 500, "lines written per second, over all files")
 	fs.DurationVar(&o.duration, "duration", 0, "stop by itself after this long (0: run until Ctrl-C)")
 	fs.BoolVar(&o.check, "check", false, "on exit, stop writing, wait until every line is in Kafka, and fail if any is missing")
@@ -93,6 +95,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("--coordinators %d: want 1..9", o.coordinators)
 	case o.files < 1 || o.files > 1000:
 		return nil, fmt.Errorf("--files %d: want 1..1000", o.files)
+	case o.localFiles < 0 || o.localFiles > 1000:
+		return nil, fmt.Errorf("--local-files %d: want 0..1000", o.localFiles)
 	case o.rate < 0 || o.rate > 1_000_000:
 		return nil, fmt.Errorf("--rate %d: want 0..1000000", o.rate)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -29,5 +30,23 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 	} {
 		_, err := parse(tc.args, io.Discard)
 		require.ErrorContains(t, err, tc.want, "%v", tc.args)
+	}
+}
+
+func TestConcurrentShippingDetection(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	for _, tc := range []struct {
+		name string
+		rs   []shipped
+		want bool
+	}{
+		{"one host", []shipped{{"a", at(0)}, {"a", at(5)}, {"a", at(10)}}, false},
+		{"handover", []shipped{{"a", at(0)}, {"a", at(10)}, {"b", at(400)}, {"b", at(410)}}, false},
+		{"crash and back", []shipped{{"a", at(0)}, {"b", at(3000)}, {"a", at(9000)}}, false},
+		{"interleaved", []shipped{{"a", at(0)}, {"b", at(10)}, {"a", at(20)}, {"b", at(30)}}, true},
+		{"interleaved, unsorted input", []shipped{{"b", at(10)}, {"a", at(20)}, {"a", at(0)}}, true},
+	} {
+		require.Equal(t, tc.want, concurrentShipping(tc.rs), tc.name)
 	}
 }

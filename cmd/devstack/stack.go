@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,7 +35,13 @@ import (
 	"github.com/logferry/logferry/pkg/topics"
 )
 
-const demoTopic = "demo"
+// The demo's topics: one shared by every agent, one local to each (the
+// agents share this machine, so each ships its own copy of the local files,
+// as separate hosts would ship their own files).
+const (
+	demoTopic  = "demo"
+	localTopic = "local"
+)
 
 // proc is one child process of the stack.
 type proc struct {
@@ -52,6 +59,7 @@ type stack struct {
 	log           *slog.Logger
 	dir           string
 	logDir        string
+	localDir      string
 	tempDir       bool
 	etcd          *devstack.Etcd
 	kafka         *kfake.Cluster
@@ -60,7 +68,8 @@ type stack struct {
 	cli           *clientv3.Client
 	ks            keyspace.Space
 	procs         []*proc
-	written       atomic.Int64
+	written       atomic.Int64 // lines written to the shared topic's files
+	writtenLocal  atomic.Int64 // lines written to the local topic's files
 	lastShipped   map[string]float64
 	lastView      time.Time
 	kafkaPort     int
@@ -87,7 +96,8 @@ func startStack(ctx context.Context, o *options, log *slog.Logger) (_ *stack, er
 		st.tempDir = true
 	}
 	st.logDir = filepath.Join(st.dir, "var", "log", "demo")
-	for _, d := range []string{st.logDir, filepath.Join(st.dir, "procs")} {
+	st.localDir = filepath.Join(st.dir, "var", "log", "local")
+	for _, d := range []string{st.logDir, st.localDir, filepath.Join(st.dir, "procs")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
@@ -124,6 +134,11 @@ func startStack(ctx context.Context, o *options, log *slog.Logger) (_ *stack, er
 	if _, err := store.Put(cctx, demoTopic, topics.Config{Paths: []string{st.logDir + "/*.log"}, Shared: true}); err != nil {
 		return nil, fmt.Errorf("create topic %s: %w", demoTopic, err)
 	}
+	if o.localFiles > 0 {
+		if _, err := store.Put(cctx, localTopic, topics.Config{Paths: []string{st.localDir + "/*.log"}}); err != nil {
+			return nil, fmt.Errorf("create topic %s: %w", localTopic, err)
+		}
+	}
 	for i := 1; i <= o.coordinators; i++ {
 		if err := st.spawn(fmt.Sprintf("coord-%d", i), filepath.Join(o.bin, "coordinator"),
 			"--id", fmt.Sprintf("coord-%d", i), "--lease-ttl", "2s", "--handover-timeout", "10s"); err != nil {
@@ -133,7 +148,7 @@ func startStack(ctx context.Context, o *options, log *slog.Logger) (_ *stack, er
 	for i := 1; i <= o.agents; i++ {
 		id := fmt.Sprintf("127.0.0.%d", i+1)
 		if err := st.spawn(id, filepath.Join(o.bin, "logagent"),
-			"--id", id, "--kafka-brokers", strings.Join(st.kafkaBrokers, ","), "--allow-path", st.logDir,
+			"--id", id, "--kafka-brokers", strings.Join(st.kafkaBrokers, ","), "--allow-path", filepath.Dir(st.logDir),
 			"--lease-ttl", "3s", "--scan-interval", "1s", "--fingerprint-bytes", "64", "--rotated-idle", "2s",
 			"--kafka-compression", "none"); err != nil {
 			return nil, err
@@ -329,20 +344,37 @@ func (st *stack) leaderKey(ctx context.Context) string {
 // writeLines appends numbered lines to the demo files at --rate, and
 // rename-rotates each file every --rotate-every.
 func (st *stack) writeLines(ctx context.Context) {
-	files := make([]*os.File, st.o.files)
-	opened := make([]time.Time, st.o.files)
-	seq := make([]int, st.o.files)
+	n := st.o.files + st.o.localFiles
+	files := make([]*os.File, n)
+	opened := make([]time.Time, n)
+	seq := make([]int, n)
+	// Files 0..files-1 belong to the shared topic, the rest to the local one.
+	name := func(i int) string {
+		if i < st.o.files {
+			return fmt.Sprintf("app-%d", i)
+		}
+		return fmt.Sprintf("loc-%d", i-st.o.files)
+	}
+	counter := func(i int) *atomic.Int64 {
+		if i < st.o.files {
+			return &st.written
+		}
+		return &st.writtenLocal
+	}
 	open := func(i int) {
-		path := filepath.Join(st.logDir, fmt.Sprintf("app-%d.log", i))
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		dir := st.logDir
+		if i >= st.o.files {
+			dir = st.localDir
+		}
+		f, err := os.OpenFile(filepath.Join(dir, name(i)+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			st.log.Error("open demo file", "err", err)
 			return
 		}
 		files[i], opened[i] = f, time.Now()
 		// The first line is long enough to fingerprint the file at once.
-		fmt.Fprintf(f, "# logferry demo file %d opened %s %s\n", i, opened[i].Format(time.RFC3339Nano), strings.Repeat("-", 32))
-		st.written.Add(1)
+		fmt.Fprintf(f, "# logferry demo file %s opened %s %s\n", name(i), opened[i].Format(time.RFC3339Nano), strings.Repeat("-", 32))
+		counter(i).Add(1)
 	}
 	for i := range files {
 		open(i)
@@ -378,17 +410,26 @@ func (st *stack) writeLines(ctx context.Context) {
 				continue
 			}
 			if st.o.rotateEvery > 0 && time.Since(opened[i]) > st.o.rotateEvery {
+				// logrotate's "rotate 3": app.log -> app.log.1 -> ... ->
+				// app.log.3, the oldest deleted; a rotated file lives three
+				// rotation periods, so agents restarted meanwhile finish it.
 				files[i].Close()
 				path := files[i].Name()
-				if err := os.Rename(path, path+".1"); err != nil {
-					st.log.Error("rotate", "err", err)
+				for g := 3; g >= 1; g-- {
+					from := path
+					if g > 1 {
+						from = fmt.Sprintf("%s.%d", path, g-1)
+					}
+					if err := os.Rename(from, fmt.Sprintf("%s.%d", path, g)); err != nil && !errors.Is(err, os.ErrNotExist) {
+						st.log.Error("rotate", "err", err)
+					}
 				}
 				open(i)
 			}
 			seq[i]++
-			fmt.Fprintf(files[i], "%s app-%d seq=%08d GET /api/v1/items/%d HTTP/1.1 200 %d \"logferry-demo\"\n",
-				time.Now().Format(time.RFC3339Nano), i, seq[i], seq[i]%977, 200+seq[i]%5000)
-			st.written.Add(1)
+			fmt.Fprintf(files[i], "%s %s seq=%08d GET /api/v1/items/%d HTTP/1.1 200 %d \"logferry-demo\"\n",
+				time.Now().Format(time.RFC3339Nano), name(i), seq[i], seq[i]%977, 200+seq[i]%5000)
+			counter(i).Add(1)
 		}
 	}
 }
@@ -434,7 +475,7 @@ func (st *stack) show(ctx context.Context, w io.Writer, full bool) {
 		}
 		views[p.name] = v
 	}
-	written := st.written.Load()
+	written := st.written.Load() + st.writtenLocal.Load()*int64(st.o.agents)
 	if !full {
 		fmt.Fprintf(w, "%s leader=%s written=%d arrived=%d\n", time.Now().Format("15:04:05"), leader, written, arrived)
 		return
@@ -455,7 +496,7 @@ func (st *stack) show(ctx context.Context, w io.Writer, full bool) {
 		fmt.Fprintf(tw, "%s\t%t\t%d\t%.0f\t%.0f\t%.0f\t\n", n, v.up, v.files, v.rate, v.shipped, v.behind)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nlines written: %d   records in Kafka: %d   (duplicates only after a crash)\n", written, arrived)
+	fmt.Fprintf(w, "\nlines to deliver: %d (local files count once per agent)   records in Kafka: %d   (duplicates only after a crash)\n", written, arrived)
 	fmt.Fprintf(w, "\nprocess logs: %s\n", filepath.Join(st.dir, "procs"))
 }
 
@@ -469,14 +510,17 @@ func (st *stack) leader(ctx context.Context) string {
 	return string(resp.Kvs[0].Value)
 }
 
-// arrived is the number of records in the demo topic.
-func (st *stack) arrived(ctx context.Context) int64 {
+// arrived is the number of records in the demo topics.
+func (st *stack) arrived(ctx context.Context, topics ...string) int64 {
+	if len(topics) == 0 {
+		topics = []string{demoTopic, localTopic}
+	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(st.kafkaBrokers...))
 	if err != nil {
 		return -1
 	}
 	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, demoTopic)
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topics...)
 	if err != nil {
 		return -1
 	}
@@ -515,25 +559,109 @@ func scrape(ctx context.Context, addr string) (map[string]float64, error) {
 }
 
 // verify waits until every written line is in Kafka (distinct by file and
-// offset) and reports duplicates.
+// offset; a local file once per agent), checks that no file of the shared
+// topic was shipped by two agents at once, and reports totals.
 func (st *stack) verify(w io.Writer) error {
-	written := st.written.Load()
+	want := st.written.Load()
+	wantLocal := st.writtenLocal.Load() * int64(st.o.agents)
 	deadline := time.Now().Add(60 * time.Second)
 	poll := time.NewTicker(500 * time.Millisecond)
 	defer poll.Stop()
 	for ; ; <-poll.C {
-		distinct, total, err := st.countDistinct()
-		totals := fmt.Sprintf("lines written %d, delivered %d, lost %d, duplicated %d; kills %d, broker restarts %d, failovers %d, max failover %v",
-			written, distinct, max(0, written-distinct), total-distinct, st.chaos.kills, st.chaos.brokerRestarts,
-			st.chaos.failovers, st.chaos.maxFailover.Round(time.Millisecond))
-		if err == nil && distinct >= written {
+		shared, errS := st.readTopic(demoTopic)
+		local, errL := st.readTopic(localTopic)
+		err := errors.Join(errS, errL)
+		totals := fmt.Sprintf("lines to deliver %d, delivered %d, lost %d, duplicated %d; kills %d, broker restarts %d, failovers %d, "+
+			"max failover %v; files shipped by two agents at once %d",
+			want+wantLocal, shared.distinct+local.distinct, max(0, want+wantLocal-shared.distinct-local.distinct),
+			shared.total+local.total-shared.distinct-local.distinct, st.chaos.kills, st.chaos.brokerRestarts,
+			st.chaos.failovers, st.chaos.maxFailover.Round(time.Millisecond), shared.concurrent)
+		if err == nil && shared.distinct >= want && local.distinct >= wantLocal {
+			if shared.concurrent > 0 {
+				return fmt.Errorf("check FAILED: %s", totals)
+			}
 			fmt.Fprintf(w, "check OK: %s\n", totals)
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("check FAILED after 60s: %s (err %v); missing: %s", totals, err, st.missing())
+			return fmt.Errorf("check FAILED after 60s: %s (err %v); missing in %s: %s", totals, err, demoTopic, st.missing())
 		}
 	}
+}
+
+type topicCount struct {
+	distinct, total int64
+	// concurrent counts files whose records show two agents shipping them
+	// at the same time: in time order, a host's records resume within
+	// 100 ms of another host's, which no handover or crash recovery can do.
+	concurrent int
+}
+
+// readTopic reads a whole topic and counts its records by (file, offset).
+func (st *stack) readTopic(topic string) (topicCount, error) {
+	var c topicCount
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	end := st.arrived(ctx, topic)
+	if end <= 0 {
+		return c, nil
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(st.kafkaBrokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return c, err
+	}
+	defer cl.Close()
+	seen := map[string]bool{}
+	byFile := map[string][]shipped{}
+	for c.total < end {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return c, ctx.Err()
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			c.total++
+			h := map[string]string{}
+			for _, x := range r.Headers {
+				h[x.Key] = string(x.Value)
+			}
+			seen[h["file"]+"@"+h["offset"]] = true
+			byFile[h["file"]] = append(byFile[h["file"]], shipped{host: h["host"], at: r.Timestamp})
+		})
+	}
+	c.distinct = int64(len(seen))
+	for _, rs := range byFile {
+		if concurrentShipping(rs) {
+			c.concurrent++
+		}
+	}
+	return c, nil
+}
+
+// shipped is one record of a file: who produced it, when.
+type shipped struct {
+	host string
+	at   time.Time
+}
+
+// concurrentShipping reports whether a file's records show two agents
+// shipping it at the same time: in time order, a host's records resume
+// within 100 ms of its previous record after another host's record came in
+// between. A handover or a crash recovery takes far longer than that (a
+// reconcile pass alone is 200 ms), so only concurrent owners do it.
+func concurrentShipping(rs []shipped) bool {
+	rs = slices.Clone(rs)
+	sort.SliceStable(rs, func(i, j int) bool { return rs[i].at.Before(rs[j].at) })
+	lastAt := map[string]time.Time{}
+	for i, r := range rs {
+		if i > 0 && rs[i-1].host != r.host {
+			if prev, ok := lastAt[r.host]; ok && r.at.Sub(prev) < 100*time.Millisecond {
+				return true
+			}
+		}
+		lastAt[r.host] = r.at
+	}
+	return false
 }
 
 // missing lists, per generated file, the sequence numbers not in Kafka.
@@ -582,40 +710,6 @@ func (st *stack) missing() string {
 		}
 	}
 	return b.String()
-}
-
-// countDistinct reads the whole demo topic.
-func (st *stack) countDistinct() (distinct, total int64, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(st.kafkaBrokers...), kgo.ConsumeTopics(demoTopic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer cl.Close()
-	end := st.arrived(ctx)
-	seen := map[string]bool{}
-	for total < end {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return int64(len(seen)), total, ctx.Err()
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			total++
-			var file, off string
-			for _, h := range r.Headers {
-				switch h.Key {
-				case "file":
-					file = string(h.Value)
-				case "offset":
-					off = string(h.Value)
-				}
-			}
-			seen[file+"@"+off] = true
-		})
-	}
-	return int64(len(seen)), total, nil
 }
 
 // close stops the processes (SIGTERM, then SIGKILL after 10 s), then the

@@ -16,11 +16,13 @@ import (
 
 // TestSystemWithFaults builds the real binaries and runs the whole system
 // as processes: an etcd and a broker in this test process, two
-// coordinators, three agents (ids 127.0.0.2-4), a shared topic over files
-// that rename-rotate every 4 s, while faults hit every 3 s: kill -9 of an
-// agent or a coordinator (the leader half the time; each restarted) and a
-// stop and restart of the broker. At the end every line must be in Kafka
-// (by file and offset), duplicates only from the crashes.
+// coordinators, three agents (ids 127.0.0.2-4), a shared and a local topic
+// over files that rename-rotate every 4 s, while faults hit every 3 s: kill
+// -9 of an agent or a coordinator (the leader half the time; each
+// restarted) and a stop and restart of the broker. At the end every line
+// must be in Kafka (by file and offset; a local file once per agent),
+// duplicates only from the crashes, and no file of the shared topic shipped
+// by two agents at once (judged from the records' host headers and times).
 func TestSystemWithFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binaries and runs for about a minute")
@@ -41,9 +43,12 @@ func TestSystemWithFaults(t *testing.T) {
 		&stdout, &stderr)
 	t.Logf("ran %v:\n%s\n%s", time.Since(start).Round(time.Second), stdout.String(), stderr.String())
 	require.NoError(t, err)
-	m := regexp.MustCompile(`lost (\d+), duplicated (\d+); kills (\d+), broker restarts (\d+), failovers (\d+)`).FindStringSubmatch(stdout.String())
+	m := regexp.MustCompile(`lost (\d+), duplicated (\d+); kills (\d+), broker restarts (\d+), failovers (\d+), max failover [^;]+; files shipped by two agents at once (\d+)`).
+		FindStringSubmatch(stdout.String())
 	require.NotNil(t, m, "no totals line")
 	require.Equal(t, "0", m[1], "lines lost")
+	require.Equal(t, "0", m[6], "files shipped by two agents at once")
 	require.NotEqual(t, "0", m[3], "the run must have killed processes to test anything")
+	require.NotEqual(t, "0", m[5], "the run must have failed over the leader")
 	require.True(t, strings.Contains(stdout.String(), "kill -9 coord-"), "a coordinator was killed")
 }

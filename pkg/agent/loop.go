@@ -49,13 +49,15 @@ type loop struct {
 	// topic + "/" + file key: an assignment can arrive after the file left
 	// the globs (renamed by rotation: the tailer finds it by inode) or was
 	// deleted (the tailer then counts its bytes as lost).
-	recent     map[string]vanishedFile
-	assigns    map[string]assignment // assign key -> assignment
-	runs       map[string]*fileRun   // assign key -> run
-	heartbeats map[string]bool       // topics with a heartbeat key set
-	problems   map[problemKey]protocol.Problem
-	lostBytes  int64
-	lastStatus []byte
+	recent map[string]vanishedFile
+	// lostCounted marks assignments whose lost bytes were counted.
+	lostCounted map[string]bool
+	assigns     map[string]assignment // assign key -> assignment
+	runs        map[string]*fileRun   // assign key -> run
+	heartbeats  map[string]bool       // topics with a heartbeat key set
+	problems    map[problemKey]protocol.Problem
+	lostBytes   int64
+	lastStatus  []byte
 
 	releasing   sync.WaitGroup // release goroutines
 	stopped     chan struct{}  // closed when run returns
@@ -71,6 +73,7 @@ func newLoop(a *Agent) *loop {
 		refused:     map[string]bool{},
 		seen:        map[string]map[string]protocol.SeenFile{},
 		recent:      map[string]vanishedFile{},
+		lostCounted: map[string]bool{},
 		assigns:     map[string]assignment{},
 		runs:        map[string]*fileRun{},
 		heartbeats:  map[string]bool{},
@@ -585,7 +588,11 @@ func (l *loop) findAssignedElsewhere(topic string, files map[string]protocol.See
 			continue
 		}
 		found, size, ok := findByInode(filepath.Dir(path), id.Inode)
-		if !ok || size <= offset {
+		if !ok {
+			l.countLostAssigned(as)
+			continue
+		}
+		if size <= offset {
 			continue
 		}
 		f := protocol.SeenFile{Key: as.file, Path: found, Size: size, Identity: id}
@@ -607,6 +614,26 @@ func (l *loop) readCheckpoint(topic, file string) (protocol.Checkpoint, bool) {
 		return protocol.Checkpoint{}, false
 	}
 	return cp, true
+}
+
+// countLostAssigned counts, once per assignment, the unshipped bytes of an
+// assigned file that no longer exists anywhere this agent can see (deleted
+// while the agent was down): its checkpoint's last size minus its offset.
+func (l *loop) countLostAssigned(as assignment) {
+	key := fmt.Sprintf("%s/%s@%d", as.topic, as.file, as.createRev)
+	if l.lostCounted[key] {
+		return
+	}
+	l.lostCounted[key] = true
+	cp, ok := l.readCheckpoint(as.topic, as.file)
+	if !ok || cp.Size <= cp.Offset {
+		return
+	}
+	lost := cp.Size - cp.Offset
+	l.lostBytes += lost
+	l.a.m.lostBytes.WithLabelValues(as.topic).Add(float64(lost))
+	l.addProblem(as.topic, cp.Path, "lost-bytes", fmt.Sprintf("at least %d bytes deleted before they were shipped", lost))
+	l.a.log.Error("assigned file deleted before it was shipped", "topic", as.topic, "path", cp.Path, "lost_bytes", lost)
 }
 
 // findByInode looks for a regular file with the inode in dir.
