@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,26 +39,6 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
-}
-
-func httpGet(url string) (int, string) {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
 
 func TestHelpVersionAndCheckConfig(t *testing.T) {
@@ -115,7 +93,7 @@ func TestHelpVersionAndCheckConfig(t *testing.T) {
 func TestRunLeadsServesAndStops(t *testing.T) {
 	e := testenv.StartEtcd(t)
 	admin := e.Client()
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	t.Setenv("COORDINATOR_ETCD_ENDPOINTS", e.Endpoint())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -125,16 +103,16 @@ func TestRunLeadsServesAndStops(t *testing.T) {
 		code <- run(ctx, []string{"--id", "c1", "--listen", addr, "--lease-ttl", "2s", "--log-format", "json"}, &out, &errb)
 	}()
 	testenv.WaitFor(t, 10*time.Second, "/readyz to answer 200", func() bool {
-		c, _ := httpGet("http://" + addr + "/readyz")
+		c, _ := testenv.HTTPGet("http://" + addr + "/readyz")
 		return c == http.StatusOK
 	})
-	c, body := httpGet("http://" + addr + "/healthz")
+	c, body := testenv.HTTPGet("http://" + addr + "/healthz")
 	require.Equal(t, http.StatusOK, c, body)
 	testenv.WaitFor(t, 10*time.Second, "the leader gauge", func() bool {
-		_, body := httpGet("http://" + addr + "/metrics")
+		_, body := testenv.HTTPGet("http://" + addr + "/metrics")
 		return strings.Contains(body, "\ncoordinator_leader 1\n")
 	})
-	_, body = httpGet("http://" + addr + "/metrics")
+	_, body = testenv.HTTPGet("http://" + addr + "/metrics")
 	for _, m := range []string{"coordinator_reconcile_duration_seconds_bucket", `coordinator_files_moved_total{reason="owner_gone"}`,
 		`coordinator_watch_resyncs_total{reason="compacted"}`, "coordinator_handover_timeouts_total", "coordinator_build_info", "go_goroutines"} {
 		require.Contains(t, body, m)
@@ -178,7 +156,7 @@ func TestBinarySIGTERM(t *testing.T) {
 
 	e := testenv.StartEtcd(t)
 	admin := e.Client()
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	var errb syncBuffer
 	cmd := exec.Command(bin, "--id", "c-bin", "--lease-ttl", "30s")
 	cmd.Env = append(os.Environ(), "COORDINATOR_ETCD_ENDPOINTS="+e.Endpoint(), "COORDINATOR_LISTEN="+addr)
@@ -196,7 +174,7 @@ func TestBinarySIGTERM(t *testing.T) {
 		}
 	})
 	testenv.WaitFor(t, 10*time.Second, "the binary to lead", func() bool {
-		_, body := httpGet("http://" + addr + "/metrics")
+		_, body := testenv.HTTPGet("http://" + addr + "/metrics")
 		return strings.Contains(body, "\ncoordinator_leader 1\n")
 	})
 	start := time.Now()

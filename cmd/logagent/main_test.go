@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,25 +28,6 @@ func TestMain(m *testing.M) {
 	)
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
-}
-
-func httpGet(url string) (int, string) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 // TestRunServesAndStopsCleanly runs the binary's main in-process: it serves
 // readiness and metrics, and a SIGTERM (ctx cancel) stops it with exit 0,
 // its lease revoked (heartbeats gone at once), within 10 s.
@@ -61,7 +40,7 @@ func TestRunServesAndStopsCleanly(t *testing.T) {
 	_, err := topics.NewStore(cli, keyspace.Space{}).Put(context.Background(), "t", topics.Config{Paths: []string{dir + "/*.log"}})
 	require.NoError(t, err)
 
-	listen := freePort(t)
+	listen := testenv.FreeAddr(t)
 	t.Setenv("LOGAGENT_KAFKA_BROKERS", strings.Join(k.Brokers(), ","))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -71,13 +50,13 @@ func TestRunServesAndStopsCleanly(t *testing.T) {
 			"--allow-path", dir, "--scan-interval", "100ms", "--lease-ttl", "3s", "--fingerprint-bytes", "16"},
 			io.Discard, &stderr)
 	}()
-	testenv.WaitFor(t, 10*time.Second, "/readyz 200", func() bool { c, _ := httpGet("http://" + listen + "/readyz"); return c == 200 })
+	testenv.WaitFor(t, 10*time.Second, "/readyz 200", func() bool { c, _ := testenv.HTTPGet("http://" + listen + "/readyz"); return c == 200 })
 	testenv.WaitFor(t, 10*time.Second, "heartbeat", func() bool {
 		resp, err := cli.Get(context.Background(), "/topics/t/127.0.0.9")
 		require.NoError(t, err)
 		return len(resp.Kvs) == 1
 	})
-	code, body := httpGet("http://" + listen + "/metrics")
+	code, body := testenv.HTTPGet("http://" + listen + "/metrics")
 	require.Equal(t, 200, code)
 	for _, m := range []string{"logagent_lease_held 1", "logagent_files_seen", "logferry_ship_inflight_bytes", "go_goroutines"} {
 		require.Contains(t, body, m)
@@ -96,7 +75,6 @@ func TestRunServesAndStopsCleanly(t *testing.T) {
 	for _, kv := range resp.Kvs {
 		require.NotEqual(t, "/topics/t/127.0.0.9", string(kv.Key), "lease revoked on stop: heartbeat gone at once")
 	}
-	http.DefaultClient.CloseIdleConnections()
 }
 
 func TestFlagErrors(t *testing.T) {

@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/logferry/logferry/internal/ctxwait"
 )
 
 // Config configures a Registrar.
@@ -158,7 +160,7 @@ func (r *Registrar) Run(ctx context.Context) error {
 				return nil
 			}
 			r.log.Warn("grant lease failed; retrying", "err", err, "backoff", backoff)
-			if !sleep(ctx, backoff) {
+			if !ctxwait.Sleep(ctx, backoff) {
 				return nil
 			}
 			backoff = min(2*backoff, r.cfg.MaxBackoff)
@@ -251,15 +253,4 @@ func (r *Registrar) sync(ctx context.Context, sess *concurrency.Session, written
 		delete(written, k)
 	}
 	return errors.Join(errs...)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

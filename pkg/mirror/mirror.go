@@ -12,6 +12,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/logferry/logferry/internal/ctxwait"
 )
 
 // KV is one key as the mirror holds it.
@@ -142,7 +144,7 @@ func (m *Mirror) Run(ctx context.Context, handle func(Batch) error) error {
 				return nil
 			}
 			m.log.Warn("list failed; retrying", "prefixes", m.prefixes, "err", err, "backoff", backoff)
-			if !sleep(ctx, backoff) {
+			if !ctxwait.Sleep(ctx, backoff) {
 				return nil
 			}
 			backoff = min(2*backoff, m.maxBackoff)
@@ -304,16 +306,5 @@ func fromPB(kv *mvccpb.KeyValue) KV {
 		CreateRevision: kv.CreateRevision,
 		ModRevision:    kv.ModRevision,
 		Lease:          kv.Lease,
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

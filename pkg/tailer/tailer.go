@@ -18,6 +18,7 @@ import (
 
 	"github.com/nxadm/tail"
 
+	"github.com/logferry/logferry/internal/ctxwait"
 	"github.com/logferry/logferry/pkg/fileid"
 	"github.com/logferry/logferry/pkg/protocol"
 )
@@ -187,7 +188,7 @@ func (t *Tailer) Run(ctx context.Context, emit func(Line) error) error {
 			t.log.Info("file finished", "offset", t.Offset(), "state", st)
 			return ErrFinished
 		}
-		if !sleep(ctx, min(t.cfg.CheckInterval, t.cfg.RotatedIdle/4+time.Millisecond)) {
+		if !ctxwait.Sleep(ctx, min(t.cfg.CheckInterval, t.cfg.RotatedIdle/4+time.Millisecond)) {
 			return ctx.Err()
 		}
 	}
@@ -418,17 +419,6 @@ type slogWriter struct{ l *slog.Logger }
 func (w slogWriter) Write(p []byte) (int, error) {
 	w.l.Debug("nxadm/tail", "msg", string(p))
 	return len(p), nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-tm.C:
-		return true
-	}
 }
 
 // reader reads lines from the tailer's own descriptor with positional reads
