@@ -43,6 +43,7 @@ type options struct {
 	rotateEvery  time.Duration
 	writeFor     time.Duration
 	chaosEvery   time.Duration
+	faults       []string
 	seed         int64
 }
 
@@ -80,6 +81,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.writeFor, "write-for", 0, "stop writing after this long, keep the stack running (0: write until the end)")
 	fs.DurationVar(&o.chaosEvery, "chaos-every", 0, "inject a fault this often: kill -9 an agent or a coordinator (the leader half the time) and restart it, "+
 		"or stop and restart the broker (0: no faults)")
+	fs.StringSliceVar(&o.faults, "faults", []string{"kill", "broker", "storm"}, "kinds of fault --chaos-every may inject: kill (kill -9 and restart a process), broker (stop and restart the broker), storm (rotation storm)")
 	fs.Int64Var(&o.seed, "seed", 0, "random seed of the faults (0: from the clock); printed so a run can be repeated")
 	cliflags.DocumentEnv(fs, envPrefix)
 	if err := fs.Parse(args); err != nil {
@@ -95,6 +97,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("--coordinators %d: want 1..9", o.coordinators)
 	case o.files < 1 || o.files > 1000:
 		return nil, fmt.Errorf("--files %d: want 1..1000", o.files)
+	case !validFaults(o.faults):
+		return nil, fmt.Errorf("--faults %q: want kill, broker and/or storm", o.faults)
 	case o.localFiles < 0 || o.localFiles > 1000:
 		return nil, fmt.Errorf("--local-files %d: want 0..1000", o.localFiles)
 	case o.rate < 0 || o.rate > 1_000_000:
@@ -134,4 +138,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		runErr = st.verify(stdout)
 	}
 	return runErr
+}
+
+func validFaults(fs []string) bool {
+	for _, f := range fs {
+		if f != "kill" && f != "broker" && f != "storm" {
+			return false
+		}
+	}
+	return len(fs) > 0
 }

@@ -73,17 +73,18 @@ type stack struct {
 	lastShipped   map[string]float64
 	lastView      time.Time
 	kafkaPort     int
+	storms        chan struct{} // a rotation storm for the writer
 	kafkaDataDir  string
 	chaos         chaosStats
 }
 
 type chaosStats struct {
-	kills, brokerRestarts, failovers int
-	maxFailover                      time.Duration
+	kills, brokerRestarts, failovers, storms int
+	maxFailover                              time.Duration
 }
 
 func startStack(ctx context.Context, o *options, log *slog.Logger) (_ *stack, err error) {
-	st := &stack{o: o, log: log, dir: o.dir, lastShipped: map[string]float64{}}
+	st := &stack{o: o, log: log, dir: o.dir, lastShipped: map[string]float64{}, storms: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			st.close()
@@ -135,7 +136,10 @@ func startStack(ctx context.Context, o *options, log *slog.Logger) (_ *stack, er
 		return nil, fmt.Errorf("create topic %s: %w", demoTopic, err)
 	}
 	if o.localFiles > 0 {
-		if _, err := store.Put(cctx, localTopic, topics.Config{Paths: []string{st.localDir + "/*.log"}}); err != nil {
+		// The local topic's globs match rotated generations too (as a real
+		// deployment's should): rotation storms create files that live
+		// only milliseconds under their first name.
+		if _, err := store.Put(cctx, localTopic, topics.Config{Paths: []string{st.localDir + "/*.log", st.localDir + "/*.log.[0-9]"}}); err != nil {
 			return nil, fmt.Errorf("create topic %s: %w", localTopic, err)
 		}
 	}
@@ -283,7 +287,17 @@ func (st *stack) run(ctx context.Context, stdout io.Writer) error {
 // coordinator half the time, when it is a coordinator's turn), or stop and
 // restart the broker.
 func (st *stack) fault(ctx context.Context, rng *rand.Rand, w io.Writer) error {
-	if st.kafka != nil && rng.IntN(6) == 0 {
+	allowed := func(kind string) bool { return slices.Contains(st.o.faults, kind) }
+	if allowed("storm") && st.o.localFiles > 0 && rng.IntN(6) == 0 {
+		select {
+		case st.storms <- struct{}{}:
+			st.chaos.storms++
+			fmt.Fprintf(w, "%s fault: rotation storm on the local topic's files\n", time.Now().Format("15:04:05"))
+		default:
+		}
+		return nil
+	}
+	if allowed("broker") && st.kafka != nil && (!allowed("kill") || rng.IntN(5) == 0) {
 		st.kafka.Close()
 		k, err := devstack.StartKafka(devstack.KafkaOptions{Port: st.kafkaPort, Partitions: 3, DataDir: st.kafkaDataDir})
 		if err != nil {
@@ -292,6 +306,9 @@ func (st *stack) fault(ctx context.Context, rng *rand.Rand, w io.Writer) error {
 		st.kafka = k
 		st.chaos.brokerRestarts++
 		fmt.Fprintf(w, "%s fault: broker stopped and restarted\n", time.Now().Format("15:04:05"))
+		return nil
+	}
+	if !allowed("kill") {
 		return nil
 	}
 	p := st.procs[rng.IntN(len(st.procs))]
@@ -394,12 +411,49 @@ func (st *stack) writeLines(ctx context.Context) {
 	perTick := float64(st.o.rate) * tickEvery.Seconds()
 	tick := time.NewTicker(tickEvery)
 	defer tick.Stop()
+	rotate := func(i int) {
+		// logrotate's "rotate 3": app.log -> app.log.1 -> ... -> app.log.3,
+		// the oldest deleted; a rotated file lives three rotation periods,
+		// so agents restarted meanwhile finish it.
+		files[i].Close()
+		path := files[i].Name()
+		for g := 3; g >= 1; g-- {
+			from := path
+			if g > 1 {
+				from = fmt.Sprintf("%s.%d", path, g-1)
+			}
+			if err := os.Rename(from, fmt.Sprintf("%s.%d", path, g)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				st.log.Error("rotate", "err", err)
+			}
+		}
+		open(i)
+	}
+	line := func(i int) {
+		seq[i]++
+		fmt.Fprintf(files[i], "%s %s seq=%08d GET /api/v1/items/%d HTTP/1.1 200 %d \"logferry-demo\"\n",
+			time.Now().Format(time.RFC3339Nano), name(i), seq[i], seq[i]%977, 200+seq[i]%5000)
+		counter(i).Add(1)
+	}
 	var owed float64
 	next := 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-st.storms:
+			// Two rotations of every local file at once, each new file
+			// getting a burst of lines first.
+			for range 2 {
+				for i := st.o.files; i < len(files); i++ {
+					if files[i] != nil {
+						rotate(i)
+						for range 20 {
+							line(i)
+						}
+					}
+				}
+			}
+			continue
 		case <-tick.C:
 		}
 		owed += perTick
@@ -410,26 +464,9 @@ func (st *stack) writeLines(ctx context.Context) {
 				continue
 			}
 			if st.o.rotateEvery > 0 && time.Since(opened[i]) > st.o.rotateEvery {
-				// logrotate's "rotate 3": app.log -> app.log.1 -> ... ->
-				// app.log.3, the oldest deleted; a rotated file lives three
-				// rotation periods, so agents restarted meanwhile finish it.
-				files[i].Close()
-				path := files[i].Name()
-				for g := 3; g >= 1; g-- {
-					from := path
-					if g > 1 {
-						from = fmt.Sprintf("%s.%d", path, g-1)
-					}
-					if err := os.Rename(from, fmt.Sprintf("%s.%d", path, g)); err != nil && !errors.Is(err, os.ErrNotExist) {
-						st.log.Error("rotate", "err", err)
-					}
-				}
-				open(i)
+				rotate(i)
 			}
-			seq[i]++
-			fmt.Fprintf(files[i], "%s %s seq=%08d GET /api/v1/items/%d HTTP/1.1 200 %d \"logferry-demo\"\n",
-				time.Now().Format(time.RFC3339Nano), name(i), seq[i], seq[i]%977, 200+seq[i]%5000)
-			counter(i).Add(1)
+			line(i)
 		}
 	}
 }
@@ -572,10 +609,10 @@ func (st *stack) verify(w io.Writer) error {
 		local, errL := st.readTopic(localTopic)
 		err := errors.Join(errS, errL)
 		totals := fmt.Sprintf("lines to deliver %d, delivered %d, lost %d, duplicated %d; kills %d, broker restarts %d, failovers %d, "+
-			"max failover %v; files shipped by two agents at once %d",
+			"max failover %v; files shipped by two agents at once %d; rotation storms %d",
 			want+wantLocal, shared.distinct+local.distinct, max(0, want+wantLocal-shared.distinct-local.distinct),
 			shared.total+local.total-shared.distinct-local.distinct, st.chaos.kills, st.chaos.brokerRestarts,
-			st.chaos.failovers, st.chaos.maxFailover.Round(time.Millisecond), shared.concurrent)
+			st.chaos.failovers, st.chaos.maxFailover.Round(time.Millisecond), shared.concurrent, st.chaos.storms)
 		if err == nil && shared.distinct >= want && local.distinct >= wantLocal {
 			if shared.concurrent > 0 {
 				return fmt.Errorf("check FAILED: %s", totals)
