@@ -29,6 +29,7 @@ func TestCheckpointManyFilesAndFencing(t *testing.T) {
 		resp, err := e.cli.Put(ctx, key, string(v))
 		require.NoError(t, err)
 		fr := newFileRun("t", fk, key, resp.Header.Revision, e.path(fk), protocol.FileIdentity{Fingerprint: "ab", Inode: uint64(i)}, topics.Config{})
+		fr.started = true
 		seq := fr.track(int64(100 + i))
 		fr.ack(seq)
 		l.runs[key] = fr
@@ -44,7 +45,14 @@ func TestCheckpointManyFilesAndFencing(t *testing.T) {
 	_, err = e.cli.Put(ctx, stolen.assignKey, string(v))
 	require.NoError(t, err)
 
+	// A file whose tailer has not read its checkpoint yet writes none: it
+	// would overwrite the previous owner's with 0.
+	notStarted := newFileRun("t", "fresh", e.ks.Assign("h1", "t", "fresh"), 1, e.path("fresh"), protocol.FileIdentity{Fingerprint: "cd", Inode: 9999}, topics.Config{})
+	l.runs[notStarted.assignKey] = notStarted
+
 	l.checkpoint(ctx)
+	_, wrote := e.checkpoint("t", "fresh")
+	require.False(t, wrote, "no checkpoint before the tailer started")
 	for i := range n {
 		fk := fmt.Sprintf("f%04d", i)
 		cp, ok := e.checkpoint("t", fk)

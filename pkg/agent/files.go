@@ -34,6 +34,10 @@ type fileRun struct {
 	releasing bool
 
 	mu sync.Mutex
+	// started is set once the tailer has read the file's checkpoint: until
+	// then acked means nothing and no checkpoint may be written (it would
+	// overwrite the previous owner's with 0).
+	started bool
 	// pending holds the End of every record sent and not yet acknowledged,
 	// in send order, with its ack state; acked is the checkpoint candidate.
 	pending []pendingRec
@@ -132,7 +136,7 @@ func (f *fileRun) waitDrained(ctx context.Context) error {
 func (f *fileRun) checkpointDue() (offset, size int64, due bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.acked, f.size, f.acked != f.written || f.size != f.writtenSize
+	return f.acked, f.size, f.started && (f.acked != f.written || f.size != f.writtenSize)
 }
 
 func (f *fileRun) markWritten(off, size int64) {

@@ -278,6 +278,7 @@ func (l *loop) tail(ctx context.Context, fr *fileRun) error {
 		return err
 	}
 	fr.mu.Lock()
+	fr.started = true
 	if fr.nextSeq == 0 {
 		fr.acked = offset
 		if fromCheckpoint {
@@ -493,6 +494,12 @@ func (l *loop) scan() {
 			refusedCount++
 			keep(protocol.Problem{Topic: name, Kind: discovery.KindRefused, Error: e.Err.Error()})
 			continue
+		}
+		if e.Config.Multiline != nil {
+			// Not implemented yet (issue 5): say so where operators look,
+			// rather than accept the setting silently.
+			keep(protocol.Problem{Topic: name, Kind: "unsupported",
+				Error: "multiline is not implemented in this version: lines are shipped one record each"})
 		}
 		res := a.scanner.Scan(name, e.Config)
 		for _, p := range res.Problems {
