@@ -30,6 +30,7 @@ import (
 
 	"github.com/logferry/logferry/internal/cliflags"
 	"github.com/logferry/logferry/internal/etcdflags"
+	"github.com/logferry/logferry/internal/logging"
 	"github.com/logferry/logferry/internal/opsserver"
 	"github.com/logferry/logferry/internal/version"
 	"github.com/logferry/logferry/pkg/coordinator"
@@ -152,20 +153,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // validate checks everything that can be checked without etcd.
 func (o *options) validate(stderr io.Writer) (*slog.Logger, coordinator.Config, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return nil, coordinator.Config{}, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
+	log, err := logging.New(stderr, o.logLevel, o.logFormat)
+	if err != nil {
+		return nil, coordinator.Config{}, err
 	}
-	var h slog.Handler
-	switch o.logFormat {
-	case "text":
-		h = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
-	case "json":
-		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
-	default:
-		return nil, coordinator.Config{}, fmt.Errorf("--log-format %q: want text or json", o.logFormat)
-	}
-	log := slog.New(h)
 	if strings.TrimSpace(o.id) == "" || strings.ContainsAny(o.id, " \t\n/") {
 		return nil, coordinator.Config{}, fmt.Errorf("--id %q: want a non-empty name without spaces or slashes", o.id)
 	}

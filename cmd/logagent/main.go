@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/logferry/logferry/internal/cliflags"
 	"github.com/logferry/logferry/internal/etcdflags"
+	"github.com/logferry/logferry/internal/logging"
 	"github.com/logferry/logferry/internal/opsserver"
 	"github.com/logferry/logferry/internal/version"
 	"github.com/logferry/logferry/pkg/agent"
@@ -119,7 +119,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, version.String("logagent"))
 		return nil
 	}
-	log, err := newLogger(stderr, o.logLevel, o.logFormat)
+	log, err := logging.New(stderr, o.logLevel, o.logFormat)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -188,20 +188,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return g.Wait()
 }
 
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
-}
 
 // hostIP is the first non-loopback IP address of the host, the default
 // agent id: it names the host the way operators already do.
