@@ -138,8 +138,9 @@ func (a *Agent) Ready() error {
 // events the control loop receives.
 type (
 	tailerExit struct {
-		fr  *fileRun
-		err error
+		fr   *fileRun
+		err  error
+		done chan struct{} // identifies the run that ended
 	}
 	releaseDone struct {
 		fr     *fileRun

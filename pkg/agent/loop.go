@@ -258,13 +258,15 @@ func (l *loop) countTailers() int {
 // startTailer runs fr's tailer in its own goroutine.
 func (l *loop) startTailer(ctx context.Context, fr *fileRun) {
 	tctx, cancel := context.WithCancel(ctx)
-	fr.cancel = cancel
-	fr.done = make(chan struct{})
+	done := make(chan struct{})
+	fr.cancel, fr.done = cancel, done
 	go func() {
-		defer close(fr.done)
 		err := l.tail(tctx, fr)
+		// done closes before the exit is reported: stopTailer waits on it
+		// from the loop, which may not be receiving exits meanwhile.
+		close(done)
 		select {
-		case l.tailerExits <- tailerExit{fr: fr, err: err}:
+		case l.tailerExits <- tailerExit{fr: fr, err: err, done: done}:
 		case <-ctx.Done():
 		}
 	}()
@@ -364,8 +366,8 @@ func (l *loop) stopAllTailers() {
 
 func (l *loop) onTailerExit(ex tailerExit) {
 	fr := ex.fr
-	if fr.cancel == nil {
-		return // stopped on purpose
+	if fr.cancel == nil || fr.done != ex.done {
+		return // stopped on purpose (perhaps restarted since)
 	}
 	fr.cancel = nil
 	err := ex.err
