@@ -609,12 +609,13 @@ func (st *stack) verify(w io.Writer) error {
 		local, errL := st.readTopic(localTopic)
 		err := errors.Join(errS, errL)
 		totals := fmt.Sprintf("lines to deliver %d, delivered %d, lost %d, duplicated %d; kills %d, broker restarts %d, failovers %d, "+
-			"max failover %v; files shipped by two agents at once %d; rotation storms %d",
+			"max failover %v; files shipped by two agents at once %d; duplicates that differ from their original %d; rotation storms %d",
 			want+wantLocal, shared.distinct+local.distinct, max(0, want+wantLocal-shared.distinct-local.distinct),
 			shared.total+local.total-shared.distinct-local.distinct, st.chaos.kills, st.chaos.brokerRestarts,
-			st.chaos.failovers, st.chaos.maxFailover.Round(time.Millisecond), shared.concurrent, st.chaos.storms)
+			st.chaos.failovers, st.chaos.maxFailover.Round(time.Millisecond), shared.concurrent,
+			shared.mismatched+local.mismatched, st.chaos.storms)
 		if err == nil && shared.distinct >= want && local.distinct >= wantLocal {
-			if shared.concurrent > 0 {
+			if shared.concurrent > 0 || shared.mismatched+local.mismatched > 0 {
 				return fmt.Errorf("check FAILED: %s", totals)
 			}
 			fmt.Fprintf(w, "check OK: %s\n", totals)
@@ -632,6 +633,9 @@ type topicCount struct {
 	// at the same time: in time order, a host's records resume within
 	// 100 ms of another host's, which no handover or crash recovery can do.
 	concurrent int
+	// mismatched counts records whose (file, offset) repeats an earlier
+	// record's with another value: a duplicate that is not a copy.
+	mismatched int
 }
 
 // readTopic reads a whole topic and counts its records by (file, offset).
@@ -649,7 +653,7 @@ func (st *stack) readTopic(topic string) (topicCount, error) {
 		return c, err
 	}
 	defer cl.Close()
-	seen := map[string]bool{}
+	seen := map[string]string{} // (file, offset) -> value
 	byFile := map[string][]shipped{}
 	for c.total < end {
 		fs := cl.PollFetches(ctx)
@@ -662,7 +666,11 @@ func (st *stack) readTopic(topic string) (topicCount, error) {
 			for _, x := range r.Headers {
 				h[x.Key] = string(x.Value)
 			}
-			seen[h["file"]+"@"+h["offset"]] = true
+			k := h["file"] + "@" + h["offset"]
+			if v, dup := seen[k]; dup && v != string(r.Value) {
+				c.mismatched++ // a duplicate must be a copy of its original
+			}
+			seen[k] = string(r.Value)
 			byFile[h["file"]] = append(byFile[h["file"]], shipped{host: h["host"], at: r.Timestamp})
 		})
 	}

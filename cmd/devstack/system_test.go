@@ -38,17 +38,27 @@ func TestSystemWithFaults(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	start := time.Now()
-	err := run(ctx, []string{"--bin", bin, "--dir", t.TempDir(), "--kafka-port", "0", "--view=false",
+	err := run(ctx, []string{"--bin", bin, "--dir", t.TempDir(), "--kafka-port", "0", "--view=true",
 		"--duration", "40s", "--rate", "400", "--rotate-every", "4s", "--chaos-every", "3s", "--seed", "20261121", "--check"},
 		&stdout, &stderr)
-	t.Logf("ran %v:\n%s\n%s", time.Since(start).Round(time.Second), stdout.String(), stderr.String())
+	out := stdout.String()
+	// The live view repaints the screen every second; keep the log short.
+	lastView := out
+	if i := strings.LastIndex(out, "\033[H\033[2J"); i >= 0 {
+		lastView = out[i:]
+	}
+	t.Logf("ran %v; last view and totals:\n%s\n%s", time.Since(start).Round(time.Second), lastView, stderr.String())
 	require.NoError(t, err)
-	m := regexp.MustCompile(`lost (\d+), duplicated (\d+); kills (\d+), broker restarts (\d+), failovers (\d+), max failover [^;]+; files shipped by two agents at once (\d+)`).
-		FindStringSubmatch(stdout.String())
+	for _, want := range []string{"leader: coord-", "AGENT", "FILES OWNED", "LINES/S", "BYTES BEHIND", "127.0.0.2", "127.0.0.4", "lines to deliver"} {
+		require.Contains(t, lastView, want, "the live view")
+	}
+	m := regexp.MustCompile(`lost (\d+), duplicated (\d+); kills (\d+), broker restarts (\d+), failovers (\d+), max failover [^;]+; ` +
+		`files shipped by two agents at once (\d+); duplicates that differ from their original (\d+)`).FindStringSubmatch(out)
 	require.NotNil(t, m, "no totals line")
 	require.Equal(t, "0", m[1], "lines lost")
 	require.Equal(t, "0", m[6], "files shipped by two agents at once")
+	require.Equal(t, "0", m[7], "every duplicate is a copy of its original (same file, offset and line)")
 	require.NotEqual(t, "0", m[3], "the run must have killed processes to test anything")
 	require.NotEqual(t, "0", m[5], "the run must have failed over the leader")
-	require.True(t, strings.Contains(stdout.String(), "kill -9 coord-"), "a coordinator was killed")
+	require.True(t, strings.Contains(out, "kill -9 coord-"), "a coordinator was killed")
 }

@@ -188,7 +188,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return g.Wait()
 }
 
-
 // hostIP is the first non-loopback IP address of the host, the default
 // agent id: it names the host the way operators already do.
 func hostIP() (string, error) {
