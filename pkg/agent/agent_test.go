@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -236,4 +238,56 @@ func TestRotatedWhileDownIsFinishedAfterRestart(t *testing.T) {
 	seen, dups := distinctValues(recs)
 	require.Equal(t, 162, len(seen), "the rotated file's tail and the new file, nothing lost")
 	require.Zero(t, dups)
+}
+
+// TestMultilineJoinsStackTraces: a Java stack trace is one record; the
+// last event is shipped once the topic's timeout passes without a new line;
+// a runaway event is cut at max lines and flagged; offsets stay exact.
+func TestMultilineJoinsStackTraces(t *testing.T) {
+	e := newEnv(t)
+	trace := "2026-11-21 10:00:01 ERROR request failed\n" +
+		"java.lang.IllegalStateException: boom\n" +
+		"\tat com.example.Handler.handle(Handler.java:42)\n" +
+		"\tat com.example.Server.run(Server.java:7)\n" +
+		"Caused by: java.io.IOException: closed\n" +
+		"\t... 2 more\n"
+	e.write("java.log", "2026-11-21 10:00:00 INFO started, with a header long enough\n")
+	e.write("java.log", trace)
+	e.write("java.log", "2026-11-21 10:00:02 INFO runaway follows\n")
+	for i := range 7 {
+		e.write("java.log", fmt.Sprintf("\tframe %d\n", i))
+	}
+	e.write("java.log", "2026-11-21 10:00:03 INFO last\n")
+	e.putTopic("java", topics.Config{Paths: []string{e.dir + "/java.log"}, Multiline: &topics.Multiline{
+		Pattern: `^\d{4}-\d{2}-\d{2}`, Negate: true, Match: topics.MatchAfter, MaxLines: 6, Timeout: topics.Duration(200 * time.Millisecond)}})
+	e.startAgent("h1")
+	f := e.waitSeen("java", "h1", "java.log")
+	e.assign("java", "h1", f)
+	// 1 + 1 + (runaway of 8 lines: 6 + 2) + 1 (by timeout).
+	recs := e.waitRecords("java", 5, 20*time.Second)
+	require.Equal(t, 5, len(recs))
+	e.byFile(recs) // every record's offset header points at its bytes
+	byOffset := map[int64]string{}
+	for _, r := range recs {
+		off, _ := strconv.ParseInt(r.Headers["offset"], 10, 64)
+		byOffset[off] = r.Value
+	}
+	require.Contains(t, byOffset, int64(60))
+	require.Equal(t, strings.TrimSuffix(trace, "\n"), byOffset[60], "the stack trace is one record")
+	var cut, last int
+	for _, r := range recs {
+		if r.Headers["multiline_cut"] == "true" {
+			cut++
+			require.Equal(t, "6", r.Headers["lines"])
+		}
+		if r.Value == "2026-11-21 10:00:03 INFO last" {
+			last++
+		}
+	}
+	require.Equal(t, 1, cut, "the runaway event is cut at max lines and flagged")
+	require.Equal(t, 1, last, "the last event is shipped after the timeout")
+	testenv.WaitFor(t, 10*time.Second, "checkpoint at the end of the file", func() bool {
+		cp, ok := e.checkpoint("java", f.Key)
+		return ok && cp.Offset == fileSize(t, e.path("java.log"))
+	})
 }

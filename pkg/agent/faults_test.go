@@ -107,7 +107,6 @@ func TestBadInputIsReportedAndOthersFlow(t *testing.T) {
 	e.writeLines("lost.log", 0, 100)
 	e.putTopic("bad", topics.Config{Paths: []string{e.dir + "/*.log"}})
 	e.putTopic("outside", topics.Config{Paths: []string{"/etc/*.conf"}})
-	e.putTopic("ml", topics.Config{Paths: []string{e.dir + "/nothing-*.log"}, Multiline: &topics.Multiline{Pattern: `^\s`}})
 	ag := e.startAgent("h1", func(c *Config, _ *ship.Config) { c.AllowPaths = []string{e.dir, "/proc"} })
 
 	files := map[string]protocol.SeenFile{}
@@ -178,14 +177,13 @@ func TestBadInputIsReportedAndOthersFlow(t *testing.T) {
 		if !ok {
 			return false
 		}
-		var refused, unreadable, lost, unsupported bool
+		var refused, unreadable, lost bool
 		for _, p := range st.Problems {
-			unsupported = unsupported || (p.Topic == "ml" && p.Kind == "unsupported" && strings.Contains(p.Error, "multiline"))
 			refused = refused || (p.Topic == "outside" && p.Kind == "topic-refused" && strings.Contains(p.Error, "/etc/*.conf"))
 			unreadable = unreadable || (p.Path == e.path("unreadable.log") && p.Kind == "unreadable")
 			lost = lost || (p.Path == e.path("lost.log") && p.Kind == "lost-bytes")
 		}
-		return refused && unreadable && lost && unsupported && st.LostBytes == lostSize
+		return refused && unreadable && lost && st.LostBytes == lostSize
 	})
 	if os.Geteuid() != 0 {
 		st, _ := e.agentStatus("h1")

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/logferry/logferry/pkg/multiline"
 	"github.com/logferry/logferry/pkg/protocol"
 	"github.com/logferry/logferry/pkg/ship"
 	"github.com/logferry/logferry/pkg/tailer"
@@ -162,6 +164,19 @@ type lineSink struct {
 }
 
 func (s lineSink) emit(ctx context.Context, l tailer.Line) error {
+	return s.send(ctx, l, 0, false)
+}
+
+// emitEvent ships a multiline event as one record.
+func (s lineSink) emitEvent(ctx context.Context, e multiline.Event) error {
+	return s.send(ctx, tailer.Line{Start: e.Start, End: e.End, Data: e.Data, Last: true, Truncated: e.Truncated, NoNewline: e.NoNewline},
+		e.Lines, e.Cut)
+}
+
+// send builds one record from a line (or an event of lines joined, with
+// its line count and whether it was cut at max lines) and hands it to the
+// shipper, tracking its End for the checkpoint.
+func (s lineSink) send(ctx context.Context, l tailer.Line, lines int, cut bool) error {
 	fr, a := s.fr, s.a
 	headers := []kafka.Header{
 		{Key: "host", Value: []byte(a.cfg.ID)},
@@ -188,6 +203,12 @@ func (s lineSink) emit(ctx context.Context, l tailer.Line) error {
 	}
 	if !utf8.Valid(l.Data) {
 		flag("invalid_utf8", "true")
+	}
+	if lines > 1 {
+		flag("lines", strconv.Itoa(lines))
+	}
+	if cut {
+		flag("multiline_cut", "true")
 	}
 	var key []byte
 	switch fr.cfg.Key {
@@ -226,4 +247,65 @@ func (s lineSink) emit(ctx context.Context, l tailer.Line) error {
 		fr.untrack(seq)
 	}
 	return err
+}
+
+// joinedSink joins lines into multiline events before shipping them. A
+// pending event is shipped when a line ends it, when the topic's timeout
+// passes without a new line, or when the file is finished; it is never
+// checkpointed before it is shipped, so a crash re-reads it whole.
+type joinedSink struct {
+	sink    lineSink
+	timeout time.Duration
+
+	mu      sync.Mutex // orders Add, Flush and their sends
+	j       *multiline.Joiner
+	lastAdd time.Time
+}
+
+func newJoinedSink(s lineSink, m *topics.Multiline) (*joinedSink, error) {
+	j, err := multiline.New(m, s.fr.cfg.MaxLineBytes)
+	if err != nil {
+		return nil, err
+	}
+	return &joinedSink{sink: s, timeout: m.Timeout.Std(), j: j}, nil
+}
+
+func (js *joinedSink) emit(ctx context.Context, l tailer.Line) error {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	js.lastAdd = time.Now()
+	for _, e := range js.j.Add(l) {
+		if err := js.sink.emitEvent(ctx, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flush ships the pending event, if any (idle says: only if no line came
+// for the timeout).
+func (js *joinedSink) flush(ctx context.Context, idle bool) error {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	if !js.j.Pending() || (idle && time.Since(js.lastAdd) < js.timeout) {
+		return nil
+	}
+	e, _ := js.j.Flush()
+	return js.sink.emitEvent(ctx, e)
+}
+
+// runTimeouts flushes idle events until ctx is done.
+func (js *joinedSink) runTimeouts(ctx context.Context) {
+	tick := time.NewTicker(max(js.timeout/4, 5*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if err := js.flush(ctx, true); err != nil {
+				return
+			}
+		}
+	}
 }

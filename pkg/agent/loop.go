@@ -305,7 +305,29 @@ func (l *loop) tail(ctx context.Context, fr *fileRun) error {
 		return err
 	}
 	sink := lineSink{a: a, fr: fr}
-	return tl.Run(ctx, func(line tailer.Line) error { return sink.emit(ctx, line) })
+	if fr.cfg.Multiline == nil {
+		return tl.Run(ctx, func(line tailer.Line) error { return sink.emit(ctx, line) })
+	}
+	js, err := newJoinedSink(sink, fr.cfg.Multiline)
+	if err != nil {
+		return err
+	}
+	tctx, stop := context.WithCancel(ctx)
+	timeouts := make(chan struct{})
+	go func() {
+		defer close(timeouts)
+		js.runTimeouts(tctx)
+	}()
+	err = tl.Run(ctx, func(line tailer.Line) error { return js.emit(ctx, line) })
+	stop()
+	<-timeouts
+	if errors.Is(err, tailer.ErrFinished) || errors.Is(err, tailer.ErrGone) {
+		// Nothing more will come: the last event is complete.
+		if ferr := js.flush(ctx, false); ferr != nil {
+			return ferr
+		}
+	}
+	return err
 }
 
 // startOffset is the checkpoint of the file if it belongs to this identity,
@@ -496,12 +518,6 @@ func (l *loop) scan() {
 			refusedCount++
 			keep(protocol.Problem{Topic: name, Kind: discovery.KindRefused, Error: e.Err.Error()})
 			continue
-		}
-		if e.Config.Multiline != nil {
-			// Not implemented yet (issue 5): say so where operators look,
-			// rather than accept the setting silently.
-			keep(protocol.Problem{Topic: name, Kind: "unsupported",
-				Error: "multiline is not implemented in this version: lines are shipped one record each"})
 		}
 		res := a.scanner.Scan(name, e.Config)
 		for _, p := range res.Problems {
