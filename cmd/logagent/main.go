@@ -63,6 +63,7 @@ type options struct {
 	rotatedIdle        time.Duration
 	stopTimeout        time.Duration
 	tailMode           string
+	partialTimeout     time.Duration
 	logLevel           string
 	logFormat          string
 	showVersion        bool
@@ -86,6 +87,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 5*time.Second, "on SIGTERM or handover, how long to wait for Kafka to acknowledge what was sent")
 	fs.StringVar(&o.tailMode, "tail-mode", "poll", "how followed files are watched for appends: poll (every 250ms; robust, the default) or inotify "+
 		"(nxadm/tail's shared watcher; a watchdog still re-reads every second if a notification is lost)")
+	fs.DurationVar(&o.partialTimeout, "partial-line-timeout", 0, "ship a last line that has no newline once its file has not grown for this long "+
+		"(0: wait for the newline, or for the file's rotation, however long)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
@@ -175,7 +178,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		AllowPaths: o.allowPaths, FingerprintBytes: o.fingerprintBytes,
 		ScanInterval: o.scanInterval, CheckpointInterval: o.checkpointInterval, LeaseTTL: o.leaseTTL,
 		RotatedIdle: o.rotatedIdle, StopTimeout: o.stopTimeout, TailInotify: o.tailMode == "inotify",
-		Shipper: shipper, Registerer: reg, Logger: log,
+		PartialLineTimeout: o.partialTimeout,
+		Shipper:            shipper, Registerer: reg, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)

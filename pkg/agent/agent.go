@@ -32,6 +32,9 @@ type Config struct {
 	CheckpointInterval time.Duration
 	LeaseTTL           time.Duration
 	RotatedIdle        time.Duration // a rotated file idle this long is finished
+	// PartialLineTimeout, when positive, ships a last line without newline
+	// once its file has not grown for this long.
+	PartialLineTimeout time.Duration
 	// TailInotify makes nxadm/tail use inotify instead of polling (250 ms).
 	TailInotify bool
 	// StopTimeout bounds the wait for Kafka's acks on a clean stop and on a

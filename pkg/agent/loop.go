@@ -296,7 +296,7 @@ func (l *loop) tail(ctx context.Context, fr *fileRun) error {
 	tl, err := tailer.New(tailer.Config{
 		Path: fr.path, Identity: fr.identity, Shared: fr.cfg.Shared, FingerprintBytes: a.cfg.FingerprintBytes,
 		Offset: offset, MaxLineBytes: fr.cfg.MaxLineBytes, Truncate: fr.cfg.LongLines == topics.LongLinesTruncate,
-		RotatedIdle: a.cfg.RotatedIdle, Poll: !a.cfg.TailInotify, Logger: a.log.With("topic", fr.topic, "file", fr.key),
+		RotatedIdle: a.cfg.RotatedIdle, Poll: !a.cfg.TailInotify, PartialTimeout: a.cfg.PartialLineTimeout, Logger: a.log.With("topic", fr.topic, "file", fr.key),
 		OnTruncate: func(old int64) {
 			a.log.Warn("file truncated; shipping it again from 0", "topic", fr.topic, "path", fr.path, "old_offset", old)
 		},

@@ -55,6 +55,10 @@ var (
 	ErrGone = errors.New("tailer: file truncated and rewritten; its identity is gone")
 	// ErrMismatch: the path does not hold the file with the expected identity.
 	ErrMismatch = errors.New("tailer: path holds a different file")
+
+	// errPartialIdle: follow saw a last line without newline idle for
+	// PartialTimeout.
+	errPartialIdle = errors.New("tailer: partial line idle")
 )
 
 // Config describes one file to tail.
@@ -76,6 +80,11 @@ type Config struct {
 	// CheckInterval is how often a followed file is checked for rotation
 	// and truncation that the notifier did not report.
 	CheckInterval time.Duration
+	// PartialTimeout, when positive, ships a last line that has no newline
+	// once the file has not grown for this long (flagged NoNewline); bytes
+	// appended later start a new line. Zero waits for the newline (or the
+	// file's rotation) for ever.
+	PartialTimeout time.Duration
 	// Poll makes nxadm/tail poll instead of using inotify.
 	Poll   bool
 	Logger *slog.Logger
@@ -171,7 +180,19 @@ func (t *Tailer) Run(ctx context.Context, emit func(Line) error) error {
 		st := t.pathState()
 		if st == pathOurs {
 			idleSince = time.Time{}
-			if err := t.follow(ctx, emit); err != nil {
+			err := t.follow(ctx, emit)
+			if errors.Is(err, errPartialIdle) {
+				// A partial last line waited out its timeout: load it and
+				// ship it as it is.
+				if _, err := r.readAvailable(t.Offset(), emit); err != nil {
+					return err
+				}
+				if err := r.flushPartial(emit); err != nil {
+					return err
+				}
+				continue
+			}
+			if err != nil {
 				return err
 			}
 			continue
@@ -341,6 +362,10 @@ func (t *Tailer) follow(ctx context.Context, emit func(Line) error) error {
 	// watch removed by another tail of the same path, a missed event); the
 	// descriptor reads what is there and following starts again.
 	linesSinceCheck := 0
+	// partialSize and partialSince track a last line without newline that
+	// stopped growing, for PartialTimeout.
+	var partialSize int64 = -1
+	var partialSince time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -350,10 +375,19 @@ func (t *Tailer) follow(ctx context.Context, emit func(Line) error) error {
 				return nil
 			}
 			if linesSinceCheck == 0 {
-				if fi, err := t.f.Stat(); err == nil && fi.Size() > t.Offset()+int64(t.cfg.MaxLineBytes) {
+				fi, err := t.f.Stat()
+				switch {
+				case err != nil:
+				case fi.Size() > t.Offset()+int64(t.cfg.MaxLineBytes):
 					return nil
-				} else if err == nil && fi.Size() > t.Offset() && t.stalled(fi.Size()) {
+				case fi.Size() > t.Offset() && t.stalled(fi.Size()):
 					return nil
+				case t.cfg.PartialTimeout > 0 && fi.Size() > t.Offset():
+					if fi.Size() != partialSize {
+						partialSize, partialSince = fi.Size(), time.Now()
+					} else if time.Since(partialSince) >= t.cfg.PartialTimeout {
+						return errPartialIdle
+					}
 				}
 			}
 			linesSinceCheck = 0

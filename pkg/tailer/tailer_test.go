@@ -310,3 +310,27 @@ func TestEmitErrorStops(t *testing.T) {
 	boom := errors.New("boom")
 	require.ErrorIs(t, tl.Run(context.Background(), func(Line) error { return boom }), boom)
 }
+
+func TestPartialLineShippedAfterIdleTimeout(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendTo(t, path, header()+"whole\n")
+	r := startTailer(t, path, 0, func(c *Config) { c.PartialTimeout = 200 * time.Millisecond })
+	testenv.WaitFor(t, 5*time.Second, "existing lines", func() bool { return r.col.count() == 2 })
+	// Two parts with a pause shorter than the timeout: one line.
+	appendTo(t, path, "first part ")
+	appendTo(t, path, "second part\n")
+	testenv.WaitFor(t, 5*time.Second, "the joined line", func() bool { return r.col.count() == 3 })
+	require.Equal(t, "first part second part", string(r.col.get()[2].Data))
+	// A last line that never gets its newline is shipped after the timeout.
+	appendTo(t, path, "no newline yet")
+	testenv.WaitFor(t, 5*time.Second, "the partial line after the timeout", func() bool { return r.col.count() == 4 })
+	last := r.col.get()[3]
+	require.Equal(t, "no newline yet", string(last.Data))
+	require.True(t, last.NoNewline)
+	// What comes later is a new line, at its own offset.
+	appendTo(t, path, " and the rest\nnext\n")
+	testenv.WaitFor(t, 5*time.Second, "the following lines", func() bool { return r.col.count() == 6 })
+	content, _ := os.ReadFile(path)
+	checkOffsets(t, content, r.col.get(), 0)
+	require.Equal(t, " and the rest", string(r.col.get()[4].Data))
+}
