@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/logferry/logferry/internal/testenv"
+	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/ship"
 	"github.com/logferry/logferry/pkg/topics"
 )
 
@@ -290,4 +293,69 @@ func TestMultilineJoinsStackTraces(t *testing.T) {
 		cp, ok := e.checkpoint("java", f.Key)
 		return ok && cp.Offset == fileSize(t, e.path("java.log"))
 	})
+}
+
+// TestSameFirstBytesAreTwoFiles: two files whose first kilobytes are
+// identical are two files (by inode), and both are shipped in full.
+func TestSameFirstBytesAreTwoFiles(t *testing.T) {
+	e := newEnv(t)
+	head := strings.Repeat("identical first kilobyte of both files\n", 60) // > 2 KiB
+	for _, n := range []string{"a.log", "b.log"} {
+		e.write(n, head)
+		e.writeLines(n, 0, 100)
+	}
+	e.putTopic("same", topics.Config{Paths: []string{e.dir + "/*.log"}})
+	e.startAgent("h1", func(c *Config, _ *ship.Config) { c.FingerprintBytes = 1024 })
+	fa := e.waitSeen("same", "h1", "a.log")
+	fb := e.waitSeen("same", "h1", "b.log")
+	require.Equal(t, fa.Identity.Fingerprint, fb.Identity.Fingerprint)
+	require.NotEqual(t, fa.Key, fb.Key)
+	e.assign("same", "h1", fa)
+	e.assign("same", "h1", fb)
+	want := 2 * (60 + 100)
+	recs := e.waitRecords("same", want, 20*time.Second)
+	seen, dups := distinctValues(recs)
+	require.Equal(t, want, len(seen))
+	require.Zero(t, dups)
+	require.Len(t, e.byFile(recs), 2)
+}
+
+// TestTruncatedAndRewrittenIsReadFromZero: a file truncated to 0 and
+// rewritten with other content is a new file, read from its first byte.
+func TestTruncatedAndRewrittenIsReadFromZero(t *testing.T) {
+	e := newEnv(t)
+	e.write("app.log", header("before"))
+	e.writeLines("app.log", 0, 50)
+	e.putTopic("tr", topics.Config{Paths: []string{e.dir + "/app.log"}})
+	e.startAgent("h1")
+	f1 := e.waitSeen("tr", "h1", "app.log")
+	e.assign("tr", "h1", f1)
+	e.waitRecords("tr", 51, 20*time.Second)
+	// Truncate in place and rewrite, shorter than before.
+	require.NoError(t, os.Truncate(e.path("app.log"), 0))
+	e.write("app.log", header("after"))
+	e.writeLines("app.log", 0, 10)
+	var f2 protocol.SeenFile
+	testenv.WaitFor(t, 10*time.Second, "the rewritten file under a new key", func() bool {
+		f2 = e.waitSeen("tr", "h1", "app.log")
+		return f2.Key != f1.Key
+	})
+	e.assign("tr", "h1", f2)
+	recs := e.waitRecords("tr", 51+11, 20*time.Second)
+	var fromNew []int64
+	for _, r := range recs {
+		if r.Headers["file"] == f2.Key {
+			off, _ := strconv.ParseInt(r.Headers["offset"], 10, 64)
+			fromNew = append(fromNew, off)
+		}
+	}
+	require.Len(t, fromNew, 11)
+	require.Contains(t, fromNew, int64(0), "the new content is read from 0")
+	var newRecs []testenv.Record
+	for _, r := range recs {
+		if r.Headers["file"] == f2.Key {
+			newRecs = append(newRecs, r)
+		}
+	}
+	e.byFile(newRecs) // the new key's offsets point into the new content
 }
