@@ -162,10 +162,13 @@ type Config struct {
 // batches, which leaves BatchBytes even more headroom.
 func DefaultConfig() Config {
 	return Config{
-		Brokers:          []string{"127.0.0.1:9092"},
-		ClientID:         "logferry",
-		Acks:             AcksAll,
-		BatchSize:        10_000,
+		Brokers:  []string{"127.0.0.1:9092"},
+		ClientID: "logferry",
+		Acks:     AcksAll,
+		// kafka-go allocates room for BatchSize messages per partition on
+		// every write; 2,000 ships a file faster than 10,000 did, with less
+		// CPU and memory (cmd/logagent BenchmarkShipFile).
+		BatchSize:        2_000,
 		BatchBytes:       1_000_000,
 		Linger:           10 * time.Millisecond,
 		Compression:      kafka.Lz4,

@@ -47,6 +47,9 @@ type entry struct {
 	acked bool  // Ack called
 }
 
+// recordOverhead is the memory one in-flight record costs beyond its bytes.
+const recordOverhead = 1024
+
 // Shipper batches records and writes them to Kafka. Create it with New, run
 // Run once, and Send from any number of goroutines.
 type Shipper struct {
@@ -195,7 +198,11 @@ func (s *Shipper) Send(ctx context.Context, r Record) error {
 	}
 	// A record above the bound weighs the whole bound: it waits until
 	// everything else is acked, then goes alone, instead of never fitting.
-	e.weight = min(max(e.size, 1), s.cfg.MaxInflightBytes)
+	// The weight approximates the memory a record holds while in flight:
+	// its bytes plus what tracking it costs here, in kafka-go and in the
+	// caller (measured about 1 KiB a record shipping a file), so that
+	// --max-inflight-bytes bounds the process's memory, not just payload.
+	e.weight = min(e.size+recordOverhead, s.cfg.MaxInflightBytes)
 	switch {
 	case !validTopic(r.Topic):
 		e.reject = &RejectedError{Topic: r.Topic, Reason: "invalid_topic",

@@ -299,7 +299,7 @@ func TestDefaultWriterConfig(t *testing.T) {
 	assert.IsType(t, kafka.Murmur2Balancer{}, s.w.Balancer)
 	assert.Equal(t, kafka.Lz4, s.w.Compression)
 	assert.Equal(t, 1, s.w.MaxAttempts)
-	assert.Equal(t, 10_000, s.w.BatchSize)
+	assert.Equal(t, 2_000, s.w.BatchSize)
 	assert.Equal(t, int64(1_000_000), s.w.BatchBytes)
 	assert.Less(t, s.w.BatchTimeout, time.Millisecond, "kafka-go must not linger on top of the shipper")
 	assert.False(t, s.w.Async)
@@ -352,7 +352,7 @@ func TestOutageBlocksSendersThenResumes(t *testing.T) {
 			want = append(want, fmt.Sprintf("%s#%04d", key, i))
 		}
 	}
-	recSize := recordSize(recs[0].Key, recs[0].Value, recs[0].Headers)
+	recSize := recordSize(recs[0].Key, recs[0].Value, recs[0].Headers) + recordOverhead // its weight
 	senderDone := make(chan error, 1)
 	go func() {
 		for _, r := range recs {

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/logferry/logferry/internal/testenv"
+	"github.com/logferry/logferry/pkg/keyspace"
+	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/topics"
+)
+
+// BenchmarkShipFile ships a generated access log (BENCH_LINES lines, default
+// 1,000,000, about 150 MB) through the real logagent binary, run as a child
+// process, into the in-process broker with acks=all, and prints lines/s,
+// MB/s, the agent's CPU seconds per million lines and its peak memory. If
+// kcat is installed it ships the same file with `kcat -P -l` (acks=all) to
+// the same broker and prints the ratio. Run with `make bench`.
+func BenchmarkShipFile(b *testing.B) {
+	if testing.Short() {
+		b.Skip("ships a 150 MB file")
+	}
+	lines := 1_000_000
+	if v := os.Getenv("BENCH_LINES"); v != "" {
+		fmt.Sscan(v, &lines)
+	}
+	dir := b.TempDir()
+	path := filepath.Join(dir, "access.log")
+	size := writeAccessLog(b, path, lines)
+	bin := filepath.Join(b.TempDir(), "logagent")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build: %v: %s", err, out)
+	}
+	e := testenv.StartEtcd(b)
+	k := testenv.StartKafka(b)
+	cli := e.Client()
+	ks := keyspace.Space{}
+	b.ResetTimer()
+	for i := range b.N {
+		// Each iteration ships the file from the start into a topic of its own.
+		kafkaTopic := fmt.Sprintf("bench-%d", i)
+		for _, p := range []string{ks.AssignPrefix(), ks.OffsetsPrefix()} {
+			if _, err := cli.Delete(context.Background(), p, clientv3.WithPrefix()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := topics.NewStore(cli, ks).Put(context.Background(), "bench", topics.Config{Paths: []string{path}, KafkaTopic: kafkaTopic}); err != nil {
+			b.Fatal(err)
+		}
+		// Topics exist in production; an auto-created one costs the first
+		// write a metadata refresh (kafka-go's transport caches metadata
+		// for about 6 s), which is not what this measures.
+		createTopics(b, k.Brokers(), kafkaTopic, kafkaTopic+"-kcat")
+		cmd := exec.Command(bin, "--etcd-endpoints", e.Endpoint(), "--kafka-brokers", strings.Join(k.Brokers(), ","),
+			"--id", "bench", "--listen", testenv.FreeAddr(b), "--allow-path", dir, "--scan-interval", "100ms",
+			"--log-level", "warn", "--kafka-compression", benchCompression())
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		var seen protocol.SeenFile
+		testenv.WaitFor(b, 30*time.Second, "the heartbeat", func() bool {
+			resp, err := cli.Get(context.Background(), ks.Heartbeat("bench", "bench"))
+			if err != nil || len(resp.Kvs) == 0 {
+				return false
+			}
+			var hb protocol.Heartbeat
+			if protocol.Unmarshal("hb", resp.Kvs[0].Value, &hb) != nil || len(hb.Files) == 0 {
+				return false
+			}
+			seen = hb.Files[0]
+			return true
+		})
+		v, _ := protocol.Marshal(&protocol.Assignment{State: protocol.StateActive, Path: path})
+		start := time.Now()
+		if _, err := cli.Put(context.Background(), ks.Assign("bench", "bench", seen.Key), string(v)); err != nil {
+			b.Fatal(err)
+		}
+		waitRecords(b, k.Brokers(), kafkaTopic, int64(lines))
+		took := time.Since(start)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		b.ReportMetric(float64(lines)/took.Seconds(), "lines/s")
+		b.ReportMetric(float64(size)/took.Seconds()/1e6, "MB/s")
+		b.ReportMetric(cpu.Seconds()/(float64(lines)/1e6), "cpu-s/Mlines")
+		b.ReportMetric(float64(ru.Maxrss)/1024, "peak-MiB")
+		b.Logf("logagent: %d lines (%.1f MB) in %v; CPU %v; peak RSS %.1f MiB", lines, float64(size)/1e6, took.Round(time.Millisecond),
+			cpu.Round(time.Millisecond), float64(ru.Maxrss)/1024)
+
+		if kcat, err := exec.LookPath("kcat"); err == nil {
+			kstart := time.Now()
+			kc := exec.Command(kcat, "-P", "-b", k.Brokers()[0], "-t", kafkaTopic+"-kcat", "-l", "-X", "acks=all", path)
+			kc.Stderr = os.Stderr
+			if err := kc.Run(); err != nil {
+				b.Fatalf("kcat: %v", err)
+			}
+			waitRecords(b, k.Brokers(), kafkaTopic+"-kcat", int64(lines))
+			ktook := time.Since(kstart)
+			kru := kc.ProcessState.SysUsage().(*syscall.Rusage)
+			kcpu := time.Duration(kru.Utime.Nano() + kru.Stime.Nano())
+			b.ReportMetric(ktook.Seconds()/took.Seconds(), "x-kcat-lines/s")
+			b.ReportMetric(cpu.Seconds()/kcpu.Seconds(), "x-kcat-cpu")
+			b.Logf("kcat -P -l: %v; CPU %v; peak RSS %.1f MiB; logagent lines/s = %.2fx kcat's, CPU = %.2fx kcat's",
+				ktook.Round(time.Millisecond), kcpu.Round(time.Millisecond), float64(kru.Maxrss)/1024,
+				ktook.Seconds()/took.Seconds(), cpu.Seconds()/kcpu.Seconds())
+		} else {
+			b.Log("kcat not installed (Debian package kcat): no comparison")
+		}
+
+	}
+}
+
+// writeAccessLog writes n typical access-log lines (about 150 bytes each)
+// and returns the file's size.
+func writeAccessLog(b *testing.B, path string, n int) int64 {
+	b.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	r := rand.New(rand.NewPCG(1, 2))
+	methods := []string{"GET", "GET", "GET", "POST", "PUT"}
+	for i := range n {
+		fmt.Fprintf(w, "10.%d.%d.%d - - [21/Nov/2026:10:%02d:%02d +0000] \"%s /api/v1/items/%d?page=%d HTTP/1.1\" %d %d \"-\" \"Mozilla/5.0 (X11; Linux x86_64)\" %d\n",
+			r.IntN(256), r.IntN(256), r.IntN(256), (i/60)%60, i%60, methods[r.IntN(len(methods))], r.IntN(100000), r.IntN(50),
+			[]int{200, 200, 200, 304, 404, 500}[r.IntN(6)], r.IntN(50000), i)
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	fi, _ := f.Stat()
+	f.Close()
+	return fi.Size()
+}
+
+// waitRecords waits until topic holds n records (by its end offsets).
+func waitRecords(b *testing.B, brokers []string, topic string, n int64) {
+	b.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	testenv.WaitFor(b, 10*time.Minute, fmt.Sprintf("%d records in %s", n, topic), func() bool {
+		ends, err := adm.ListEndOffsets(context.Background(), topic)
+		if err != nil {
+			return false
+		}
+		var got int64
+		ends.Each(func(o kadm.ListedOffset) {
+			if o.Err == nil {
+				got += o.Offset
+			}
+		})
+		return got >= n
+	})
+}
+
+// benchCompression is BENCH_COMPRESSION, default lz4 (the agent's default).
+func benchCompression() string {
+	if c := os.Getenv("BENCH_COMPRESSION"); c != "" {
+		return c
+	}
+	return "lz4"
+}
+
+func createTopics(b *testing.B, brokers []string, names ...string) {
+	b.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := kadm.NewClient(cl).CreateTopics(context.Background(), 3, 1, nil, names...); err != nil {
+		b.Fatal(err)
+	}
+}
