@@ -233,8 +233,11 @@ func (t *Tailer) open() (*os.File, error) {
 		}
 		p := filepath.Join(filepath.Dir(t.cfg.Path), e.Name())
 		info, ierr := e.Info()
+		if ierr != nil {
+			continue // gone since ReadDir
+		}
 		st, ok := info.Sys().(*syscall.Stat_t)
-		if ierr != nil || !ok || st.Ino != t.cfg.Identity.Inode || p == t.cfg.Path {
+		if !ok || st.Ino != t.cfg.Identity.Inode || p == t.cfg.Path {
 			continue
 		}
 		if f, ferr := t.openIfOurs(p); ferr == nil {

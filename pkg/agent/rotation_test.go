@@ -1,0 +1,160 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/logferry/logferry/internal/testenv"
+	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/topics"
+)
+
+// autoAssign plays the coordinator for a local topic: every file an agent
+// reports is assigned to it, and assignments of files it stopped reporting
+// are revoked (the agent then releases them). It runs until the test ends.
+func (e *env) autoAssign(topic, agent string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	e.t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		assigned := map[string]bool{}
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			resp, err := e.cli.Get(ctx, e.ks.Heartbeat(topic, agent))
+			if err != nil || len(resp.Kvs) == 0 {
+				continue
+			}
+			var hb protocol.Heartbeat
+			if protocol.Unmarshal("hb", resp.Kvs[0].Value, &hb) != nil {
+				continue
+			}
+			for _, f := range hb.Files {
+				if assigned[f.Key] {
+					continue
+				}
+				v, _ := protocol.Marshal(&protocol.Assignment{State: protocol.StateActive, Path: f.Path, Leader: "test"})
+				if _, err := e.cli.Put(ctx, e.ks.Assign(agent, topic, f.Key), string(v)); err == nil {
+					assigned[f.Key] = true
+				}
+			}
+		}
+	}()
+}
+
+// checkExactlyOnce reads the topic and requires every numbered line
+// "<tag> line NNNNNN" for tags x counts exactly once.
+func (e *env) checkExactlyOnce(topic string, want map[string]int, within time.Duration) {
+	e.t.Helper()
+	total := 0
+	for _, n := range want {
+		total += n
+	}
+	var recs []testenv.Record
+	testenv.WaitFor(e.t, within, fmt.Sprintf("%d lines in %s", total, topic), func() bool {
+		recs = e.records(topic)
+		lines := 0
+		for _, r := range recs {
+			if !strings.HasPrefix(r.Value, "#") {
+				lines++
+			}
+		}
+		return lines >= total
+	})
+	got := map[string]int{}
+	for _, r := range recs {
+		if strings.HasPrefix(r.Value, "#") {
+			continue // a file's header
+		}
+		got[r.Value]++
+	}
+	var lost, dup int
+	lostIn, dupIn := map[string]int{}, map[string]int{}
+	for tag, n := range want {
+		for i := range n {
+			switch c := got[fmt.Sprintf("%s line %06d", tag, i)]; {
+			case c == 0:
+				lost++
+				lostIn[tag]++
+			case c > 1:
+				dup += c - 1
+				dupIn[tag] += c - 1
+			}
+		}
+	}
+	require.Zero(e.t, lost, "lines lost, by file: %v (duplicated: %v)", lostIn, dupIn)
+	require.Zero(e.t, dup, "lines duplicated, by file: %v", dupIn)
+}
+
+// TestRenameRotation200Times: 200 rename rotations of app.log, each after a
+// burst of 50 lines and a 20 ms pause, with the topic's glob matching the
+// rotated names too (app.log*): every line exactly once. Rotated files are
+// kept (app.log.1 ... app.log.200), as logrotate's dateext does.
+func TestRenameRotation200Times(t *testing.T) {
+	if testing.Short() {
+		t.Skip("200 rotations")
+	}
+	e := newEnv(t)
+	e.putTopic("rot", topics.Config{Paths: []string{e.dir + "/app.log*"}})
+	e.startAgent("h1")
+	e.autoAssign("rot", "h1")
+	want := map[string]int{}
+	for gen := 1; gen <= 200; gen++ {
+		tag := "g" + strconv.Itoa(gen)
+		e.write("app.log", header(tag))
+		var b strings.Builder
+		for i := range 50 {
+			fmt.Fprintf(&b, "%s line %06d\n", tag, i)
+		}
+		e.write("app.log", b.String())
+		want[tag] = 50
+		<-time.After(20 * time.Millisecond) // the writer's pace
+		require.NoError(t, os.Rename(e.path("app.log"), e.path(fmt.Sprintf("app.log.%d", gen))))
+	}
+	e.checkExactlyOnce("rot", want, 60*time.Second)
+}
+
+// TestWriterOutrunsReaderAcrossTwoRotations: the writer fills a file,
+// rotates it, fills the next and rotates again before the agent could have
+// read the first to its end: nothing is lost.
+func TestWriterOutrunsReaderAcrossTwoRotations(t *testing.T) {
+	e := newEnv(t)
+	e.putTopic("fast", topics.Config{Paths: []string{e.dir + "/app.log*"}})
+	e.startAgent("h1")
+	e.autoAssign("fast", "h1")
+	want := map[string]int{}
+	bulk := func(tag string, n int) {
+		var b strings.Builder
+		b.WriteString(header(tag))
+		for i := range n {
+			fmt.Fprintf(&b, "%s line %06d\n", tag, i)
+		}
+		e.write("app.log", b.String())
+		want[tag] = n
+	}
+	bulk("one", 30000)
+	require.NoError(t, os.Rename(e.path("app.log"), e.path("app.log.1")))
+	bulk("two", 30000)
+	require.NoError(t, os.Rename(e.path("app.log.1"), e.path("app.log.2")))
+	require.NoError(t, os.Rename(e.path("app.log"), e.path("app.log.1")))
+	bulk("three", 30000)
+	e.checkExactlyOnce("fast", want, 60*time.Second)
+}
