@@ -59,6 +59,8 @@ var (
 	// errPartialIdle: follow saw a last line without newline idle for
 	// PartialTimeout.
 	errPartialIdle = errors.New("tailer: partial line idle")
+	// errRewritten: the file's first bytes changed under a read.
+	errRewritten = errors.New("tailer: file rewritten under the read")
 )
 
 // Config describes one file to tail.
@@ -99,7 +101,35 @@ type Tailer struct {
 	cfg    Config
 	log    *slog.Logger
 	f      *os.File
+	head   []byte       // the file's first FingerprintBytes bytes, as opened
+	buf    []byte       // scratch for headSame (Run's goroutine only)
 	offset atomic.Int64 // End of the last emitted line; read by other goroutines
+}
+
+// headSame reports whether the file still starts with the bytes it had
+// when the tailer opened it: a copytruncate followed by new content changes
+// them, even when the file grows past the read offset again.
+func (t *Tailer) headSame() bool {
+	if len(t.buf) != len(t.head) {
+		t.buf = make([]byte, len(t.head))
+	}
+	n, _ := t.f.ReadAt(t.buf, 0)
+	return n == len(t.buf) && bytes.Equal(t.buf, t.head)
+}
+
+// verifiedReader reads the tailer's descriptor and checks, after every
+// read, that the file's head is unchanged, so that bytes read from content
+// that replaced the file (copytruncate) are never taken for the old
+// file's: such a read fails with errRewritten before any line of it is
+// emitted.
+type verifiedReader struct{ t *Tailer }
+
+func (v verifiedReader) ReadAt(p []byte, off int64) (int, error) {
+	n, err := v.t.f.ReadAt(p, off)
+	if n > 0 && !v.t.headSame() {
+		return 0, errRewritten
+	}
+	return n, err
 }
 
 // New checks cfg; it opens nothing.
@@ -163,7 +193,11 @@ func (t *Tailer) Run(ctx context.Context, emit func(Line) error) error {
 	}
 	defer f.Close()
 	t.f = f
-	r := newReader(f, t.cfg.MaxLineBytes, t.cfg.Truncate)
+	t.head = make([]byte, t.cfg.FingerprintBytes)
+	if _, err := f.ReadAt(t.head, 0); err != nil {
+		return fmt.Errorf("%w: read the head of %s: %v", ErrGone, t.cfg.Path, err)
+	}
+	r := newReader(verifiedReader{t: t}, f.Name(), t.cfg.MaxLineBytes, t.cfg.Truncate)
 	emit = t.emitter(emit)
 	var idleSince time.Time
 	for {
@@ -174,6 +208,10 @@ func (t *Tailer) Run(ctx context.Context, emit func(Line) error) error {
 			return err
 		}
 		n, err := r.readAvailable(t.Offset(), emit)
+		if errors.Is(err, errRewritten) {
+			t.log.Warn("file rewritten (copytruncate?) while reading; its identity is gone", "offset", t.Offset())
+			return fmt.Errorf("%w: %s rewritten at offset %d", ErrGone, t.cfg.Path, t.Offset())
+		}
 		if err != nil {
 			return err
 		}
@@ -404,9 +442,9 @@ func (t *Tailer) follow(ctx context.Context, emit func(Line) error) error {
 			}
 			end := l.SeekInfo.Offset
 			start := end - int64(len(l.Text)) - 1
-			if start != t.Offset() {
-				// A reopen after truncation, or a line we cannot place:
-				// hand back to the descriptor-based reader.
+			if start != t.Offset() || !t.headSame() {
+				// A line we cannot place, or one that may come from content
+				// that replaced the file: the descriptor path decides.
 				return nil
 			}
 			linesSinceCheck++
@@ -462,7 +500,8 @@ func (w slogWriter) Write(p []byte) (int, error) {
 // (io.SectionReader), so it never shares a file position with anyone.
 // Memory stays bounded by max plus the buffer, whatever the line length.
 type reader struct {
-	f        *os.File
+	src      io.ReaderAt
+	name     string
 	max      int
 	truncate bool
 	br       *bufio.Reader
@@ -473,8 +512,8 @@ type reader struct {
 	dropped  bool   // truncate mode: bytes past max of the current line were dropped
 }
 
-func newReader(f *os.File, max int, truncate bool) *reader {
-	return &reader{f: f, max: max, truncate: truncate}
+func newReader(src io.ReaderAt, name string, max int, truncate bool) *reader {
+	return &reader{src: src, name: name, max: max, truncate: truncate}
 }
 
 // reset forgets the read state; the next readAvailable starts afresh.
@@ -485,7 +524,7 @@ func (r *reader) reset() { r.br = nil }
 // bytes it consumed from the file.
 func (r *reader) readAvailable(offset int64, emit func(Line) error) (int64, error) {
 	if r.br == nil || offset != r.accStart {
-		r.br = bufio.NewReaderSize(io.NewSectionReader(r.f, offset, math.MaxInt64-offset), 64<<10)
+		r.br = bufio.NewReaderSize(io.NewSectionReader(r.src, offset, math.MaxInt64-offset), 64<<10)
 		r.pos, r.accStart, r.acc, r.part, r.dropped = offset, offset, r.acc[:0], 0, false
 	}
 	var consumed int64
@@ -516,7 +555,7 @@ func (r *reader) readAvailable(offset int64, emit func(Line) error) (int64, erro
 		case errors.Is(err, io.EOF):
 			return consumed, nil
 		default:
-			return consumed, fmt.Errorf("read %s at %d: %w", r.f.Name(), r.pos, err)
+			return consumed, fmt.Errorf("read %s at %d: %w", r.name, r.pos, err)
 		}
 	}
 }

@@ -334,3 +334,43 @@ func TestPartialLineShippedAfterIdleTimeout(t *testing.T) {
 	checkOffsets(t, content, r.col.get(), 0)
 	require.Equal(t, " and the rest", string(r.col.get()[4].Data))
 }
+
+// TestCopytruncateThenLargerRewrite: the file is truncated and at once
+// rewritten with other content, larger than before. Not one line of the
+// new content may be taken for the old file's: the tailer ends with
+// ErrGone having emitted only the old lines (the new content is a new file
+// for discovery, read from 0 under its own identity).
+func TestCopytruncateThenLargerRewrite(t *testing.T) {
+	for round := range 20 {
+		path := filepath.Join(t.TempDir(), fmt.Sprintf("app-%d.log", round))
+		appendTo(t, path, header())
+		for i := range 50 {
+			appendTo(t, path, fmt.Sprintf("old %d\n", i))
+		}
+		r := startTailer(t, path, 0, nil)
+		testenv.WaitFor(t, 5*time.Second, "old lines", func() bool { return r.col.count() == 51 })
+		// copytruncate: truncate in place, then the application writes on,
+		// quickly past the old size.
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+		require.NoError(t, err)
+		var b strings.Builder
+		b.WriteString(strings.Repeat("N", fpBytes) + "\n")
+		for i := range 500 {
+			fmt.Fprintf(&b, "new %d\n", i)
+		}
+		_, err = f.WriteString(b.String())
+		require.NoError(t, err)
+		require.NoError(t, f.Close())
+		select {
+		case err := <-r.done:
+			r.done <- err
+			require.ErrorIs(t, err, ErrGone)
+		case <-time.After(10 * time.Second):
+			t.Fatal("tailer did not notice the rewrite")
+		}
+		for _, l := range r.col.get() {
+			require.False(t, strings.HasPrefix(string(l.Data), "new ") || strings.HasPrefix(string(l.Data), "NNN"),
+				"round %d: a line of the new content was emitted as the old file's: %q", round, l.Data)
+		}
+	}
+}
