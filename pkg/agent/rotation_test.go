@@ -158,3 +158,53 @@ func TestWriterOutrunsReaderAcrossTwoRotations(t *testing.T) {
 	bulk("three", 30000)
 	e.checkExactlyOnce("fast", want, 60*time.Second)
 }
+
+// TestCopytruncate: logrotate's copytruncate copies app.log to app.log.1 and
+// truncates app.log, and the application at once writes past the old size.
+// Nothing is lost; the lines written after the truncation arrive exactly
+// once (the copy is another file: its lines may arrive again, under its own
+// file key).
+func TestCopytruncate(t *testing.T) {
+	e := newEnv(t)
+	e.putTopic("ct", topics.Config{Paths: []string{e.dir + "/app.log*"}})
+	e.startAgent("h1")
+	e.autoAssign("ct", "h1")
+	old := header("old")
+	for i := range 2000 {
+		old += fmt.Sprintf("old line %06d\n", i)
+	}
+	e.write("app.log", old)
+	testenv.WaitFor(t, 20*time.Second, "some old lines shipped", func() bool { return len(e.records("ct")) > 100 })
+	// copytruncate, then the application writes on at once.
+	require.NoError(t, os.WriteFile(e.path("app.log.1"), []byte(old), 0o644))
+	require.NoError(t, os.Truncate(e.path("app.log"), 0))
+	var b strings.Builder
+	b.WriteString(header("new"))
+	for i := range 4000 {
+		fmt.Fprintf(&b, "new line %06d\n", i)
+	}
+	e.write("app.log", b.String())
+
+	want := 2000 + 4000
+	var recs []testenv.Record
+	testenv.WaitFor(t, 60*time.Second, "every old and new line", func() bool {
+		recs = e.records("ct")
+		distinct := map[string]bool{}
+		for _, r := range recs {
+			if !strings.HasPrefix(r.Value, "#") {
+				distinct[r.Value] = true
+			}
+		}
+		return len(distinct) >= want
+	})
+	newCount := map[string]int{}
+	for _, r := range recs {
+		if strings.HasPrefix(r.Value, "new line") {
+			newCount[r.Value]++
+		}
+	}
+	require.Len(t, newCount, 4000)
+	for v, n := range newCount {
+		require.Equal(t, 1, n, "%q shipped %d times", v, n)
+	}
+}
