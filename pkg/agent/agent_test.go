@@ -359,3 +359,39 @@ func TestTruncatedAndRewrittenIsReadFromZero(t *testing.T) {
 	}
 	e.byFile(newRecs) // the new key's offsets point into the new content
 }
+
+// TestConfigChangeRestartsTailer: a changed topic config (here its Kafka
+// topic) applies to the lines that follow, without a gap; writing the same
+// config again changes nothing.
+func TestConfigChangeRestartsTailer(t *testing.T) {
+	e := newEnv(t)
+	e.write("c.log", header("c"))
+	e.writeLines("c.log", 0, 10)
+	e.putTopic("cfg", topics.Config{Paths: []string{e.dir + "/c.log"}, KafkaTopic: "first"})
+	e.startAgent("h1")
+	f := e.waitSeen("cfg", "h1", "c.log")
+	e.assign("cfg", "h1", f)
+	e.waitRecords("first", 11, 20*time.Second)
+	e.putTopic("cfg", topics.Config{Paths: []string{e.dir + "/c.log"}, KafkaTopic: "first"}) // same content
+	e.putTopic("cfg", topics.Config{Paths: []string{e.dir + "/c.log"}, KafkaTopic: "second"})
+	testenv.WaitFor(t, 10*time.Second, "the new config applied", func() bool {
+		e.writeLines("c.log", 10, 11) // a probe line each poll: some reach "second"
+		return len(e.records("second")) > 0
+	})
+	first, second := e.records("first"), e.records("second")
+	seen, dups := distinctValues(append(first, second...))
+	require.Zero(t, dups, "a config change repeats no line")
+	require.Equal(t, len(first)+len(second), len(seen))
+	// And skips none: the shipped lines tile the file from 0.
+	all := append(first, second...)
+	ends := map[int64]int64{}
+	for _, r := range all {
+		off, _ := strconv.ParseInt(r.Headers["offset"], 10, 64)
+		ends[off] = off + int64(len(r.Value)) + 1
+	}
+	for off, n := int64(0), 0; n < len(all); n++ {
+		end, ok := ends[off]
+		require.True(t, ok, "no record starts at offset %d", off)
+		off = end
+	}
+}

@@ -27,6 +27,7 @@ type fileRun struct {
 	path      string
 	identity  protocol.FileIdentity
 	cfg       topics.Config
+	cfgRev    int64 // ModRevision of the topic config cfg was checked against
 
 	// Set by the control loop only.
 	cancel    context.CancelFunc // stops the tailer; nil when none runs
@@ -53,7 +54,6 @@ type fileRun struct {
 	// while Kafka acknowledges nothing.
 	writtenSize int64
 	drained     chan struct{} // closed and replaced whenever pending empties
-	rejected    int64
 }
 
 type pendingRec struct {
@@ -228,9 +228,6 @@ func (s lineSink) send(ctx context.Context, l tailer.Line, lines int, cut bool) 
 		Headers: headers,
 		Ack: func(err error) {
 			if err != nil {
-				fr.mu.Lock()
-				fr.rejected++
-				fr.mu.Unlock()
 				a.m.rejected.WithLabelValues(fr.topic).Inc()
 				if errors.Is(err, ship.ErrRejected) {
 					a.log.Error("record rejected by Kafka; reported and skipped", "topic", fr.topic,

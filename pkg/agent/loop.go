@@ -233,12 +233,18 @@ func (l *loop) reconcile(ctx context.Context) {
 			fr.size = f.Size
 			l.runs[key] = fr
 		}
-		if fr.cancel != nil && !sameConfig(fr.cfg, entry.Config) {
-			l.stopTailer(fr) // restart below with the new config
+		if fr.cancel != nil && fr.cfgRev != entry.ModRevision {
+			// The config key was written again: restart with it if its
+			// content changed (comparing only when the revision moved).
+			if sameConfig(fr.cfg, entry.Config) {
+				fr.cfgRev = entry.ModRevision
+			} else {
+				l.stopTailer(fr) // restart below with the new config
+			}
 		}
 		if fr.cancel == nil && !fr.finished && !fr.fenced && !fr.releasing {
 			// The tailer goroutine reads fr.cfg: it changes only while none runs.
-			fr.cfg = entry.Config
+			fr.cfg, fr.cfgRev = entry.Config, entry.ModRevision
 			l.startTailer(ctx, fr)
 		}
 	}
