@@ -43,6 +43,18 @@ type assignRow struct {
 	Next  string `json:"next,omitempty"`
 }
 
+// withState runs f on the state read in one Txn, under the command's
+// deadline; every read-only command is this.
+func (a *app) withState(f func(st *state) error) error {
+	return a.withEtcd(func(ctx context.Context, cli *clientv3.Client, ks keyspace.Space) error {
+		st, err := readState(ctx, cli, ks)
+		if err != nil {
+			return err
+		}
+		return f(st)
+	})
+}
+
 func readState(ctx context.Context, cli *clientv3.Client, ks keyspace.Space) (*state, error) {
 	prefixes := []string{ks.TopicsPrefix(), ks.AssignPrefix(), ks.OffsetsPrefix(), ks.StatusPrefix()}
 	ops := []clientv3.Op{clientv3.OpGet(ks.ElectionPrefix(), clientv3.WithPrefix(),
@@ -270,11 +282,7 @@ func newStatusCmd(a *app) *cobra.Command {
 		Short: "Show the leader, the agents with their topics and files, and topics with errors",
 		Args:  exactArgs(0, ""),
 		RunE: func(_ *cobra.Command, _ []string) error {
-			return a.withEtcd(func(ctx context.Context, cli *clientv3.Client, ks keyspace.Space) error {
-				st, err := readState(ctx, cli, ks)
-				if err != nil {
-					return err
-				}
+			return a.withState(func(st *state) error {
 				out := struct {
 					Revision    int64                       `json:"revision"`
 					Leader      string                      `json:"leader"`
@@ -333,11 +341,7 @@ func newAgentsCmd(a *app) *cobra.Command {
 		Short: "List live agents: topics served, files seen and assigned, problems",
 		Args:  exactArgs(0, ""),
 		RunE: func(_ *cobra.Command, _ []string) error {
-			return a.withEtcd(func(ctx context.Context, cli *clientv3.Client, ks keyspace.Space) error {
-				st, err := readState(ctx, cli, ks)
-				if err != nil {
-					return err
-				}
+			return a.withState(func(st *state) error {
 				rows := st.agentRows()
 				if a.output == "json" {
 					type withProblems struct {
@@ -369,11 +373,7 @@ func newAssignmentsCmd(a *app) *cobra.Command {
 		Short: "List which agent ships which file",
 		Args:  exactArgs(0, ""),
 		RunE: func(_ *cobra.Command, _ []string) error {
-			return a.withEtcd(func(ctx context.Context, cli *clientv3.Client, ks keyspace.Space) error {
-				st, err := readState(ctx, cli, ks)
-				if err != nil {
-					return err
-				}
+			return a.withState(func(st *state) error {
 				rows := []assignRow{}
 				for _, r := range st.Assigns {
 					if topic == "" || r.Topic == topic {
@@ -411,11 +411,7 @@ are rewritten when a file grows even if nothing was acknowledged, so a stuck
 file shows a growing lag here.`,
 		Args: exactArgs(0, ""),
 		RunE: func(_ *cobra.Command, _ []string) error {
-			return a.withEtcd(func(ctx context.Context, cli *clientv3.Client, ks keyspace.Space) error {
-				st, err := readState(ctx, cli, ks)
-				if err != nil {
-					return err
-				}
+			return a.withState(func(st *state) error {
 				rows := st.lagRows(topic)
 				if a.output == "json" {
 					if rows == nil {
