@@ -19,7 +19,6 @@ import (
 
 	"github.com/logferry/logferry/internal/testenv"
 	"github.com/logferry/logferry/pkg/keyspace"
-	"github.com/logferry/logferry/pkg/protocol"
 	"github.com/logferry/logferry/pkg/topics"
 )
 
@@ -40,12 +39,7 @@ func BenchmarkShipFile(b *testing.B) {
 	dir := b.TempDir()
 	path := filepath.Join(dir, "access.log")
 	size := writeAccessLog(b, path, lines)
-	bin := filepath.Join(b.TempDir(), "logagent")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build: %v: %s", err, out)
-	}
+	bin := buildAgent(b)
 	e := testenv.StartEtcd(b)
 	k := testenv.StartKafka(b)
 	cli := e.Client()
@@ -73,24 +67,9 @@ func BenchmarkShipFile(b *testing.B) {
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
-		var seen protocol.SeenFile
-		testenv.WaitFor(b, 30*time.Second, "the heartbeat", func() bool {
-			resp, err := cli.Get(context.Background(), ks.Heartbeat("bench", "bench"))
-			if err != nil || len(resp.Kvs) == 0 {
-				return false
-			}
-			var hb protocol.Heartbeat
-			if protocol.Unmarshal("hb", resp.Kvs[0].Value, &hb) != nil || len(hb.Files) == 0 {
-				return false
-			}
-			seen = hb.Files[0]
-			return true
-		})
-		v, _ := protocol.Marshal(&protocol.Assignment{State: protocol.StateActive, Path: path})
+		f := firstFile(b, cli, ks, "bench", "bench")
 		start := time.Now()
-		if _, err := cli.Put(context.Background(), ks.Assign("bench", "bench", seen.Key), string(v)); err != nil {
-			b.Fatal(err)
-		}
+		assign(b, cli, ks, "bench", "bench", f)
 		waitRecords(b, k.Brokers(), kafkaTopic, int64(lines))
 		took := time.Since(start)
 		_ = cmd.Process.Signal(syscall.SIGTERM)

@@ -34,11 +34,7 @@ func TestKillNineResumesFromCheckpoint(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "logagent")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "build: %s", out)
+	bin := buildAgent(t)
 
 	e := testenv.StartEtcd(t)
 	k := testenv.StartKafka(t)
@@ -48,7 +44,7 @@ func TestKillNineResumesFromCheckpoint(t *testing.T) {
 	path := filepath.Join(dir, "app.log")
 	header := "# crash test file " + strings.Repeat("=", 40) + "\n"
 	require.NoError(t, os.WriteFile(path, []byte(header), 0o644))
-	_, err = topics.NewStore(cli, ks).Put(context.Background(), "crash", topics.Config{Paths: []string{path}})
+	_, err := topics.NewStore(cli, ks).Put(context.Background(), "crash", topics.Config{Paths: []string{path}})
 	require.NoError(t, err)
 
 	start := func() *exec.Cmd {
@@ -63,25 +59,8 @@ func TestKillNineResumesFromCheckpoint(t *testing.T) {
 	t.Cleanup(func() { _ = agent.Process.Kill(); _ = agent.Wait() })
 
 	// Play the coordinator: assign the file once the agent reports it.
-	var seen protocol.SeenFile
-	testenv.WaitFor(t, 20*time.Second, "the agent's heartbeat", func() bool {
-		resp, err := cli.Get(context.Background(), ks.Heartbeat("crash", "h1"))
-		require.NoError(t, err)
-		if len(resp.Kvs) == 0 {
-			return false
-		}
-		var hb protocol.Heartbeat
-		require.NoError(t, protocol.Unmarshal("hb", resp.Kvs[0].Value, &hb))
-		if len(hb.Files) == 1 {
-			seen = hb.Files[0]
-			return true
-		}
-		return false
-	})
-	v, err := protocol.Marshal(&protocol.Assignment{State: protocol.StateActive, Path: path, Leader: "test"})
-	require.NoError(t, err)
-	_, err = cli.Put(context.Background(), ks.Assign("h1", "crash", seen.Key), string(v))
-	require.NoError(t, err)
+	seen := firstFile(t, cli, ks, "crash", "h1")
+	assign(t, cli, ks, "crash", "h1", seen)
 
 	// A writer appends numbered lines while the agent is killed and restarted.
 	var written atomic.Int64
