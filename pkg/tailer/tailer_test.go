@@ -82,6 +82,20 @@ func startTailer(t *testing.T, path string, offset int64, mod func(*Config)) *ru
 	return r
 }
 
+// wait returns the tailer's result, failing the test with what if it does
+// not end within 10 s. It may be called again: the result is kept.
+func (r *run) wait(t *testing.T, what string) error {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		r.done <- err
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal(what)
+		return nil
+	}
+}
+
 func appendTo(t *testing.T, path, s string) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
@@ -191,13 +205,7 @@ func TestRenameRotationFinishesOldFile(t *testing.T) {
 	require.NoError(t, os.Rename(path, path+".1"))
 	appendTo(t, path+".1", "late\nno newline")
 	appendTo(t, path, header()+"new file\n")
-	select {
-	case err := <-r.done:
-		r.done <- err
-		require.ErrorIs(t, err, ErrFinished)
-	case <-time.After(10 * time.Second):
-		t.Fatal("tailer did not finish the rotated file")
-	}
+	require.ErrorIs(t, r.wait(t, "tailer did not finish the rotated file"), ErrFinished)
 	lines := r.col.get()
 	require.Len(t, lines, 53)
 	content, _ := os.ReadFile(path + ".1")
@@ -237,13 +245,7 @@ func TestDeletedWhileReading(t *testing.T) {
 	r := startTailer(t, path, 0, nil)
 	testenv.WaitFor(t, 5*time.Second, "the tailer to open the file", func() bool { return r.col.count() > 0 })
 	require.NoError(t, os.Remove(path))
-	select {
-	case err := <-r.done:
-		r.done <- err
-		require.ErrorIs(t, err, ErrFinished)
-	case <-time.After(10 * time.Second):
-		t.Fatal("tailer did not finish the deleted file")
-	}
+	require.ErrorIs(t, r.wait(t, "tailer did not finish the deleted file"), ErrFinished)
 	require.Len(t, r.col.get(), 1001, "a deleted file is read to its end through our descriptor")
 }
 
@@ -272,13 +274,7 @@ func TestTruncation(t *testing.T) {
 		r := startTailer(t, path, 0, nil)
 		testenv.WaitFor(t, 5*time.Second, "lines", func() bool { return r.col.count() == 3 })
 		require.NoError(t, os.WriteFile(path, []byte(strings.Repeat("other ", 10)+"\n"), 0o644))
-		select {
-		case err := <-r.done:
-			r.done <- err
-			require.ErrorIs(t, err, ErrGone)
-		case <-time.After(10 * time.Second):
-			t.Fatal("tailer did not notice the rewrite")
-		}
+		require.ErrorIs(t, r.wait(t, "tailer did not notice the rewrite"), ErrGone)
 	})
 }
 
@@ -361,13 +357,7 @@ func TestCopytruncateThenLargerRewrite(t *testing.T) {
 		_, err = f.WriteString(b.String())
 		require.NoError(t, err)
 		require.NoError(t, f.Close())
-		select {
-		case err := <-r.done:
-			r.done <- err
-			require.ErrorIs(t, err, ErrGone)
-		case <-time.After(10 * time.Second):
-			t.Fatal("tailer did not notice the rewrite")
-		}
+		require.ErrorIs(t, r.wait(t, "tailer did not notice the rewrite"), ErrGone)
 		for _, l := range r.col.get() {
 			require.False(t, strings.HasPrefix(string(l.Data), "new ") || strings.HasPrefix(string(l.Data), "NNN"),
 				"round %d: a line of the new content was emitted as the old file's: %q", round, l.Data)
