@@ -143,16 +143,23 @@ func (e *env) startAgent(id string, opts ...agentOpt) *runningAgent {
 	return ra
 }
 
-// heartbeat returns agent's heartbeat for topic, if any.
-func (e *env) heartbeat(topic, agent string) (protocol.Heartbeat, bool) {
-	resp, err := e.cli.Get(context.Background(), e.ks.Heartbeat(topic, agent))
+// value reads key into v and reports whether the key exists.
+func (e *env) value(key string, v protocol.Value) bool {
+	e.t.Helper()
+	resp, err := e.cli.Get(context.Background(), key)
 	require.NoError(e.t, err)
 	if len(resp.Kvs) == 0 {
-		return protocol.Heartbeat{}, false
+		return false
 	}
+	require.NoError(e.t, protocol.Unmarshal(key, resp.Kvs[0].Value, v))
+	return true
+}
+
+// heartbeat returns agent's heartbeat for topic, if any.
+func (e *env) heartbeat(topic, agent string) (protocol.Heartbeat, bool) {
 	var hb protocol.Heartbeat
-	require.NoError(e.t, protocol.Unmarshal("heartbeat", resp.Kvs[0].Value, &hb))
-	return hb, true
+	ok := e.value(e.ks.Heartbeat(topic, agent), &hb)
+	return hb, ok
 }
 
 // waitSeen waits until agent reports the file name for topic and returns it.
@@ -202,14 +209,9 @@ func (e *env) exists(key string) bool {
 }
 
 func (e *env) checkpoint(topic, file string) (protocol.Checkpoint, bool) {
-	resp, err := e.cli.Get(context.Background(), e.ks.Offset(topic, file))
-	require.NoError(e.t, err)
-	if len(resp.Kvs) == 0 {
-		return protocol.Checkpoint{}, false
-	}
 	var cp protocol.Checkpoint
-	require.NoError(e.t, protocol.Unmarshal("checkpoint", resp.Kvs[0].Value, &cp))
-	return cp, true
+	ok := e.value(e.ks.Offset(topic, file), &cp)
+	return cp, ok
 }
 
 func (e *env) records(topic string) []testenv.Record {

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -196,12 +195,7 @@ func TestBadInputIsReportedAndOthersFlow(t *testing.T) {
 }
 
 func (e *env) agentStatus(agent string) (protocol.AgentStatus, bool) {
-	resp, err := e.cli.Get(context.Background(), e.ks.AgentStatus(agent))
-	require.NoError(e.t, err)
-	if len(resp.Kvs) == 0 {
-		return protocol.AgentStatus{}, false
-	}
 	var st protocol.AgentStatus
-	require.NoError(e.t, protocol.Unmarshal("status", resp.Kvs[0].Value, &st))
-	return st, true
+	ok := e.value(e.ks.AgentStatus(agent), &st)
+	return st, ok
 }

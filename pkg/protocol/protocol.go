@@ -96,8 +96,15 @@ type Problem struct {
 	Since time.Time `json:"since"`
 }
 
+// Value is a pointer to one of this package's values: only they carry
+// the format version that Marshal stamps and Unmarshal checks.
+type Value interface {
+	setV()
+	version() int
+}
+
 // Marshal encodes a value, stamping the format version.
-func Marshal(v interface{ setV() }) ([]byte, error) {
+func Marshal(v Value) ([]byte, error) {
 	v.setV()
 	return json.Marshal(v)
 }
@@ -109,7 +116,7 @@ func (s *AgentStatus) setV() { s.V = Version }
 
 // Unmarshal decodes a value strictly and checks its version. what names the
 // value in errors (usually its key).
-func Unmarshal(what string, data []byte, v interface{ version() int }) error {
+func Unmarshal(what string, data []byte, v Value) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
