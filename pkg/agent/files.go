@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/logferry/logferry/pkg/multiline"
@@ -161,6 +162,33 @@ func (f *fileRun) ackedOffset() int64 {
 type lineSink struct {
 	a  *Agent
 	fr *fileRun
+	// What every record of the file shares, built once per tailer run
+	// rather than once per line: header values, the partition key (the
+	// shipper never modifies a record's slices) and the topic's counters.
+	host, path, file, topic []byte
+	key                     []byte
+	linesRead, bytesRead    prometheus.Counter
+	linesShipped, bytesShip prometheus.Counter
+	rejected                prometheus.Counter
+}
+
+func newLineSink(a *Agent, fr *fileRun) lineSink {
+	s := lineSink{
+		a: a, fr: fr,
+		host: []byte(a.cfg.ID), path: []byte(fr.path), file: []byte(fr.key), topic: []byte(fr.topic),
+		linesRead:    a.m.linesRead.WithLabelValues(fr.topic),
+		bytesRead:    a.m.bytesRead.WithLabelValues(fr.topic),
+		linesShipped: a.m.linesShipped.WithLabelValues(fr.topic),
+		bytesShip:    a.m.bytesShipped.WithLabelValues(fr.topic),
+		rejected:     a.m.rejected.WithLabelValues(fr.topic),
+	}
+	switch fr.cfg.Key {
+	case topics.KeyFile:
+		s.key = s.file
+	case topics.KeyHost:
+		s.key = s.host
+	}
+	return s
 }
 
 func (s lineSink) emit(ctx context.Context, l tailer.Line) error {
@@ -179,11 +207,11 @@ func (s lineSink) emitEvent(ctx context.Context, e multiline.Event) error {
 func (s lineSink) send(ctx context.Context, l tailer.Line, lines int, cut bool) error {
 	fr, a := s.fr, s.a
 	headers := []kafka.Header{
-		{Key: "host", Value: []byte(a.cfg.ID)},
-		{Key: "path", Value: []byte(fr.path)},
-		{Key: "file", Value: []byte(fr.key)},
+		{Key: "host", Value: s.host},
+		{Key: "path", Value: s.path},
+		{Key: "file", Value: s.file},
 		{Key: "offset", Value: strconv.AppendInt(nil, l.Start, 10)},
-		{Key: "topic", Value: []byte(fr.topic)},
+		{Key: "topic", Value: s.topic},
 	}
 	flag := func(name, value string) {
 		headers = append(headers, kafka.Header{Key: name, Value: []byte(value)})
@@ -210,32 +238,25 @@ func (s lineSink) send(ctx context.Context, l tailer.Line, lines int, cut bool) 
 	if cut {
 		flag("multiline_cut", "true")
 	}
-	var key []byte
-	switch fr.cfg.Key {
-	case topics.KeyFile:
-		key = []byte(fr.key)
-	case topics.KeyHost:
-		key = []byte(a.cfg.ID)
-	}
-	a.m.linesRead.WithLabelValues(fr.topic).Inc()
-	a.m.bytesRead.WithLabelValues(fr.topic).Add(float64(l.End - l.Start))
-	seq := fr.track(l.End)
 	size := float64(l.End - l.Start)
+	s.linesRead.Inc()
+	s.bytesRead.Add(size)
+	seq := fr.track(l.End)
 	err := a.cfg.Shipper.Send(ctx, ship.Record{
 		Topic:   fr.cfg.KafkaTopic,
-		Key:     key,
+		Key:     s.key,
 		Value:   l.Data,
 		Headers: headers,
 		Ack: func(err error) {
 			if err != nil {
-				a.m.rejected.WithLabelValues(fr.topic).Inc()
+				s.rejected.Inc()
 				if errors.Is(err, ship.ErrRejected) {
 					a.log.Error("record rejected by Kafka; reported and skipped", "topic", fr.topic,
 						"path", fr.path, "offset", l.Start, "err", err)
 				}
 			} else {
-				a.m.linesShipped.WithLabelValues(fr.topic).Inc()
-				a.m.bytesShipped.WithLabelValues(fr.topic).Add(size)
+				s.linesShipped.Inc()
+				s.bytesShip.Add(size)
 			}
 			fr.ack(seq)
 		},

@@ -310,7 +310,7 @@ func (l *loop) tail(ctx context.Context, fr *fileRun) error {
 	if err != nil {
 		return err
 	}
-	sink := lineSink{a: a, fr: fr}
+	sink := newLineSink(a, fr)
 	if fr.cfg.Multiline == nil {
 		return tl.Run(ctx, func(line tailer.Line) error { return sink.emit(ctx, line) })
 	}
