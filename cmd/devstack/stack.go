@@ -74,6 +74,8 @@ type stack struct {
 	lastView      time.Time
 	kafkaPort     int
 	storms        chan struct{} // a rotation storm for the writer
+	adminClient   *kgo.Client   // for end offsets; see arrived
+	admin         *kadm.Client
 	kafkaDataDir  string
 	chaos         chaosStats
 }
@@ -552,12 +554,16 @@ func (st *stack) arrived(ctx context.Context, topics ...string) int64 {
 	if len(topics) == 0 {
 		topics = []string{demoTopic, localTopic}
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(st.kafkaBrokers...))
-	if err != nil {
-		return -1
+	if st.admin == nil {
+		// One client for the life of the stack: it reconnects by itself
+		// across broker restarts.
+		cl, err := kgo.NewClient(kgo.SeedBrokers(st.kafkaBrokers...))
+		if err != nil {
+			return -1
+		}
+		st.adminClient, st.admin = cl, kadm.NewClient(cl)
 	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topics...)
+	ends, err := st.admin.ListEndOffsets(ctx, topics...)
 	if err != nil {
 		return -1
 	}
@@ -771,6 +777,9 @@ func (st *stack) close() {
 			_ = p.cmd.Process.Kill()
 			<-p.done
 		}
+	}
+	if st.adminClient != nil {
+		st.adminClient.Close()
 	}
 	if st.cli != nil {
 		st.cli.Close()
