@@ -13,12 +13,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/logferry/logferry/pkg/discovery"
+	"github.com/logferry/logferry/pkg/fileid"
 	"github.com/logferry/logferry/pkg/keyspace"
 	"github.com/logferry/logferry/pkg/mirror"
 	"github.com/logferry/logferry/pkg/protocol"
@@ -618,7 +618,7 @@ func (l *loop) findAssignedElsewhere(topic string, files map[string]protocol.See
 		if id.Fingerprint == "" {
 			continue
 		}
-		found, size, ok := findByInode(filepath.Dir(path), id.Inode)
+		found, size, ok := fileid.FindByInode(filepath.Dir(path), id.Inode)
 		if !ok {
 			l.countLostAssigned(as)
 			continue
@@ -665,24 +665,6 @@ func (l *loop) countLostAssigned(as assignment) {
 	l.a.m.lostBytes.WithLabelValues(as.topic).Add(float64(lost))
 	l.addProblem(as.topic, cp.Path, "lost-bytes", fmt.Sprintf("at least %d bytes deleted before they were shipped", lost))
 	l.a.log.Error("assigned file deleted before it was shipped", "topic", as.topic, "path", cp.Path, "lost_bytes", lost)
-}
-
-// findByInode looks for a regular file with the inode in dir.
-func findByInode(dir string, inode uint64) (string, int64, bool) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return "", 0, false
-	}
-	for _, e := range entries {
-		info, err := e.Info()
-		if err != nil || !info.Mode().IsRegular() {
-			continue
-		}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Ino == inode {
-			return filepath.Join(dir, e.Name()), info.Size(), true
-		}
-	}
-	return "", 0, false
 }
 
 type vanishedFile struct {

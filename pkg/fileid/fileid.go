@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"syscall"
 
 	"github.com/logferry/logferry/pkg/protocol"
@@ -81,6 +82,26 @@ func Key(id protocol.FileIdentity, shared bool, agent string) string {
 		h.Write([]byte(agent))
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// FindByInode looks in dir for a regular file with the inode, as rotation
+// renames a file within its directory (app.log -> app.log.1). It returns
+// the file's path and size.
+func FindByInode(dir string, inode uint64) (path string, size int64, ok bool) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", 0, false
+	}
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() {
+			continue // gone since ReadDir, or not a file
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Ino == inode {
+			return filepath.Join(dir, e.Name()), info.Size(), true
+		}
+	}
+	return "", 0, false
 }
 
 // Same reports whether two identities name the same file. For shared

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -77,4 +78,25 @@ func TestKeyScopes(t *testing.T) {
 	k := Key(id, true, "")
 	require.Len(t, k, 32)
 	require.NoError(t, keyspace.ValidateFileKey(k))
+}
+
+func TestFindByInode(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "app.log")
+	write(t, p, "content\n")
+	f, err := os.Open(p)
+	require.NoError(t, err)
+	fi, _ := f.Stat()
+	f.Close()
+	inode := fi.Sys().(*syscall.Stat_t).Ino
+	require.NoError(t, os.Rename(p, p+".1"))
+	write(t, p, "a new file\n")
+	got, size, ok := FindByInode(dir, inode)
+	require.True(t, ok)
+	require.Equal(t, p+".1", got)
+	require.Equal(t, int64(8), size)
+	_, _, ok = FindByInode(dir, inode+1_000_000)
+	require.False(t, ok)
+	_, _, ok = FindByInode(filepath.Join(dir, "missing"), inode)
+	require.False(t, ok)
 }

@@ -261,31 +261,18 @@ func (t *Tailer) open() (*os.File, error) {
 	if err == nil {
 		return f, nil
 	}
-	entries, derr := os.ReadDir(filepath.Dir(t.cfg.Path))
-	if derr != nil {
+	p, _, found := fileid.FindByInode(filepath.Dir(t.cfg.Path), t.cfg.Identity.Inode)
+	if !found || p == t.cfg.Path {
 		return nil, err
 	}
-	for _, e := range entries {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		p := filepath.Join(filepath.Dir(t.cfg.Path), e.Name())
-		info, ierr := e.Info()
-		if ierr != nil {
-			continue // gone since ReadDir
-		}
-		st, ok := info.Sys().(*syscall.Stat_t)
-		if !ok || st.Ino != t.cfg.Identity.Inode || p == t.cfg.Path {
-			continue
-		}
-		if f, ferr := t.openIfOurs(p); ferr == nil {
-			// The configured path stays the reference for pathState: it
-			// names another file now, so this one is read to its end.
-			t.log.Info("file was rotated before it was opened; found it by identity", "now_at", p)
-			return f, nil
-		}
+	f, ferr := t.openIfOurs(p)
+	if ferr != nil {
+		return nil, err
 	}
-	return nil, err
+	// The configured path stays the reference for pathState: it names
+	// another file now, so this one is read to its end.
+	t.log.Info("file was rotated before it was opened; found it by identity", "now_at", p)
+	return f, nil
 }
 
 func (t *Tailer) openIfOurs(path string) (*os.File, error) {
