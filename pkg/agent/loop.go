@@ -339,18 +339,12 @@ func (l *loop) tail(ctx context.Context, fr *fileRun) error {
 // startOffset is the checkpoint of the file if it belongs to this identity,
 // or where start_at says for a file never seen.
 func (l *loop) startOffset(ctx context.Context, fr *fileRun) (int64, bool, error) {
-	okey := l.a.cfg.Space.Offset(fr.topic, fr.key)
-	resp, err := l.a.cfg.Client.Get(ctx, okey)
+	cp, found, err := l.getCheckpoint(ctx, fr.topic, fr.key)
 	if err != nil {
-		return 0, false, fmt.Errorf("read checkpoint %s: %w", okey, err)
+		return 0, false, err
 	}
-	if len(resp.Kvs) == 1 {
-		var cp protocol.Checkpoint
-		if err := protocol.Unmarshal(okey, resp.Kvs[0].Value, &cp); err != nil {
-			l.a.log.Error("checkpoint unreadable; starting per start_at", "key", okey, "err", err)
-		} else {
-			return cp.Offset, true, nil
-		}
+	if found {
+		return cp.Offset, true, nil
 	}
 	if fr.cfg.StartAt == topics.StartEnd {
 		fi, err := os.Stat(fr.path)
@@ -632,19 +626,32 @@ func (l *loop) findAssignedElsewhere(topic string, files map[string]protocol.See
 	}
 }
 
+// readCheckpoint reads a file's checkpoint (bounded to 5 s), for the
+// control loop's best-effort uses: any failure reads as "none".
 func (l *loop) readCheckpoint(topic, file string) (protocol.Checkpoint, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	cp, found, err := l.getCheckpoint(ctx, topic, file)
+	return cp, found && err == nil
+}
+
+// getCheckpoint reads a file's checkpoint. An etcd error is an error; an
+// undecodable value is logged and reads as none.
+func (l *loop) getCheckpoint(ctx context.Context, topic, file string) (protocol.Checkpoint, bool, error) {
 	okey := l.a.cfg.Space.Offset(topic, file)
 	resp, err := l.a.cfg.Client.Get(ctx, okey)
-	if err != nil || len(resp.Kvs) == 0 {
-		return protocol.Checkpoint{}, false
+	if err != nil {
+		return protocol.Checkpoint{}, false, fmt.Errorf("read checkpoint %s: %w", okey, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return protocol.Checkpoint{}, false, nil
 	}
 	var cp protocol.Checkpoint
-	if protocol.Unmarshal(okey, resp.Kvs[0].Value, &cp) != nil {
-		return protocol.Checkpoint{}, false
+	if err := protocol.Unmarshal(okey, resp.Kvs[0].Value, &cp); err != nil {
+		l.a.log.Error("checkpoint unreadable; treated as none", "key", okey, "err", err)
+		return protocol.Checkpoint{}, false, nil
 	}
-	return cp, true
+	return cp, true, nil
 }
 
 // countLostAssigned counts, once per assignment, the unshipped bytes of an
