@@ -39,6 +39,7 @@ type options struct {
 	rate         int
 	duration     time.Duration
 	check        bool
+	checkTimeout time.Duration
 	view         bool
 	rotateEvery  time.Duration
 	writeFor     time.Duration
@@ -76,6 +77,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.rate, "rate", 500, "lines written per second, over all files")
 	fs.DurationVar(&o.duration, "duration", 0, "stop by itself after this long (0: run until Ctrl-C)")
 	fs.BoolVar(&o.check, "check", false, "on exit, stop writing, wait until every line is in Kafka, and fail if any is missing")
+	fs.DurationVar(&o.checkTimeout, "check-timeout", time.Minute, "with --check: how long to wait for every line to arrive before failing")
 	fs.BoolVar(&o.view, "view", true, "show the live view (otherwise print a line of totals every few seconds)")
 	fs.DurationVar(&o.rotateEvery, "rotate-every", 20*time.Second, "rename-rotate each log file this often (0: never)")
 	fs.DurationVar(&o.writeFor, "write-for", 0, "stop writing after this long, keep the stack running (0: write until the end)")

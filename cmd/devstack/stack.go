@@ -607,7 +607,7 @@ func scrape(ctx context.Context, addr string) (map[string]float64, error) {
 func (st *stack) verify(w io.Writer) error {
 	want := st.written.Load()
 	wantLocal := st.writtenLocal.Load() * int64(st.o.agents)
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(st.o.checkTimeout)
 	poll := time.NewTicker(500 * time.Millisecond)
 	defer poll.Stop()
 	for ; ; <-poll.C {
@@ -628,7 +628,7 @@ func (st *stack) verify(w io.Writer) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("check FAILED after 60s: %s (err %v); missing in %s: %s", totals, err, demoTopic, st.missing())
+			return fmt.Errorf("check FAILED after %v: %s (err %v); missing in %s: %s", st.o.checkTimeout, totals, err, demoTopic, st.missing())
 		}
 	}
 }

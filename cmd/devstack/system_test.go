@@ -39,7 +39,10 @@ func TestSystemWithFaults(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	err := run(ctx, []string{"--bin", bin, "--dir", t.TempDir(), "--kafka-port", "0", "--view=true",
-		"--duration", "40s", "--rate", "400", "--rotate-every", "4s", "--chaos-every", "3s", "--seed", "20261121", "--check"},
+		"--duration", "40s", "--rate", "400", "--rotate-every", "4s", "--chaos-every", "3s", "--seed", "20261121", "--check",
+		// The whole suite runs in parallel on two cores: give the last
+		// lines time to arrive before calling them lost.
+		"--check-timeout", "150s"},
 		&stdout, &stderr)
 	out := stdout.String()
 	// The live view repaints the screen every second; keep the log short.
