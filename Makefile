@@ -18,7 +18,7 @@ STATICCHECK_VERSION := v0.8.2
 # go test's own timeout: the whole suite is meant to take a few minutes.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test test-short fuzz bench lint vet staticcheck fmt fmt-check tidy-check demo chaos clean help
+.PHONY: all build test system-test test-short fuzz bench lint vet staticcheck fmt fmt-check tidy-check demo chaos clean help
 
 all: build
 
@@ -36,6 +36,9 @@ build: ## build every binary into bin/, version stamped
 
 test: ## run every test with the race detector (fuzz seed corpora included)
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+system-test: ## the whole system as processes under kill -9, leader loss, broker restarts and rotation storms
+	LOGFERRY_FAULT_TESTS=1 $(GO) test -race -count=1 -run 'TestSystemWithFaults' -v ./cmd/devstack/
 
 test-short: ## the fast subset
 	$(GO) test -race -short -count=1 ./...
