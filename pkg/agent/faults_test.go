@@ -199,3 +199,28 @@ func (e *env) agentStatus(agent string) (protocol.AgentStatus, bool) {
 	ok := e.value(e.ks.AgentStatus(agent), &st)
 	return st, ok
 }
+
+// TestLostBytesCountedOnce: a local file deleted before it was assigned is
+// counted as lost by the scan that misses it; its assignment arriving
+// afterwards does not count the same bytes again.
+func TestLostBytesCountedOnce(t *testing.T) {
+	e := newEnv(t)
+	e.write("gone.log", header("gone"))
+	e.writeLines("gone.log", 0, 100)
+	size := fileSize(t, e.path("gone.log"))
+	e.write("live.log", header("live"))
+	e.putTopic("lc", topics.Config{Paths: []string{e.dir + "/*.log"}})
+	ag := e.startAgent("h1")
+	gone := e.waitSeen("lc", "h1", "gone.log")
+	live := e.waitSeen("lc", "h1", "live.log")
+	require.NoError(t, os.Remove(e.path("gone.log")))
+	testenv.WaitFor(t, 10*time.Second, "the scan to count the deleted file", func() bool {
+		return counterValue(t, ag.reg, "logagent_lost_bytes_total", "") == float64(size)
+	})
+	e.assign("lc", "h1", gone)
+	// A live file shipping after the assignment shows the agent went on.
+	e.assign("lc", "h1", live)
+	e.writeLines("live.log", 0, 10)
+	e.waitRecords("lc", 11, 20*time.Second)
+	require.Equal(t, float64(size), counterValue(t, ag.reg, "logagent_lost_bytes_total", ""), "counted once")
+}

@@ -713,6 +713,9 @@ func (l *loop) noteVanished(topic string, cfg topics.Config, files map[string]pr
 		}
 		if !cfg.Shared {
 			l.countLost(topic, f)
+			// Counted once: an assignment arriving later must not start a
+			// tailer that fails and counts the same bytes again.
+			delete(l.recent, topic+"/"+key)
 		}
 	}
 }
