@@ -29,16 +29,27 @@ func systemRun(t *testing.T, extra ...string) (string, []string) {
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, "build %s: %s", b, out)
 	}
+	// The working directory (process logs, etcd and Kafka data) is kept
+	// when the test fails: it is what explains a failure.
+	dir, err := os.MkdirTemp("", "logferry-"+t.Name()+"-")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kept the working directory with the process logs: %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	start := time.Now()
-	args := append([]string{"--bin", bin, "--dir", t.TempDir(), "--kafka-port", "0", "--view=true",
+	args := append([]string{"--bin", bin, "--dir", dir, "--kafka-port", "0", "--view=true",
 		"--rate", "400", "--rotate-every", "4s", "--check",
 		// The whole suite runs in parallel on two cores: give the last
 		// lines time to arrive before calling them lost.
 		"--check-timeout", "150s"}, extra...)
-	err := run(ctx, args, &stdout, &stderr)
+	err = run(ctx, args, &stdout, &stderr)
 	out := stdout.String()
 	// The live view repaints the screen every second; log the faults and
 	// the last view only.
