@@ -63,6 +63,7 @@ type options struct {
 	rotatedIdle        time.Duration
 	stopTimeout        time.Duration
 	tailMode           string
+	watchDirs          bool
 	partialTimeout     time.Duration
 	logLevel           string
 	logFormat          string
@@ -87,6 +88,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 5*time.Second, "on SIGTERM or handover, how long to wait for Kafka to acknowledge what was sent")
 	fs.StringVar(&o.tailMode, "tail-mode", "poll", "how followed files are watched for appends: poll (every 250ms; robust, the default) or inotify "+
 		"(nxadm/tail's shared watcher; a watchdog still re-reads every second if a notification is lost)")
+	fs.BoolVar(&o.watchDirs, "watch-dirs", true, "watch the topics' directories (inotify) and open new files the moment they appear, so a file "+
+		"renamed away or deleted milliseconds later is still read; false: new files are found by the scans only")
 	fs.DurationVar(&o.partialTimeout, "partial-line-timeout", 0, "ship a last line that has no newline once its file has not grown for this long "+
 		"(0: wait for the newline, or for the file's rotation, however long)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -177,7 +180,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Client: cli, Space: ks, ID: o.id, Version: version.Version,
 		AllowPaths: o.allowPaths, FingerprintBytes: o.fingerprintBytes,
 		ScanInterval: o.scanInterval, CheckpointInterval: o.checkpointInterval, LeaseTTL: o.leaseTTL,
-		RotatedIdle: o.rotatedIdle, StopTimeout: o.stopTimeout, TailInotify: o.tailMode == "inotify",
+		RotatedIdle: o.rotatedIdle, StopTimeout: o.stopTimeout, TailInotify: o.tailMode == "inotify", NoDirWatch: !o.watchDirs,
 		PartialLineTimeout: o.partialTimeout,
 		Shipper:            shipper, Registerer: reg, Logger: log,
 	})

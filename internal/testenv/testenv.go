@@ -160,13 +160,22 @@ func ReadAll(t testing.TB, brokers []string, topic string) []Record {
 // sleep: it returns as soon as cond holds.
 func WaitFor(t testing.TB, deadline time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !Await(deadline, cond) {
+		t.Fatalf("timed out after %v waiting for %s", deadline, what)
+	}
+}
+
+// Await polls cond every 10 ms until it holds (true) or deadline passes
+// (false), for callers that explain a timeout themselves.
+func Await(deadline time.Duration, cond func() bool) bool {
 	end := time.Now().Add(deadline)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for !cond() {
 		if time.Now().After(end) {
-			t.Fatalf("timed out after %v waiting for %s", deadline, what)
+			return false
 		}
 		<-tick.C
 	}
+	return true
 }

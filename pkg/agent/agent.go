@@ -37,6 +37,10 @@ type Config struct {
 	PartialLineTimeout time.Duration
 	// TailInotify makes nxadm/tail use inotify instead of polling (250 ms).
 	TailInotify bool
+	// NoDirWatch turns off the directory watcher (inotify): new files are
+	// then found by the scans only, so a file that lives under a matched
+	// name for less than a scan interval can be missed.
+	NoDirWatch bool
 	// StopTimeout bounds the wait for Kafka's acks on a clean stop and on a
 	// handover release.
 	StopTimeout time.Duration
@@ -186,6 +190,36 @@ func (a *Agent) Run(ctx context.Context) error {
 		regCancel()
 		return err
 	}
+	found := make(chan discovery.Found, 64)
+	watchDone := make(chan struct{})
+	// The directory watcher: new files within microseconds, not a scan
+	// interval.
+	if !a.cfg.NoDirWatch {
+		w, err := a.scanner.NewWatcher(a.log)
+		if err != nil {
+			a.log.Warn("no directory watcher; new files are found by the scans only", "err", err, "scan_interval", a.cfg.ScanInterval)
+		} else {
+			l.watcher = w
+		}
+	}
+	if l.watcher != nil {
+		go func() {
+			defer close(watchDone)
+			err := l.watcher.Run(loopCtx, func(f discovery.Found) bool {
+				select {
+				case found <- f:
+					return true
+				case <-loopCtx.Done():
+					return false
+				}
+			}, l.triggerScan)
+			if err != nil && loopCtx.Err() == nil {
+				a.log.Error("directory watcher stopped; new files are found by the scans only", "err", err)
+			}
+		}()
+	} else {
+		close(watchDone)
+	}
 	go func() {
 		watchErr <- am.Run(loopCtx, func(b mirror.Batch) error {
 			select {
@@ -197,13 +231,23 @@ func (a *Agent) Run(ctx context.Context) error {
 		})
 	}()
 
-	runErr := l.run(loopCtx, topicEvents, assignBatches, watchErr, shipDone, regDone)
+	runErr := l.run(loopCtx, topicEvents, assignBatches, found, watchErr, shipDone, regDone)
 	loopCancel()
+	<-watchDone
+	for drained := false; !drained; {
+		select {
+		case f := <-found:
+			f.FD.Close()
+		default:
+			drained = true
+		}
+	}
 
 	// Clean stop: tailers first, then Kafka's acks, then final checkpoints,
 	// then the lease.
 	l.stopAllTailers()
 	l.releasing.Wait()
+	l.closeAllHeld()
 	fctx, fcancel := context.WithTimeout(context.Background(), a.cfg.StopTimeout)
 	if err := a.cfg.Shipper.Flush(fctx); err != nil {
 		a.log.Warn("stop: not every record was acknowledged in time; they will be read again after restart",

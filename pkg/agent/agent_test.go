@@ -395,3 +395,62 @@ func TestConfigChangeRestartsTailer(t *testing.T) {
 		off = end
 	}
 }
+
+// TestRotatedFileHandoverSurvivesLeaderLoss is the loss the fault system
+// test found: the leader revokes a file that was just rotated out of the
+// globs (app.log -> app.log.1) to hand it from h1 to h2, h1 releases it,
+// and the leader dies before it assigns h2. The next leader knows only the
+// files that heartbeats list, so a file nobody lists is orphaned and its
+// last lines lost. Every agent that saw it therefore lists it until its
+// checkpoint covers it; the next leader assigns it, and nothing is lost.
+func TestRotatedFileHandoverSurvivesLeaderLoss(t *testing.T) {
+	e := newEnv(t)
+	e.putTopic("sh", topics.Config{Paths: []string{e.dir + "/app.log"}, Shared: true})
+	e.write("app.log", header("gen1"))
+	e.writeLines("app.log", 0, 100)
+	e.startAgent("h1")
+	e.startAgent("h2")
+	f := e.waitSeen("sh", "h1", "app.log")
+	e.waitSeen("sh", "h2", "app.log")
+	k1 := e.assign("sh", "h1", f)
+	e.waitRecords("sh", 101, 20*time.Second)
+
+	// Rotation: the file leaves the globs; its writer still appends to it.
+	require.NoError(t, os.Rename(e.path("app.log"), e.path("app.log.1")))
+	e.revoke(k1, f, "h2")
+	testenv.WaitFor(t, 10*time.Second, "h1 to release", func() bool { return !e.exists(k1) })
+	e.writeLines("app.log.1", 100, 150)
+
+	// The leader is gone. Its successor sees the file in a heartbeat.
+	reporter := ""
+	testenv.WaitFor(t, 10*time.Second, "an agent to list the rotated, unfinished file", func() bool {
+		for _, agent := range []string{"h2", "h1"} {
+			hb, _ := e.heartbeat("sh", agent)
+			for _, seen := range hb.Files {
+				if seen.Key == f.Key {
+					reporter = agent
+					return true
+				}
+			}
+		}
+		return false
+	})
+	e.assign("sh", reporter, f)
+	recs := e.waitRecords("sh", 151, 20*time.Second)
+	seen, dups := distinctValues(recs)
+	require.Equal(t, 151, len(seen), "no gap")
+	require.Zero(t, dups, "no overlap")
+
+	// Once its checkpoint covers it, nobody lists it any more.
+	testenv.WaitFor(t, 20*time.Second, "the finished file to leave the heartbeats", func() bool {
+		for _, agent := range []string{"h1", "h2"} {
+			hb, _ := e.heartbeat("sh", agent)
+			for _, seen := range hb.Files {
+				if seen.Key == f.Key {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}

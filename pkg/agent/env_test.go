@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -111,7 +112,7 @@ func (e *env) startAgent(id string, opts ...agentOpt) *runningAgent {
 		AllowPaths: []string{e.dir}, FingerprintBytes: testFP,
 		ScanInterval: 200 * time.Millisecond, CheckpointInterval: 100 * time.Millisecond,
 		LeaseTTL: 2 * time.Second, RotatedIdle: 300 * time.Millisecond, StopTimeout: 5 * time.Second,
-		Registerer: reg, Logger: slog.New(slog.DiscardHandler),
+		Registerer: reg, Logger: testLogger(id),
 	}
 	for _, o := range opts {
 		o(&cfg, &kcfg)
@@ -134,8 +135,10 @@ func (e *env) startAgent(id string, opts ...agentOpt) *runningAgent {
 		select {
 		case err := <-ra.errCh:
 			return err
-		case <-time.After(20 * time.Second):
-			e.t.Fatal("agent did not stop within 20s")
+		case <-time.After(time.Minute):
+			// A hang, not slowness: show where.
+			_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+			e.t.Fatal("agent did not stop within a minute")
 			return nil
 		}
 	}
@@ -265,4 +268,13 @@ func distinctValues(recs []testenv.Record) (map[string]int, int) {
 		}
 	}
 	return seen, dups
+}
+
+// testLogger discards the agent's logs, or writes them to stderr when
+// LOGFERRY_TEST_LOG is set (debugging a failure).
+func testLogger(id string) *slog.Logger {
+	if os.Getenv("LOGFERRY_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test_agent", id)
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -31,11 +32,18 @@ type fileRun struct {
 	cfgRev    int64 // ModRevision of the topic config cfg was checked against
 
 	// Set by the control loop only.
-	cancel    context.CancelFunc // stops the tailer; nil when none runs
-	done      chan struct{}      // closed when the tailer goroutine returned
-	finished  bool               // read to its end (rotated away, deleted, gone)
-	fenced    bool               // the guard failed: write nothing more
-	releasing bool
+	cancel   context.CancelFunc // stops the tailer; nil when none runs
+	done     chan struct{}      // closed when the tailer goroutine returned
+	finished bool               // read to its end (rotated away, deleted, gone)
+	// finishedAt is when it was read to the end of a rotated file (zero
+	// for a file that is gone).
+	finishedAt time.Time
+	fenced     bool // the guard failed: write nothing more
+	releasing  bool
+	// held is the descriptor the directory watcher opened, for the first
+	// tailer of the file; set by the loop before that tailer starts, taken
+	// by it.
+	held *os.File
 
 	mu sync.Mutex
 	// started is set once the tailer has read the file's checkpoint: until

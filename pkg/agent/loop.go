@@ -54,6 +54,8 @@ type loop struct {
 	lostCounted map[string]bool
 	assigns     map[string]assignment // assign key -> assignment
 	runs        map[string]*fileRun   // assign key -> run
+	held        map[string]*heldFile  // heldKey -> file found by the watcher, not tailed yet
+	watcher     *discovery.Watcher    // nil without directory events
 	heartbeats  map[string]bool       // topics with a heartbeat key set
 	problems    map[problemKey]protocol.Problem
 	lostBytes   int64
@@ -76,6 +78,7 @@ func newLoop(a *Agent) *loop {
 		lostCounted: map[string]bool{},
 		assigns:     map[string]assignment{},
 		runs:        map[string]*fileRun{},
+		held:        map[string]*heldFile{},
 		heartbeats:  map[string]bool{},
 		problems:    map[problemKey]protocol.Problem{},
 		tailerExits: make(chan tailerExit, 16),
@@ -93,7 +96,7 @@ func (l *loop) triggerScan() {
 }
 
 func (l *loop) run(ctx context.Context, topicEvents <-chan topics.Event, assignBatches <-chan mirror.Batch,
-	watchErr <-chan error, shipDone, regDone <-chan error) error {
+	found <-chan discovery.Found, watchErr <-chan error, shipDone, regDone <-chan error) error {
 	defer close(l.stopped)
 	scan := time.NewTicker(l.a.cfg.ScanInterval)
 	defer scan.Stop()
@@ -124,6 +127,8 @@ func (l *loop) run(ctx context.Context, topicEvents <-chan topics.Event, assignB
 		case <-l.scanNow:
 			l.scan()
 			l.reconcile(ctx)
+		case f := <-found:
+			l.onFound(ctx, f)
 		case ex := <-l.tailerExits:
 			l.onTailerExit(ex)
 		case rd := <-l.releases:
@@ -194,6 +199,7 @@ func (l *loop) reconcile(ctx context.Context) {
 		}
 		l.a.log.Info("assignment gone without release; stopping at once", "topic", fr.topic, "path", fr.path, "file", fr.key)
 		l.abandon(fr)
+		fr.closeHeld()
 		delete(l.runs, key)
 	}
 	for _, key := range slices.Sorted(maps.Keys(l.assigns)) {
@@ -231,6 +237,7 @@ func (l *loop) reconcile(ctx context.Context) {
 			}
 			fr = newFileRun(as.topic, as.file, key, as.createRev, f.Path, f.Identity, entry.Config)
 			fr.size = f.Size
+			l.takeHeld(fr)
 			l.runs[key] = fr
 		}
 		if fr.cancel != nil && fr.cfgRev != entry.ModRevision {
@@ -300,7 +307,10 @@ func (l *loop) tail(ctx context.Context, fr *fileRun) error {
 	}
 	fr.mu.Unlock()
 	tl, err := tailer.New(tailer.Config{
-		Path: fr.path, Identity: fr.identity, Shared: fr.cfg.Shared, FingerprintBytes: a.cfg.FingerprintBytes,
+		Path: fr.path, File: fr.held, Identity: fr.identity,
+		// A file the globs no longer match (found by identity after a
+		// rotation) is finished once read to its end and idle.
+		Rotated: !a.scanner.Matches(fr.cfg, fr.path), Shared: fr.cfg.Shared, FingerprintBytes: a.cfg.FingerprintBytes,
 		Offset: offset, MaxLineBytes: fr.cfg.MaxLineBytes, Truncate: fr.cfg.LongLines == topics.LongLinesTruncate,
 		RotatedIdle: a.cfg.RotatedIdle, Poll: !a.cfg.TailInotify, PartialTimeout: a.cfg.PartialLineTimeout, Logger: a.log.With("topic", fr.topic, "file", fr.key),
 		OnTruncate: func(old int64) {
@@ -308,8 +318,9 @@ func (l *loop) tail(ctx context.Context, fr *fileRun) error {
 		},
 	})
 	if err != nil {
-		return err
+		return err // fr.held stays for the next start
 	}
+	fr.held = nil // the tailer's now
 	sink := newLineSink(a, fr)
 	if fr.cfg.Multiline == nil {
 		return tl.Run(ctx, func(line tailer.Line) error { return sink.emit(ctx, line) })
@@ -396,8 +407,9 @@ func (l *loop) onTailerExit(ex tailerExit) {
 	switch {
 	case errors.Is(err, context.Canceled):
 	case errors.Is(err, tailer.ErrFinished):
-		fr.finished = true
-		l.triggerScan() // the heartbeat may drop the file now
+		// Listed a while longer (finishedGrace); the periodic checkpoint
+		// writes its end meanwhile.
+		fr.finished, fr.finishedAt = true, time.Now()
 	case errors.Is(err, tailer.ErrGone):
 		fr.finished = true
 		l.addProblem(fr.topic, fr.path, "rewritten", err.Error())
@@ -485,6 +497,7 @@ func (l *loop) onRelease(rd releaseDone) {
 	if cur, ok := l.runs[fr.assignKey]; ok && cur == fr {
 		delete(l.runs, fr.assignKey)
 	}
+	fr.closeHeld()
 	l.a.m.bytesBehind.DeleteLabelValues(fr.topic, fr.key)
 	if rd.result == "error" {
 		// The assignment is still revoking: try again at the next change.
@@ -500,6 +513,7 @@ func (l *loop) scan() {
 		return
 	}
 	a := l.a
+	l.expireHeld()
 	served := map[string]bool{}
 	problems := map[problemKey]protocol.Problem{}
 	keep := func(p protocol.Problem) {
@@ -542,14 +556,19 @@ func (l *loop) scan() {
 			}
 		}
 		// Files still being read after they left the globs (rotated to a
-		// name the globs do not match) stay in the heartbeat until done.
+		// name the globs do not match) stay in the heartbeat until done,
+		// and a little longer: until the other agents' scans can have seen
+		// the final checkpoint (see reportUnfinished).
 		for _, fr := range l.runs {
-			if fr.topic == name && !fr.finished && !fr.fenced && !fr.releasing && !fr.identityUnknown() {
+			finishing := !fr.finished || time.Since(fr.finishedAt) < l.finishedGrace()
+			if fr.topic == name && finishing && !fr.fenced && !fr.releasing && !fr.identityUnknown() {
 				if _, ok := files[fr.key]; !ok {
 					files[fr.key] = protocol.SeenFile{Key: fr.key, Path: fr.path, Size: fr.ackedOffset(), Identity: fr.identity}
 				}
 			}
 		}
+		l.addHeld(name, files)
+		l.reportUnfinished(name, e.Config, files)
 		l.findAssignedElsewhere(name, files)
 		l.noteVanished(name, e.Config, files)
 		l.seen[name] = files
@@ -573,6 +592,17 @@ func (l *loop) scan() {
 		}
 	}
 	l.heartbeats = served
+	if l.watcher != nil {
+		// Topics accepted here, and directories that appeared since.
+		watched := map[string]topics.Config{}
+		for name, e := range l.topics {
+			if e.Err == nil && !l.refused[name] && !e.Config.Paused {
+				watched[name] = e.Config
+			}
+		}
+		l.watcher.SetTopics(watched)
+		a.m.watchedDirs.Set(float64(len(l.watcher.Dirs())))
+	}
 	// Runtime problems (lost bytes, rewritten files, tailer errors) persist.
 	for k, p := range l.problems {
 		if k.kind != discovery.KindRefused && k.kind != discovery.KindUnreadable && k.kind != discovery.KindOutside {
@@ -677,6 +707,95 @@ func (l *loop) countLostAssigned(as assignment) {
 type vanishedFile struct {
 	protocol.SeenFile
 	at time.Time
+	// covered is the file size its checkpoint was last seen to cover (0:
+	// not known): no need to read the checkpoint again until it grows.
+	covered int64
+}
+
+// finishedGrace is how long a file read to its end stays in the heartbeat:
+// a checkpoint interval for its final checkpoint, then two scans of the
+// other agents to see it, so that they stop reporting it before this agent
+// does and the coordinator has no reason to hand it to one of them.
+func (l *loop) finishedGrace() time.Duration {
+	return l.a.cfg.CheckpointInterval + 2*l.a.cfg.ScanInterval
+}
+
+// reportUnfinished adds to files the files of topic this agent saw under
+// the globs that have left them (rotated to another name) but still exist
+// next to where they were, and whose checkpoint does not cover them yet.
+// Every agent that can see such a file reports it until its end is
+// shipped, so it always has someone to go to: when its owner dies, and
+// when a handover of it is cut short by a coordinator failover (the new
+// leader knows only the files that heartbeats list).
+func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[string]protocol.SeenFile) {
+	prefix := topic + "/"
+	var candidates []string
+	found := map[string]protocol.SeenFile{}
+	for _, k := range slices.Sorted(maps.Keys(l.recent)) {
+		key, ok := strings.CutPrefix(k, prefix)
+		if !ok {
+			continue
+		}
+		if _, listed := files[key]; listed {
+			continue
+		}
+		v := l.recent[k]
+		path, size, ok := fileid.Find(filepath.Dir(v.Path), v.Identity, l.a.cfg.FingerprintBytes, cfg.Shared)
+		if !ok || (v.covered > 0 && size <= v.covered) {
+			continue // gone (noteVanished accounts for it), or shipped
+		}
+		candidates = append(candidates, key)
+		found[key] = protocol.SeenFile{Key: key, Path: path, Size: size, Identity: v.Identity}
+	}
+	if len(candidates) == 0 {
+		return
+	}
+	offsets, err := l.readCheckpoints(topic, candidates)
+	if err != nil {
+		// Report them: a file reported once too often costs a handover;
+		// one left out may be orphaned.
+		l.a.log.Warn("cannot read checkpoints of rotated files; reporting them", "topic", topic, "files", len(candidates), "err", err)
+	}
+	for _, key := range candidates {
+		f := found[key]
+		if off, ok := offsets[key]; ok && off >= f.Size {
+			v := l.recent[prefix+key]
+			v.covered = f.Size
+			l.recent[prefix+key] = v
+			continue
+		}
+		files[key] = f
+	}
+}
+
+// readCheckpoints reads the offsets of files of topic, in Txns of at most
+// maxTxnOps reads (bounded to 5 s in all). A missing or unreadable
+// checkpoint is left out.
+func (l *loop) readCheckpoints(topic string, files []string) (map[string]int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out := map[string]int64{}
+	for chunk := range slices.Chunk(files, maxTxnOps) {
+		ops := make([]clientv3.Op, len(chunk))
+		for i, f := range chunk {
+			ops[i] = clientv3.OpGet(l.a.cfg.Space.Offset(topic, f))
+		}
+		resp, err := l.a.cfg.Client.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return out, fmt.Errorf("read checkpoints of %s: %w", topic, err)
+		}
+		for i, r := range resp.Responses {
+			kvs := r.GetResponseRange().GetKvs()
+			if len(kvs) == 0 {
+				continue
+			}
+			var cp protocol.Checkpoint
+			if protocol.Unmarshal(string(kvs[0].Key), kvs[0].Value, &cp) == nil {
+				out[chunk[i]] = cp.Offset
+			}
+		}
+	}
+	return out, nil
 }
 
 // vanishedMemory is how long a file that left the scan is remembered for a
@@ -695,7 +814,9 @@ func (l *loop) noteVanished(topic string, cfg topics.Config, files map[string]pr
 		}
 	}
 	for key, f := range files {
-		l.recent[topic+"/"+key] = vanishedFile{SeenFile: f, at: now}
+		v := l.recent[topic+"/"+key]
+		v.SeenFile, v.at = f, now
+		l.recent[topic+"/"+key] = v
 	}
 	for key, f := range l.seen[topic] {
 		if _, still := files[key]; still {
@@ -704,7 +825,7 @@ func (l *loop) noteVanished(topic string, cfg topics.Config, files map[string]pr
 		if _, err := os.Stat(f.Path); err == nil {
 			continue // renamed out of the globs, not deleted
 		}
-		running := false
+		_, running := l.held[heldKey(topic, key)]
 		for _, fr := range l.runs {
 			running = running || (fr.topic == topic && fr.key == key)
 		}

@@ -20,6 +20,8 @@ type metrics struct {
 	fencedOut     prometheus.Counter
 	releases      *prometheus.CounterVec // result
 	tailers       prometheus.Gauge
+	filesHeld     prometheus.Gauge
+	watchedDirs   prometheus.Gauge
 	topicsRefused prometheus.Gauge
 	filesSeen     *prometheus.GaugeVec // topic
 }
@@ -66,6 +68,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		tailers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "logagent_tailers", Help: "Files being tailed now.",
 		}),
+		filesHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "logagent_files_held",
+			Help: "Files the directory watcher found and holds open until their assignment arrives (or another agent's does).",
+		}),
+		watchedDirs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "logagent_watched_dirs", Help: "Directories the directory watcher watches for new files (inotify watches).",
+		}),
 		topicsRefused: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "logagent_topics_refused", Help: "Topics refused on this host (invalid, or paths outside --allow-path).",
 		}),
@@ -78,7 +87,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.linesRead, m.bytesRead, m.linesShipped, m.bytesShipped, m.rejected,
 		m.flagged, m.bytesBehind, m.lostBytes, m.checkpointDur, m.checkpointErr, m.fencedOut, m.releases, m.tailers,
-		m.topicsRefused, m.filesSeen} {
+		m.filesHeld, m.watchedDirs, m.topicsRefused, m.filesSeen} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("agent: register metrics: %w", err)
 		}

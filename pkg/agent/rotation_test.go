@@ -69,7 +69,8 @@ func (e *env) checkExactlyOnce(topic string, want map[string]int, within time.Du
 		total += n
 	}
 	var recs []testenv.Record
-	testenv.WaitFor(e.t, within, fmt.Sprintf("%d lines in %s", total, topic), func() bool {
+	// On a timeout the counts below say what is missing.
+	testenv.Await(within, func() bool {
 		recs = e.records(topic)
 		lines := 0
 		for _, r := range recs {
@@ -130,6 +131,47 @@ func TestRenameRotation200Times(t *testing.T) {
 		require.NoError(t, os.Rename(e.path("app.log"), e.path(fmt.Sprintf("app.log.%d", gen))))
 	}
 	e.checkExactlyOnce("rot", want, 60*time.Second)
+}
+
+// TestRenameRotationOverwritingApplog1 is the rename rotation as
+// logrotate's "rotate 1" does it: app.log -> app.log.1, which unlinks the
+// previous app.log.1, 200 times, after bursts of 50 lines and 20 ms pauses.
+// A generation lives about 20 ms under the name app.log and as long again
+// under app.log.1 before it is deleted: far less than a scan interval or an
+// assignment round trip. The directory watcher opens each one as it
+// appears and the held descriptor is read when the assignment comes, so
+// every line arrives exactly once, with the glob matching only app.log and
+// again matching app.log*.
+func TestRenameRotationOverwritingApplog1(t *testing.T) {
+	if testing.Short() {
+		t.Skip("200 rotations, twice")
+	}
+	for _, glob := range []string{"app.log", "app.log*"} {
+		t.Run(glob, func(t *testing.T) {
+			e := newEnv(t)
+			e.putTopic("rot", topics.Config{Paths: []string{e.dir + "/" + glob}})
+			ra := e.startAgent("h1")
+			e.autoAssign("rot", "h1")
+			// The agent watches the directory before the first file appears.
+			testenv.WaitFor(t, 10*time.Second, "the directory watched", func() bool {
+				return gaugeValue(t, ra.reg, "logagent_watched_dirs") == 1
+			})
+			want := map[string]int{}
+			for gen := 1; gen <= 200; gen++ {
+				tag := "g" + strconv.Itoa(gen)
+				var b strings.Builder
+				b.WriteString(header(tag))
+				for i := range 50 {
+					fmt.Fprintf(&b, "%s line %06d\n", tag, i)
+				}
+				e.write("app.log", b.String())
+				want[tag] = 50
+				<-time.After(20 * time.Millisecond) // the writer's pace
+				require.NoError(t, os.Rename(e.path("app.log"), e.path("app.log.1")))
+			}
+			e.checkExactlyOnce("rot", want, 60*time.Second)
+		})
+	}
 }
 
 // TestWriterOutrunsReaderAcrossTwoRotations: the writer fills a file,

@@ -121,13 +121,58 @@ func (s *Scanner) Scan(name string, cfg topics.Config) Result {
 // a file deliberately skipped (not regular, too old), (nil, nil, false)
 // for one not identified yet.
 func (s *Scanner) inspect(topic string, cfg topics.Config, path string) (*protocol.SeenFile, *protocol.Problem, bool) {
-	problem := func(kind string, err error) (*protocol.SeenFile, *protocol.Problem, bool) {
-		return nil, &protocol.Problem{Topic: topic, Path: path, Kind: kind, Error: err.Error()}, true
+	f, fd, problem, ok := s.open(topic, cfg, path)
+	if fd != nil {
+		fd.Close()
+	}
+	return f, problem, ok
+}
+
+// Open identifies the file at path for topic, as a scan would, and returns
+// it with its descriptor still open: a file that is renamed away or deleted
+// a moment later can still be read through it. The caller owns the
+// descriptor. ok is false for a file that is skipped (not regular, too old,
+// outside the roots, excluded, not matched) or not identified yet (too
+// short); problem is set for one that cannot be read.
+func (s *Scanner) Open(topic string, cfg topics.Config, path string) (f *protocol.SeenFile, fd *os.File, problem *protocol.Problem) {
+	return s.OpenRenamed(topic, cfg, path, path)
+}
+
+// OpenRenamed is Open for a file now at path that the globs matched under
+// the name it had before a rename (from): the same file, caught a little
+// late.
+func (s *Scanner) OpenRenamed(topic string, cfg topics.Config, path, from string) (f *protocol.SeenFile, fd *os.File, problem *protocol.Problem) {
+	if !s.Matches(cfg, from) {
+		return nil, nil, nil
+	}
+	f, fd, problem, _ = s.open(topic, cfg, path)
+	return f, fd, problem
+}
+
+// Matches reports whether one of cfg's globs, and none of its exclusions,
+// matches path.
+func (s *Scanner) Matches(cfg topics.Config, path string) bool {
+	if s.excluded(cfg.Exclude, path) {
+		return false
+	}
+	for _, p := range cfg.Paths {
+		if ok, _ := doublestar.PathMatch(p, path); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// open is inspect keeping the descriptor: it is returned (open) only with
+// an identified file.
+func (s *Scanner) open(topic string, cfg topics.Config, path string) (*protocol.SeenFile, *os.File, *protocol.Problem, bool) {
+	problem := func(kind string, err error) (*protocol.SeenFile, *os.File, *protocol.Problem, bool) {
+		return nil, nil, &protocol.Problem{Topic: topic, Path: path, Kind: kind, Error: err.Error()}, true
 	}
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil, true // gone between the glob and now
+			return nil, nil, nil, true // gone between the glob and now
 		}
 		return problem(KindUnreadable, err)
 	}
@@ -137,40 +182,47 @@ func (s *Scanner) inspect(topic string, cfg topics.Config, path string) (*protoc
 	fi, err := os.Stat(real)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil, true
+			return nil, nil, nil, true
 		}
 		return problem(KindUnreadable, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, nil, true
+		return nil, nil, nil, true
 	}
 	if cfg.IgnoreOlder > 0 && s.now().Sub(fi.ModTime()) > cfg.IgnoreOlder.Std() {
-		return nil, nil, true
+		return nil, nil, nil, true
 	}
 	f, err := os.Open(real)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil, true
+			return nil, nil, nil, true
 		}
 		return problem(KindUnreadable, err)
 	}
-	defer f.Close()
 	id, err := fileid.Of(f, s.fingerprintBytes)
 	switch {
 	case errors.Is(err, fileid.ErrTooShort):
-		return nil, nil, false
+		f.Close()
+		return nil, nil, nil, false
 	case err != nil:
+		f.Close()
 		return problem(KindUnreadable, err)
 	}
 	if cfg.Shared {
 		id.Device = 0 // NFS clients see different devices; the key leaves it out too
 	}
+	// The size of the descriptor's file, not of the path's: the path may
+	// name another file by now.
+	size := fi.Size()
+	if st, err := f.Stat(); err == nil {
+		size = st.Size()
+	}
 	return &protocol.SeenFile{
 		Key:      fileid.Key(id, cfg.Shared, s.agent),
 		Path:     path,
-		Size:     fi.Size(),
+		Size:     size,
 		Identity: id,
-	}, nil, true
+	}, f, nil, true
 }
 
 func (s *Scanner) allowed(path string) bool {

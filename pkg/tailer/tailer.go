@@ -65,8 +65,17 @@ var (
 
 // Config describes one file to tail.
 type Config struct {
-	Path     string
+	Path string
+	// File, when set, is an open descriptor of the file (opened when it was
+	// discovered, so a file renamed away or deleted since can still be
+	// read). Run uses it instead of opening Path, and closes it (if New
+	// fails, the caller still owns it).
+	File     *os.File
 	Identity protocol.FileIdentity
+	// Rotated: the file has already left the name it was found under (the
+	// topic's globs no longer match Path): it is read to its end and
+	// finished once idle for RotatedIdle, even while Path still names it.
+	Rotated bool
 	// Shared: the file is on a shared volume (identities ignore the device).
 	Shared           bool
 	FingerprintBytes int
@@ -187,7 +196,11 @@ func (t *Tailer) emitter(emit func(Line) error) func(Line) error {
 // tailer goes back to its own descriptor, so a rotated file is always read
 // to its end before the tailer lets go of it.
 func (t *Tailer) Run(ctx context.Context, emit func(Line) error) error {
-	f, err := t.open()
+	f, err := t.cfg.File, error(nil)
+	t.cfg.File = nil
+	if f == nil {
+		f, err = t.open()
+	}
 	if err != nil {
 		return err
 	}
@@ -216,6 +229,9 @@ func (t *Tailer) Run(ctx context.Context, emit func(Line) error) error {
 			return err
 		}
 		st := t.pathState()
+		if st == pathOurs && t.cfg.Rotated {
+			st = pathRotated
+		}
 		if st == pathOurs {
 			idleSince = time.Time{}
 			err := t.follow(ctx, emit)

@@ -364,3 +364,35 @@ func TestCopytruncateThenLargerRewrite(t *testing.T) {
 		}
 	}
 }
+
+// TestRotatedFlagFinishesFileAtItsPath: a file found by identity under a
+// name the globs do not match (app.log.1) is finished once read and idle,
+// although its path still names it.
+func TestRotatedFlagFinishesFileAtItsPath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log.1")
+	appendTo(t, path, header()+"a\nb\n")
+	r := startTailer(t, path, 0, func(c *Config) { c.Rotated = true })
+	require.ErrorIs(t, r.wait(t, "the rotated file was not finished"), ErrFinished)
+	require.Len(t, r.col.get(), 3)
+}
+
+// TestHeldDescriptorReadAfterUnlink: a file opened when it was found (File)
+// is read through that descriptor although it was renamed away and then
+// deleted before the tailer started.
+func TestHeldDescriptorReadAfterUnlink(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	appendTo(t, path, header()+"a\nb\n")
+	fd, err := os.Open(path)
+	require.NoError(t, err)
+	require.NoError(t, os.Rename(path, path+".1"))
+	require.NoError(t, os.Remove(path+".1"))
+	appendTo(t, path, header()+"another file\n")
+	id, err := fileid.Of(fd, fpBytes)
+	require.NoError(t, err)
+	r := startTailer(t, path, 0, func(c *Config) { c.File, c.Identity = fd, id })
+	require.ErrorIs(t, r.wait(t, "the deleted file was not finished"), ErrFinished)
+	lines := r.col.get()
+	require.Len(t, lines, 3)
+	require.Equal(t, "b", string(lines[2].Data))
+}
