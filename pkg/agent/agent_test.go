@@ -408,8 +408,11 @@ func TestRotatedFileHandoverSurvivesLeaderLoss(t *testing.T) {
 	e.putTopic("sh", topics.Config{Paths: []string{e.dir + "/app.log"}, Shared: true})
 	e.write("app.log", header("gen1"))
 	e.writeLines("app.log", 0, 100)
-	e.startAgent("h1")
-	e.startAgent("h2")
+	// Without the directory watcher, which would also hold the renamed
+	// file open for a while: the rule under test is the scans'.
+	noWatch := func(c *Config, _ *ship.Config) { c.NoDirWatch = true }
+	e.startAgent("h1", noWatch)
+	e.startAgent("h2", noWatch)
 	f := e.waitSeen("sh", "h1", "app.log")
 	e.waitSeen("sh", "h2", "app.log")
 	k1 := e.assign("sh", "h1", f)
@@ -427,7 +430,9 @@ func TestRotatedFileHandoverSurvivesLeaderLoss(t *testing.T) {
 		for _, agent := range []string{"h2", "h1"} {
 			hb, _ := e.heartbeat("sh", agent)
 			for _, seen := range hb.Files {
-				if seen.Key == f.Key {
+				// At its new path: a heartbeat written before the agent's
+				// scan saw the rotation does not count.
+				if seen.Key == f.Key && seen.Path == e.path("app.log.1") {
 					reporter = agent
 					return true
 				}
@@ -453,4 +458,45 @@ func TestRotatedFileHandoverSurvivesLeaderLoss(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestRotatedWhileDownAndUnassignedIsReported: the agent was down longer
+// than its lease, so the leader deleted its assignments (owner gone), and
+// meanwhile the file it was reading rotated out of the globs with lines
+// it had not shipped. After the restart the agent knows the file only from
+// its checkpoint: it lists it (found by identity), gets it assigned again
+// and ships the rest.
+func TestRotatedWhileDownAndUnassignedIsReported(t *testing.T) {
+	e := newEnv(t)
+	e.write("app.log", header("gen1"))
+	e.writeLines("app.log", 0, 100)
+	e.putTopic("app", topics.Config{Paths: []string{e.dir + "/app.log"}})
+	ag := e.startAgent("h1")
+	old := e.waitSeen("app", "h1", "app.log")
+	key := e.assign("app", "h1", old)
+	e.waitRecords("app", 101, 20*time.Second)
+	require.NoError(t, ag.stop())
+
+	e.writeLines("app.log", 100, 150)
+	require.NoError(t, renameFile(e.path("app.log"), e.path("app.log.1")))
+	e.write("app.log", header("gen2"))
+	_, err := e.cli.Delete(context.Background(), key)
+	require.NoError(t, err)
+
+	e.startAgent("h1")
+	testenv.WaitFor(t, 10*time.Second, "the rotated, unfinished file in the heartbeat", func() bool {
+		hb, _ := e.heartbeat("app", "h1")
+		for _, f := range hb.Files {
+			if f.Key == old.Key {
+				require.Equal(t, e.path("app.log.1"), f.Path)
+				return true
+			}
+		}
+		return false
+	})
+	e.assign("app", "h1", old)
+	recs := e.waitRecords("app", 151, 20*time.Second)
+	seen, dups := distinctValues(recs)
+	require.Equal(t, 151, len(seen), "the rotated file's tail, nothing lost")
+	require.Zero(t, dups)
 }

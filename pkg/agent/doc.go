@@ -19,9 +19,16 @@
 //     An assignment that disappears without a revoke mark stops the tailer
 //     at once; nothing is written for it afterwards.
 //   - The heartbeat of topic P lists the files this host sees for P, plus
-//     the files this agent still tails that were rotated out of the globs
-//     and are not finished, so the coordinator keeps them assigned until
-//     they are read to their end.
+//     every file that was rotated out of the globs and is not shipped to
+//     its end: those this agent still tails (and, once finished, for a
+//     checkpoint interval and two scans more), and those it saw under the
+//     globs, or knows from a checkpoint, and finds by identity while their
+//     checkpoint does not cover their size. So such a file always has an
+//     agent to go to: its owner dying or a handover cut short by a leader
+//     failover cannot orphan it.
+//   - A file the directory watcher found is held open until its tailer
+//     takes the descriptor (or for at most a minute), so it is read even if
+//     it lost every name before its assignment arrived.
 //   - A clean stop stops every tailer, waits (bounded) for Kafka's acks,
 //     writes final checkpoints, and revokes the lease.
 //   - One control goroutine owns the maps of topics, files and assignments;

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -50,6 +51,10 @@ type loop struct {
 	// the globs (renamed by rotation: the tailer finds it by inode) or was
 	// deleted (the tailer then counts its bytes as lost).
 	recent map[string]vanishedFile
+	// seeded marks topics whose checkpoints were read into recent, once
+	// per run: after a restart the agent remembers nothing else of the
+	// files that rotated out of the globs while it was down.
+	seeded map[string]bool
 	// lostCounted marks assignments whose lost bytes were counted.
 	lostCounted map[string]bool
 	assigns     map[string]assignment // assign key -> assignment
@@ -75,6 +80,7 @@ func newLoop(a *Agent) *loop {
 		refused:     map[string]bool{},
 		seen:        map[string]map[string]protocol.SeenFile{},
 		recent:      map[string]vanishedFile{},
+		seeded:      map[string]bool{},
 		lostCounted: map[string]bool{},
 		assigns:     map[string]assignment{},
 		runs:        map[string]*fileRun{},
@@ -568,6 +574,9 @@ func (l *loop) scan() {
 			}
 		}
 		l.addHeld(name, files)
+		if !l.seeded[name] {
+			l.seeded[name] = l.seedFromCheckpoints(name, e.Config)
+		}
 		l.reportUnfinished(name, e.Config, files)
 		l.findAssignedElsewhere(name, files)
 		l.noteVanished(name, e.Config, files)
@@ -707,9 +716,9 @@ func (l *loop) countLostAssigned(as assignment) {
 type vanishedFile struct {
 	protocol.SeenFile
 	at time.Time
-	// covered is the file size its checkpoint was last seen to cover (0:
-	// not known): no need to read the checkpoint again until it grows.
-	covered int64
+	// shipped: a checkpoint covered the whole file once it had left the
+	// globs; it is not looked for again.
+	shipped bool
 }
 
 // finishedGrace is how long a file read to its end stays in the heartbeat:
@@ -731,18 +740,29 @@ func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[strin
 	prefix := topic + "/"
 	var candidates []string
 	found := map[string]protocol.SeenFile{}
+	dirs := map[string]map[uint64]string{} // one directory read per directory per scan
 	for _, k := range slices.Sorted(maps.Keys(l.recent)) {
 		key, ok := strings.CutPrefix(k, prefix)
 		if !ok {
 			continue
 		}
-		if _, listed := files[key]; listed {
+		v := l.recent[k]
+		if _, listed := files[key]; listed || v.shipped {
 			continue
 		}
-		v := l.recent[k]
-		path, size, ok := fileid.Find(filepath.Dir(v.Path), v.Identity, l.a.cfg.FingerprintBytes, cfg.Shared)
-		if !ok || (v.covered > 0 && size <= v.covered) {
-			continue // gone (noteVanished accounts for it), or shipped
+		dir := filepath.Dir(v.Path)
+		byInode, ok := dirs[dir]
+		if !ok {
+			byInode = inodes(dir)
+			dirs[dir] = byInode
+		}
+		path, ok := byInode[v.Identity.Inode]
+		if !ok {
+			continue // gone: noteVanished accounts for it
+		}
+		size, ok := sizeIfSame(path, v.Identity, l.a.cfg.FingerprintBytes, cfg.Shared)
+		if !ok {
+			continue // the inode is another file's now
 		}
 		candidates = append(candidates, key)
 		found[key] = protocol.SeenFile{Key: key, Path: path, Size: size, Identity: v.Identity}
@@ -759,13 +779,83 @@ func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[strin
 	for _, key := range candidates {
 		f := found[key]
 		if off, ok := offsets[key]; ok && off >= f.Size {
+			// Shipped to its end. A rotated file that still grows is its
+			// owner's to finish (it reads until the file is idle).
 			v := l.recent[prefix+key]
-			v.covered = f.Size
+			v.shipped = true
 			l.recent[prefix+key] = v
 			continue
 		}
 		files[key] = f
 	}
+}
+
+// seedFromCheckpoints remembers, as if a scan had seen them, the files of
+// topic that have a checkpoint (this agent's own, on a local topic), so
+// that reportUnfinished finds those rotated out of the globs and not
+// shipped to their end, whoever was reading them. It reports whether the
+// checkpoints could be read.
+func (l *loop) seedFromCheckpoints(topic string, cfg topics.Config) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	prefix := l.a.cfg.Space.OffsetsPrefix() + topic + "/"
+	resp, err := l.a.cfg.Client.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		l.a.log.Warn("cannot read the topic's checkpoints; retrying at the next scan", "topic", topic, "err", err)
+		return false
+	}
+	now := time.Now()
+	for _, kv := range resp.Kvs {
+		var cp protocol.Checkpoint
+		if protocol.Unmarshal(string(kv.Key), kv.Value, &cp) != nil || cp.Identity.Fingerprint == "" || cp.Path == "" {
+			continue
+		}
+		if !cfg.Shared && cp.Agent != l.a.cfg.ID {
+			continue // another host's file
+		}
+		key := strings.TrimPrefix(string(kv.Key), prefix)
+		if _, known := l.recent[topic+"/"+key]; !known {
+			l.recent[topic+"/"+key] = vanishedFile{SeenFile: protocol.SeenFile{Key: key, Path: cp.Path, Identity: cp.Identity}, at: now}
+		}
+	}
+	return true
+}
+
+// inodes maps the inode of every regular file in dir to its path.
+func inodes(dir string) map[uint64]string {
+	out := map[uint64]string{}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return out
+	}
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			out[st.Ino] = filepath.Join(dir, e.Name())
+		}
+	}
+	return out
+}
+
+// sizeIfSame returns the size of the file at path if it has identity id.
+func sizeIfSame(path string, id protocol.FileIdentity, fingerprintBytes int, shared bool) (int64, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	got, err := fileid.Of(f, fingerprintBytes)
+	if err != nil || !fileid.Same(got, id, shared) {
+		return 0, false
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, false
+	}
+	return fi.Size(), true
 }
 
 // readCheckpoints reads the offsets of files of topic, in Txns of at most

@@ -104,30 +104,6 @@ func FindByInode(dir string, inode uint64) (path string, size int64, ok bool) {
 	return "", 0, false
 }
 
-// Find looks in dir for the file with identity id (renamed by rotation,
-// say): same inode and same first n bytes, so a reused inode is not taken
-// for it.
-func Find(dir string, id protocol.FileIdentity, n int, shared bool) (path string, size int64, ok bool) {
-	path, _, ok = FindByInode(dir, id.Inode)
-	if !ok {
-		return "", 0, false
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, false
-	}
-	defer f.Close()
-	got, err := Of(f, n)
-	if err != nil || !Same(got, id, shared) {
-		return "", 0, false
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return "", 0, false
-	}
-	return path, fi.Size(), true
-}
-
 // Same reports whether two identities name the same file. For shared
 // topics the device is not compared: NFS clients see different devices.
 func Same(a, b protocol.FileIdentity, shared bool) bool {
