@@ -90,17 +90,13 @@ func TestSystem(t *testing.T) {
 
 // TestSystemWithFaults is TestSystem under faults every 3 s: kill -9 of an
 // agent or a coordinator (the leader half the time; each restarted), stops
-// and restarts of the broker, rotation storms. Duplicates only from the
-// crashes, and no file of the shared topic shipped by two agents at once
-// (judged from the records' host headers and times).
-//
-// It runs with `make system-test`, not `make test`: under the full
-// suite's load it has twice lost 10-30 consecutive lines across several
-// files at one instant (a known, open defect being hunted; issue 7), and
-// a suite that fails by chance hides everything else.
+// and restarts of the broker, rotation storms. Every line arrives,
+// duplicates only from the crashes, each a copy of its original, and no
+// file of the shared topic shipped by two agents at once (judged from the
+// records' host headers and times).
 func TestSystemWithFaults(t *testing.T) {
-	if os.Getenv("LOGFERRY_FAULT_TESTS") == "" {
-		t.Skip("set LOGFERRY_FAULT_TESTS=1 (make system-test)")
+	if testing.Short() {
+		t.Skip("builds the binaries and runs for a minute under faults")
 	}
 	out, m := systemRun(t, "--duration", "40s", "--chaos-every", "3s", "--seed", "20261121")
 	require.NotEqual(t, "0", m[3], "the run must have killed processes to test anything")

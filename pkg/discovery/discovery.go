@@ -1,4 +1,7 @@
-// Package discovery finds, on one host, the files a topic's globs match.
+// Package discovery finds, on one host, the files a topic's globs match:
+// by scans (Scanner.Scan), and the moment they appear (Watcher, over
+// inotify), opened at once so that a file renamed away or deleted a moment
+// later can still be read.
 //
 // Invariants:
 //   - Nothing outside the allowed roots (--allow-path) is ever opened. A
@@ -9,8 +12,9 @@
 //     (pkg/fileid), so a file too short to be fingerprinted is not reported
 //     yet, and a file that cannot be opened or read is reported as a
 //     problem, never silently skipped.
-//   - The result is sorted by path and is a pure function of the file system
-//     and the inputs.
+//   - A scan's result is sorted by path and is a pure function of the file
+//     system and the inputs.
+//   - The watcher only adds to what scans find; see Watcher for its own.
 package discovery
 
 import (
