@@ -84,19 +84,6 @@ func (l *loop) takeHeld(fr *fileRun) {
 	fr.path = h.Path
 }
 
-// addHeld lists the held files of topic that the globs no longer match:
-// this agent still reads them if they are assigned to it.
-func (l *loop) addHeld(topic string, files map[string]protocol.SeenFile) {
-	for _, h := range l.held {
-		if h.topic != topic {
-			continue
-		}
-		if _, ok := files[h.Key]; !ok {
-			files[h.Key] = h.SeenFile
-		}
-	}
-}
-
 // expireHeld lets go of descriptors nobody took in time (the file is
 // another agent's, or the topic went away).
 func (l *loop) expireHeld() {

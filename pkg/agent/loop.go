@@ -573,7 +573,6 @@ func (l *loop) scan() {
 				}
 			}
 		}
-		l.addHeld(name, files)
 		if !l.seeded[name] {
 			l.seeded[name] = l.seedFromCheckpoints(name, e.Config)
 		}
@@ -731,7 +730,9 @@ func (l *loop) finishedGrace() time.Duration {
 
 // reportUnfinished adds to files the files of topic this agent saw under
 // the globs that have left them (rotated to another name) but still exist
-// next to where they were, and whose checkpoint does not cover them yet.
+// next to where they were, or are held open (they may have no name left),
+// and whose checkpoint does not cover them yet; a held file whose
+// checkpoint covers it is let go.
 // Every agent that can see such a file reports it until its end is
 // shipped, so it always has someone to go to: when its owner dies, and
 // when a handover of it is cut short by a coordinator failover (the new
@@ -740,6 +741,25 @@ func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[strin
 	prefix := topic + "/"
 	var candidates []string
 	found := map[string]protocol.SeenFile{}
+	// Held files first: their descriptor gives the size even when the file
+	// has no name left.
+	for _, hk := range slices.Sorted(maps.Keys(l.held)) {
+		h := l.held[hk]
+		if h.topic != topic {
+			continue
+		}
+		if _, listed := files[h.Key]; listed {
+			continue
+		}
+		fi, err := h.fd.Stat()
+		if err != nil {
+			continue
+		}
+		candidates = append(candidates, h.Key)
+		f := h.SeenFile
+		f.Size = fi.Size()
+		found[h.Key] = f
+	}
 	dirs := map[string]map[uint64]string{} // one directory read per directory per scan
 	for _, k := range slices.Sorted(maps.Keys(l.recent)) {
 		key, ok := strings.CutPrefix(k, prefix)
@@ -747,7 +767,10 @@ func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[strin
 			continue
 		}
 		v := l.recent[k]
-		if _, listed := files[key]; listed || v.shipped {
+		if _, listed := found[key]; listed || v.shipped {
+			continue
+		}
+		if _, listed := files[key]; listed {
 			continue
 		}
 		dir := filepath.Dir(v.Path)
@@ -784,6 +807,11 @@ func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[strin
 			v := l.recent[prefix+key]
 			v.shipped = true
 			l.recent[prefix+key] = v
+			if h, ok := l.held[heldKey(topic, key)]; ok {
+				h.fd.Close() // another agent shipped it
+				delete(l.held, heldKey(topic, key))
+				l.a.m.filesHeld.Set(float64(len(l.held)))
+			}
 			continue
 		}
 		files[key] = f
