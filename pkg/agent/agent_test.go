@@ -402,7 +402,9 @@ func TestConfigChangeRestartsTailer(t *testing.T) {
 // and the leader dies before it assigns h2. The next leader knows only the
 // files that heartbeats list, so a file nobody lists is orphaned and its
 // last lines lost. Every agent that saw it therefore lists it until its
-// checkpoint covers it; the next leader assigns it, and nothing is lost.
+// checkpoint covers it, also when it grows again after it was covered
+// (its writer appending after the rename); the next leader assigns it, and
+// nothing is lost.
 func TestRotatedFileHandoverSurvivesLeaderLoss(t *testing.T) {
 	e := newEnv(t)
 	e.putTopic("sh", topics.Config{Paths: []string{e.dir + "/app.log"}, Shared: true})
@@ -418,10 +420,24 @@ func TestRotatedFileHandoverSurvivesLeaderLoss(t *testing.T) {
 	k1 := e.assign("sh", "h1", f)
 	e.waitRecords("sh", 101, 20*time.Second)
 
-	// Rotation: the file leaves the globs; its writer still appends to it.
+	// Rotation: the file leaves the globs.
 	require.NoError(t, os.Rename(e.path("app.log"), e.path("app.log.1")))
 	e.revoke(k1, f, "h2")
 	testenv.WaitFor(t, 10*time.Second, "h1 to release", func() bool { return !e.exists(k1) })
+	// Shipped to its end so far: nobody lists it.
+	listed := func() bool {
+		for _, agent := range []string{"h1", "h2"} {
+			hb, _ := e.heartbeat("sh", agent)
+			for _, seen := range hb.Files {
+				if seen.Key == f.Key {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	testenv.WaitFor(t, 10*time.Second, "the shipped file to leave the heartbeats", func() bool { return !listed() })
+	// Its writer still appends to it (it has not reopened app.log yet).
 	e.writeLines("app.log.1", 100, 150)
 
 	// The leader is gone. Its successor sees the file in a heartbeat.
@@ -447,17 +463,7 @@ func TestRotatedFileHandoverSurvivesLeaderLoss(t *testing.T) {
 	require.Zero(t, dups, "no overlap")
 
 	// Once its checkpoint covers it, nobody lists it any more.
-	testenv.WaitFor(t, 20*time.Second, "the finished file to leave the heartbeats", func() bool {
-		for _, agent := range []string{"h1", "h2"} {
-			hb, _ := e.heartbeat("sh", agent)
-			for _, seen := range hb.Files {
-				if seen.Key == f.Key {
-					return false
-				}
-			}
-		}
-		return true
-	})
+	testenv.WaitFor(t, 20*time.Second, "the finished file to leave the heartbeats", func() bool { return !listed() })
 }
 
 // TestRotatedWhileDownAndUnassignedIsReported: the agent was down longer

@@ -715,9 +715,10 @@ func (l *loop) countLostAssigned(as assignment) {
 type vanishedFile struct {
 	protocol.SeenFile
 	at time.Time
-	// shipped: a checkpoint covered the whole file once it had left the
-	// globs; it is not looked for again.
-	shipped bool
+	// covered is the size of the file (outside the globs) that a
+	// checkpoint was seen to cover: its checkpoint is read again only if
+	// it grows past it (its writer may still append after the rename).
+	covered int64
 }
 
 // finishedGrace is how long a file read to its end stays in the heartbeat:
@@ -760,14 +761,14 @@ func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[strin
 		f.Size = fi.Size()
 		found[h.Key] = f
 	}
-	dirs := map[string]map[uint64]string{} // one directory read per directory per scan
+	dirs := map[string]map[uint64]dirEntry{} // one directory read per directory per scan
 	for _, k := range slices.Sorted(maps.Keys(l.recent)) {
 		key, ok := strings.CutPrefix(k, prefix)
 		if !ok {
 			continue
 		}
 		v := l.recent[k]
-		if _, listed := found[key]; listed || v.shipped {
+		if _, listed := found[key]; listed {
 			continue
 		}
 		if _, listed := files[key]; listed {
@@ -779,14 +780,15 @@ func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[strin
 			byInode = inodes(dir)
 			dirs[dir] = byInode
 		}
-		path, ok := byInode[v.Identity.Inode]
-		if !ok {
-			continue // gone: noteVanished accounts for it
+		e, ok := byInode[v.Identity.Inode]
+		if !ok || (v.covered > 0 && e.size <= v.covered) {
+			continue // gone (noteVanished accounts for it), or shipped
 		}
-		size, ok := sizeIfSame(path, v.Identity, l.a.cfg.FingerprintBytes, cfg.Shared)
+		size, ok := sizeIfSame(e.path, v.Identity, l.a.cfg.FingerprintBytes, cfg.Shared)
 		if !ok {
 			continue // the inode is another file's now
 		}
+		path := e.path
 		candidates = append(candidates, key)
 		found[key] = protocol.SeenFile{Key: key, Path: path, Size: size, Identity: v.Identity}
 	}
@@ -805,7 +807,7 @@ func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[strin
 			// Shipped to its end. A rotated file that still grows is its
 			// owner's to finish (it reads until the file is idle).
 			v := l.recent[prefix+key]
-			v.shipped = true
+			v.covered = f.Size
 			l.recent[prefix+key] = v
 			if h, ok := l.held[heldKey(topic, key)]; ok {
 				h.fd.Close() // another agent shipped it
@@ -849,9 +851,14 @@ func (l *loop) seedFromCheckpoints(topic string, cfg topics.Config) bool {
 	return true
 }
 
-// inodes maps the inode of every regular file in dir to its path.
-func inodes(dir string) map[uint64]string {
-	out := map[uint64]string{}
+type dirEntry struct {
+	path string
+	size int64
+}
+
+// inodes maps the inode of every regular file in dir to its path and size.
+func inodes(dir string) map[uint64]dirEntry {
+	out := map[uint64]dirEntry{}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return out
@@ -862,7 +869,7 @@ func inodes(dir string) map[uint64]string {
 			continue
 		}
 		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			out[st.Ino] = filepath.Join(dir, e.Name())
+			out[st.Ino] = dirEntry{path: filepath.Join(dir, e.Name()), size: info.Size()}
 		}
 	}
 	return out
