@@ -166,7 +166,9 @@ func (f *fileRun) ackedOffset() int64 {
 	return f.acked
 }
 
-// lineSink turns tailer lines into Kafka records for one file.
+// lineSink turns tailer lines into Kafka records for one file. Its methods
+// are called by one goroutine at a time (the tailer's, or under
+// joinedSink.mu).
 type lineSink struct {
 	a  *Agent
 	fr *fileRun
@@ -178,10 +180,29 @@ type lineSink struct {
 	linesRead, bytesRead    prometheus.Counter
 	linesShipped, bytesShip prometheus.Counter
 	rejected                prometheus.Counter
+	// slab hands out the per-record state, allocated recSlab at a time: one
+	// allocation per many lines instead of one per header slice, offset
+	// and callback state per line. A slab is freed once all its records
+	// are acked.
+	slab []sentRec
 }
 
-func newLineSink(a *Agent, fr *fileRun) lineSink {
-	s := lineSink{
+// sentRec is what one record needs from Send until its Ack: its headers
+// (the first five are every record's; flags are appended after them), the
+// offset header's digits, and what the Ack reports.
+type sentRec struct {
+	s       *lineSink
+	headers [5]kafka.Header
+	off     [20]byte
+	start   int64
+	size    float64
+	seq     uint64
+}
+
+const recSlab = 256
+
+func newLineSink(a *Agent, fr *fileRun) *lineSink {
+	s := &lineSink{
 		a: a, fr: fr,
 		host: []byte(a.cfg.ID), path: []byte(fr.path), file: []byte(fr.key), topic: []byte(fr.topic),
 		linesRead:    a.m.linesRead.WithLabelValues(fr.topic),
@@ -199,28 +220,42 @@ func newLineSink(a *Agent, fr *fileRun) lineSink {
 	return s
 }
 
-func (s lineSink) emit(ctx context.Context, l tailer.Line) error {
+func (s *lineSink) emit(ctx context.Context, l tailer.Line) error {
 	return s.send(ctx, l, 0, false)
 }
 
 // emitEvent ships a multiline event as one record.
-func (s lineSink) emitEvent(ctx context.Context, e multiline.Event) error {
+func (s *lineSink) emitEvent(ctx context.Context, e multiline.Event) error {
 	return s.send(ctx, tailer.Line{Start: e.Start, End: e.End, Data: e.Data, Last: true, Truncated: e.Truncated, NoNewline: e.NoNewline},
 		e.Lines, e.Cut)
+}
+
+// newRec takes the next sentRec of the slab.
+func (s *lineSink) newRec() *sentRec {
+	if len(s.slab) == 0 {
+		s.slab = make([]sentRec, recSlab)
+	}
+	r := &s.slab[0]
+	s.slab = s.slab[1:]
+	return r
 }
 
 // send builds one record from a line (or an event of lines joined, with
 // its line count and whether it was cut at max lines) and hands it to the
 // shipper, tracking its End for the checkpoint.
-func (s lineSink) send(ctx context.Context, l tailer.Line, lines int, cut bool) error {
+func (s *lineSink) send(ctx context.Context, l tailer.Line, lines int, cut bool) error {
 	fr, a := s.fr, s.a
-	headers := []kafka.Header{
+	rec := s.newRec()
+	rec.s, rec.start, rec.size = s, l.Start, float64(l.End-l.Start)
+	rec.headers = [5]kafka.Header{
 		{Key: "host", Value: s.host},
 		{Key: "path", Value: s.path},
 		{Key: "file", Value: s.file},
-		{Key: "offset", Value: strconv.AppendInt(nil, l.Start, 10)},
+		{Key: "offset", Value: strconv.AppendInt(rec.off[:0], l.Start, 10)},
 		{Key: "topic", Value: s.topic},
 	}
+	// Capped: a flag appended below goes to a new array, never past the slab entry.
+	headers := rec.headers[:5:5]
 	flag := func(name, value string) {
 		headers = append(headers, kafka.Header{Key: name, Value: []byte(value)})
 		a.m.flagged.WithLabelValues(fr.topic, name).Inc()
@@ -246,33 +281,35 @@ func (s lineSink) send(ctx context.Context, l tailer.Line, lines int, cut bool) 
 	if cut {
 		flag("multiline_cut", "true")
 	}
-	size := float64(l.End - l.Start)
 	s.linesRead.Inc()
-	s.bytesRead.Add(size)
-	seq := fr.track(l.End)
+	s.bytesRead.Add(rec.size)
+	rec.seq = fr.track(l.End)
 	err := a.cfg.Shipper.Send(ctx, ship.Record{
 		Topic:   fr.cfg.KafkaTopic,
 		Key:     s.key,
 		Value:   l.Data,
 		Headers: headers,
-		Ack: func(err error) {
-			if err != nil {
-				s.rejected.Inc()
-				if errors.Is(err, ship.ErrRejected) {
-					a.log.Error("record rejected by Kafka; reported and skipped", "topic", fr.topic,
-						"path", fr.path, "offset", l.Start, "err", err)
-				}
-			} else {
-				s.linesShipped.Inc()
-				s.bytesShip.Add(size)
-			}
-			fr.ack(seq)
-		},
+		Ack:     rec.ack,
 	})
 	if err != nil {
-		fr.untrack(seq)
+		fr.untrack(rec.seq)
 	}
 	return err
+}
+
+func (r *sentRec) ack(err error) {
+	s := r.s
+	if err != nil {
+		s.rejected.Inc()
+		if errors.Is(err, ship.ErrRejected) {
+			s.a.log.Error("record rejected by Kafka; reported and skipped", "topic", s.fr.topic,
+				"path", s.fr.path, "offset", r.start, "err", err)
+		}
+	} else {
+		s.linesShipped.Inc()
+		s.bytesShip.Add(r.size)
+	}
+	s.fr.ack(r.seq)
 }
 
 // joinedSink joins lines into multiline events before shipping them. A
@@ -280,7 +317,7 @@ func (s lineSink) send(ctx context.Context, l tailer.Line, lines int, cut bool) 
 // passes without a new line, or when the file is finished; it is never
 // checkpointed before it is shipped, so a crash re-reads it whole.
 type joinedSink struct {
-	sink    lineSink
+	sink    *lineSink
 	timeout time.Duration
 
 	mu      sync.Mutex // orders Add, Flush and their sends
@@ -288,7 +325,7 @@ type joinedSink struct {
 	lastAdd time.Time
 }
 
-func newJoinedSink(s lineSink, m *topics.Multiline) (*joinedSink, error) {
+func newJoinedSink(s *lineSink, m *topics.Multiline) (*joinedSink, error) {
 	j, err := multiline.New(m, s.fr.cfg.MaxLineBytes)
 	if err != nil {
 		return nil, err

@@ -26,10 +26,10 @@
 //
 //     Order survives retries because one batch is in flight at a time: the
 //     next batch only accumulates until the current one is completely acked.
-//     Within a batch, each WriteMessages call carries at most one produce
-//     request per partition (a call never holds more than the writer's
-//     BatchSize records or BatchBytes bytes, so kafka-go never splits a
-//     partition's share), a partition's request succeeds or fails as a
+//     Within a batch, each write call carries exactly one produce request
+//     per partition (the shipper encodes each partition's records as one
+//     record batch, produce.go, and a call never holds more than BatchSize
+//     records or BatchBytes bytes), a partition's request succeeds or fails as a
 //     whole, and a retry resends only the failed records, still in Send
 //     order, before anything later of that partition is written. The price
 //     is head-of-line blocking: while one partition refuses writes (a

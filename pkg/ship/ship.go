@@ -65,6 +65,9 @@ type Shipper struct {
 	// blocked is set by a Send that waits for room: lingering for more
 	// records is pointless then, the batch is due.
 	blocked atomic.Bool
+	// inflightReqs counts produce requests on the wire; shutdown waits for
+	// them (each ends within WriteTimeout).
+	inflightReqs sync.WaitGroup
 
 	started atomic.Bool
 	// stop is cancelled when Run returns; blocked Sends and Flushes give up.
@@ -78,6 +81,7 @@ type Shipper struct {
 	doneSeq   uint64   // every record below it is acked
 	flushSeq  uint64   // a Flush waits for every record below it: skip the linger
 	stopped   bool
+	slab      []entry       // unused entries for the next Sends (newEntryLocked)
 	progress  chan struct{} // closed and replaced whenever doneSeq moves
 	wake      chan struct{} // capacity 1: pending or flushSeq changed
 
@@ -133,9 +137,10 @@ func newWriter(cfg Config) (*kafka.Transport, *kafka.Writer) {
 		RequiredAcks: cfg.Acks.required(),
 		// Java-compatible key hashing; a nil key goes to a random partition.
 		Balancer: kafka.Murmur2Balancer{},
-		// Our batches never exceed these, so kafka-go sends each partition's
-		// share of a WriteMessages call as one produce request, which
-		// succeeds or fails as a whole: that is what keeps retries in order.
+		// The shipper writes through the transport itself (produce.go), one
+		// produce request per partition and call, which succeeds or fails
+		// as a whole: that is what keeps retries in order. These limits are
+		// the ones its calls keep to.
 		BatchSize:  cfg.BatchSize,
 		BatchBytes: cfg.BatchBytes,
 		// The shipper lingers itself. kafka-go's timer (default 1s) would
@@ -191,7 +196,7 @@ func (s *Shipper) Send(ctx context.Context, r Record) error {
 	if len(r.Key) == 0 {
 		r.Key = nil // murmur2 hashes an empty key to one fixed partition; nil spreads
 	}
-	e := &entry{r: r, size: recordSize(r.Key, r.Value, r.Headers)}
+	e := &entry{r: r, size: recordSize(r.Key, r.Value, r.Headers)} // on Send's stack: copied below
 	e.payload = int64(len(r.Key) + len(r.Value))
 	for _, h := range r.Headers {
 		e.payload += int64(len(h.Key) + len(h.Value))
@@ -230,12 +235,13 @@ func (s *Shipper) Send(ctx context.Context, r Record) error {
 		s.releaseWeight(e)
 		return ErrStopped
 	}
-	e.seq = s.nextSeq
+	q := s.newEntryLocked(e)
+	q.seq = s.nextSeq
 	s.nextSeq++
 	wasEmpty := len(s.pending) == 0
 	before := s.pendBytes
-	s.pending = append(s.pending, e)
-	s.pendBytes += e.size
+	s.pending = append(s.pending, q)
+	s.pendBytes += q.size
 	// Run needs to hear of the first record (to start the linger) and of a
 	// full batch (to stop it); otherwise it is lingering or writing and will
 	// look again by itself.
@@ -246,6 +252,22 @@ func (s *Shipper) Send(ctx context.Context, r Record) error {
 		s.poke()
 	}
 	return nil
+}
+
+// entrySlab is how many entries are allocated at once.
+const entrySlab = 256
+
+// newEntryLocked returns a copy of e in the entry slab: one allocation per
+// entrySlab records instead of one per record. A slab is freed once every
+// entry of it is acked (complete clears the batches that point to it).
+func (s *Shipper) newEntryLocked(e *entry) *entry {
+	if len(s.slab) == 0 {
+		s.slab = make([]entry, entrySlab)
+	}
+	n := &s.slab[0]
+	s.slab = s.slab[1:]
+	*n = *e
+	return n
 }
 
 // acquire is Send's slow path: wait for room, for ctx, or for Run to stop.
@@ -348,9 +370,10 @@ func (s *Shipper) shutdown() {
 	s.stopped = true
 	s.mu.Unlock()
 	s.cancelStop()
-	// Close waits for produce requests kafka-go already sent (up to
-	// WriteTimeout) and ends its goroutines; the transport owns the
-	// connections and the metadata goroutine, which Close does not touch.
+	// Wait for produce requests already sent (each ends within
+	// WriteTimeout), as kafka-go's Writer.Close did for its own; the
+	// transport owns the connections and the metadata goroutine.
+	s.inflightReqs.Wait()
 	if err := s.w.Close(); err != nil {
 		s.log.Warn("close kafka writer", "err", err)
 	}

@@ -237,25 +237,19 @@ func (s *Shipper) writeTopic(ctx context.Context, topic string, es []*entry, lim
 		}
 		call := es[:n]
 		es = es[n:]
-		msgs := make([]kafka.Message, n)
-		for i, e := range call {
-			msgs[i] = kafka.Message{Topic: topic, Key: e.r.Key, Value: e.r.Value, Headers: e.r.Headers}
-		}
 		start := time.Now()
-		err := s.w.WriteMessages(ctx, msgs...)
+		werrs, err := s.produce(ctx, topic, call)
 		s.m.latency.Observe(time.Since(start).Seconds())
 		s.m.batch.Observe(float64(n))
 		if ctx.Err() != nil {
-			// kafka-go may still write what it was handed; unacked, those
+			// A request already sent may still be written; unacked, those
 			// records are read again after a restart: duplicates, not loss.
 			return r
 		}
-		var werrs kafka.WriteErrors
-		perRecord := errors.As(err, &werrs) && len(werrs) == n
 		stop := false
 		for i, e := range call {
 			rerr := err
-			if perRecord {
+			if werrs != nil {
 				rerr = werrs[i]
 			}
 			if rerr == nil {
@@ -298,6 +292,17 @@ type streamKey struct{ topic, key string }
 // order even when a rejected record is finished before a retried earlier one.
 func (s *Shipper) release(b []*entry) {
 	var blocked map[streamKey]struct{}
+	// The room of the acked records goes back at once at the end: one
+	// semaphore release (and one wake-up of a blocked Send) per batch, not
+	// per record.
+	var weight, recs int64
+	defer func() {
+		if recs > 0 {
+			s.inflight.Add(-weight)
+			s.inflightRecs.Add(-recs)
+			s.sem.Release(weight)
+		}
+	}()
 	for _, e := range b {
 		if e == nil || e.acked {
 			continue
@@ -321,6 +326,7 @@ func (s *Shipper) release(b []*entry) {
 			e.r.Ack(e.err)
 		}
 		e.r = Record{} // let the payload go before the batch ends
-		s.releaseWeight(e)
+		weight += e.weight
+		recs++
 	}
 }

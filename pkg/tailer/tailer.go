@@ -513,6 +513,7 @@ type reader struct {
 	accStart int64  // offset of acc[0]: where the current line (or part) starts
 	part     int    // parts of the current line emitted so far
 	dropped  bool   // truncate mode: bytes past max of the current line were dropped
+	slab     []byte // room for the next lines' Data (see copyData)
 }
 
 func newReader(src io.ReaderAt, name string, max int, truncate bool) *reader {
@@ -546,7 +547,7 @@ func (r *reader) readAvailable(offset int64, emit func(Line) error) (int64, erro
 		}
 		switch {
 		case complete:
-			l := Line{Start: r.accStart, End: r.pos, Data: clone(r.acc), Last: true, Truncated: r.dropped}
+			l := Line{Start: r.accStart, End: r.pos, Data: r.copyData(r.acc), Last: true, Truncated: r.dropped}
 			if r.part > 0 {
 				l.Part = r.part + 1
 			}
@@ -578,7 +579,7 @@ func (r *reader) accumulate(data []byte, emit func(Line) error) error {
 	r.acc = append(r.acc, data...)
 	for len(r.acc) > r.max { // more bytes follow: this part is not the last
 		r.part++
-		l := Line{Start: r.accStart, End: r.accStart + int64(r.max), Data: clone(r.acc[:r.max]), Part: r.part}
+		l := Line{Start: r.accStart, End: r.accStart + int64(r.max), Data: r.copyData(r.acc[:r.max]), Part: r.part}
 		if err := emit(l); err != nil {
 			return err
 		}
@@ -594,7 +595,7 @@ func (r *reader) flushPartial(emit func(Line) error) error {
 	if r.br == nil || r.pos == r.accStart {
 		return nil
 	}
-	l := Line{Start: r.accStart, End: r.pos, Data: clone(r.acc), Last: true, Truncated: r.dropped, NoNewline: true}
+	l := Line{Start: r.accStart, End: r.pos, Data: r.copyData(r.acc), Last: true, Truncated: r.dropped, NoNewline: true}
 	if r.part > 0 {
 		l.Part = r.part + 1
 	}
@@ -606,3 +607,24 @@ func (r *reader) flushPartial(emit func(Line) error) error {
 }
 
 func clone(b []byte) []byte { return append([]byte(nil), b...) }
+
+// slabSize is the size of the blocks lines are copied into.
+const slabSize = 64 << 10
+
+// copyData returns a copy of b that the tailer never touches again (as
+// clone, nil for empty), carved from a shared block so that a line costs
+// no allocation of its own: a block is freed once none of its lines is
+// referenced any more. Each copy is capped, so appending to one never
+// writes into the next. Lines above a quarter block get their own array.
+func (r *reader) copyData(b []byte) []byte {
+	if len(b) == 0 || len(b) > slabSize/4 {
+		return clone(b)
+	}
+	if len(b) > len(r.slab) {
+		r.slab = make([]byte, slabSize)
+	}
+	n := copy(r.slab, b)
+	out := r.slab[:n:n]
+	r.slab = r.slab[n:]
+	return out
+}
