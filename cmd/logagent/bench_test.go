@@ -26,8 +26,9 @@ import (
 // 1,000,000, about 150 MB) through the real logagent binary, run as a child
 // process, into the in-process broker with acks=all, and prints lines/s,
 // MB/s, the agent's CPU seconds per million lines and its peak memory. If
-// kcat is installed it ships the same file with `kcat -P -l` (acks=all) to
-// the same broker and prints the ratio. Run with `make bench`.
+// kcat is installed it ships the same file with `kcat -P -l` (acks=all, the
+// same compression: BENCH_COMPRESSION, default lz4 as the agent's) to the
+// same broker and prints the ratios. Run with `make bench`.
 func BenchmarkShipFile(b *testing.B) {
 	if testing.Short() {
 		b.Skip("ships a 150 MB file")
@@ -85,7 +86,12 @@ func BenchmarkShipFile(b *testing.B) {
 
 		if kcat, err := exec.LookPath("kcat"); err == nil {
 			kstart := time.Now()
-			kc := exec.Command(kcat, "-P", "-b", k.Brokers()[0], "-t", kafkaTopic+"-kcat", "-l", "-X", "acks=all", path)
+			// The same compression as the agent's: like for like.
+			args := []string{"-P", "-b", k.Brokers()[0], "-t", kafkaTopic + "-kcat", "-l", "-X", "acks=all"}
+			if c := benchCompression(); c != "none" {
+				args = append(args, "-z", c)
+			}
+			kc := exec.Command(kcat, append(args, path)...)
 			kc.Stderr = os.Stderr
 			if err := kc.Run(); err != nil {
 				b.Fatalf("kcat: %v", err)
@@ -96,8 +102,8 @@ func BenchmarkShipFile(b *testing.B) {
 			kcpu := time.Duration(kru.Utime.Nano() + kru.Stime.Nano())
 			b.ReportMetric(ktook.Seconds()/took.Seconds(), "x-kcat-lines/s")
 			b.ReportMetric(cpu.Seconds()/kcpu.Seconds(), "x-kcat-cpu")
-			b.Logf("kcat -P -l: %v; CPU %v; peak RSS %.1f MiB; logagent lines/s = %.2fx kcat's, CPU = %.2fx kcat's",
-				ktook.Round(time.Millisecond), kcpu.Round(time.Millisecond), float64(kru.Maxrss)/1024,
+			b.Logf("kcat -P -l (compression %s): %v; CPU %v; peak RSS %.1f MiB; logagent lines/s = %.2fx kcat's, CPU = %.2fx kcat's",
+				benchCompression(), ktook.Round(time.Millisecond), kcpu.Round(time.Millisecond), float64(kru.Maxrss)/1024,
 				ktook.Seconds()/took.Seconds(), cpu.Seconds()/kcpu.Seconds())
 		} else {
 			b.Log("kcat not installed (Debian package kcat): no comparison")
