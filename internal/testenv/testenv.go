@@ -85,6 +85,7 @@ type Record struct {
 	Offset    int64
 	Key       string
 	Value     string
+	NullValue bool // the value was null, not empty
 	Headers   map[string]string
 }
 
@@ -135,7 +136,7 @@ func ReadAll(t testing.TB, brokers []string, topic string) []Record {
 			}
 			rec := Record{
 				Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
-				Key: string(r.Key), Value: string(r.Value), Headers: map[string]string{},
+				Key: string(r.Key), Value: string(r.Value), NullValue: r.Value == nil, Headers: map[string]string{},
 			}
 			for _, h := range r.Headers {
 				rec.Headers[h.Key] = string(h.Value)

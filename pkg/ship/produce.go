@@ -175,7 +175,7 @@ const (
 // encodeBatch writes into pb.out the record set (int32 size, then one v2
 // record batch) of the records of call on partition p, as kafka-go encodes
 // them: no producer id, every record stamped with the time of encoding,
-// nil keys, values and header values as null.
+// nil keys and header values as null, values never (see below).
 func (s *Shipper) encodeBatch(pb *batchBuf, call []*entry, pidx []int32, p int32) error {
 	recs := pb.recs[:0]
 	count := int32(0)
@@ -184,7 +184,9 @@ func (s *Shipper) encodeBatch(pb *batchBuf, call []*entry, pidx []int32, p int32
 			continue
 		}
 		r := &e.r
-		length := 1 + 1 + varintLen(int(count)) + nullBytesLen(r.Key) + nullBytesLen(r.Value) + varintLen(len(r.Headers))
+		// A value is never null, even for an empty line: a null value is a
+		// tombstone, which would delete the key on a compacted topic.
+		length := 1 + 1 + varintLen(int(count)) + nullBytesLen(r.Key) + varintLen(len(r.Value)) + len(r.Value) + varintLen(len(r.Headers))
 		for _, h := range r.Headers {
 			length += varintLen(len(h.Key)) + len(h.Key) + nullBytesLen(h.Value)
 		}
@@ -192,7 +194,8 @@ func (s *Shipper) encodeBatch(pb *batchBuf, call []*entry, pidx []int32, p int32
 		recs = append(recs, 0, 0) // attributes; timestamp delta 0
 		recs = binary.AppendVarint(recs, int64(count))
 		recs = appendNullBytes(recs, r.Key)
-		recs = appendNullBytes(recs, r.Value)
+		recs = binary.AppendVarint(recs, int64(len(r.Value)))
+		recs = append(recs, r.Value...)
 		recs = binary.AppendVarint(recs, int64(len(r.Headers)))
 		for _, h := range r.Headers {
 			recs = binary.AppendVarint(recs, int64(len(h.Key)))

@@ -765,6 +765,9 @@ func TestEncodingRoundTripsEveryCodec(t *testing.T) {
 					r.Key = nil
 					key = ""
 				}
+				if i == 7 {
+					r.Value = nil // the tailer's empty line
+				}
 				send(t, s.Shipper, r)
 				want = append(want, sent{key, value, strconv.Itoa(i)})
 			}
@@ -789,6 +792,7 @@ func TestEncodingRoundTripsEveryCodec(t *testing.T) {
 				require.True(t, ok, "record %s arrived", w.hdr)
 				require.Equal(t, w.key, r.Key)
 				require.Equal(t, w.value, r.Value, "value of record %s", w.hdr)
+				require.False(t, r.NullValue, "an empty line is an empty value, not a null one (a tombstone)")
 				require.Equal(t, map[string]string{"offset": w.hdr, "empty": ""}, r.Headers)
 			}
 		})
