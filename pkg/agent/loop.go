@@ -205,7 +205,6 @@ func (l *loop) reconcile(ctx context.Context) {
 		}
 		l.a.log.Info("assignment gone without release; stopping at once", "topic", fr.topic, "path", fr.path, "file", fr.key)
 		l.abandon(fr)
-		fr.closeHeld()
 		delete(l.runs, key)
 	}
 	for _, key := range slices.Sorted(maps.Keys(l.assigns)) {
@@ -386,6 +385,7 @@ func (l *loop) stopTailer(fr *fileRun) {
 func (l *loop) abandon(fr *fileRun) {
 	fr.fenced = true
 	l.stopTailer(fr)
+	fr.closeHeld()
 	l.a.m.bytesBehind.DeleteLabelValues(fr.topic, fr.key)
 }
 
