@@ -155,26 +155,50 @@ type (
 	}
 )
 
+// ended is a goroutine's end: done closes once it returned, and err then
+// holds what it returned. Unlike a channel of its error, it can be waited
+// on by the control loop and again by the clean stop.
+type ended struct {
+	done chan struct{}
+	err  error
+}
+
+func goEnded(f func() error) *ended {
+	e := &ended{done: make(chan struct{})}
+	go func() {
+		e.err = f()
+		close(e.done)
+	}()
+	return e
+}
+
+// parts are the goroutines the control loop watches.
+type parts struct {
+	ship, reg, topicsWatch, assignWatch *ended
+}
+
 // Run runs the agent until ctx is done (nil) or a part of it fails.
 func (a *Agent) Run(ctx context.Context) error {
 	a.started = time.Now()
+	am, err := mirror.New(a.cfg.Client, []string{a.cfg.Space.AgentAssignPrefix(a.cfg.ID)}, mirror.WithLogger(a.log))
+	if err != nil {
+		return err
+	}
 	// The shipper and the lease outlive ctx: the clean stop below still
 	// needs Kafka for the last acks and the lease for the final checkpoints.
 	shipCtx, shipCancel := context.WithCancel(context.Background())
 	regCtx, regCancel := context.WithCancel(context.Background())
-	shipDone := make(chan error, 1)
-	regDone := make(chan error, 1)
-	go func() { shipDone <- a.cfg.Shipper.Run(shipCtx) }()
-	go func() { regDone <- a.reg.Run(regCtx) }()
+	var p parts
+	p.ship = goEnded(func() error { return a.cfg.Shipper.Run(shipCtx) })
+	p.reg = goEnded(func() error { return a.reg.Run(regCtx) })
 
 	loopCtx, loopCancel := context.WithCancel(ctx)
 	defer loopCancel()
 	l := newLoop(a)
 	topicEvents := make(chan topics.Event)
 	assignBatches := make(chan mirror.Batch)
-	watchErr := make(chan error, 2)
-	go func() {
-		watchErr <- a.store.Watch(loopCtx, a.log, func(ev topics.Event) error {
+	p.topicsWatch = goEnded(func() error {
+		return a.store.Watch(loopCtx, a.log, func(ev topics.Event) error {
 			select {
 			case topicEvents <- ev:
 				return nil
@@ -182,14 +206,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				return loopCtx.Err()
 			}
 		})
-	}()
-	am, err := mirror.New(a.cfg.Client, []string{a.cfg.Space.AgentAssignPrefix(a.cfg.ID)}, mirror.WithLogger(a.log))
-	if err != nil {
-		loopCancel()
-		shipCancel()
-		regCancel()
-		return err
-	}
+	})
 	found := make(chan discovery.Found, 64)
 	watchDone := make(chan struct{})
 	// The directory watcher: new files within microseconds, not a scan
@@ -220,8 +237,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	} else {
 		close(watchDone)
 	}
-	go func() {
-		watchErr <- am.Run(loopCtx, func(b mirror.Batch) error {
+	p.assignWatch = goEnded(func() error {
+		return am.Run(loopCtx, func(b mirror.Batch) error {
 			select {
 			case assignBatches <- b:
 				return nil
@@ -229,9 +246,9 @@ func (a *Agent) Run(ctx context.Context) error {
 				return loopCtx.Err()
 			}
 		})
-	}()
+	})
 
-	runErr := l.run(loopCtx, topicEvents, assignBatches, found, watchErr, shipDone, regDone)
+	runErr := l.run(loopCtx, topicEvents, assignBatches, found, p)
 	loopCancel()
 	<-watchDone
 	for drained := false; !drained; {
@@ -259,15 +276,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	ccancel()
 	shipCancel()
 	regCancel()
-	if err := <-shipDone; err != nil && runErr == nil {
-		runErr = err
+	<-p.ship.done
+	if p.ship.err != nil && runErr == nil {
+		runErr = p.ship.err
 	}
-	if err := <-regDone; err != nil && runErr == nil {
-		runErr = err
+	<-p.reg.done
+	if p.reg.err != nil && runErr == nil {
+		runErr = p.reg.err
 	}
 	// The watch goroutines end with loopCtx.
-	<-watchErr
-	<-watchErr
+	<-p.topicsWatch.done
+	<-p.assignWatch.done
 	a.log.Info("agent stopped")
 	if ctx.Err() != nil && errors.Is(runErr, context.Canceled) {
 		return nil

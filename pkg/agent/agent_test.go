@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/logferry/logferry/internal/testenv"
@@ -505,4 +506,37 @@ func TestRotatedWhileDownAndUnassignedIsReported(t *testing.T) {
 	seen, dups := distinctValues(recs)
 	require.Equal(t, 151, len(seen), "the rotated file's tail, nothing lost")
 	require.Zero(t, dups)
+}
+
+// TestPartEndingEndsRun: when a part of the agent ends on its own (here
+// its shipper, which refuses to run twice), Run returns with the reason,
+// instead of waiting for ever at the clean stop on a part whose end the
+// control loop already took.
+func TestPartEndingEndsRun(t *testing.T) {
+	e := newEnv(t)
+	kcfg := ship.DefaultConfig()
+	kcfg.Brokers = e.kafka.Brokers()
+	sh, err := ship.New(kcfg, prometheus.NewRegistry(), testLogger("h1"))
+	require.NoError(t, err)
+	shipCtx, stopShip := context.WithCancel(context.Background())
+	shipDone := make(chan error, 1)
+	go func() { shipDone <- sh.Run(shipCtx) }()
+	t.Cleanup(func() {
+		stopShip()
+		<-shipDone
+	})
+	a, err := New(Config{Client: e.cli, Space: e.ks, ID: "h1", AllowPaths: []string{e.dir}, Shipper: sh,
+		Registerer: prometheus.NewRegistry(), Logger: testLogger("h1")})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runDone := make(chan error, 1)
+	go func() { runDone <- a.Run(ctx) }()
+	select {
+	case err := <-runDone:
+		require.ErrorIs(t, err, ship.ErrRunning)
+		require.Contains(t, err.Error(), "agent: shipper stopped")
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after its shipper ended")
+	}
 }

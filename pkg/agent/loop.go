@@ -102,7 +102,7 @@ func (l *loop) triggerScan() {
 }
 
 func (l *loop) run(ctx context.Context, topicEvents <-chan topics.Event, assignBatches <-chan mirror.Batch,
-	found <-chan discovery.Found, watchErr <-chan error, shipDone, regDone <-chan error) error {
+	found <-chan discovery.Found, p parts) error {
 	defer close(l.stopped)
 	scan := time.NewTicker(l.a.cfg.ScanInterval)
 	defer scan.Stop()
@@ -112,15 +112,20 @@ func (l *loop) run(ctx context.Context, topicEvents <-chan topics.Event, assignB
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case err := <-watchErr:
+		case <-p.topicsWatch.done:
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("agent: etcd watch ended: %w", err)
-		case err := <-shipDone:
-			return fmt.Errorf("agent: shipper stopped: %w", err)
-		case err := <-regDone:
-			return fmt.Errorf("agent: heartbeat stopped: %w", err)
+			return fmt.Errorf("agent: etcd watch of the topics ended: %w", p.topicsWatch.err)
+		case <-p.assignWatch.done:
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("agent: etcd watch of the assignments ended: %w", p.assignWatch.err)
+		case <-p.ship.done:
+			return fmt.Errorf("agent: shipper stopped: %w", p.ship.err)
+		case <-p.reg.done:
+			return fmt.Errorf("agent: heartbeat stopped: %w", p.reg.err)
 		case ev := <-topicEvents:
 			l.onTopicEvent(ev)
 			l.triggerScan()
