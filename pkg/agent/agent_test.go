@@ -540,3 +540,32 @@ func TestPartEndingEndsRun(t *testing.T) {
 		t.Fatal("Run did not return after its shipper ended")
 	}
 }
+
+// TestFinishedRotatedFileGrowingAgainIsReadOn: the writer appends to the
+// rotated file after the agent finished it (idle for --rotated-idle, its
+// end shipped and listed no more): the agent reads on from where it was.
+func TestFinishedRotatedFileGrowingAgainIsReadOn(t *testing.T) {
+	e := newEnv(t)
+	e.write("app.log", header("gen1"))
+	e.writeLines("app.log", 0, 50)
+	e.putTopic("app", topics.Config{Paths: []string{e.dir + "/app.log"}})
+	e.startAgent("h1")
+	old := e.waitSeen("app", "h1", "app.log")
+	e.assign("app", "h1", old)
+	e.waitRecords("app", 51, 20*time.Second)
+	require.NoError(t, renameFile(e.path("app.log"), e.path("app.log.1")))
+	testenv.WaitFor(t, 20*time.Second, "the finished file to leave the heartbeat", func() bool {
+		hb, _ := e.heartbeat("app", "h1")
+		for _, f := range hb.Files {
+			if f.Key == old.Key {
+				return false
+			}
+		}
+		return true
+	})
+	e.writeLines("app.log.1", 50, 70)
+	recs := e.waitRecords("app", 71, 20*time.Second)
+	seen, dups := distinctValues(recs)
+	require.Equal(t, 71, len(seen), "the lines appended after the finish arrive")
+	require.Zero(t, dups)
+}

@@ -822,6 +822,15 @@ func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[strin
 			continue
 		}
 		files[key] = f
+		// This agent finished it, and its writer appended again after it
+		// had been idle for --rotated-idle: read on from the acknowledged
+		// offset (reconcile starts the tailer again).
+		if fr, ok := l.runs[l.a.cfg.Space.Assign(l.a.cfg.ID, topic, key)]; ok && fr.finished && !fr.finishedAt.IsZero() &&
+			!fr.fenced && !fr.releasing && fr.ackedOffset() < f.Size {
+			l.a.log.Info("finished rotated file grew again; reading on", "topic", topic, "path", f.Path, "offset", fr.ackedOffset(), "size", f.Size)
+			fr.finished, fr.finishedAt = false, time.Time{}
+			fr.path = f.Path
+		}
 	}
 }
 
