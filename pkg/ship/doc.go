@@ -1,6 +1,8 @@
 // Package ship is the logagent's one Kafka producer. Tailers hand it
-// records with Send; Run batches them, writes them with
-// github.com/segmentio/kafka-go and calls each record's Ack once Kafka has
+// records with Send; Run batches them, encodes each partition's share as
+// one record batch (produce.go), sends it over the Transport of
+// github.com/segmentio/kafka-go (RawProduce: connections, metadata, leader
+// routing, TLS, SASL) and calls each record's Ack once Kafka has
 // acknowledged it. The agent checkpoints a file's offset in etcd only after
 // those acks, so the invariants below are what at-least-once delivery rests on.
 //
@@ -76,10 +78,9 @@
 //     is a record whose topic is not a legal Kafka topic name.
 //
 //   - Shutdown. Tailers stop sending, the agent calls Flush with a deadline,
-//     then cancels Run's context. Run does not flush by itself; it closes the
-//     kafka.Writer (which waits, at most --kafka-write-timeout, for a produce
-//     request already on the wire) and no goroutine of this package outlives
-//     it.
+//     then cancels Run's context. Run does not flush by itself; it waits, at
+//     most --kafka-write-timeout, for produce requests already on the wire,
+//     and no goroutine of this package outlives it.
 //
 // Records are not copied: the caller must not modify a record's Key, Value
 // or Headers after Send until its Ack is called (or Run has returned).
