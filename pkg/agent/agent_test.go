@@ -224,16 +224,8 @@ func TestRotatedWhileDownIsFinishedAfterRestart(t *testing.T) {
 
 	e.startAgent("h1")
 	testenv.WaitFor(t, 10*time.Second, "the rotated file in the heartbeat", func() bool {
-		hb, ok := e.heartbeat("app", "h1")
-		if !ok {
-			return false
-		}
-		for _, f := range hb.Files {
-			if f.Key == old.Key {
-				return true
-			}
-		}
-		return false
+		_, _, ok := e.listing("app", old.Key, "h1")
+		return ok
 	})
 	next := e.waitSeen("app", "h1", "app.log")
 	require.NotEqual(t, old.Key, next.Key)
@@ -427,15 +419,8 @@ func TestRotatedFileHandoverSurvivesLeaderLoss(t *testing.T) {
 	testenv.WaitFor(t, 10*time.Second, "h1 to release", func() bool { return !e.exists(k1) })
 	// Shipped to its end so far: nobody lists it.
 	listed := func() bool {
-		for _, agent := range []string{"h1", "h2"} {
-			hb, _ := e.heartbeat("sh", agent)
-			for _, seen := range hb.Files {
-				if seen.Key == f.Key {
-					return true
-				}
-			}
-		}
-		return false
+		_, _, ok := e.listing("sh", f.Key, "h1", "h2")
+		return ok
 	}
 	testenv.WaitFor(t, 10*time.Second, "the shipped file to leave the heartbeats", func() bool { return !listed() })
 	// Its writer still appends to it (it has not reopened app.log yet).
@@ -444,18 +429,11 @@ func TestRotatedFileHandoverSurvivesLeaderLoss(t *testing.T) {
 	// The leader is gone. Its successor sees the file in a heartbeat.
 	reporter := ""
 	testenv.WaitFor(t, 10*time.Second, "an agent to list the rotated, unfinished file", func() bool {
-		for _, agent := range []string{"h2", "h1"} {
-			hb, _ := e.heartbeat("sh", agent)
-			for _, seen := range hb.Files {
-				// At its new path: a heartbeat written before the agent's
-				// scan saw the rotation does not count.
-				if seen.Key == f.Key && seen.Path == e.path("app.log.1") {
-					reporter = agent
-					return true
-				}
-			}
-		}
-		return false
+		seen, agent, ok := e.listing("sh", f.Key, "h2", "h1")
+		// At its new path: a heartbeat written before the agent's scan
+		// saw the rotation does not count.
+		reporter = agent
+		return ok && seen.Path == e.path("app.log.1")
 	})
 	e.assign("sh", reporter, f)
 	recs := e.waitRecords("sh", 151, 20*time.Second)
@@ -491,15 +469,9 @@ func TestRotatedWhileDownAndUnassignedIsReported(t *testing.T) {
 	require.NoError(t, err)
 
 	e.startAgent("h1")
-	testenv.WaitFor(t, 10*time.Second, "the rotated, unfinished file in the heartbeat", func() bool {
-		hb, _ := e.heartbeat("app", "h1")
-		for _, f := range hb.Files {
-			if f.Key == old.Key {
-				require.Equal(t, e.path("app.log.1"), f.Path)
-				return true
-			}
-		}
-		return false
+	testenv.WaitFor(t, 10*time.Second, "the rotated, unfinished file in the heartbeat, where it is now", func() bool {
+		f, _, ok := e.listing("app", old.Key, "h1")
+		return ok && f.Path == e.path("app.log.1")
 	})
 	e.assign("app", "h1", old)
 	recs := e.waitRecords("app", 151, 20*time.Second)
@@ -555,13 +527,8 @@ func TestFinishedRotatedFileGrowingAgainIsReadOn(t *testing.T) {
 	e.waitRecords("app", 51, 20*time.Second)
 	require.NoError(t, renameFile(e.path("app.log"), e.path("app.log.1")))
 	testenv.WaitFor(t, 20*time.Second, "the finished file to leave the heartbeat", func() bool {
-		hb, _ := e.heartbeat("app", "h1")
-		for _, f := range hb.Files {
-			if f.Key == old.Key {
-				return false
-			}
-		}
-		return true
+		_, _, ok := e.listing("app", old.Key, "h1")
+		return !ok
 	})
 	e.writeLines("app.log.1", 50, 70)
 	recs := e.waitRecords("app", 71, 20*time.Second)

@@ -165,6 +165,20 @@ func (e *env) heartbeat(topic, agent string) (protocol.Heartbeat, bool) {
 	return hb, ok
 }
 
+// listing returns the entry for file key in the heartbeat of topic of the
+// first of agents that lists it, and that agent.
+func (e *env) listing(topic, key string, agents ...string) (protocol.SeenFile, string, bool) {
+	for _, agent := range agents {
+		hb, _ := e.heartbeat(topic, agent)
+		for _, f := range hb.Files {
+			if f.Key == key {
+				return f, agent, true
+			}
+		}
+	}
+	return protocol.SeenFile{}, "", false
+}
+
 // waitSeen waits until agent reports the file name for topic and returns it.
 func (e *env) waitSeen(topic, agent, name string) protocol.SeenFile {
 	e.t.Helper()
