@@ -95,7 +95,12 @@ func (l *loop) expireHeld() {
 			continue
 		}
 		if ok && !e.Config.Shared && unlinked(h.fd) {
-			l.a.log.Warn("file found, never assigned, and deleted: letting it go", "topic", h.topic, "path", h.Path)
+			// Nobody else can read a local file: what it held is lost.
+			f := h.SeenFile
+			if fi, err := h.fd.Stat(); err == nil {
+				f.Size = fi.Size()
+			}
+			l.countLost(h.topic, f)
 		}
 		h.fd.Close()
 		delete(l.held, hk)
