@@ -102,4 +102,6 @@ func TestSystemWithFaults(t *testing.T) {
 	require.NotEqual(t, "0", m[3], "the run must have killed processes to test anything")
 	require.NotEqual(t, "0", m[5], "the run must have failed over the leader")
 	require.True(t, strings.Contains(out, "kill -9 coord-"), "a coordinator was killed")
+	require.True(t, strings.Contains(out, "kill -9 127.0.0."), "an agent was killed")
+	require.True(t, strings.Contains(out, "broker stopped and restarted"), "the broker was restarted")
 }
