@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/logferry/logferry/internal/testenv"
 )
 
 // systemRun builds the real binaries and runs the whole system as
@@ -66,6 +69,17 @@ func systemRun(t *testing.T, extra ...string) (string, []string) {
 	t.Logf("ran %v; faults:\n%s\nlast view and totals:\n%s\n%s", time.Since(start).Round(time.Second),
 		strings.Join(faults, "\n"), lastView, stderr.String())
 	require.NoError(t, err)
+	// The stop was clean: every process ended its last run by itself on
+	// SIGTERM (a killed and restarted one logs its stop once, at the end).
+	for _, name := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "coord-1", "coord-2"} {
+		logs, err := os.ReadFile(filepath.Join(dir, "procs", name+".log"))
+		require.NoError(t, err)
+		stopped := "agent stopped"
+		if strings.HasPrefix(name, "coord-") {
+			stopped = "coordinator stopped"
+		}
+		require.Contains(t, string(logs), stopped, "%s stopped cleanly", name)
+	}
 	for _, want := range []string{"leader: coord-", "AGENT", "FILES OWNED", "LINES/S", "BYTES BEHIND", "127.0.0.2", "127.0.0.4", "lines to deliver"} {
 		require.Contains(t, lastView, want, "the live view")
 	}
@@ -79,12 +93,17 @@ func systemRun(t *testing.T, extra ...string) (string, []string) {
 }
 
 // TestSystem runs the whole system as processes for 20 s with rotation,
-// no faults: every line arrives exactly once.
+// no faults: every line arrives exactly once. It points the dev stack at an
+// etcd and a broker of its own, as `make demo` against external ones
+// (TestSystemWithFaults uses the embedded ones).
 func TestSystem(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binaries and runs for half a minute")
 	}
-	_, m := systemRun(t, "--duration", "20s")
+	e := testenv.StartEtcd(t)
+	k := testenv.StartKafka(t)
+	out, m := systemRun(t, "--duration", "20s", "--etcd-endpoints", e.Endpoint(), "--kafka-brokers", strings.Join(k.Brokers(), ","))
+	require.Contains(t, out, fmt.Sprintf("etcd [%s], kafka %v", e.Endpoint(), k.Brokers()), "the external servers were used")
 	require.Equal(t, "0", m[2], "no duplicates without faults")
 }
 
