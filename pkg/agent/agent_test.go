@@ -11,6 +11,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/logferry/logferry/internal/testenv"
 	"github.com/logferry/logferry/pkg/protocol"
@@ -535,4 +538,38 @@ func TestFinishedRotatedFileGrowingAgainIsReadOn(t *testing.T) {
 	seen, dups := distinctValues(recs)
 	require.Equal(t, 71, len(seen), "the lines appended after the finish arrive")
 	require.Zero(t, dups)
+}
+
+// TestAssignedFileDeletedWhileDownCountsLostBytes: the agent stopped with
+// lines of an assigned file read but not acknowledged (Kafka refused them),
+// and the file was deleted before it came back: nobody can ship those
+// lines, and the restarted agent counts them as lost, as its last
+// checkpoint knew them (size minus offset).
+func TestAssignedFileDeletedWhileDownCountsLostBytes(t *testing.T) {
+	e := newEnv(t)
+	e.write("app.log", header("gone"))
+	e.writeLines("app.log", 0, 50)
+	e.putTopic("app", topics.Config{Paths: []string{e.dir + "/app.log"}})
+	ag := e.startAgent("h1", func(c *Config, _ *ship.Config) { c.StopTimeout = 500 * time.Millisecond })
+	f := e.waitSeen("app", "h1", "app.log")
+	e.assign("app", "h1", f)
+	e.waitRecords("app", 51, 20*time.Second)
+
+	fault := e.kafka.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotEnoughReplicas, Count: -1})
+	e.writeLines("app.log", 50, 80)
+	size := fileSize(t, e.path("app.log"))
+	testenv.WaitFor(t, 10*time.Second, "a checkpoint that knows the unshipped size", func() bool {
+		cp, ok := e.checkpoint("app", f.Key)
+		return ok && cp.Size == size && cp.Offset < size
+	})
+	require.NoError(t, ag.stop())
+	fault.Remove()
+	cp, _ := e.checkpoint("app", f.Key)
+	require.NoError(t, os.Remove(e.path("app.log")))
+
+	ag = e.startAgent("h1")
+	testenv.WaitFor(t, 10*time.Second, "the deleted file's bytes counted", func() bool {
+		return counterValue(t, ag.reg, "logagent_lost_bytes_total", "") > 0
+	})
+	require.Equal(t, float64(size-cp.Offset), counterValue(t, ag.reg, "logagent_lost_bytes_total", ""))
 }

@@ -581,8 +581,9 @@ func (l *loop) scan() {
 		if !l.seeded[name] {
 			l.seeded[name] = l.seedFromCheckpoints(name, e.Config)
 		}
-		l.reportUnfinished(name, e.Config, files)
-		l.findAssignedElsewhere(name, files)
+		dirs := dirIndex{}
+		l.reportUnfinished(name, e.Config, files, dirs)
+		l.countGoneAssigned(name, files, dirs)
 		l.noteVanished(name, e.Config, files)
 		l.seen[name] = files
 		a.m.filesSeen.WithLabelValues(name).Set(float64(len(files)))
@@ -627,13 +628,12 @@ func (l *loop) scan() {
 	l.writeStatus()
 }
 
-// findAssignedElsewhere adds to files the files assigned to this agent for
-// topic that the globs no longer match but that still exist next to their
-// last known path (renamed by rotation while this agent was down, say):
-// they are listed in the heartbeat, so they stay assigned here, and read to
-// their end. Their identity comes from this agent's memory of recent scans,
-// or from their checkpoint.
-func (l *loop) findAssignedElsewhere(topic string, files map[string]protocol.SeenFile) {
+// countGoneAssigned counts the unshipped bytes of the files assigned to
+// this agent for topic that nobody can read any more: not listed (neither
+// under the globs nor as rotated and unfinished, see reportUnfinished), not
+// being read here, known by identity (from a scan or a checkpoint) but not
+// found next to where they were: deleted while the agent was down.
+func (l *loop) countGoneAssigned(topic string, files map[string]protocol.SeenFile, dirs dirIndex) {
 	for _, as := range l.assigns {
 		if as.topic != topic || as.value.State != protocol.StateActive {
 			continue
@@ -642,30 +642,15 @@ func (l *loop) findAssignedElsewhere(topic string, files map[string]protocol.See
 			continue
 		}
 		if fr, ok := l.runs[l.a.cfg.Space.Assign(l.a.cfg.ID, as.topic, as.file)]; ok && (fr.finished || fr.cancel != nil) {
-			continue // finished, or running (then the runs loop above lists it)
+			continue // finished, or being read
 		}
-		var id protocol.FileIdentity
-		path := as.value.Path
-		var offset int64
-		if v, ok := l.recent[topic+"/"+as.file]; ok {
-			id, path = v.Identity, v.Path
-		} else if cp, ok := l.readCheckpoint(topic, as.file); ok {
-			id, path, offset = cp.Identity, cp.Path, cp.Offset
-		}
-		if id.Fingerprint == "" {
-			continue
-		}
-		found, size, ok := fileid.FindByInode(filepath.Dir(path), id.Inode)
+		v, ok := l.recent[topic+"/"+as.file]
 		if !ok {
+			continue // identity unknown: nothing to look for
+		}
+		if _, found := dirs.get(filepath.Dir(v.Path))[v.Identity.Inode]; !found {
 			l.countLostAssigned(as)
-			continue
 		}
-		if size <= offset {
-			continue
-		}
-		f := protocol.SeenFile{Key: as.file, Path: found, Size: size, Identity: id}
-		files[as.file] = f
-		l.recent[topic+"/"+as.file] = vanishedFile{SeenFile: f, at: time.Now()}
 	}
 }
 
@@ -743,7 +728,7 @@ func (l *loop) finishedGrace() time.Duration {
 // shipped, so it always has someone to go to: when its owner dies, and
 // when a handover of it is cut short by a coordinator failover (the new
 // leader knows only the files that heartbeats list).
-func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[string]protocol.SeenFile) {
+func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[string]protocol.SeenFile, dirs dirIndex) {
 	prefix := topic + "/"
 	var candidates []string
 	found := map[string]protocol.SeenFile{}
@@ -766,7 +751,6 @@ func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[strin
 		f.Size = fi.Size()
 		found[h.Key] = f
 	}
-	dirs := map[string]map[uint64]dirEntry{} // one directory read per directory per scan
 	for _, k := range slices.Sorted(maps.Keys(l.recent)) {
 		key, ok := strings.CutPrefix(k, prefix)
 		if !ok {
@@ -779,13 +763,7 @@ func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[strin
 		if _, listed := files[key]; listed {
 			continue
 		}
-		dir := filepath.Dir(v.Path)
-		byInode, ok := dirs[dir]
-		if !ok {
-			byInode = inodes(dir)
-			dirs[dir] = byInode
-		}
-		e, ok := byInode[v.Identity.Inode]
+		e, ok := dirs.get(filepath.Dir(v.Path))[v.Identity.Inode]
 		if !ok || (v.covered > 0 && e.size <= v.covered) {
 			continue // gone (noteVanished accounts for it), or shipped
 		}
@@ -868,6 +846,19 @@ func (l *loop) seedFromCheckpoints(topic string, cfg topics.Config) bool {
 type dirEntry struct {
 	path string
 	size int64
+}
+
+// dirIndex is one scan's view of directories by inode: each directory is
+// read once per scan, however many remembered files are looked for in it.
+type dirIndex map[string]map[uint64]dirEntry
+
+func (d dirIndex) get(dir string) map[uint64]dirEntry {
+	byInode, ok := d[dir]
+	if !ok {
+		byInode = inodes(dir)
+		d[dir] = byInode
+	}
+	return byInode
 }
 
 // inodes maps the inode of every regular file in dir to its path and size.
