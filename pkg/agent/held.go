@@ -32,14 +32,15 @@ const (
 	maxHeld = 1024
 )
 
-func heldKey(topic, file string) string { return topic + "/" + file }
+// fileKey is "topic/file key", the key of the loop's held and recent maps.
+func fileKey(topic, file string) string { return topic + "/" + file }
 
 // onFound takes a file the directory watcher found. A new one is held,
 // listed at once in the topic's heartbeat, and gets its tailer as soon as
 // its assignment arrives.
 func (l *loop) onFound(ctx context.Context, fd discovery.Found) {
 	e, ok := l.topics[fd.Topic]
-	hk := heldKey(fd.Topic, fd.File.Key)
+	hk := fileKey(fd.Topic, fd.File.Key)
 	_, held := l.held[hk]
 	_, running := l.runs[l.a.cfg.Space.Assign(l.a.cfg.ID, fd.Topic, fd.File.Key)]
 	if !ok || e.Err != nil || l.refused[fd.Topic] || !l.topicsLoaded || !l.assignsLoaded || held || running ||
@@ -73,7 +74,7 @@ func (l *loop) onFound(ctx context.Context, fd discovery.Found) {
 
 // takeHeld hands the held descriptor of a file to its run.
 func (l *loop) takeHeld(fr *fileRun) {
-	hk := heldKey(fr.topic, fr.key)
+	hk := fileKey(fr.topic, fr.key)
 	h, ok := l.held[hk]
 	if !ok {
 		return

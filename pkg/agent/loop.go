@@ -47,7 +47,7 @@ type loop struct {
 	refused       map[string]bool
 	seen          map[string]map[string]protocol.SeenFile // topic -> file key -> file
 	// recent remembers every file seen in the last vanishedMemory, by
-	// topic + "/" + file key: an assignment can arrive after the file left
+	// fileKey: an assignment can arrive after the file left
 	// the globs (renamed by rotation: the tailer finds it by inode) or was
 	// deleted (the tailer then counts its bytes as lost).
 	recent map[string]vanishedFile
@@ -59,7 +59,7 @@ type loop struct {
 	lostCounted map[string]bool
 	assigns     map[string]assignment // assign key -> assignment
 	runs        map[string]*fileRun   // assign key -> run
-	held        map[string]*heldFile  // heldKey -> file found by the watcher, not tailed yet
+	held        map[string]*heldFile  // fileKey -> file found by the watcher, not tailed yet
 	watcher     *discovery.Watcher    // nil without directory events
 	heartbeats  map[string]bool       // topics with a heartbeat key set
 	problems    map[problemKey]protocol.Problem
@@ -239,7 +239,7 @@ func (l *loop) reconcile(ctx context.Context) {
 				// Rotated out of the globs, or deleted, after a scan saw it:
 				// the tailer finds it by inode next to its old path, or
 				// counts its unshipped bytes as lost.
-				v, ok := l.recent[as.topic+"/"+as.file]
+				v, ok := l.recent[fileKey(as.topic, as.file)]
 				if !ok {
 					continue // not discovered here (yet): nothing to read from
 				}
@@ -644,7 +644,7 @@ func (l *loop) countGoneAssigned(topic string, files map[string]protocol.SeenFil
 		if fr, ok := l.runs[l.a.cfg.Space.Assign(l.a.cfg.ID, as.topic, as.file)]; ok && (fr.finished || fr.cancel != nil) {
 			continue // finished, or being read
 		}
-		v, ok := l.recent[topic+"/"+as.file]
+		v, ok := l.recent[fileKey(topic, as.file)]
 		if !ok {
 			continue // identity unknown: nothing to look for
 		}
@@ -792,9 +792,9 @@ func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[strin
 			v := l.recent[prefix+key]
 			v.covered = f.Size
 			l.recent[prefix+key] = v
-			if h, ok := l.held[heldKey(topic, key)]; ok {
+			if h, ok := l.held[fileKey(topic, key)]; ok {
 				h.fd.Close() // another agent shipped it
-				delete(l.held, heldKey(topic, key))
+				delete(l.held, fileKey(topic, key))
 				l.a.m.filesHeld.Set(float64(len(l.held)))
 			}
 			continue
@@ -836,8 +836,8 @@ func (l *loop) seedFromCheckpoints(topic string, cfg topics.Config) bool {
 			continue // another host's file
 		}
 		key := strings.TrimPrefix(string(kv.Key), prefix)
-		if _, known := l.recent[topic+"/"+key]; !known {
-			l.recent[topic+"/"+key] = vanishedFile{SeenFile: protocol.SeenFile{Key: key, Path: cp.Path, Identity: cp.Identity}, at: now}
+		if _, known := l.recent[fileKey(topic, key)]; !known {
+			l.recent[fileKey(topic, key)] = vanishedFile{SeenFile: protocol.SeenFile{Key: key, Path: cp.Path, Identity: cp.Identity}, at: now}
 		}
 	}
 	return true
@@ -944,9 +944,9 @@ func (l *loop) noteVanished(topic string, cfg topics.Config, files map[string]pr
 		}
 	}
 	for key, f := range files {
-		v := l.recent[topic+"/"+key]
+		v := l.recent[fileKey(topic, key)]
 		v.SeenFile, v.at = f, now
-		l.recent[topic+"/"+key] = v
+		l.recent[fileKey(topic, key)] = v
 	}
 	for key, f := range l.seen[topic] {
 		if _, still := files[key]; still {
@@ -955,7 +955,7 @@ func (l *loop) noteVanished(topic string, cfg topics.Config, files map[string]pr
 		if _, err := os.Stat(f.Path); err == nil {
 			continue // renamed out of the globs, not deleted
 		}
-		_, running := l.held[heldKey(topic, key)]
+		_, running := l.held[fileKey(topic, key)]
 		for _, fr := range l.runs {
 			running = running || (fr.topic == topic && fr.key == key)
 		}
@@ -966,7 +966,7 @@ func (l *loop) noteVanished(topic string, cfg topics.Config, files map[string]pr
 			l.countLost(topic, f)
 			// Counted once: an assignment arriving later must not start a
 			// tailer that fails and counts the same bytes again.
-			delete(l.recent, topic+"/"+key)
+			delete(l.recent, fileKey(topic, key))
 		}
 	}
 }

@@ -135,18 +135,13 @@ func (s *Scanner) inspect(topic string, cfg topics.Config, path string) (*protoc
 // Open identifies the file at path for topic, as a scan would, and returns
 // it with its descriptor still open: a file that is renamed away or deleted
 // a moment later can still be read through it. The caller owns the
-// descriptor. ok is false for a file that is skipped (not regular, too old,
+// descriptor. The globs are matched against name: path itself, or the name
+// the file had before a rename (the same file, caught a little late). It
+// returns no descriptor for a file that is skipped (not regular, too old,
 // outside the roots, excluded, not matched) or not identified yet (too
 // short); problem is set for one that cannot be read.
-func (s *Scanner) Open(topic string, cfg topics.Config, path string) (f *protocol.SeenFile, fd *os.File, problem *protocol.Problem) {
-	return s.OpenRenamed(topic, cfg, path, path)
-}
-
-// OpenRenamed is Open for a file now at path that the globs matched under
-// the name it had before a rename (from): the same file, caught a little
-// late.
-func (s *Scanner) OpenRenamed(topic string, cfg topics.Config, path, from string) (f *protocol.SeenFile, fd *os.File, problem *protocol.Problem) {
-	if !s.Matches(cfg, from) {
+func (s *Scanner) Open(topic string, cfg topics.Config, path, name string) (f *protocol.SeenFile, fd *os.File, problem *protocol.Problem) {
+	if !s.Matches(cfg, name) {
 		return nil, nil, nil
 	}
 	f, fd, problem, _ = s.open(topic, cfg, path)

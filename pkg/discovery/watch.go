@@ -225,7 +225,7 @@ func (w *Watcher) handle(ev fsnotify.Event, found func(Found) bool) bool {
 func (w *Watcher) identify(path, name string, found func(Found) bool) bool {
 	ts := *w.topics.Load()
 	for _, topic := range slices.Sorted(maps.Keys(ts)) {
-		f, fd, _ := w.s.OpenRenamed(topic, ts[topic], path, name)
+		f, fd, _ := w.s.Open(topic, ts[topic], path, name)
 		if fd == nil {
 			continue // not ours, not identified yet, or unreadable (the scans report it)
 		}
