@@ -53,13 +53,18 @@ type Watcher struct {
 
 	// topics is replaced whole by SetTopics, never modified: Run reads it
 	// without a lock while found may block.
-	topics atomic.Pointer[map[string]topics.Config]
+	topics atomic.Pointer[topicSet]
 
 	mu   sync.Mutex
 	dirs map[string]bool // watched now
 
 	// Run's goroutine only.
 	known map[string]bool // paths identified since their last create
+	// unmatched holds paths no topic's globs match, with the topic set they
+	// were checked against: writes to them (a busy log beside the topic's
+	// files) cost a map lookup, until the topics change or the name is
+	// created again.
+	unmatched map[string]*topicSet
 	// renamedFrom is the path of the last event if it was the old name of a
 	// rename: inotify queues a same-directory rename as two consecutive
 	// events (old name, then new name), so a create right after it is that
@@ -76,8 +81,8 @@ func (s *Scanner) NewWatcher(log *slog.Logger) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discovery: directory watcher: %w", err)
 	}
-	w := &Watcher{s: s, log: log, fsw: fsw, dirs: map[string]bool{}, known: map[string]bool{}}
-	w.topics.Store(&map[string]topics.Config{})
+	w := &Watcher{s: s, log: log, fsw: fsw, dirs: map[string]bool{}, known: map[string]bool{}, unmatched: map[string]*topicSet{}}
+	w.topics.Store(&topicSet{})
 	return w, nil
 }
 
@@ -94,8 +99,7 @@ func (w *Watcher) SetTopics(ts map[string]topics.Config) {
 			want[d] = true
 		}
 	}
-	ts = maps.Clone(ts)
-	w.topics.Store(&ts)
+	w.topics.Store(&topicSet{configs: maps.Clone(ts), names: slices.Sorted(maps.Keys(ts))})
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for d := range w.dirs {
@@ -169,6 +173,7 @@ func (w *Watcher) Run(ctx context.Context, found func(Found) bool, rescan func()
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
 				w.log.Warn("directory events lost (queue overflow); scanning")
 				clear(w.known)
+				clear(w.unmatched)
 				rescan()
 				continue
 			}
@@ -195,10 +200,12 @@ func (w *Watcher) handle(ev fsnotify.Event, found func(Found) bool) bool {
 			w.renamedFrom = path
 		}
 		delete(w.known, path) // the name is free; what comes next is another file
+		delete(w.unmatched, path)
 		return true
 	}
 	if ev.Has(fsnotify.Create) {
 		delete(w.known, path)
+		delete(w.unmatched, path)
 	}
 	if from != "" && ev.Has(fsnotify.Create) && filepath.Dir(from) == filepath.Dir(path) && !w.known[path] {
 		// A file renamed before it was identified under the name the
@@ -213,7 +220,7 @@ func (w *Watcher) handle(ev fsnotify.Event, found func(Found) bool) bool {
 	}
 	// A write to a path identified since its creation changes nothing: any
 	// other file at that path would have come with a create or rename.
-	if w.known[path] {
+	if w.known[path] || w.unmatched[path] == w.topics.Load() {
 		return true
 	}
 	return w.identify(path, path, found)
@@ -223,11 +230,17 @@ func (w *Watcher) handle(ev fsnotify.Event, found func(Found) bool) bool {
 // (path itself, or the name it had before a rename). It returns false when
 // found did.
 func (w *Watcher) identify(path, name string, found func(Found) bool) bool {
-	ts := *w.topics.Load()
-	for _, topic := range slices.Sorted(maps.Keys(ts)) {
-		f, fd, _ := w.s.Open(topic, ts[topic], path, name)
+	ts := w.topics.Load()
+	matched := false
+	for _, topic := range ts.names {
+		cfg := ts.configs[topic]
+		if !w.s.Matches(cfg, name) {
+			continue
+		}
+		matched = true
+		f, fd, _ := w.s.Open(topic, cfg, path, name)
 		if fd == nil {
-			continue // not ours, not identified yet, or unreadable (the scans report it)
+			continue // not identified yet, or unreadable (the scans report it)
 		}
 		if path == name {
 			w.known[path] = true
@@ -237,5 +250,14 @@ func (w *Watcher) identify(path, name string, found func(Found) bool) bool {
 			return false
 		}
 	}
+	if !matched && path == name {
+		w.unmatched[path] = ts
+	}
 	return true
+}
+
+// topicSet is the topics a watcher serves, with their names sorted.
+type topicSet struct {
+	configs map[string]topics.Config
+	names   []string
 }
