@@ -734,8 +734,7 @@ func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[strin
 	found := map[string]protocol.SeenFile{}
 	// Held files first: their descriptor gives the size even when the file
 	// has no name left.
-	for _, hk := range slices.Sorted(maps.Keys(l.held)) {
-		h := l.held[hk]
+	for _, h := range l.held {
 		if h.topic != topic {
 			continue
 		}
@@ -751,12 +750,11 @@ func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[strin
 		f.Size = fi.Size()
 		found[h.Key] = f
 	}
-	for _, k := range slices.Sorted(maps.Keys(l.recent)) {
+	for k, v := range l.recent {
 		key, ok := strings.CutPrefix(k, prefix)
 		if !ok {
 			continue
 		}
-		v := l.recent[k]
 		if _, listed := found[key]; listed {
 			continue
 		}
@@ -771,9 +769,8 @@ func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[strin
 		if !ok {
 			continue // the inode is another file's now
 		}
-		path := e.path
 		candidates = append(candidates, key)
-		found[key] = protocol.SeenFile{Key: key, Path: path, Size: size, Identity: v.Identity}
+		found[key] = protocol.SeenFile{Key: key, Path: e.path, Size: size, Identity: v.Identity}
 	}
 	if len(candidates) == 0 {
 		return
@@ -789,9 +786,9 @@ func (l *loop) reportUnfinished(topic string, cfg topics.Config, files map[strin
 		if off, ok := offsets[key]; ok && off >= f.Size {
 			// Shipped to its end. A rotated file that still grows is its
 			// owner's to finish (it reads until the file is idle).
-			v := l.recent[prefix+key]
+			v := l.recent[fileKey(topic, key)]
 			v.covered = f.Size
-			l.recent[prefix+key] = v
+			l.recent[fileKey(topic, key)] = v
 			if h, ok := l.held[fileKey(topic, key)]; ok {
 				h.fd.Close() // another agent shipped it
 				delete(l.held, fileKey(topic, key))
