@@ -3,8 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,18 +64,21 @@ func BenchmarkShipFile(b *testing.B) {
 		// write a metadata refresh (kafka-go's transport caches metadata
 		// for about 6 s), which is not what this measures.
 		createTopics(b, k.Brokers(), kafkaTopic, kafkaTopic+"-kcat")
+		listen := testenv.FreeAddr(b)
 		cmd := exec.Command(bin, "--etcd-endpoints", e.Endpoint(), "--kafka-brokers", strings.Join(k.Brokers(), ","),
-			"--id", "bench", "--listen", testenv.FreeAddr(b), "--allow-path", dir, "--scan-interval", "100ms",
-			"--log-level", "warn", "--kafka-compression", benchCompression())
+			"--id", "bench", "--listen", listen, "--allow-path", dir, "--scan-interval", "100ms",
+			"--log-level", "warn", "--kafka-compression", benchCompression(), "--pprof")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
 		f := firstFile(b, cli, ks, "bench", "bench")
+		profiled := startCPUProfile(b, listen)
 		start := time.Now()
 		assign(b, cli, ks, "bench", "bench", f)
 		waitRecords(b, k.Brokers(), kafkaTopic, int64(lines))
 		took := time.Since(start)
+		profiled()
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
@@ -109,6 +115,44 @@ func BenchmarkShipFile(b *testing.B) {
 			b.Log("kcat not installed (Debian package kcat): no comparison")
 		}
 
+	}
+}
+
+// startCPUProfile, if BENCH_CPUPROFILE names a file, starts a CPU profile of
+// the agent (its /debug/pprof/profile) for BENCH_CPUPROFILE_SECONDS (default
+// 5) and returns a function that waits for it and writes it to that file.
+// Analyse with `go tool pprof -top bin/logagent FILE`.
+func startCPUProfile(b *testing.B, listen string) (wait func()) {
+	b.Helper()
+	out := os.Getenv("BENCH_CPUPROFILE")
+	if out == "" {
+		return func() {}
+	}
+	secs := "5"
+	if v := os.Getenv("BENCH_CPUPROFILE_SECONDS"); v != "" {
+		secs = v
+	}
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get("http://" + listen + "/debug/pprof/profile?seconds=" + secs)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(out)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		done <- errors.Join(err, f.Close())
+	}()
+	return func() {
+		if err := <-done; err != nil {
+			b.Fatalf("CPU profile: %v", err)
+		}
+		b.Logf("CPU profile of the agent written to %s", out)
 	}
 }
 

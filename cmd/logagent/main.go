@@ -65,6 +65,7 @@ type options struct {
 	tailMode           string
 	watchDirs          bool
 	partialTimeout     time.Duration
+	pprof              bool
 	logLevel           string
 	logFormat          string
 	showVersion        bool
@@ -92,6 +93,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		"renamed away or deleted milliseconds later is still read; false: new files are found by the scans only")
 	fs.DurationVar(&o.partialTimeout, "partial-line-timeout", 0, "ship a last line that has no newline once its file has not grown for this long "+
 		"(0: wait for the newline, or for the file's rotation, however long)")
+	fs.BoolVar(&o.pprof, "pprof", false, "also serve the Go runtime profiles (/debug/pprof/) on --listen, for a diagnosis")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
@@ -168,6 +170,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return a.Ready()
 	}, log)
+	if o.pprof {
+		ops.EnablePprof()
+	}
 	if err := ops.Listen(); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,18 @@ func New(addr string, gatherer prometheus.Gatherer, ready func() error, log *slo
 		fmt.Fprintln(w, "ready")
 	})
 	return s
+}
+
+// EnablePprof serves the runtime profiles under /debug/pprof/ (CPU, heap,
+// goroutines, ...). Off by default: a CPU profile costs the daemon while it
+// runs, and the endpoints reveal internals, so operators turn it on for a
+// diagnosis (--pprof), not for good.
+func (s *Server) EnablePprof() {
+	s.mux.HandleFunc("/debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }
 
 // Listen binds the address now, so a bad --listen fails at start-up.

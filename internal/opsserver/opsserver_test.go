@@ -65,3 +65,26 @@ func TestBadListen(t *testing.T) {
 	s := New("not-an-address", prometheus.NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler))
 	require.ErrorContains(t, s.Listen(), "not-an-address")
 }
+
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	for _, enabled := range []bool{false, true} {
+		s := New("127.0.0.1:0", prometheus.NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler))
+		if enabled {
+			s.EnablePprof()
+		}
+		require.NoError(t, s.Listen())
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		code, body := get(t, "http://"+s.Addr()+"/debug/pprof/goroutine?debug=1")
+		if enabled {
+			require.Equal(t, 200, code)
+			require.Contains(t, body, "goroutine profile")
+		} else {
+			require.Equal(t, 404, code)
+		}
+		http.DefaultClient.CloseIdleConnections()
+		cancel()
+		require.NoError(t, <-done)
+	}
+}

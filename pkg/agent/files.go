@@ -66,8 +66,8 @@ type fileRun struct {
 }
 
 type pendingRec struct {
-	end  int64
-	done bool
+	start, end int64
+	done       bool
 }
 
 func newFileRun(topic, key, assignKey string, createRev int64, path string, id protocol.FileIdentity, cfg topics.Config) *fileRun {
@@ -75,13 +75,14 @@ func newFileRun(topic, key, assignKey string, createRev int64, path string, id p
 		cfg: cfg, written: -1, drained: make(chan struct{})}
 }
 
-// track registers a record about to be sent and returns its sequence.
-func (f *fileRun) track(end int64) uint64 {
+// track registers a record about to be sent (the bytes start to end of
+// the file) and returns its sequence.
+func (f *fileRun) track(start, end int64) uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	seq := f.nextSeq
 	f.nextSeq++
-	f.pending = append(f.pending, pendingRec{end: end})
+	f.pending = append(f.pending, pendingRec{start: start, end: end})
 	return seq
 }
 
@@ -96,15 +97,17 @@ func (f *fileRun) untrack(seq uint64) {
 	}
 }
 
-// ack marks record seq acknowledged and advances the acknowledged prefix.
-func (f *fileRun) ack(seq uint64) {
+// ack marks record seq acknowledged, advances the acknowledged prefix and
+// returns the record's bytes (start to end of the file).
+func (f *fileRun) ack(seq uint64) (start, end int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	i := int(seq - f.head)
 	if i < 0 || i >= len(f.pending) {
-		return
+		return 0, 0
 	}
 	f.pending[i].done = true
+	start, end = f.pending[i].start, f.pending[i].end
 	n := 0
 	for n < len(f.pending) && f.pending[n].done {
 		f.acked = f.pending[n].end
@@ -115,6 +118,7 @@ func (f *fileRun) ack(seq uint64) {
 		f.head += uint64(n)
 		f.signalDrainedLocked()
 	}
+	return start, end
 }
 
 func (f *fileRun) signalDrainedLocked() {
@@ -168,38 +172,23 @@ func (f *fileRun) ackedOffset() int64 {
 
 // lineSink turns tailer lines into Kafka records for one file. Its methods
 // are called by one goroutine at a time (the tailer's, or under
-// joinedSink.mu).
+// joinedSink.mu), except Ack, which the shipper calls.
 type lineSink struct {
 	a  *Agent
 	fr *fileRun
 	// What every record of the file shares, built once per tailer run
-	// rather than once per line: header values, the partition key (the
-	// shipper never modifies a record's slices) and the topic's counters.
+	// rather than once per line: header values, the partition key and the
+	// topic's counters.
 	host, path, file, topic []byte
 	key                     []byte
 	linesRead, bytesRead    prometheus.Counter
 	linesShipped, bytesShip prometheus.Counter
 	rejected                prometheus.Counter
-	// slab hands out the per-record state, allocated recSlab at a time: one
-	// allocation per many lines instead of one per header slice, offset
-	// and callback state per line. A slab is freed once all its records
-	// are acked.
-	slab []sentRec
-}
-
-// sentRec is what one record needs from Send until its Ack: its headers
-// (the first five are every record's; flags are appended after them), the
-// offset header's digits, and what the Ack reports.
-type sentRec struct {
-	s       *lineSink
-	headers [5]kafka.Header
+	// headers and off are the scratch of send: the shipper copies a
+	// record at Send, so one set serves every line.
+	headers []kafka.Header
 	off     [20]byte
-	start   int64
-	size    float64
-	seq     uint64
 }
-
-const recSlab = 256
 
 func newLineSink(a *Agent, fr *fileRun) *lineSink {
 	s := &lineSink{
@@ -210,6 +199,7 @@ func newLineSink(a *Agent, fr *fileRun) *lineSink {
 		linesShipped: a.m.linesShipped.WithLabelValues(fr.topic),
 		bytesShip:    a.m.bytesShipped.WithLabelValues(fr.topic),
 		rejected:     a.m.rejected.WithLabelValues(fr.topic),
+		headers:      make([]kafka.Header, 0, 12),
 	}
 	switch fr.cfg.Key {
 	case topics.KeyFile:
@@ -230,32 +220,18 @@ func (s *lineSink) emitEvent(ctx context.Context, e multiline.Event) error {
 		e.Lines, e.Cut)
 }
 
-// newRec takes the next sentRec of the slab.
-func (s *lineSink) newRec() *sentRec {
-	if len(s.slab) == 0 {
-		s.slab = make([]sentRec, recSlab)
-	}
-	r := &s.slab[0]
-	s.slab = s.slab[1:]
-	return r
-}
-
 // send builds one record from a line (or an event of lines joined, with
 // its line count and whether it was cut at max lines) and hands it to the
 // shipper, tracking its End for the checkpoint.
 func (s *lineSink) send(ctx context.Context, l tailer.Line, lines int, cut bool) error {
 	fr, a := s.fr, s.a
-	rec := s.newRec()
-	rec.s, rec.start, rec.size = s, l.Start, float64(l.End-l.Start)
-	rec.headers = [5]kafka.Header{
-		{Key: "host", Value: s.host},
-		{Key: "path", Value: s.path},
-		{Key: "file", Value: s.file},
-		{Key: "offset", Value: strconv.AppendInt(rec.off[:0], l.Start, 10)},
-		{Key: "topic", Value: s.topic},
-	}
-	// Capped: a flag appended below goes to a new array, never past the slab entry.
-	headers := rec.headers[:5:5]
+	headers := append(s.headers[:0],
+		kafka.Header{Key: "host", Value: s.host},
+		kafka.Header{Key: "path", Value: s.path},
+		kafka.Header{Key: "file", Value: s.file},
+		kafka.Header{Key: "offset", Value: strconv.AppendInt(s.off[:0], l.Start, 10)},
+		kafka.Header{Key: "topic", Value: s.topic},
+	)
 	flag := func(name, value string) {
 		headers = append(headers, kafka.Header{Key: name, Value: []byte(value)})
 		a.m.flagged.WithLabelValues(fr.topic, name).Inc()
@@ -281,35 +257,37 @@ func (s *lineSink) send(ctx context.Context, l tailer.Line, lines int, cut bool)
 	if cut {
 		flag("multiline_cut", "true")
 	}
+	s.headers = headers[:0]
 	s.linesRead.Inc()
-	s.bytesRead.Add(rec.size)
-	rec.seq = fr.track(l.End)
+	s.bytesRead.Add(float64(l.End - l.Start))
+	seq := fr.track(l.Start, l.End)
 	err := a.cfg.Shipper.Send(ctx, ship.Record{
 		Topic:   fr.cfg.KafkaTopic,
 		Key:     s.key,
 		Value:   l.Data,
 		Headers: headers,
-		Ack:     rec.ack,
+		Ack:     s,
+		Token:   seq,
 	})
 	if err != nil {
-		fr.untrack(rec.seq)
+		fr.untrack(seq)
 	}
 	return err
 }
 
-func (r *sentRec) ack(err error) {
-	s := r.s
+// Ack is the shipper's word on record seq of the file.
+func (s *lineSink) Ack(seq uint64, err error) {
+	start, end := s.fr.ack(seq)
 	if err != nil {
 		s.rejected.Inc()
 		if errors.Is(err, ship.ErrRejected) {
 			s.a.log.Error("record rejected by Kafka; reported and skipped", "topic", s.fr.topic,
-				"path", s.fr.path, "offset", r.start, "err", err)
+				"path", s.fr.path, "offset", start, "err", err)
 		}
-	} else {
-		s.linesShipped.Inc()
-		s.bytesShip.Add(r.size)
+		return
 	}
-	s.fr.ack(r.seq)
+	s.linesShipped.Inc()
+	s.bytesShip.Add(float64(end - start))
 }
 
 // joinedSink joins lines into multiline events before shipping them. A

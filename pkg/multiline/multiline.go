@@ -59,7 +59,8 @@ func New(m *topics.Multiline, maxBytes int) (*Joiner, error) {
 }
 
 // Add takes the next line and returns the events it completed (zero, one
-// or two).
+// or two). Events copy the lines' bytes: l.Data may be reused once Add
+// returns (the tailer does).
 func (j *Joiner) Add(l tailer.Line) []Event {
 	var out []Event
 	if j.cur != nil && j.partial {

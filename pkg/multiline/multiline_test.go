@@ -134,3 +134,18 @@ func TestSplitPartsRejoin(t *testing.T) {
 	require.Equal(t, "abcdef\n x", string(e.Data))
 	require.Equal(t, 2, e.Lines)
 }
+
+// The tailer reuses a line's memory once Add returns: an event keeps
+// copies, never the lines' own bytes.
+func TestEventsCopyTheirLines(t *testing.T) {
+	j, err := New(&topics.Multiline{Pattern: `^\s`, Match: "after", MaxLines: 100}, 1<<20)
+	require.NoError(t, err)
+	buf := []byte("first")
+	require.Empty(t, j.Add(tailer.Line{Start: 0, End: 6, Data: buf, Last: true}))
+	copy(buf, " cont")
+	require.Empty(t, j.Add(tailer.Line{Start: 6, End: 12, Data: buf, Last: true}))
+	copy(buf, "XXXXX")
+	e, ok := j.Flush()
+	require.True(t, ok)
+	require.Equal(t, "first\n cont", string(e.Data))
+}

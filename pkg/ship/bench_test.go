@@ -60,7 +60,7 @@ func benchShip(b *testing.B, comp kafka.Compression) {
 				for j := range records / senders {
 					key := fmt.Appendf(nil, "host-1/var/log/app-%d-%d.log", g, j%keysPerSender)
 					r := Record{Topic: topic, Key: key, Value: value,
-						Headers: []kafka.Header{{Key: "offset", Value: fmt.Appendf(nil, "%d", j*151)}}, Ack: ack}
+						Headers: []kafka.Header{{Key: "offset", Value: fmt.Appendf(nil, "%d", j*151)}}, Ack: AckFunc(ack)}
 					if err := s.Send(context.Background(), r); err != nil {
 						panic(err)
 					}

@@ -82,6 +82,10 @@
 //     most --kafka-write-timeout, for produce requests already on the wire,
 //     and no goroutine of this package outlives it.
 //
-// Records are not copied: the caller must not modify a record's Key, Value
-// or Headers after Send until its Ack is called (or Run has returned).
+// Send copies a record's key, value and headers, already encoded as a
+// record batch holds them, into chunks of memory that hold no pointers
+// (the arena); the caller may reuse its slices at once. An accepted record
+// costs the shipper one small entry beside its bytes, so neither
+// allocation nor the garbage collector's work grows per record: at a
+// million lines a second that work, not Kafka, was the shipper's cost.
 package ship

@@ -2,6 +2,7 @@ package ship
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -13,8 +14,9 @@ import (
 	"golang.org/x/sync/semaphore"
 )
 
-// Record is one Kafka record. The shipper keeps the slices without copying
-// them: do not modify them until Ack is called.
+// Record is one Kafka record. Send copies what it needs of the Key, Value
+// and Headers into its own buffers: the caller may reuse them as soon as
+// Send returns.
 type Record struct {
 	Topic string
 	// Key picks the partition (murmur2, as Java clients do); records with
@@ -22,29 +24,59 @@ type Record struct {
 	Key     []byte
 	Value   []byte
 	Headers []kafka.Header
-	// Ack is called exactly once, from Run's goroutine: with nil once Kafka
-	// acknowledged the record, or with a *RejectedError (matching
-	// ErrRejected) if it cannot be written. Acks of one key come in Send
-	// order. It must not block, and so must not call Send (which may wait
-	// for room only Run can free): the next records wait for it. Nil means
-	// no callback.
-	Ack func(err error)
+	// Ack, unless nil, is told the record's outcome exactly once, with
+	// Token, from Run's goroutine: a nil error once Kafka acknowledged the
+	// record, or a *RejectedError (matching ErrRejected) if it cannot be
+	// written. Acks of one key come in Send order. It must not block, and
+	// so must not call Send (which may wait for room only Run can free):
+	// the next records wait for it. An interface and a token rather than a
+	// closure, so that a record costs its sender no allocation.
+	Ack   Acker
+	Token uint64
 }
 
-// entry is a record accepted by Send, with what the shipper needs to track it.
+// Acker receives the outcome of the records that name it.
+type Acker interface {
+	Ack(token uint64, err error)
+}
+
+// AckFunc adapts a function to Acker, ignoring the token.
+type AckFunc func(err error)
+
+// Ack calls f(err).
+func (f AckFunc) Ack(_ uint64, err error) { f(err) }
+
+// entry is a record accepted by Send, with what the shipper needs to track
+// it. The record itself is already encoded (body): an entry holds few
+// pointers, so the collector's work does not grow with the records in
+// flight.
 type entry struct {
-	r       Record
-	seq     uint64    // Send order, from 0
-	enq     time.Time // when Send accepted it, for the linger
-	size    int64     // as kafka-go counts it against BatchBytes; 0 if rejected at Send
-	payload int64     // key + value + headers, for the bytes metric
-	weight  int64     // what it holds of the in-flight bound
-	reject  error     // set at Send when it can never be written
+	topic string
+	// body is the record as a v2 batch encodes it after its offset delta
+	// (key, value, headers), carved from the shipper's arena; nil if
+	// rejected at Send.
+	body    []byte
+	ack     Acker
+	token   uint64
+	seq     uint64 // Send order, from 0
+	size    int64  // as kafka-go counts it against BatchBytes; 0 if rejected at Send
+	payload int64  // key + value + headers, for the bytes metric
+	weight  int64  // what it holds of the in-flight bound
+	reject  error  // set at Send when it can never be written
 
 	// Set while its batch is written, by the one goroutine writing its topic.
 	final bool  // acknowledged by Kafka (err nil) or rejected (err set)
 	err   error // for the Ack
 	acked bool  // Ack called
+}
+
+// key is the record's key (nil for none), read back from its body.
+func (e *entry) key() []byte {
+	n, w := binary.Varint(e.body)
+	if w <= 0 || n < 0 {
+		return nil
+	}
+	return e.body[w : w+int(n)]
 }
 
 // recordOverhead is the memory one in-flight record costs beyond its bytes.
@@ -77,6 +109,11 @@ type Shipper struct {
 	mu        sync.Mutex
 	pending   []*entry // accepted, not yet taken into a batch; Send order
 	pendBytes int64    // sum of their sizes
+	// pendSince is when pending[0] started to wait: when it was sent into
+	// an empty queue, or when the batch before it was taken (it waited
+	// while that batch was written).
+	pendSince time.Time
+	arena     []byte // the chunk records are encoded into (encodeLocked)
 	nextSeq   uint64   // seq of the next accepted record
 	doneSeq   uint64   // every record below it is acked
 	flushSeq  uint64   // a Flush waits for every record below it: skip the linger
@@ -196,7 +233,7 @@ func (s *Shipper) Send(ctx context.Context, r Record) error {
 	if len(r.Key) == 0 {
 		r.Key = nil // murmur2 hashes an empty key to one fixed partition; nil spreads
 	}
-	e := &entry{r: r, size: recordSize(r.Key, r.Value, r.Headers)} // on Send's stack: copied below
+	e := entry{topic: r.Topic, ack: r.Ack, token: r.Token, size: recordSize(r.Key, r.Value, r.Headers)}
 	e.payload = int64(len(r.Key) + len(r.Value))
 	for _, h := range r.Headers {
 		e.payload += int64(len(h.Key) + len(h.Value))
@@ -204,9 +241,9 @@ func (s *Shipper) Send(ctx context.Context, r Record) error {
 	// A record above the bound weighs the whole bound: it waits until
 	// everything else is acked, then goes alone, instead of never fitting.
 	// The weight approximates the memory a record holds while in flight:
-	// its bytes plus what tracking it costs here, in kafka-go and in the
-	// caller (measured about 1 KiB a record shipping a file), so that
-	// --max-inflight-bytes bounds the process's memory, not just payload.
+	// its bytes plus what tracking it costs here and in the caller, so
+	// that --max-inflight-bytes bounds the process's memory, not just
+	// payload.
 	e.weight = min(e.size+recordOverhead, s.cfg.MaxInflightBytes)
 	switch {
 	case !validTopic(r.Topic):
@@ -228,17 +265,22 @@ func (s *Shipper) Send(ctx context.Context, r Record) error {
 	s.inflight.Add(e.weight)
 	s.inflightRecs.Add(1)
 
-	e.enq = time.Now()
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
-		s.releaseWeight(e)
+		s.releaseWeight(e.weight, 1)
 		return ErrStopped
 	}
-	q := s.newEntryLocked(e)
+	if e.reject == nil {
+		e.body = s.encodeLocked(&r)
+	}
+	q := s.newEntryLocked(&e)
 	q.seq = s.nextSeq
 	s.nextSeq++
 	wasEmpty := len(s.pending) == 0
+	if wasEmpty {
+		s.pendSince = time.Now()
+	}
 	before := s.pendBytes
 	s.pending = append(s.pending, q)
 	s.pendBytes += q.size
@@ -252,6 +294,44 @@ func (s *Shipper) Send(ctx context.Context, r Record) error {
 		s.poke()
 	}
 	return nil
+}
+
+// arenaChunk is the size of the blocks records are encoded into.
+const arenaChunk = 256 << 10
+
+// encodeLocked encodes r's key, value and headers as a v2 record batch
+// holds them (after the offset delta, which depends on the batch) into the
+// arena, and returns that body. A chunk of the arena holds no pointers and
+// is freed once no entry refers to it any more. Records above a quarter
+// chunk get their own array.
+func (s *Shipper) encodeLocked(r *Record) []byte {
+	n := nullBytesLen(r.Key) + varintLen(len(r.Value)) + len(r.Value) + varintLen(len(r.Headers))
+	for _, h := range r.Headers {
+		n += varintLen(len(h.Key)) + len(h.Key) + nullBytesLen(h.Value)
+	}
+	var b []byte
+	if n > arenaChunk/4 {
+		b = make([]byte, 0, n)
+	} else {
+		if cap(s.arena)-len(s.arena) < n {
+			s.arena = make([]byte, 0, arenaChunk)
+		}
+		l := len(s.arena)
+		b = s.arena[l:l:l+n] // capped: never appends into the next record
+		s.arena = s.arena[:l+n]
+	}
+	b = appendNullBytes(b, r.Key)
+	// A value is never null, even for an empty line: a null value is a
+	// tombstone, which would delete the key on a compacted topic.
+	b = binary.AppendVarint(b, int64(len(r.Value)))
+	b = append(b, r.Value...)
+	b = binary.AppendVarint(b, int64(len(r.Headers)))
+	for _, h := range r.Headers {
+		b = binary.AppendVarint(b, int64(len(h.Key)))
+		b = append(b, h.Key...)
+		b = appendNullBytes(b, h.Value)
+	}
+	return b
 }
 
 // entrySlab is how many entries are allocated at once.
@@ -288,12 +368,12 @@ func (s *Shipper) acquire(ctx context.Context, weight int64) error {
 	return nil
 }
 
-// releaseWeight gives e's room back. The counters go down before the
-// semaphore, so that they never show more than the bound.
-func (s *Shipper) releaseWeight(e *entry) {
-	s.inflight.Add(-e.weight)
-	s.inflightRecs.Add(-1)
-	s.sem.Release(e.weight)
+// releaseWeight gives the room of recs records back. The counters go down
+// before the semaphore, so that they never show more than the bound.
+func (s *Shipper) releaseWeight(weight, recs int64) {
+	s.inflight.Add(-weight)
+	s.inflightRecs.Add(-recs)
+	s.sem.Release(weight)
 }
 
 func (s *Shipper) poke() {
@@ -393,7 +473,7 @@ func (s *Shipper) nextBatch(ctx context.Context, timer *time.Timer) []*entry {
 		s.mu.Lock()
 		if n := len(s.pending); n > 0 {
 			head := s.pending[0]
-			wait := s.cfg.Linger - time.Since(head.enq)
+			wait := s.cfg.Linger - time.Since(s.pendSince)
 			if wait <= 0 || n >= s.cfg.BatchSize || s.pendBytes >= s.cfg.BatchBytes || head.seq < s.flushSeq || s.blocked.Load() {
 				s.blocked.Store(false)
 				b := s.takeLocked()
@@ -431,6 +511,9 @@ func (s *Shipper) takeLocked() []*entry {
 	b := s.pending[:n:n]
 	s.pending = s.pending[n:]
 	s.pendBytes -= bytes
+	if len(s.pending) > 0 {
+		s.pendSince = time.Now()
+	}
 	return b
 }
 

@@ -161,7 +161,7 @@ func record(topic, key string, seq int, a *acks) Record {
 			{Key: "path", Value: []byte("/var/log/" + key)},
 			{Key: "offset", Value: []byte(strconv.Itoa(seq * 130))},
 		},
-		Ack: a.fn(id),
+		Ack: AckFunc(a.fn(id)),
 	}
 }
 
@@ -222,7 +222,7 @@ func TestShipKeysInOrderWithHeaders(t *testing.T) {
 	acked := make(chan struct{})
 	probe := record(topic, "probe", 0, a)
 	inner := probe.Ack
-	probe.Ack = func(err error) { inner(err); close(acked) }
+	probe.Ack = AckFunc(func(err error) { inner.Ack(0, err); close(acked) })
 	send(t, s.Shipper, probe)
 	select {
 	case <-acked:
@@ -734,7 +734,8 @@ func TestSendConcurrentWithStop(t *testing.T) {
 // itself (produce.go); an independent client (franz-go) reads back, for
 // every compression codec, exactly what was sent: keys (set, and nil),
 // values (empty, binary, larger than an lz4 block), headers (several,
-// empty value), in order per key and partition by murmur2 as Java clients.
+// empty value), in order per key and partition by murmur2 as Java clients;
+// and Send copies records: the caller's slices are scribbled over after it.
 func TestEncodingRoundTripsEveryCodec(t *testing.T) {
 	k := testenv.StartKafka(t)
 	big := strings.Repeat("0123456789abcdef", 40<<10) // 640 KiB: several lz4 blocks
@@ -769,6 +770,13 @@ func TestEncodingRoundTripsEveryCodec(t *testing.T) {
 					r.Value = nil // the tailer's empty line
 				}
 				send(t, s.Shipper, r)
+				// Send copied the record: scribbling over the caller's
+				// slices now must not change what reaches Kafka.
+				for _, b := range [][]byte{r.Key, r.Value, r.Headers[0].Value} {
+					for j := range b {
+						b[j] = 'X'
+					}
+				}
 				want = append(want, sent{key, value, strconv.Itoa(i)})
 			}
 			flush(t, s.Shipper)

@@ -135,11 +135,11 @@ func (s *Shipper) attempt(ctx context.Context, todo []*entry, limits map[string]
 	var topics []string
 	groups := map[string][]*entry{}
 	for _, e := range todo {
-		g, ok := groups[e.r.Topic]
+		g, ok := groups[e.topic]
 		if !ok {
-			topics = append(topics, e.r.Topic)
+			topics = append(topics, e.topic)
 		}
-		groups[e.r.Topic] = append(g, e)
+		groups[e.topic] = append(g, e)
 	}
 	limitOf := func(t string) int64 {
 		l := s.cfg.BatchBytes
@@ -298,9 +298,7 @@ func (s *Shipper) release(b []*entry) {
 	var weight, recs int64
 	defer func() {
 		if recs > 0 {
-			s.inflight.Add(-weight)
-			s.inflightRecs.Add(-recs)
-			s.sem.Release(weight)
+			s.releaseWeight(weight, recs)
 		}
 	}()
 	for _, e := range b {
@@ -308,24 +306,26 @@ func (s *Shipper) release(b []*entry) {
 			continue
 		}
 		if !e.final {
-			if e.r.Key != nil {
+			if k := e.key(); k != nil {
 				if blocked == nil {
 					blocked = map[streamKey]struct{}{}
 				}
-				blocked[streamKey{e.r.Topic, string(e.r.Key)}] = struct{}{}
+				blocked[streamKey{e.topic, string(k)}] = struct{}{}
 			}
 			continue
 		}
-		if blocked != nil && e.r.Key != nil {
-			if _, ok := blocked[streamKey{e.r.Topic, string(e.r.Key)}]; ok {
-				continue
+		if blocked != nil {
+			if k := e.key(); k != nil {
+				if _, ok := blocked[streamKey{e.topic, string(k)}]; ok {
+					continue
+				}
 			}
 		}
 		e.acked = true
-		if e.r.Ack != nil {
-			e.r.Ack(e.err)
+		if e.ack != nil {
+			e.ack.Ack(e.token, e.err)
 		}
-		e.r = Record{} // let the payload go before the batch ends
+		e.body, e.ack = nil, nil // let the payload go before the batch ends
 		weight += e.weight
 		recs++
 	}

@@ -32,7 +32,10 @@ type Line struct {
 	// newline for a whole line or a last part, just past Data otherwise.
 	// A checkpoint at End never repeats or skips a byte.
 	End int64
-	// Data is the line without its newline. The tailer does not reuse it.
+	// Data is the line without its newline. It is valid only until emit
+	// returns: the tailer reuses the memory for the next lines, so that
+	// reading costs no copy and no allocation per line (the shipper copies
+	// the line into its batch anyway). Keep a copy if you keep the line.
 	Data []byte
 	// Part numbers the parts of a split line from 1; 0 for a whole line.
 	Part int
@@ -513,7 +516,6 @@ type reader struct {
 	accStart int64  // offset of acc[0]: where the current line (or part) starts
 	part     int    // parts of the current line emitted so far
 	dropped  bool   // truncate mode: bytes past max of the current line were dropped
-	slab     []byte // room for the next lines' Data (see copyData)
 }
 
 func newReader(src io.ReaderAt, name string, max int, truncate bool) *reader {
@@ -541,13 +543,22 @@ func (r *reader) readAvailable(offset int64, emit func(Line) error) (int64, erro
 		data := chunk
 		if complete {
 			data = chunk[:len(chunk)-1]
+			if len(r.acc) == 0 && r.part == 0 && !r.dropped && len(data) <= r.max {
+				// The common case, a whole line in the buffer: emitted
+				// from there, not copied.
+				if err := emit(Line{Start: r.accStart, End: r.pos, Data: data, Last: true}); err != nil {
+					return consumed, err
+				}
+				r.accStart = r.pos
+				continue
+			}
 		}
 		if err := r.accumulate(data, emit); err != nil {
 			return consumed, err
 		}
 		switch {
 		case complete:
-			l := Line{Start: r.accStart, End: r.pos, Data: r.copyData(r.acc), Last: true, Truncated: r.dropped}
+			l := Line{Start: r.accStart, End: r.pos, Data: r.acc, Last: true, Truncated: r.dropped}
 			if r.part > 0 {
 				l.Part = r.part + 1
 			}
@@ -579,7 +590,7 @@ func (r *reader) accumulate(data []byte, emit func(Line) error) error {
 	r.acc = append(r.acc, data...)
 	for len(r.acc) > r.max { // more bytes follow: this part is not the last
 		r.part++
-		l := Line{Start: r.accStart, End: r.accStart + int64(r.max), Data: r.copyData(r.acc[:r.max]), Part: r.part}
+		l := Line{Start: r.accStart, End: r.accStart + int64(r.max), Data: r.acc[:r.max:r.max], Part: r.part}
 		if err := emit(l); err != nil {
 			return err
 		}
@@ -595,7 +606,7 @@ func (r *reader) flushPartial(emit func(Line) error) error {
 	if r.br == nil || r.pos == r.accStart {
 		return nil
 	}
-	l := Line{Start: r.accStart, End: r.pos, Data: r.copyData(r.acc), Last: true, Truncated: r.dropped, NoNewline: true}
+	l := Line{Start: r.accStart, End: r.pos, Data: r.acc, Last: true, Truncated: r.dropped, NoNewline: true}
 	if r.part > 0 {
 		l.Part = r.part + 1
 	}
@@ -606,25 +617,3 @@ func (r *reader) flushPartial(emit func(Line) error) error {
 	return nil
 }
 
-func clone(b []byte) []byte { return append([]byte(nil), b...) }
-
-// slabSize is the size of the blocks lines are copied into.
-const slabSize = 64 << 10
-
-// copyData returns a copy of b that the tailer never touches again (as
-// clone, nil for empty), carved from a shared block so that a line costs
-// no allocation of its own: a block is freed once none of its lines is
-// referenced any more. Each copy is capped, so appending to one never
-// writes into the next. Lines above a quarter block get their own array.
-func (r *reader) copyData(b []byte) []byte {
-	if len(b) == 0 || len(b) > slabSize/4 {
-		return clone(b)
-	}
-	if len(b) > len(r.slab) {
-		r.slab = make([]byte, slabSize)
-	}
-	n := copy(r.slab, b)
-	out := r.slab[:n:n]
-	r.slab = r.slab[n:]
-	return out
-}

@@ -39,6 +39,7 @@ type collector struct {
 func (c *collector) emit(l Line) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	l.Data = append([]byte(nil), l.Data...) // valid only during emit
 	c.lines = append(c.lines, l)
 	return nil
 }
