@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"hash/crc32"
-	"sync"
 	"time"
 
 	"github.com/pierrec/lz4/v4"
@@ -55,16 +54,16 @@ func (s *Shipper) produce(ctx context.Context, topic string, call []*entry) (err
 	}
 	results := make(chan result, len(used))
 	for _, p := range used {
-		pb := batchBufs.Get().(*batchBuf)
+		pb := s.bufs.get()
 		if err := s.encodeBatch(pb, call, pidx, p); err != nil {
-			batchBufs.Put(pb)
+			s.bufs.put(pb)
 			results <- result{p, err}
 			continue
 		}
 		s.inflightReqs.Add(1)
 		go func() {
 			defer s.inflightReqs.Done()
-			defer batchBufs.Put(pb)
+			defer s.bufs.put(pb)
 			results <- result{p, s.rawProduce(topic, int(p), pb.out.Bytes())}
 		}()
 	}
@@ -150,21 +149,20 @@ type batchBuf struct {
 	out  bytes.Buffer
 }
 
-var batchBufs = sync.Pool{New: func() any { return new(batchBuf) }}
-
-// lz4Writers compress lz4 batches: the LZ4 frame format Kafka expects, as
-// kafka-go's codec writes it, but in 256 KiB blocks instead of the 4 MiB
-// default, whose buffers (two per writer) were a quarter of the agent's
-// heap; the ratio hardly changes (LZ4's window is 64 KiB).
+// newLZ4Writer returns a writer of lz4 batches: the LZ4 frame format
+// Kafka expects, as kafka-go's codec writes it, but in 256 KiB blocks
+// instead of the 4 MiB default, whose buffers (two per writer) were a
+// quarter of the agent's heap; the ratio hardly changes (LZ4's window is
+// 64 KiB).
 //
 // Without the frame's content checksum (an xxHash32 of every byte, a tenth
 // of the compression's cost): the batch's CRC-32C already covers the
 // compressed bytes, and neither the Java client nor librdkafka writes one.
-var lz4Writers = sync.Pool{New: func() any {
+func newLZ4Writer() *lz4.Writer {
 	w := lz4.NewWriter(nil)
 	_ = w.Apply(lz4.BlockSizeOption(lz4.Block256Kb), lz4.ChecksumOption(false))
 	return w
-}}
+}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -224,14 +222,14 @@ func (s *Shipper) encodeBatch(pb *batchBuf, call []*entry, pidx []int32, p int32
 	case 0:
 		out.Write(recs)
 	case kafka.Lz4:
-		w := lz4Writers.Get().(*lz4.Writer)
+		w := s.lz4s.get()
 		w.Reset(out)
 		_, err := w.Write(recs)
 		if cerr := w.Close(); err == nil {
 			err = cerr
 		}
 		w.Reset(nil)
-		lz4Writers.Put(w)
+		s.lz4s.put(w)
 		if err != nil {
 			return err
 		}

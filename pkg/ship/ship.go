@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pierrec/lz4/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/semaphore"
@@ -53,9 +54,10 @@ func (f AckFunc) Ack(_ uint64, err error) { f(err) }
 type entry struct {
 	topic string
 	// body is the record as a v2 batch encodes it after its offset delta
-	// (key, value, headers), carved from the shipper's arena; nil if
-	// rejected at Send.
+	// (key, value, headers), carved from chunk (nil: an array of its own);
+	// nil if rejected at Send.
 	body    []byte
+	chunk   *chunk
 	ack     Acker
 	token   uint64
 	seq     uint64 // Send order, from 0
@@ -106,6 +108,11 @@ type Shipper struct {
 	stop       context.Context
 	cancelStop context.CancelFunc
 
+	// Spare memory, reused rather than left to the collector.
+	chunks *freeList[*chunk]
+	bufs   *freeList[*batchBuf]
+	lz4s   *freeList[*lz4.Writer]
+
 	mu        sync.Mutex
 	pending   []*entry // accepted, not yet taken into a batch; Send order
 	pendBytes int64    // sum of their sizes
@@ -113,12 +120,13 @@ type Shipper struct {
 	// an empty queue, or when the batch before it was taken (it waited
 	// while that batch was written).
 	pendSince time.Time
-	arena     []byte // the chunk records are encoded into (encodeLocked)
+	arena     *chunk   // the chunk records are encoded into (encodeLocked)
+	free      []*entry // entries of completed batches, for the next Sends
 	nextSeq   uint64   // seq of the next accepted record
 	doneSeq   uint64   // every record below it is acked
 	flushSeq  uint64   // a Flush waits for every record below it: skip the linger
 	stopped   bool
-	slab      []entry       // unused entries for the next Sends (newEntryLocked)
+	slab      []entry       // never used entries for the next Sends (newEntryLocked)
 	progress  chan struct{} // closed and replaced whenever doneSeq moves
 	wake      chan struct{} // capacity 1: pending or flushSeq changed
 
@@ -147,6 +155,9 @@ func New(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Shipper, err
 		wake:         make(chan struct{}, 1),
 		limits:       map[string]int64{},
 		topicMetrics: map[string]topicCounters{},
+		chunks:       newFreeList(spareChunks, func() *chunk { return &chunk{buf: make([]byte, 0, arenaChunk)} }),
+		bufs:         newFreeList(8, func() *batchBuf { return new(batchBuf) }),
+		lz4s:         newFreeList(8, newLZ4Writer),
 	}
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
 	m, err := newMetrics(reg, s)
@@ -272,7 +283,7 @@ func (s *Shipper) Send(ctx context.Context, r Record) error {
 		return ErrStopped
 	}
 	if e.reject == nil {
-		e.body = s.encodeLocked(&r)
+		e.body, e.chunk = s.encodeLocked(&r)
 	}
 	q := s.newEntryLocked(&e)
 	q.seq = s.nextSeq
@@ -296,29 +307,58 @@ func (s *Shipper) Send(ctx context.Context, r Record) error {
 	return nil
 }
 
-// arenaChunk is the size of the blocks records are encoded into.
-const arenaChunk = 256 << 10
+// arenaChunk is the size of the blocks records are encoded into, and
+// spareChunks how many emptied ones are kept for reuse: enough to absorb
+// the churn of a steady stream, whose chunks empty as fast as new ones fill.
+const (
+	arenaChunk  = 256 << 10
+	spareChunks = 16
+)
+
+// chunk is a block of the arena. It holds no pointers, and goes back to the
+// spares once nothing refers to it any more.
+type chunk struct {
+	buf []byte // len: the bytes handed out
+	// refs counts the entries whose body is in buf, plus one while it is
+	// the arena's current chunk: whoever takes it to zero recycles it.
+	refs atomic.Int32
+}
+
+// unref drops one reference to c, and recycles c with the last.
+func (s *Shipper) unref(c *chunk) {
+	if c.refs.Add(-1) == 0 {
+		c.buf = c.buf[:0]
+		s.chunks.put(c)
+	}
+}
 
 // encodeLocked encodes r's key, value and headers as a v2 record batch
 // holds them (after the offset delta, which depends on the batch) into the
-// arena, and returns that body. A chunk of the arena holds no pointers and
-// is freed once no entry refers to it any more. Records above a quarter
-// chunk get their own array.
-func (s *Shipper) encodeLocked(r *Record) []byte {
+// arena, and returns that body and its chunk. Records above a quarter
+// chunk get an array of their own (and no chunk).
+func (s *Shipper) encodeLocked(r *Record) ([]byte, *chunk) {
 	n := nullBytesLen(r.Key) + varintLen(len(r.Value)) + len(r.Value) + varintLen(len(r.Headers))
 	for _, h := range r.Headers {
 		n += varintLen(len(h.Key)) + len(h.Key) + nullBytesLen(h.Value)
 	}
 	var b []byte
+	var c *chunk
 	if n > arenaChunk/4 {
 		b = make([]byte, 0, n)
 	} else {
-		if cap(s.arena)-len(s.arena) < n {
-			s.arena = make([]byte, 0, arenaChunk)
+		c = s.arena
+		if c == nil || cap(c.buf)-len(c.buf) < n {
+			if c != nil {
+				s.unref(c)
+			}
+			c = s.chunks.get()
+			c.refs.Store(1)
+			s.arena = c
 		}
-		l := len(s.arena)
-		b = s.arena[l:l:l+n] // capped: never appends into the next record
-		s.arena = s.arena[:l+n]
+		l := len(c.buf)
+		b = c.buf[l:l:l+n] // capped: never appends into the next record
+		c.buf = c.buf[:l+n]
+		c.refs.Add(1)
 	}
 	b = appendNullBytes(b, r.Key)
 	// A value is never null, even for an empty line: a null value is a
@@ -331,21 +371,26 @@ func (s *Shipper) encodeLocked(r *Record) []byte {
 		b = append(b, h.Key...)
 		b = appendNullBytes(b, h.Value)
 	}
-	return b
+	return b, c
 }
 
-// entrySlab is how many entries are allocated at once.
+// entrySlab is how many entries are allocated at once when none is free.
 const entrySlab = 256
 
-// newEntryLocked returns a copy of e in the entry slab: one allocation per
-// entrySlab records instead of one per record. A slab is freed once every
-// entry of it is acked (complete clears the batches that point to it).
+// newEntryLocked returns a copy of e in a free entry: one of a completed
+// batch, or of a new slab of entrySlab.
 func (s *Shipper) newEntryLocked(e *entry) *entry {
-	if len(s.slab) == 0 {
-		s.slab = make([]entry, entrySlab)
+	var n *entry
+	if k := len(s.free); k > 0 {
+		n = s.free[k-1]
+		s.free = s.free[:k-1]
+	} else {
+		if len(s.slab) == 0 {
+			s.slab = make([]entry, entrySlab)
+		}
+		n = &s.slab[0]
+		s.slab = s.slab[1:]
 	}
-	n := &s.slab[0]
-	s.slab = s.slab[1:]
 	*n = *e
 	return n
 }
@@ -517,12 +562,20 @@ func (s *Shipper) takeLocked() []*entry {
 	return b
 }
 
-// complete records that every record of b is acked.
+// complete records that every record of b is acked, and keeps b's entries
+// for the next Sends: nothing refers to them any more.
 func (s *Shipper) complete(b []*entry) {
 	s.mu.Lock()
 	s.doneSeq = b[len(b)-1].seq + 1
 	close(s.progress)
 	s.progress = make(chan struct{})
+	// Beyond a batch or two of spares, leave them to the collector.
+	if room := 2*s.cfg.BatchSize - len(s.free); room > 0 {
+		for _, e := range b[:min(len(b), room)] {
+			*e = entry{}
+			s.free = append(s.free, e)
+		}
+	}
 	s.mu.Unlock()
 	clear(b)
 }

@@ -325,7 +325,10 @@ func (s *Shipper) release(b []*entry) {
 		if e.ack != nil {
 			e.ack.Ack(e.token, e.err)
 		}
-		e.body, e.ack = nil, nil // let the payload go before the batch ends
+		if e.chunk != nil {
+			s.unref(e.chunk)
+		}
+		e.body, e.chunk, e.ack = nil, nil, nil // let the payload go before the batch ends
 		weight += e.weight
 		recs++
 	}
