@@ -23,43 +23,88 @@ import (
 // The writer's fields (s.w) remain the configuration: acks, balancer,
 // compression, addresses.
 
+// encodedCall is a call's records encoded, one record batch per partition
+// they go to, ready to send.
+type encodedCall struct {
+	first  *entry // call[0] and len(call): which call this is
+	n      int
+	nparts int         // the topic's partitions when it was encoded
+	pidx   []int32     // the partition of each record
+	used   []int32     // the partitions, in order of first use
+	bufs   []*batchBuf // used[i]'s batch; nil once sent or put back
+	err    error       // encoding failed (every record gets it)
+}
+
+// encodeCall encodes call, records of topic in Send order, for a topic of
+// nparts partitions.
+func (s *Shipper) encodeCall(topic string, call []*entry, nparts int) *encodedCall {
+	parts := make([]int, nparts)
+	for i := range parts {
+		parts[i] = i
+	}
+	ec := &encodedCall{first: call[0], n: len(call), nparts: nparts, pidx: make([]int32, len(call))}
+	for i, e := range call {
+		p := int32(s.w.Balancer.Balance(kafka.Message{Topic: topic, Key: e.key()}, parts...))
+		ec.pidx[i] = p
+		if !containsPart(ec.used, p) {
+			ec.used = append(ec.used, p)
+		}
+	}
+	for _, p := range ec.used {
+		pb := s.bufs.get()
+		if err := s.encodeBatch(pb, call, ec.pidx, p); err != nil {
+			s.bufs.put(pb)
+			ec.release(s)
+			ec.err = err
+			return ec
+		}
+		ec.bufs = append(ec.bufs, pb)
+	}
+	return ec
+}
+
+// matches says whether ec is call's encoding for nparts partitions.
+func (ec *encodedCall) matches(call []*entry, nparts int) bool {
+	return ec != nil && len(call) > 0 && ec.first == call[0] && ec.n == len(call) && ec.nparts == nparts
+}
+
+// release puts back the buffers not sent.
+func (ec *encodedCall) release(s *Shipper) {
+	for i, pb := range ec.bufs {
+		if pb != nil {
+			s.bufs.put(pb)
+			ec.bufs[i] = nil
+		}
+	}
+}
+
 // produce writes call, records of topic in Send order, with at most one
 // produce request per partition, the partitions in parallel, and waits for
-// the answers or ctx. It returns the error of each record (nil: acked), or
-// one error for all of them when none was written (the topic's metadata
-// failed). A produce request already sent when ctx ends is left to finish
-// (within WriteTimeout); shutdown waits for it.
-func (s *Shipper) produce(ctx context.Context, topic string, call []*entry) (errs []error, all error) {
+// the answers or ctx. pre, if it is call's encoding, is sent as it is. It
+// returns the error of each record (nil: acked), or one error for all of
+// them when none was written (the topic's metadata failed). A produce
+// request already sent when ctx ends is left to finish (within
+// WriteTimeout); shutdown waits for it.
+func (s *Shipper) produce(ctx context.Context, topic string, call []*entry, pre *encodedCall) (errs []error, all error) {
 	n, err := s.partitions(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
-	parts := make([]int, n)
-	for i := range parts {
-		parts[i] = i
+	ec := pre
+	if !ec.matches(call, n) {
+		ec = s.encodeCall(topic, call, n)
 	}
-	// The partition of each record, and the partitions in order of first use.
-	pidx := make([]int32, len(call))
-	var used []int32
-	for i, e := range call {
-		p := int32(s.w.Balancer.Balance(kafka.Message{Topic: topic, Key: e.key()}, parts...))
-		pidx[i] = p
-		if !containsPart(used, p) {
-			used = append(used, p)
-		}
+	if ec.err != nil {
+		return nil, ec.err
 	}
 	type result struct {
 		p   int32
 		err error
 	}
-	results := make(chan result, len(used))
-	for _, p := range used {
-		pb := s.bufs.get()
-		if err := s.encodeBatch(pb, call, pidx, p); err != nil {
-			s.bufs.put(pb)
-			results <- result{p, err}
-			continue
-		}
+	results := make(chan result, len(ec.used))
+	for i, p := range ec.used {
+		pb := ec.bufs[i]
+		ec.bufs[i] = nil // the sender puts it back
 		s.inflightReqs.Add(1)
 		go func() {
 			defer s.inflightReqs.Done()
@@ -68,7 +113,7 @@ func (s *Shipper) produce(ctx context.Context, topic string, call []*entry) (err
 		}()
 	}
 	errs = make([]error, len(call))
-	for range used {
+	for range ec.used {
 		var r result
 		select {
 		case r = <-results:
@@ -78,7 +123,7 @@ func (s *Shipper) produce(ctx context.Context, topic string, call []*entry) (err
 		if r.err == nil {
 			continue
 		}
-		for i, p := range pidx {
+		for i, p := range ec.pidx {
 			if p == r.p {
 				errs[i] = r.err
 			}

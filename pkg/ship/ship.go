@@ -130,8 +130,11 @@ type Shipper struct {
 	progress  chan struct{} // closed and replaced whenever doneSeq moves
 	wake      chan struct{} // capacity 1: pending or flushSeq changed
 
+	// limits holds a topic's batch byte limit, once below BatchBytes.
+	limitsMu sync.Mutex
+	limits   map[string]int64
+
 	// Run's goroutine only.
-	limits       map[string]int64 // a topic's batch byte limit, once below BatchBytes
 	topicMetrics map[string]topicCounters
 }
 
@@ -356,7 +359,7 @@ func (s *Shipper) encodeLocked(r *Record) ([]byte, *chunk) {
 			s.arena = c
 		}
 		l := len(c.buf)
-		b = c.buf[l:l:l+n] // capped: never appends into the next record
+		b = c.buf[l : l : l+n] // capped: never appends into the next record
 		c.buf = c.buf[:l+n]
 		c.refs.Add(1)
 	}
@@ -475,16 +478,33 @@ func (s *Shipper) Run(ctx context.Context) error {
 		"tls", s.cfg.TLS != nil, "sasl", s.cfg.SASL != nil)
 	defer s.shutdown()
 
+	// While a batch is written, the next one is taken and encoded: its
+	// encoding (compression above all) overlaps the broker's work on the
+	// batch in flight instead of following it. It is sent only once the
+	// batch in flight is acked.
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait() // before shutdown (deferred first, so run after)
+	next := func() <-chan *prepared {
+		ch := make(chan *prepared, 1)
+		wg.Go(func() { ch <- s.prepare(ctx, timer) })
+		return ch
+	}
+	ch := next()
 	for {
-		b := s.nextBatch(ctx, timer)
-		if b == nil {
+		p := <-ch
+		if p == nil {
 			return nil
 		}
-		s.ship(ctx, b)
+		ch = next()
+		s.ship(ctx, p)
 		if ctx.Err() != nil {
+			// The next batch, if prepare took one, is never written.
+			if p := <-ch; p != nil {
+				p.release(s)
+			}
 			return nil
 		}
 	}

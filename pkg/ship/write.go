@@ -11,10 +11,13 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// ship writes batch b until every record of it is acked or rejected, or
+// ship writes batch p.b until every record of it is acked or rejected, or
 // until ctx ends. Nothing else is written meanwhile: that is what keeps
-// retried records ahead of later ones.
-func (s *Shipper) ship(ctx context.Context, b []*entry) {
+// retried records ahead of later ones. The first attempt sends the calls
+// prepare encoded.
+func (s *Shipper) ship(ctx context.Context, p *prepared) {
+	b := p.b
+	defer p.release(s)
 	todo := make([]*entry, 0, len(b))
 	local := map[string]*failure{}
 	for _, e := range b {
@@ -51,7 +54,8 @@ func (s *Shipper) ship(ctx context.Context, b []*entry) {
 			case <-t.C:
 			}
 		}
-		progress := s.attempt(ctx, todo, limits, fails)
+		progress := s.attempt(ctx, todo, limits, fails, p.calls)
+		p.release(s) // a retry encodes its own calls
 		if ctx.Err() != nil {
 			return
 		}
@@ -131,21 +135,10 @@ func (r *topicResult) fail(topic, reason string, err error, rejected bool) {
 // writeTopic, topics in parallel (they share no partition, so no order).
 // It reports whether anything changed (a record acked or rejected, or a
 // batch to split), which decides whether the next attempt backs off.
-func (s *Shipper) attempt(ctx context.Context, todo []*entry, limits map[string]int64, fails int) bool {
-	var topics []string
-	groups := map[string][]*entry{}
-	for _, e := range todo {
-		g, ok := groups[e.topic]
-		if !ok {
-			topics = append(topics, e.topic)
-		}
-		groups[e.topic] = append(g, e)
-	}
+func (s *Shipper) attempt(ctx context.Context, todo []*entry, limits map[string]int64, fails int, pre map[*entry]*encodedCall) bool {
+	topics, groups := groupByTopic(todo)
 	limitOf := func(t string) int64 {
-		l := s.cfg.BatchBytes
-		if x, ok := s.limits[t]; ok {
-			l = min(l, x)
-		}
+		l := s.topicLimit(t)
 		if x, ok := limits[t]; ok {
 			l = min(l, x)
 		}
@@ -153,12 +146,12 @@ func (s *Shipper) attempt(ctx context.Context, todo []*entry, limits map[string]
 	}
 	results := make([]topicResult, len(topics))
 	if len(topics) == 1 {
-		results[0] = s.writeTopic(ctx, topics[0], groups[topics[0]], limitOf(topics[0]))
+		results[0] = s.writeTopic(ctx, topics[0], groups[topics[0]], limitOf(topics[0]), pre)
 	} else {
 		var wg sync.WaitGroup
 		for i, t := range topics {
 			limit := limitOf(t)
-			wg.Go(func() { results[i] = s.writeTopic(ctx, t, groups[t], limit) })
+			wg.Go(func() { results[i] = s.writeTopic(ctx, t, groups[t], limit, pre) })
 		}
 		wg.Wait()
 	}
@@ -179,12 +172,14 @@ func (s *Shipper) attempt(ctx context.Context, todo []*entry, limits map[string]
 			progress = true
 			limits[t] = r.limit
 			if r.persist {
-				if _, seen := s.limits[t]; !seen {
+				if s.topicLimit(t) == s.cfg.BatchBytes {
 					s.log.Warn("kafka topic refused a batch as too large; its max.message.bytes is below --kafka-batch-bytes, "+
 						"so its batches are cut smaller from now on (lower --kafka-batch-bytes to avoid the retries)",
 						"topic", t, "batch_bytes", r.limit)
 				}
+				s.limitsMu.Lock()
 				s.limits[t] = r.limit
+				s.limitsMu.Unlock()
 			}
 		}
 		for _, f := range r.fails {
@@ -224,21 +219,14 @@ func (s *Shipper) counters(topic string) topicCounters {
 // after a call that left a record to retry: the records after it may share
 // its partition and must not overtake it. It sets final and err on the
 // records that are done, and nothing else it shares.
-func (s *Shipper) writeTopic(ctx context.Context, topic string, es []*entry, limit int64) topicResult {
+func (s *Shipper) writeTopic(ctx context.Context, topic string, es []*entry, limit int64, pre map[*entry]*encodedCall) topicResult {
 	var r topicResult
 	for len(es) > 0 {
-		n, bytes := 0, int64(0)
-		for n < len(es) && n < s.cfg.BatchSize {
-			if n > 0 && bytes+es[n].size > limit {
-				break
-			}
-			bytes += es[n].size
-			n++
-		}
+		n, bytes := s.nextCall(es, limit)
 		call := es[:n]
 		es = es[n:]
 		start := time.Now()
-		werrs, err := s.produce(ctx, topic, call)
+		werrs, err := s.produce(ctx, topic, call, pre[call[0]])
 		s.m.latency.Observe(time.Since(start).Seconds())
 		s.m.batch.Observe(float64(n))
 		if ctx.Err() != nil {
@@ -282,6 +270,47 @@ func (s *Shipper) writeTopic(ctx context.Context, topic string, es []*entry, lim
 		}
 	}
 	return r
+}
+
+// nextCall is how many records of es, records of one topic, the next call
+// writes, and their bytes: at most BatchSize records and limit bytes, and at
+// least one.
+func (s *Shipper) nextCall(es []*entry, limit int64) (n int, bytes int64) {
+	for n < len(es) && n < s.cfg.BatchSize {
+		if n > 0 && bytes+es[n].size > limit {
+			break
+		}
+		bytes += es[n].size
+		n++
+	}
+	return n, bytes
+}
+
+// groupByTopic splits es by topic, keeping Send order within each, and
+// lists the topics in order of first appearance.
+func groupByTopic(es []*entry) (topics []string, groups map[string][]*entry) {
+	if len(es) > 0 && es[0].topic == es[len(es)-1].topic {
+		// The common case, one topic, without a map insert per record.
+		one := true
+		for _, e := range es {
+			if e.topic != es[0].topic {
+				one = false
+				break
+			}
+		}
+		if one {
+			return []string{es[0].topic}, map[string][]*entry{es[0].topic: es}
+		}
+	}
+	groups = map[string][]*entry{}
+	for _, e := range es {
+		g, ok := groups[e.topic]
+		if !ok {
+			topics = append(topics, e.topic)
+		}
+		groups[e.topic] = append(g, e)
+	}
+	return topics, groups
 }
 
 // streamKey is a topic and key: the unit of ordering.
