@@ -79,6 +79,10 @@ func BenchmarkShipFile(b *testing.B) {
 		waitRecords(b, k.Brokers(), kafkaTopic, int64(lines))
 		took := time.Since(start)
 		profiled()
+		// The agent's own high-water mark: the rusage of a child reports
+		// the parent's resident size at fork if that was larger (this
+		// test process holds the broker's records).
+		peak := peakRSS(b, cmd.Process.Pid)
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
@@ -86,9 +90,9 @@ func BenchmarkShipFile(b *testing.B) {
 		b.ReportMetric(float64(lines)/took.Seconds(), "lines/s")
 		b.ReportMetric(float64(size)/took.Seconds()/1e6, "MB/s")
 		b.ReportMetric(cpu.Seconds()/(float64(lines)/1e6), "cpu-s/Mlines")
-		b.ReportMetric(float64(ru.Maxrss)/1024, "peak-MiB")
+		b.ReportMetric(peak, "peak-MiB")
 		b.Logf("logagent: %d lines (%.1f MB) in %v; CPU %v; peak RSS %.1f MiB", lines, float64(size)/1e6, took.Round(time.Millisecond),
-			cpu.Round(time.Millisecond), float64(ru.Maxrss)/1024)
+			cpu.Round(time.Millisecond), peak)
 
 		if kcat, err := exec.LookPath("kcat"); err == nil {
 			kstart := time.Now()
@@ -108,7 +112,8 @@ func BenchmarkShipFile(b *testing.B) {
 			kcpu := time.Duration(kru.Utime.Nano() + kru.Stime.Nano())
 			b.ReportMetric(ktook.Seconds()/took.Seconds(), "x-kcat-lines/s")
 			b.ReportMetric(cpu.Seconds()/kcpu.Seconds(), "x-kcat-cpu")
-			b.Logf("kcat -P -l (compression %s): %v; CPU %v; peak RSS %.1f MiB; logagent lines/s = %.2fx kcat's, CPU = %.2fx kcat's",
+			// kcat's Maxrss may include this process's size at the fork.
+			b.Logf("kcat -P -l (compression %s): %v; CPU %v; max RSS (rusage) %.1f MiB; logagent lines/s = %.2fx kcat's, CPU = %.2fx kcat's",
 				benchCompression(), ktook.Round(time.Millisecond), kcpu.Round(time.Millisecond), float64(kru.Maxrss)/1024,
 				ktook.Seconds()/took.Seconds(), cpu.Seconds()/kcpu.Seconds())
 		} else {
@@ -116,6 +121,26 @@ func BenchmarkShipFile(b *testing.B) {
 		}
 
 	}
+}
+
+// peakRSS is the high-water mark of pid's resident memory (VmHWM), in MiB.
+func peakRSS(b *testing.B, pid int) float64 {
+	b.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatalf("peak memory of the agent: %v", err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb float64
+			if _, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), &kb); err != nil {
+				b.Fatalf("VmHWM %q: %v", rest, err)
+			}
+			return kb / 1024
+		}
+	}
+	b.Fatalf("no VmHWM in /proc/%d/status", pid)
+	return 0
 }
 
 // startCPUProfile, if BENCH_CPUPROFILE names a file, starts a CPU profile of
