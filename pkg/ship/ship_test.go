@@ -299,7 +299,7 @@ func TestDefaultWriterConfig(t *testing.T) {
 	assert.IsType(t, kafka.Murmur2Balancer{}, s.w.Balancer)
 	assert.Equal(t, kafka.Lz4, s.w.Compression)
 	assert.Equal(t, 1, s.w.MaxAttempts)
-	assert.Equal(t, 2_000, s.w.BatchSize)
+	assert.Equal(t, 10_000, s.w.BatchSize)
 	assert.Equal(t, int64(1_000_000), s.w.BatchBytes)
 	assert.Less(t, s.w.BatchTimeout, time.Millisecond, "kafka-go must not linger on top of the shipper")
 	assert.False(t, s.w.Async)
