@@ -108,6 +108,30 @@ func (f *fileRun) ack(seq uint64) (start, end int64) {
 	}
 	f.pending[i].done = true
 	start, end = f.pending[i].start, f.pending[i].end
+	f.advanceLocked()
+	return start, end
+}
+
+// ackRange marks records first to last acknowledged, like ack for each,
+// and returns how many of them were pending and their bytes.
+func (f *fileRun) ackRange(first, last uint64) (n int, bytes int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for seq := first; seq <= last; seq++ {
+		i := int(seq - f.head)
+		if i < 0 || i >= len(f.pending) || f.pending[i].done {
+			continue
+		}
+		f.pending[i].done = true
+		n++
+		bytes += f.pending[i].end - f.pending[i].start
+	}
+	f.advanceLocked()
+	return n, bytes
+}
+
+// advanceLocked moves the acknowledged prefix past the records done.
+func (f *fileRun) advanceLocked() {
 	n := 0
 	for n < len(f.pending) && f.pending[n].done {
 		f.acked = f.pending[n].end
@@ -118,7 +142,6 @@ func (f *fileRun) ack(seq uint64) (start, end int64) {
 		f.head += uint64(n)
 		f.signalDrainedLocked()
 	}
-	return start, end
 }
 
 func (f *fileRun) signalDrainedLocked() {
@@ -273,6 +296,14 @@ func (s *lineSink) send(ctx context.Context, l tailer.Line, lines int, cut bool)
 		fr.untrack(seq)
 	}
 	return err
+}
+
+// AckRange is the shipper's word that records first to last of the file
+// were acknowledged: one lock and one update of each counter for them all.
+func (s *lineSink) AckRange(first, last uint64) {
+	n, bytes := s.fr.ackRange(first, last)
+	s.linesShipped.Add(float64(n))
+	s.bytesShip.Add(float64(bytes))
 }
 
 // Ack is the shipper's word on record seq of the file.

@@ -194,19 +194,50 @@ type batchBuf struct {
 	out  bytes.Buffer
 }
 
-// newLZ4Writer returns a writer of lz4 batches: the LZ4 frame format
-// Kafka expects, as kafka-go's codec writes it, but in 256 KiB blocks
-// instead of the 4 MiB default, whose buffers (two per writer) were a
-// quarter of the agent's heap; the ratio hardly changes (LZ4's window is
-// 64 KiB).
+// Batches are compressed with lz4 as the LZ4 frame format Kafka expects,
+// written here around pierrec/lz4's block compressor rather than through
+// its frame Writer, which copied every byte into a block buffer of its own
+// first:
+//   - blocks of 256 KiB instead of the Writer's 4 MiB default (the ratio
+//     hardly changes: LZ4's window is 64 KiB), independent of each other;
+//   - no content checksum (an xxHash32 of every byte, a tenth of the
+//     compression's cost): the batch's CRC-32C covers the compressed
+//     bytes, and neither the Java client nor librdkafka writes one;
+//   - a block that does not shrink is stored as it is, flagged.
 //
-// Without the frame's content checksum (an xxHash32 of every byte, a tenth
-// of the compression's cost): the batch's CRC-32C already covers the
-// compressed bytes, and neither the Java client nor librdkafka writes one.
-func newLZ4Writer() *lz4.Writer {
-	w := lz4.NewWriter(nil)
-	_ = w.Apply(lz4.BlockSizeOption(lz4.Block256Kb), lz4.ChecksumOption(false))
-	return w
+// lz4FrameHeader is the frame's magic number and descriptor (version 1,
+// independent blocks, 256 KiB, no checksums or content size) with its
+// header checksum: what pierrec/lz4's Writer writes for those options
+// (TestLZ4FramesAsPierrecWrites).
+var lz4FrameHeader = []byte{0x04, 0x22, 0x4d, 0x18, 0x60, 0x50, 0xfb}
+
+const lz4BlockSize = 256 << 10
+
+// appendLZ4Frame compresses src as one LZ4 frame onto out.
+func appendLZ4Frame(out *bytes.Buffer, src []byte, c *lz4.Compressor) error {
+	out.Write(lz4FrameHeader)
+	var size [4]byte
+	for len(src) > 0 {
+		blk := src[:min(len(src), lz4BlockSize)]
+		src = src[len(blk):]
+		bound := lz4.CompressBlockBound(len(blk))
+		out.Grow(4 + bound)
+		dst := out.AvailableBuffer()[:4+bound]
+		n, err := c.CompressBlock(blk, dst[4:])
+		if err != nil {
+			return err
+		}
+		if n == 0 || n >= len(blk) {
+			binary.LittleEndian.PutUint32(size[:], uint32(len(blk))|1<<31) // stored
+			out.Write(size[:])
+			out.Write(blk)
+			continue
+		}
+		binary.LittleEndian.PutUint32(dst, uint32(n))
+		out.Write(dst[:4+n])
+	}
+	out.Write([]byte{0, 0, 0, 0}) // end mark
+	return nil
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -267,14 +298,9 @@ func (s *Shipper) encodeBatch(pb *batchBuf, call []*entry, pidx []int32, p int32
 	case 0:
 		out.Write(recs)
 	case kafka.Lz4:
-		w := s.lz4s.get()
-		w.Reset(out)
-		_, err := w.Write(recs)
-		if cerr := w.Close(); err == nil {
-			err = cerr
-		}
-		w.Reset(nil)
-		s.lz4s.put(w)
+		c := s.lz4s.get()
+		err := appendLZ4Frame(out, recs, c)
+		s.lz4s.put(c)
 		if err != nil {
 			return err
 		}

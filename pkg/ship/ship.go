@@ -41,6 +41,17 @@ type Acker interface {
 	Ack(token uint64, err error)
 }
 
+// RangeAcker is an Acker that can also be told of the success of several
+// records at once: the records with tokens first to last, which the
+// shipper reports this way only for records it would otherwise have acked
+// one after the other, each with the token after the previous one. It
+// saves the caller's bookkeeping per record. Its dynamic type must be
+// comparable (a pointer, say): the shipper compares them.
+type RangeAcker interface {
+	Acker
+	AckRange(first, last uint64)
+}
+
 // AckFunc adapts a function to Acker, ignoring the token.
 type AckFunc func(err error)
 
@@ -111,7 +122,7 @@ type Shipper struct {
 	// Spare memory, reused rather than left to the collector.
 	chunks *freeList[*chunk]
 	bufs   *freeList[*batchBuf]
-	lz4s   *freeList[*lz4.Writer]
+	lz4s   *freeList[*lz4.Compressor]
 
 	mu        sync.Mutex
 	pending   []*entry // accepted, not yet taken into a batch; Send order
@@ -160,7 +171,7 @@ func New(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Shipper, err
 		topicMetrics: map[string]topicCounters{},
 		chunks:       newFreeList(spareChunks, func() *chunk { return &chunk{buf: make([]byte, 0, arenaChunk)} }),
 		bufs:         newFreeList(8, func() *batchBuf { return new(batchBuf) }),
-		lz4s:         newFreeList(8, newLZ4Writer),
+		lz4s:         newFreeList(8, func() *lz4.Compressor { return new(lz4.Compressor) }),
 	}
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
 	m, err := newMetrics(reg, s)
@@ -327,9 +338,9 @@ type chunk struct {
 	refs atomic.Int32
 }
 
-// unref drops one reference to c, and recycles c with the last.
-func (s *Shipper) unref(c *chunk) {
-	if c.refs.Add(-1) == 0 {
+// unref drops n references to c, and recycles c with the last.
+func (s *Shipper) unref(c *chunk, n int32) {
+	if c.refs.Add(-n) == 0 {
 		c.buf = c.buf[:0]
 		s.chunks.put(c)
 	}
@@ -352,7 +363,7 @@ func (s *Shipper) encodeLocked(r *Record) ([]byte, *chunk) {
 		c = s.arena
 		if c == nil || cap(c.buf)-len(c.buf) < n {
 			if c != nil {
-				s.unref(c)
+				s.unref(c, 1)
 			}
 			c = s.chunks.get()
 			c.refs.Store(1)

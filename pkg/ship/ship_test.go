@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -850,4 +851,69 @@ func TestReusedMemoryKeepsRecordsIntact(t *testing.T) {
 	free := len(s.free)
 	s.mu.Unlock()
 	require.NotZero(t, free, "no entry was recycled: the test proves nothing")
+}
+
+// rangeAcks records how a RangeAcker was told: every token once, in
+// order, errors one by one.
+type rangeAcks struct {
+	mu     sync.Mutex
+	order  []uint64 // tokens in the order they were acked
+	ranges int
+	errs   map[uint64]error
+}
+
+func (r *rangeAcks) Ack(token uint64, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.order = append(r.order, token)
+	if err != nil {
+		r.errs[token] = err
+	}
+}
+
+func (r *rangeAcks) AckRange(first, last uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ranges++
+	for t := first; t <= last; t++ {
+		r.order = append(r.order, t)
+	}
+}
+
+// TestRangeAcks: a RangeAcker is told of consecutive successes at once,
+// and still hears of every record exactly once, in Send order, with a
+// rejected record's error on its own.
+func TestRangeAcks(t *testing.T) {
+	k := testenv.StartKafka(t)
+	s := startShipper(t, testConfig(k.Brokers()))
+	a, b := &rangeAcks{errs: map[uint64]error{}}, &rangeAcks{errs: map[uint64]error{}}
+	const n = 500
+	for i := range uint64(n) {
+		to := a
+		if i%50 == 49 {
+			to = b // breaks a's runs now and then
+		}
+		r := Record{Topic: "ranges", Key: []byte("k"), Value: []byte(strconv.Itoa(int(i))), Ack: to, Token: i}
+		if i == 300 {
+			r.Value = make([]byte, 2<<20) // rejected: larger than a batch
+		}
+		send(t, s.Shipper, r)
+	}
+	flush(t, s.Shipper)
+	var got []uint64
+	for _, r := range []*rangeAcks{a, b} {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		require.True(t, slices.IsSorted(r.order), "acks out of Send order")
+		got = append(got, r.order...)
+	}
+	slices.Sort(got)
+	require.Len(t, got, n)
+	for i, tok := range got {
+		require.Equal(t, uint64(i), tok, "every token acked exactly once")
+	}
+	require.ErrorIs(t, a.errs[300], ErrRejected)
+	require.Len(t, a.errs, 1)
+	require.Empty(t, b.errs)
+	require.Less(t, a.ranges, n/10, "successes were not told in ranges")
 }

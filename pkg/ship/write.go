@@ -323,9 +323,28 @@ func (s *Shipper) release(b []*entry) {
 	var blocked map[streamKey]struct{}
 	// The room of the acked records goes back at once at the end: one
 	// semaphore release (and one wake-up of a blocked Send) per batch, not
-	// per record.
+	// per record. Likewise consecutive successes of one RangeAcker are
+	// told at once, and the references to an arena chunk dropped at once.
 	var weight, recs int64
+	var run struct {
+		to          RangeAcker
+		first, last uint64
+	}
+	var refs struct {
+		c *chunk
+		n int32
+	}
+	flushRun := func() {
+		if run.to != nil {
+			run.to.AckRange(run.first, run.last)
+			run.to = nil
+		}
+	}
 	defer func() {
+		flushRun()
+		if refs.c != nil {
+			s.unref(refs.c, refs.n)
+		}
 		if recs > 0 {
 			s.releaseWeight(weight, recs)
 		}
@@ -351,12 +370,23 @@ func (s *Shipper) release(b []*entry) {
 			}
 		}
 		e.acked = true
-		if e.ack != nil {
+		switch ra, ok := e.ack.(RangeAcker); {
+		case ok && e.err == nil && run.to == ra && e.token == run.last+1:
+			run.last = e.token
+		case ok && e.err == nil:
+			flushRun()
+			run.to, run.first, run.last = ra, e.token, e.token
+		case e.ack != nil:
+			flushRun() // acks keep Send order
 			e.ack.Ack(e.token, e.err)
 		}
-		if e.chunk != nil {
-			s.unref(e.chunk)
+		if e.chunk != refs.c {
+			if refs.c != nil {
+				s.unref(refs.c, refs.n)
+			}
+			refs.c, refs.n = e.chunk, 0
 		}
+		refs.n++
 		e.body, e.chunk, e.ack = nil, nil, nil // let the payload go before the batch ends
 		weight += e.weight
 		recs++

@@ -616,4 +616,3 @@ func (r *reader) flushPartial(emit func(Line) error) error {
 	r.acc, r.accStart, r.part, r.dropped = r.acc[:0], r.pos, 0, false
 	return nil
 }
-

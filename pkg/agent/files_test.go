@@ -1,0 +1,36 @@
+package agent
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/topics"
+)
+
+// TestAckedPrefix: the checkpoint candidate is the end of the longest
+// acknowledged prefix, whether records are acked one by one or in ranges,
+// in any order; a record acked twice counts once.
+func TestAckedPrefix(t *testing.T) {
+	fr := newFileRun("t", "f", "k", 1, "/x", protocol.FileIdentity{}, topics.Config{})
+	for i := range int64(10) {
+		require.Equal(t, uint64(i), fr.track(i*10, i*10+10))
+	}
+	start, end := fr.ack(3)
+	require.Equal(t, [2]int64{30, 40}, [2]int64{start, end})
+	require.Equal(t, int64(0), fr.ackedOffset(), "a gap before record 3")
+	n, bytes := fr.ackRange(0, 1)
+	require.Equal(t, 2, n)
+	require.Equal(t, int64(20), bytes)
+	require.Equal(t, int64(20), fr.ackedOffset())
+	n, _ = fr.ackRange(5, 9)
+	require.Equal(t, 5, n)
+	require.Equal(t, int64(20), fr.ackedOffset(), "record 2 and 4 still missing")
+	n, _ = fr.ackRange(2, 4)
+	require.Equal(t, 2, n, "record 3 was acked already")
+	require.Equal(t, int64(100), fr.ackedOffset())
+	fr.mu.Lock()
+	defer fr.mu.Unlock()
+	require.Empty(t, fr.pending)
+}
