@@ -43,8 +43,15 @@ func (s *Shipper) encodeCall(topic string, call []*entry, nparts int) *encodedCa
 		parts[i] = i
 	}
 	ec := &encodedCall{first: call[0], n: len(call), nparts: nparts, pidx: make([]int32, len(call))}
+	var prevKey []byte
+	var p int32
 	for i, e := range call {
-		p := int32(s.w.Balancer.Balance(kafka.Message{Topic: topic, Key: e.key()}, parts...))
+		// A file's lines share their key: hash it once per run of them.
+		// (A nil key is spread at random: balanced every time.)
+		if k := e.key(); i == 0 || k == nil || !bytes.Equal(k, prevKey) {
+			p = int32(s.w.Balancer.Balance(kafka.Message{Topic: topic, Key: k}, parts...))
+			prevKey = k
+		}
 		ec.pidx[i] = p
 		if !containsPart(ec.used, p) {
 			ec.used = append(ec.used, p)
