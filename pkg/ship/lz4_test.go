@@ -33,7 +33,7 @@ func TestLZ4FramesAsPierrecWrites(t *testing.T) {
 		"incompressible": random,
 		"blocks":         []byte(strings.Repeat("10.0.0.1 - - GET /index.html 200\n", 30_000)), // about 1 MB
 	}
-	var c lz4.Compressor
+	var c lz4.CompressorCCompat
 	for name, in := range inputs {
 		var out bytes.Buffer
 		out.WriteString("prefix") // frames are appended after the batch header

@@ -122,7 +122,7 @@ type Shipper struct {
 	// Spare memory, reused rather than left to the collector.
 	chunks *freeList[*chunk]
 	bufs   *freeList[*batchBuf]
-	lz4s   *freeList[*lz4.Compressor]
+	lz4s   *freeList[*lz4.CompressorCCompat]
 
 	mu        sync.Mutex
 	pending   []*entry // accepted, not yet taken into a batch; Send order
@@ -171,7 +171,7 @@ func New(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Shipper, err
 		topicMetrics: map[string]topicCounters{},
 		chunks:       newFreeList(spareChunks, func() *chunk { return &chunk{buf: make([]byte, 0, arenaChunk)} }),
 		bufs:         newFreeList(8, func() *batchBuf { return new(batchBuf) }),
-		lz4s:         newFreeList(8, func() *lz4.Compressor { return new(lz4.Compressor) }),
+		lz4s:         newFreeList(8, func() *lz4.CompressorCCompat { return new(lz4.CompressorCCompat) }),
 	}
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
 	m, err := newMetrics(reg, s)
@@ -374,6 +374,12 @@ func (s *Shipper) encodeLocked(r *Record) ([]byte, *chunk) {
 		c.buf = c.buf[:l+n]
 		c.refs.Add(1)
 	}
+	return appendBody(b, r), c
+}
+
+// appendBody appends r's key, value and headers as a v2 record batch holds
+// them (after the offset delta).
+func appendBody(b []byte, r *Record) []byte {
 	b = appendNullBytes(b, r.Key)
 	// A value is never null, even for an empty line: a null value is a
 	// tombstone, which would delete the key on a compacted topic.
@@ -385,7 +391,7 @@ func (s *Shipper) encodeLocked(r *Record) ([]byte, *chunk) {
 		b = append(b, h.Key...)
 		b = appendNullBytes(b, h.Value)
 	}
-	return b, c
+	return b
 }
 
 // entrySlab is how many entries are allocated at once when none is free.
