@@ -30,8 +30,8 @@ func TestCheckpointManyFilesAndFencing(t *testing.T) {
 		require.NoError(t, err)
 		fr := newFileRun("t", fk, key, resp.Header.Revision, e.path(fk), protocol.FileIdentity{Fingerprint: "ab", Inode: uint64(i)}, topics.Config{})
 		fr.started = true
-		seq := fr.track(int64(99+i), int64(100+i))
-		fr.ack(seq)
+		fr.trackAll(0, []pendingRec{{start: int64(99 + i), end: int64(100 + i)}})
+		fr.ack(0)
 		l.runs[key] = fr
 		if i == 200 {
 			stolen = fr

@@ -75,26 +75,36 @@ func newFileRun(topic, key, assignKey string, createRev int64, path string, id p
 		cfg: cfg, written: -1, drained: make(chan struct{})}
 }
 
-// track registers a record about to be sent (the bytes start to end of
-// the file) and returns its sequence.
-func (f *fileRun) track(start, end int64) uint64 {
+// nextSequence is the sequence the next record tracked will get.
+func (f *fileRun) nextSequence() uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	seq := f.nextSeq
-	f.nextSeq++
-	f.pending = append(f.pending, pendingRec{start: start, end: end})
-	return seq
+	return f.nextSeq
 }
 
-// untrack drops the newest record: Send refused it (ctx ended).
-func (f *fileRun) untrack(seq uint64) {
+// trackAll registers records about to be sent, the first with sequence
+// first (nextSequence: one sink sends for a file at a time).
+func (f *fileRun) trackAll(first uint64, recs []pendingRec) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if seq+1 == f.nextSeq && len(f.pending) > 0 {
-		f.pending = f.pending[:len(f.pending)-1]
-		f.nextSeq--
-		f.signalDrainedLocked()
+	if first != f.nextSeq {
+		panic("agent: records of a file tracked out of sequence")
 	}
+	f.pending = append(f.pending, recs...)
+	f.nextSeq += uint64(len(recs))
+}
+
+// untrackFrom drops the newest records, from sequence seq on: the shipper
+// did not accept them (ctx ended, or it stopped), so they are never acked.
+func (f *fileRun) untrackFrom(seq uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if seq >= f.nextSeq || seq < f.head {
+		return
+	}
+	f.pending = f.pending[:seq-f.head]
+	f.nextSeq = seq
+	f.signalDrainedLocked()
 }
 
 // ack marks record seq acknowledged, advances the acknowledged prefix and
@@ -207,11 +217,22 @@ type lineSink struct {
 	linesRead, bytesRead    prometheus.Counter
 	linesShipped, bytesShip prometheus.Counter
 	rejected                prometheus.Counter
-	// headers and off are the scratch of send: the shipper copies a
-	// record at Send, so one set serves every line.
+	// headers and off are the scratch of send: the batch copies a record
+	// at Add, so one set serves every line.
 	headers []kafka.Header
 	off     [20]byte
+	// batch gathers the records of the lines read since the last flush;
+	// pend holds their bytes, the sequence of the first being base. They
+	// are tracked and handed to the shipper together, at the tailer's
+	// Flush (before it waits for more), or every sinkBatch lines: one lock
+	// of the file's state and one of the shipper's for them all.
+	batch *ship.Batch
+	base  uint64
+	pend  []pendingRec
 }
+
+// sinkBatch is how many lines a sink gathers at most before it flushes.
+const sinkBatch = 256
 
 func newLineSink(a *Agent, fr *fileRun) *lineSink {
 	s := &lineSink{
@@ -223,6 +244,7 @@ func newLineSink(a *Agent, fr *fileRun) *lineSink {
 		bytesShip:    a.m.bytesShipped.WithLabelValues(fr.topic),
 		rejected:     a.m.rejected.WithLabelValues(fr.topic),
 		headers:      make([]kafka.Header, 0, 12),
+		batch:        a.cfg.Shipper.NewBatch(),
 	}
 	switch fr.cfg.Key {
 	case topics.KeyFile:
@@ -281,21 +303,51 @@ func (s *lineSink) send(ctx context.Context, l tailer.Line, lines int, cut bool)
 		flag("multiline_cut", "true")
 	}
 	s.headers = headers[:0]
-	s.linesRead.Inc()
-	s.bytesRead.Add(float64(l.End - l.Start))
-	seq := fr.track(l.Start, l.End)
-	err := a.cfg.Shipper.Send(ctx, ship.Record{
+	if len(s.pend) == 0 {
+		s.base = fr.nextSequence()
+	}
+	s.batch.Add(ship.Record{
 		Topic:   fr.cfg.KafkaTopic,
 		Key:     s.key,
 		Value:   l.Data,
 		Headers: headers,
 		Ack:     s,
-		Token:   seq,
+		Token:   s.base + uint64(len(s.pend)),
 	})
-	if err != nil {
-		fr.untrack(seq)
+	s.pend = append(s.pend, pendingRec{start: l.Start, end: l.End})
+	if len(s.pend) >= sinkBatch {
+		return s.flush(ctx)
 	}
+	return nil
+}
+
+// flush tracks the gathered records and hands them to the shipper. Those
+// the shipper did not accept (ctx ended, or it stopped) are untracked: they
+// were never sent, so the file is read again from before them.
+func (s *lineSink) flush(ctx context.Context) error {
+	if len(s.pend) == 0 {
+		return nil
+	}
+	var bytes int64
+	for _, p := range s.pend {
+		bytes += p.end - p.start
+	}
+	s.linesRead.Add(float64(len(s.pend)))
+	s.bytesRead.Add(float64(bytes))
+	s.fr.trackAll(s.base, s.pend)
+	n, err := s.batch.Send(ctx)
+	if err != nil {
+		s.fr.untrackFrom(s.base + uint64(n))
+	}
+	s.pend = s.pend[:0]
 	return err
+}
+
+// close lets go of the sink's batch; lines not flushed are dropped (and
+// were never tracked).
+func (s *lineSink) close() {
+	s.batch.Close()
+	s.pend = s.pend[:0]
 }
 
 // AckRange is the shipper's word that records first to last of the file
@@ -363,7 +415,18 @@ func (js *joinedSink) flush(ctx context.Context, idle bool) error {
 		return nil
 	}
 	e, _ := js.j.Flush()
-	return js.sink.emitEvent(ctx, e)
+	if err := js.sink.emitEvent(ctx, e); err != nil {
+		return err
+	}
+	return js.sink.flush(ctx) // no tailer Flush follows an idle event
+}
+
+// flushSink hands the events gathered by the sink to the shipper (the
+// tailer's Flush).
+func (js *joinedSink) flushSink(ctx context.Context) error {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	return js.sink.flush(ctx)
 }
 
 // runTimeouts flushes idle events until ctx is done.

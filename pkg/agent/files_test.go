@@ -14,9 +14,12 @@ import (
 // in any order; a record acked twice counts once.
 func TestAckedPrefix(t *testing.T) {
 	fr := newFileRun("t", "f", "k", 1, "/x", protocol.FileIdentity{}, topics.Config{})
+	var recs []pendingRec
 	for i := range int64(10) {
-		require.Equal(t, uint64(i), fr.track(i*10, i*10+10))
+		recs = append(recs, pendingRec{start: i * 10, end: i*10 + 10})
 	}
+	fr.trackAll(0, recs[:4])
+	fr.trackAll(fr.nextSequence(), recs[4:])
 	start, end := fr.ack(3)
 	require.Equal(t, [2]int64{30, 40}, [2]int64{start, end})
 	require.Equal(t, int64(0), fr.ackedOffset(), "a gap before record 3")
@@ -33,4 +36,23 @@ func TestAckedPrefix(t *testing.T) {
 	fr.mu.Lock()
 	defer fr.mu.Unlock()
 	require.Empty(t, fr.pending)
+}
+
+// TestUntrackFrom: records the shipper did not accept are dropped from the
+// newest end; the next ones tracked take their sequences.
+func TestUntrackFrom(t *testing.T) {
+	fr := newFileRun("t", "f", "k", 1, "/x", protocol.FileIdentity{}, topics.Config{})
+	fr.trackAll(0, []pendingRec{{0, 10, false}, {10, 20, false}, {20, 30, false}})
+	fr.ack(0)
+	fr.untrackFrom(2)
+	require.Equal(t, uint64(2), fr.nextSequence())
+	n, _ := fr.ackRange(1, 1)
+	require.Equal(t, 1, n)
+	require.Equal(t, int64(20), fr.ackedOffset())
+	fr.mu.Lock()
+	require.Empty(t, fr.pending, "the untracked record is not waited for")
+	fr.mu.Unlock()
+	fr.trackAll(2, []pendingRec{{20, 30, false}})
+	fr.ack(2)
+	require.Equal(t, int64(30), fr.ackedOffset())
 }

@@ -316,6 +316,16 @@ func (l *loop) tail(ctx context.Context, fr *fileRun) error {
 		}
 	}
 	fr.mu.Unlock()
+	sink := newLineSink(a, fr)
+	defer sink.close()
+	var js *joinedSink
+	flush := func() error { return sink.flush(ctx) }
+	if fr.cfg.Multiline != nil {
+		if js, err = newJoinedSink(sink, fr.cfg.Multiline); err != nil {
+			return err
+		}
+		flush = func() error { return js.flushSink(ctx) }
+	}
 	tl, err := tailer.New(tailer.Config{
 		Path: fr.path, File: fr.held, Identity: fr.identity,
 		// A file the globs no longer match (found by identity after a
@@ -326,18 +336,14 @@ func (l *loop) tail(ctx context.Context, fr *fileRun) error {
 		OnTruncate: func(old int64) {
 			a.log.Warn("file truncated; shipping it again from 0", "topic", fr.topic, "path", fr.path, "old_offset", old)
 		},
+		Flush: flush,
 	})
 	if err != nil {
 		return err // fr.held stays for the next start
 	}
 	fr.held = nil // the tailer's now
-	sink := newLineSink(a, fr)
-	if fr.cfg.Multiline == nil {
+	if js == nil {
 		return tl.Run(ctx, func(line tailer.Line) error { return sink.emit(ctx, line) })
-	}
-	js, err := newJoinedSink(sink, fr.cfg.Multiline)
-	if err != nil {
-		return err
 	}
 	tctx, stop := context.WithCancel(ctx)
 	timeouts := make(chan struct{})

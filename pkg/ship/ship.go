@@ -255,6 +255,30 @@ func (s *Shipper) Send(ctx context.Context, r Record) error {
 	if s.stop.Err() != nil {
 		return ErrStopped
 	}
+	e := s.newEntry(&r)
+	if err := s.reserve(ctx, e.weight, 1); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		s.releaseWeight(e.weight, 1)
+		return ErrStopped
+	}
+	if e.reject == nil {
+		e.body, e.chunk = s.carve(&s.arena, &r)
+	}
+	poke := s.enqueueLocked(&e)
+	s.mu.Unlock()
+	if poke {
+		s.poke()
+	}
+	return nil
+}
+
+// newEntry is r's entry, without its body: its sizes, its weight, and
+// whether it can ever be written. It clears an empty key (r.Key).
+func (s *Shipper) newEntry(r *Record) entry {
 	if len(r.Key) == 0 {
 		r.Key = nil // murmur2 hashes an empty key to one fixed partition; nil spreads
 	}
@@ -281,25 +305,26 @@ func (s *Shipper) Send(ctx context.Context, r Record) error {
 	if e.reject != nil {
 		e.size = 0 // never written: takes no room in a batch
 	}
+	return e
+}
 
-	if !s.sem.TryAcquire(e.weight) {
-		if err := s.acquire(ctx, e.weight); err != nil {
+// reserve takes weight of the in-flight bound for recs records, waiting
+// for room (see acquire).
+func (s *Shipper) reserve(ctx context.Context, weight, recs int64) error {
+	if !s.sem.TryAcquire(weight) {
+		if err := s.acquire(ctx, weight); err != nil {
 			return err
 		}
 	}
-	s.inflight.Add(e.weight)
-	s.inflightRecs.Add(1)
+	s.inflight.Add(weight)
+	s.inflightRecs.Add(recs)
+	return nil
+}
 
-	s.mu.Lock()
-	if s.stopped {
-		s.mu.Unlock()
-		s.releaseWeight(e.weight, 1)
-		return ErrStopped
-	}
-	if e.reject == nil {
-		e.body, e.chunk = s.encodeLocked(&r)
-	}
-	q := s.newEntryLocked(&e)
+// enqueueLocked appends a copy of e to pending and says whether Run needs
+// to hear of it.
+func (s *Shipper) enqueueLocked(e *entry) (poke bool) {
+	q := s.newEntryLocked(e)
 	q.seq = s.nextSeq
 	s.nextSeq++
 	wasEmpty := len(s.pending) == 0
@@ -312,13 +337,8 @@ func (s *Shipper) Send(ctx context.Context, r Record) error {
 	// Run needs to hear of the first record (to start the linger) and of a
 	// full batch (to stop it); otherwise it is lingering or writing and will
 	// look again by itself.
-	poke := wasEmpty || len(s.pending) == s.cfg.BatchSize ||
+	return wasEmpty || len(s.pending) == s.cfg.BatchSize ||
 		(before < s.cfg.BatchBytes && s.pendBytes >= s.cfg.BatchBytes)
-	s.mu.Unlock()
-	if poke {
-		s.poke()
-	}
-	return nil
 }
 
 // arenaChunk is the size of the blocks records are encoded into, and
@@ -346,11 +366,13 @@ func (s *Shipper) unref(c *chunk, n int32) {
 	}
 }
 
-// encodeLocked encodes r's key, value and headers as a v2 record batch
-// holds them (after the offset delta, which depends on the batch) into the
-// arena, and returns that body and its chunk. Records above a quarter
-// chunk get an array of their own (and no chunk).
-func (s *Shipper) encodeLocked(r *Record) ([]byte, *chunk) {
+// carve encodes r's key, value and headers as a v2 record batch holds
+// them (after the offset delta, which depends on the batch) into the chunk
+// *cur (replaced by a fresh one when full), and returns that body and its
+// chunk, which it holds a reference to. Records above a quarter chunk get
+// an array of their own (and no chunk). The caller owns *cur: s.arena
+// under s.mu, or a Batch's.
+func (s *Shipper) carve(cur **chunk, r *Record) ([]byte, *chunk) {
 	n := nullBytesLen(r.Key) + varintLen(len(r.Value)) + len(r.Value) + varintLen(len(r.Headers))
 	for _, h := range r.Headers {
 		n += varintLen(len(h.Key)) + len(h.Key) + nullBytesLen(h.Value)
@@ -360,14 +382,14 @@ func (s *Shipper) encodeLocked(r *Record) ([]byte, *chunk) {
 	if n > arenaChunk/4 {
 		b = make([]byte, 0, n)
 	} else {
-		c = s.arena
+		c = *cur
 		if c == nil || cap(c.buf)-len(c.buf) < n {
 			if c != nil {
 				s.unref(c, 1)
 			}
 			c = s.chunks.get()
 			c.refs.Store(1)
-			s.arena = c
+			*cur = c
 		}
 		l := len(c.buf)
 		b = c.buf[l : l : l+n] // capped: never appends into the next record

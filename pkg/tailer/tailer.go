@@ -106,6 +106,12 @@ type Config struct {
 	// read again from 0; lost is how many bytes past the old offset could
 	// not have been read (unknown: 0).
 	OnTruncate func(oldOffset int64)
+	// Flush, if set, is called whenever the tailer has emitted the lines
+	// it could read and is about to wait for more, and before Run returns:
+	// a sink that gathers lines sends them then. Its error ends Run (and
+	// replaces ErrFinished or ErrGone: the file is not done until its
+	// lines were handed over).
+	Flush func() error
 }
 
 // Tailer follows one file by identity.
@@ -199,6 +205,22 @@ func (t *Tailer) emitter(emit func(Line) error) func(Line) error {
 // tailer goes back to its own descriptor, so a rotated file is always read
 // to its end before the tailer lets go of it.
 func (t *Tailer) Run(ctx context.Context, emit func(Line) error) error {
+	err := t.run(ctx, emit)
+	if ferr := t.flush(); ferr != nil && (err == nil || errors.Is(err, ErrFinished) || errors.Is(err, ErrGone)) {
+		return ferr
+	}
+	return err
+}
+
+// flush calls Config.Flush, if set.
+func (t *Tailer) flush() error {
+	if t.cfg.Flush == nil {
+		return nil
+	}
+	return t.cfg.Flush()
+}
+
+func (t *Tailer) run(ctx context.Context, emit func(Line) error) error {
 	f, err := t.cfg.File, error(nil)
 	t.cfg.File = nil
 	if f == nil {
@@ -229,6 +251,9 @@ func (t *Tailer) Run(ctx context.Context, emit func(Line) error) error {
 			return fmt.Errorf("%w: %s rewritten at offset %d", ErrGone, t.cfg.Path, t.Offset())
 		}
 		if err != nil {
+			return err
+		}
+		if err := t.flush(); err != nil {
 			return err
 		}
 		st := t.pathState()
@@ -456,6 +481,11 @@ func (t *Tailer) follow(ctx context.Context, emit func(Line) error) error {
 			linesSinceCheck++
 			if err := splitLine(start, end, []byte(l.Text), t.cfg.MaxLineBytes, t.cfg.Truncate, emit); err != nil {
 				return err
+			}
+			if len(tl.Lines) == 0 { // about to wait
+				if err := t.flush(); err != nil {
+					return err
+				}
 			}
 		}
 	}

@@ -61,6 +61,17 @@ type run struct {
 
 func startTailer(t *testing.T, path string, offset int64, mod func(*Config)) *run {
 	t.Helper()
+	return startTailerWith(t, path, offset, func(c *Config, _ *collector) {
+		if mod != nil {
+			mod(c)
+		}
+	})
+}
+
+// startTailerWith is startTailer with a mod that also gets the collector
+// the run emits into.
+func startTailerWith(t *testing.T, path string, offset int64, mod func(*Config, *collector)) *run {
+	t.Helper()
 	f, err := os.Open(path)
 	require.NoError(t, err)
 	id, err := fileid.Of(f, fpBytes)
@@ -68,13 +79,12 @@ func startTailer(t *testing.T, path string, offset int64, mod func(*Config)) *ru
 	require.NoError(t, err)
 	cfg := Config{Path: path, Identity: id, FingerprintBytes: fpBytes, Offset: offset, MaxLineBytes: 1 << 20,
 		RotatedIdle: 200 * time.Millisecond, CheckInterval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}
-	if mod != nil {
-		mod(&cfg)
-	}
+	col := &collector{}
+	mod(&cfg, col)
 	tl, err := New(cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &run{tl: tl, col: &collector{}, done: make(chan error, 1), stop: cancel}
+	r := &run{tl: tl, col: col, done: make(chan error, 1), stop: cancel}
 	go func() { r.done <- tl.Run(ctx, r.col.emit) }()
 	t.Cleanup(func() {
 		cancel()
@@ -396,4 +406,49 @@ func TestHeldDescriptorReadAfterUnlink(t *testing.T) {
 	lines := r.col.get()
 	require.Len(t, lines, 3)
 	require.Equal(t, "b", string(lines[2].Data))
+}
+
+// TestFlushBeforeWaiting: a sink that only passes lines on at Flush gets
+// every line without waiting for more: the tailer flushes before it waits,
+// whether it read through its descriptor or followed the file, and before
+// it returns.
+func TestFlushBeforeWaiting(t *testing.T) {
+	for _, poll := range []bool{true, false} {
+		t.Run(fmt.Sprintf("poll=%v", poll), func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "app.log")
+			appendTo(t, path, header())
+			var mu sync.Mutex
+			flushed := 0 // lines emitted before the last Flush
+			r := startTailerWith(t, path, 0, func(c *Config, col *collector) {
+				c.Poll = poll
+				c.Flush = func() error {
+					n := col.count() // emit runs on this goroutine: every line so far
+					mu.Lock()
+					defer mu.Unlock()
+					flushed = n
+					return nil
+				}
+			})
+			passedOn := func() int {
+				mu.Lock()
+				defer mu.Unlock()
+				return flushed
+			}
+			var b strings.Builder
+			for i := range 100 {
+				fmt.Fprintf(&b, "line %d\n", i)
+			}
+			appendTo(t, path, b.String())
+			testenv.WaitFor(t, 10*time.Second, "the lines read through the descriptor flushed", func() bool { return passedOn() == 101 })
+			for i := range 5 { // followed one by one
+				appendTo(t, path, fmt.Sprintf("more %d\n", i))
+				testenv.WaitFor(t, 10*time.Second, "a followed line flushed", func() bool { return passedOn() == 102+i })
+			}
+			appendTo(t, path, "last\n")
+			require.NoError(t, os.Remove(path))
+			require.ErrorIs(t, r.wait(t, "the tailer to finish the deleted file"), ErrFinished)
+			require.Equal(t, 107, passedOn(), "flushed before Run returned")
+		})
+	}
 }

@@ -1,0 +1,81 @@
+package ship
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/logferry/logferry/internal/testenv"
+)
+
+// TestBatchSendsInOrder: records added to a Batch and sent reach Kafka
+// once each, in order per key, each acked once; the caller's slices may
+// be reused right after Add; Close drops what was never sent.
+func TestBatchSendsInOrder(t *testing.T) {
+	k := testenv.StartKafka(t)
+	const topic = "batched"
+	require.NoError(t, k.CreateTopic(topic, 3, nil))
+	s := startShipper(t, testConfig(k.Brokers()))
+	a := newAcks()
+	b := s.NewBatch()
+	var want []string
+	for i := range 1000 {
+		r := record(topic, fmt.Sprintf("k%d", i%4), i, a)
+		b.Add(r)
+		for j := range r.Value {
+			r.Value[j] = 'X' // Add copied it
+		}
+		want = append(want, fmt.Sprintf("k%d#%04d", i%4, i))
+		if b.Len() == 64 || i == 999 {
+			n, err := b.Send(context.Background())
+			require.NoError(t, err)
+			require.Positive(t, n)
+			require.Zero(t, b.Len())
+		}
+	}
+	b.Add(record(topic, "never", 0, a))
+	b.Close()
+	flush(t, s.Shipper)
+	a.requireEach(t, want, func(string) bool { return false })
+	a.requireOrderPerKey(t)
+	requireInKafkaInOrder(t, testenv.ReadAll(t, k.Brokers(), topic), want)
+}
+
+// TestBatchSendGivesUpWithItsContext: during an outage the bound fills;
+// Send returns how many records it handed over before its context ended,
+// and the Acks of the others are never called.
+func TestBatchSendGivesUpWithItsContext(t *testing.T) {
+	k := testenv.StartKafka(t)
+	const topic = "batch-outage"
+	require.NoError(t, k.CreateTopic(topic, 1, nil))
+	fault := k.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotEnoughReplicas, Count: -1})
+	cfg := testConfig(k.Brokers())
+	cfg.MaxInflightBytes = 32 << 10
+	s := startShipper(t, cfg)
+	a := newAcks()
+	b := s.NewBatch()
+	var ids []string
+	for i := range 200 { // about 200 KiB of weight: several times the bound
+		b.Add(record(topic, "k", i, a))
+		ids = append(ids, fmt.Sprintf("k#%04d", i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	n, err := b.Send(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Positive(t, n)
+	require.Less(t, n, 200)
+	require.Zero(t, b.Len())
+	fault.Remove()
+	flush(t, s.Shipper)
+	a.requireEach(t, ids[:n], func(string) bool { return false })
+	require.Equal(t, int64(n), a.n.Load(), "records not handed over were acked")
+	require.Zero(t, s.InflightBytes())
+	b.Close()
+}
