@@ -231,8 +231,9 @@ type lineSink struct {
 	pend  []pendingRec
 }
 
-// sinkBatch is how many lines a sink gathers at most before it flushes.
-const sinkBatch = 256
+// sinkBatch is how many lines a sink gathers at most before it flushes
+// (about 40 KB of typical lines: the scratch a busy sink keeps).
+const sinkBatch = 128
 
 func newLineSink(a *Agent, fr *fileRun) *lineSink {
 	s := &lineSink{

@@ -12,8 +12,20 @@ import "context"
 type Batch struct {
 	s       *Shipper
 	entries []entry
-	chunk   *chunk // where Add encodes (the batch holds a reference)
+	// buf is where Add encodes; Send copies each body into the shipper's
+	// arena (one copy, under the lock it takes anyway), so that a batch
+	// holds no arena memory between Sends: a sink per file, most of them
+	// idle, must not pin a chunk each.
+	buf []byte
 }
+
+// A Batch keeps its scratch after a Send only while it is busy (at least
+// batchBusy records a Send) and the scratch at most batchBufMax: an idle
+// file's sink, or one that met a huge line, lets go of it.
+const (
+	batchBusy   = 16
+	batchBufMax = 64 << 10
+)
 
 // NewBatch returns an empty batch for s.
 func (s *Shipper) NewBatch() *Batch { return &Batch{s: s} }
@@ -27,7 +39,10 @@ func (b *Batch) Len() int { return len(b.entries) }
 func (b *Batch) Add(r Record) {
 	e := b.s.newEntry(&r)
 	if e.reject == nil {
-		e.body, e.chunk = b.s.carve(&b.chunk, &r)
+		// A slice of buf, valid after buf grows (the old array stays).
+		at := len(b.buf)
+		b.buf = appendBody(b.buf, &r)
+		e.body = b.buf[at:len(b.buf):len(b.buf)]
 	}
 	b.entries = append(b.entries, e)
 }
@@ -62,7 +77,11 @@ func (b *Batch) Send(ctx context.Context) (n int, err error) {
 		}
 		poke := false
 		for i := n; i < end; i++ {
-			poke = s.enqueueLocked(&b.entries[i]) || poke
+			e := &b.entries[i]
+			if e.body != nil {
+				e.body, e.chunk = s.carveLocked(len(e.body), e.body)
+			}
+			poke = s.enqueueLocked(e) || poke
 		}
 		s.mu.Unlock()
 		if poke {
@@ -73,23 +92,23 @@ func (b *Batch) Send(ctx context.Context) (n int, err error) {
 	return n, nil
 }
 
-// drop empties the batch; the entries from sent on were not accepted, and
-// give back their references to the arena.
+// drop empties the batch (the entries from sent on were not accepted),
+// keeping its scratch only if it is busy.
 func (b *Batch) drop(sent int) {
-	for i := sent; i < len(b.entries); i++ {
-		if c := b.entries[i].chunk; c != nil {
-			b.s.unref(c, 1)
-		}
+	_ = sent // not accepted: nothing of theirs is in the arena
+	busy := len(b.entries) >= batchBusy
+	if !busy || cap(b.buf) > batchBufMax {
+		b.buf = nil
 	}
+	b.buf = b.buf[:0]
 	clear(b.entries) // the shipper has its own copies
+	if !busy {
+		b.entries = nil
+	}
 	b.entries = b.entries[:0]
 }
 
 // Close drops the records not sent and lets go of the batch's memory.
 func (b *Batch) Close() {
-	b.drop(0)
-	if b.chunk != nil {
-		b.s.unref(b.chunk, 1)
-		b.chunk = nil
-	}
+	b.entries, b.buf = nil, nil
 }

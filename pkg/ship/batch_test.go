@@ -79,3 +79,26 @@ func TestBatchSendGivesUpWithItsContext(t *testing.T) {
 	require.Zero(t, s.InflightBytes())
 	b.Close()
 }
+
+// TestIdleBatchHoldsLittle: a sink per file, most of them idle, must not
+// pin memory: after a Send of few records a batch keeps only a small
+// scratch, and no arena chunk.
+func TestIdleBatchHoldsLittle(t *testing.T) {
+	k := testenv.StartKafka(t)
+	s := startShipper(t, testConfig(k.Brokers()))
+	a := newAcks()
+	b := s.NewBatch()
+	for i := range 100 { // busy: the scratch grows
+		b.Add(record("idle", "k", i, a))
+	}
+	_, err := b.Send(context.Background())
+	require.NoError(t, err)
+	require.Positive(t, cap(b.buf), "a busy batch keeps its scratch")
+	require.LessOrEqual(t, cap(b.buf), batchBufMax)
+	b.Add(record("idle", "k", 100, a)) // then one line now and then
+	_, err = b.Send(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, cap(b.buf), "an idle batch keeps no scratch")
+	flush(t, s.Shipper)
+	require.Equal(t, int64(101), a.n.Load())
+}

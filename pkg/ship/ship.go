@@ -131,7 +131,7 @@ type Shipper struct {
 	// an empty queue, or when the batch before it was taken (it waited
 	// while that batch was written).
 	pendSince time.Time
-	arena     *chunk   // the chunk records are encoded into (encodeLocked)
+	arena     *chunk   // the chunk records are encoded into (carveLocked)
 	free      []*entry // entries of completed batches, for the next Sends
 	nextSeq   uint64   // seq of the next accepted record
 	doneSeq   uint64   // every record below it is acked
@@ -266,7 +266,8 @@ func (s *Shipper) Send(ctx context.Context, r Record) error {
 		return ErrStopped
 	}
 	if e.reject == nil {
-		e.body, e.chunk = s.carve(&s.arena, &r)
+		e.body, e.chunk = s.carveLocked(bodyLen(&r), nil)
+		e.body = appendBody(e.body[:0], &r)
 	}
 	poke := s.enqueueLocked(&e)
 	s.mu.Unlock()
@@ -366,37 +367,40 @@ func (s *Shipper) unref(c *chunk, n int32) {
 	}
 }
 
-// carve encodes r's key, value and headers as a v2 record batch holds
-// them (after the offset delta, which depends on the batch) into the chunk
-// *cur (replaced by a fresh one when full), and returns that body and its
-// chunk, which it holds a reference to. Records above a quarter chunk get
-// an array of their own (and no chunk). The caller owns *cur: s.arena
-// under s.mu, or a Batch's.
-func (s *Shipper) carve(cur **chunk, r *Record) ([]byte, *chunk) {
+// bodyLen is the length of r's body (appendBody).
+func bodyLen(r *Record) int {
 	n := nullBytesLen(r.Key) + varintLen(len(r.Value)) + len(r.Value) + varintLen(len(r.Headers))
 	for _, h := range r.Headers {
 		n += varintLen(len(h.Key)) + len(h.Key) + nullBytesLen(h.Value)
 	}
+	return n
+}
+
+// carveLocked takes n bytes of the arena, a copy of from if it is not nil,
+// and returns them with their chunk, which it holds a reference to. More
+// than a quarter chunk gets an array of its own (and no chunk).
+func (s *Shipper) carveLocked(n int, from []byte) ([]byte, *chunk) {
 	var b []byte
 	var c *chunk
 	if n > arenaChunk/4 {
-		b = make([]byte, 0, n)
+		b = make([]byte, n)
 	} else {
-		c = *cur
+		c = s.arena
 		if c == nil || cap(c.buf)-len(c.buf) < n {
 			if c != nil {
 				s.unref(c, 1)
 			}
 			c = s.chunks.get()
 			c.refs.Store(1)
-			*cur = c
+			s.arena = c
 		}
 		l := len(c.buf)
-		b = c.buf[l : l : l+n] // capped: never appends into the next record
+		b = c.buf[l : l+n : l+n] // capped: never appends into the next record
 		c.buf = c.buf[:l+n]
 		c.refs.Add(1)
 	}
-	return appendBody(b, r), c
+	copy(b, from)
+	return b, c
 }
 
 // appendBody appends r's key, value and headers as a v2 record batch holds
