@@ -53,6 +53,10 @@ type fileRun struct {
 	// pending holds the End of every record sent and not yet acknowledged,
 	// in send order, with its ack state; acked is the checkpoint candidate.
 	pending []pendingRec
+	// pendBuf is pending's backing array from its start: the acked records
+	// before pending[0] leave room that trackAll reuses, so that a busy
+	// file's bookkeeping does not allocate as it goes.
+	pendBuf []pendingRec
 	head    uint64 // seq of pending[0]
 	nextSeq uint64
 	acked   int64 // End of the last line of the acknowledged prefix
@@ -90,7 +94,17 @@ func (f *fileRun) trackAll(first uint64, recs []pendingRec) {
 	if first != f.nextSeq {
 		panic("agent: records of a file tracked out of sequence")
 	}
+	need := len(f.pending) + len(recs)
+	if dead := cap(f.pendBuf) - cap(f.pending); need > cap(f.pending) && need <= cap(f.pendBuf) && dead >= len(f.pending) {
+		// Move down into the room the acked records left (copying no more
+		// records than were acked since: constant work per record).
+		f.pending = f.pendBuf[:copy(f.pendBuf[:cap(f.pendBuf)], f.pending)]
+	}
+	before := cap(f.pending)
 	f.pending = append(f.pending, recs...)
+	if cap(f.pending) != before { // a new array
+		f.pendBuf = f.pending[:0]
+	}
 	f.nextSeq += uint64(len(recs))
 }
 

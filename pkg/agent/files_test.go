@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -55,4 +56,34 @@ func TestUntrackFrom(t *testing.T) {
 	fr.trackAll(2, []pendingRec{{20, 30, false}})
 	fr.ack(2)
 	require.Equal(t, int64(30), fr.ackedOffset())
+}
+
+// TestTrackingDoesNotAllocate: a busy file's bookkeeping reuses the room
+// acked records leave.
+func TestTrackingDoesNotAllocate(t *testing.T) {
+	fr := newFileRun("t", "f", "k", 1, "/x", protocol.FileIdentity{}, topics.Config{})
+	recs := make([]pendingRec, 128)
+	for i := range recs {
+		recs[i] = pendingRec{start: int64(i), end: int64(i + 1)}
+	}
+	// Each cycle tracks 128 records and acks all but the last 64: a
+	// window sliding through the sequence, as while shipping a file.
+	cycle := func() {
+		first := fr.nextSequence()
+		fr.trackAll(first, recs)
+		fr.ackRange(max(first, 64)-64, first+63)
+	}
+	for range 100 { // warm up: the array grows to its working size
+		cycle()
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 1000 {
+		cycle()
+	}
+	runtime.ReadMemStats(&after)
+	require.Less(t, after.Mallocs-before.Mallocs, uint64(10), "allocations in 1,000 cycles")
+	fr.mu.Lock()
+	defer fr.mu.Unlock()
+	require.Len(t, fr.pending, 64)
 }
