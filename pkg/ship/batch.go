@@ -10,8 +10,12 @@ import "context"
 // more. A Batch is used by one goroutine at a time; records added and
 // not sent are no one's, and Close drops them.
 type Batch struct {
-	s       *Shipper
-	entries []entry
+	s *Shipper
+	// entries are the records added; they become the shipper's at Send,
+	// without a copy. spare are entries for the next Adds, taken from the
+	// shipper's free ones at Send.
+	entries []*entry
+	spare   []*entry
 	// buf is where Add encodes; Send copies each body into the shipper's
 	// arena (one copy, under the lock it takes anyway), so that a batch
 	// holds no arena memory between Sends: a sink per file, most of them
@@ -23,8 +27,9 @@ type Batch struct {
 // batchBusy records a Send) and the scratch at most batchBufMax: an idle
 // file's sink, or one that met a huge line, lets go of it.
 const (
-	batchBusy   = 16
-	batchBufMax = 64 << 10
+	batchBusy     = 16
+	batchBufMax   = 64 << 10
+	batchSpareMax = 512 // entries a batch takes for its next Adds
 )
 
 // NewBatch returns an empty batch for s.
@@ -37,7 +42,14 @@ func (b *Batch) Len() int { return len(b.entries) }
 // record the shipper can never write is accepted and acked with an error,
 // as by Shipper.Send.
 func (b *Batch) Add(r Record) {
-	e := b.s.newEntry(&r)
+	var e *entry
+	if k := len(b.spare); k > 0 {
+		e = b.spare[k-1]
+		b.spare = b.spare[:k-1]
+	} else {
+		e = new(entry)
+	}
+	*e = b.s.newEntry(&r)
 	if e.reject == nil {
 		// A slice of buf, valid after buf grows (the old array stays).
 		at := len(b.buf)
@@ -76,12 +88,15 @@ func (b *Batch) Send(ctx context.Context) (n int, err error) {
 			return n, ErrStopped
 		}
 		poke := false
-		for i := n; i < end; i++ {
-			e := &b.entries[i]
+		for _, e := range b.entries[n:end] {
 			if e.body != nil {
 				e.body, e.chunk = s.carveLocked(len(e.body), e.body)
 			}
-			poke = s.enqueueLocked(e) || poke
+			poke = s.enqueuePtrLocked(e) || poke
+		}
+		if end == len(b.entries) && end >= batchBusy {
+			// Entries for the next Adds, as many as this time.
+			b.spare = s.takeFreeLocked(b.spare, min(end, batchSpareMax))
 		}
 		s.mu.Unlock()
 		if poke {
@@ -95,20 +110,25 @@ func (b *Batch) Send(ctx context.Context) (n int, err error) {
 // drop empties the batch (the entries from sent on were not accepted),
 // keeping its scratch only if it is busy.
 func (b *Batch) drop(sent int) {
-	_ = sent // not accepted: nothing of theirs is in the arena
 	busy := len(b.entries) >= batchBusy
 	if !busy || cap(b.buf) > batchBufMax {
 		b.buf = nil
 	}
 	b.buf = b.buf[:0]
-	clear(b.entries) // the shipper has its own copies
+	// Those not accepted are the batch's again (nothing of theirs is in
+	// the arena); the others are the shipper's.
+	for _, e := range b.entries[sent:] {
+		*e = entry{}
+		b.spare = append(b.spare, e)
+	}
+	clear(b.entries)
 	if !busy {
-		b.entries = nil
+		b.entries, b.spare = nil, nil
 	}
 	b.entries = b.entries[:0]
 }
 
 // Close drops the records not sent and lets go of the batch's memory.
 func (b *Batch) Close() {
-	b.entries, b.buf = nil, nil
+	b.entries, b.spare, b.buf = nil, nil, nil
 }

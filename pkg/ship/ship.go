@@ -325,7 +325,12 @@ func (s *Shipper) reserve(ctx context.Context, weight, recs int64) error {
 // enqueueLocked appends a copy of e to pending and says whether Run needs
 // to hear of it.
 func (s *Shipper) enqueueLocked(e *entry) (poke bool) {
-	q := s.newEntryLocked(e)
+	return s.enqueuePtrLocked(s.newEntryLocked(e))
+}
+
+// enqueuePtrLocked is enqueueLocked for an entry that is the shipper's
+// from now on (a Batch's).
+func (s *Shipper) enqueuePtrLocked(q *entry) (poke bool) {
 	q.seq = s.nextSeq
 	s.nextSeq++
 	wasEmpty := len(s.pending) == 0
@@ -439,6 +444,19 @@ func (s *Shipper) newEntryLocked(e *entry) *entry {
 	}
 	*n = *e
 	return n
+}
+
+// takeFreeLocked appends up to n free entries to dst (fewer if fewer are
+// free: a Batch allocates the rest).
+func (s *Shipper) takeFreeLocked(dst []*entry, n int) []*entry {
+	k := min(n-len(dst), len(s.free))
+	if k <= 0 {
+		return dst
+	}
+	dst = append(dst, s.free[len(s.free)-k:]...)
+	clear(s.free[len(s.free)-k:])
+	s.free = s.free[:len(s.free)-k]
+	return dst
 }
 
 // acquire is Send's slow path: wait for room, for ctx, or for Run to stop.
