@@ -24,6 +24,9 @@
 //   - A file that shrinks below the offset is read again from 0 if its first
 //     bytes are unchanged (plain truncation); if they changed, its identity is
 //     gone (ErrGone) and the new content is a new file for discovery.
+//   - A line's Data is valid only while emit runs: the tailer reuses its
+//     buffer. Before it waits for more (and before Run returns) it calls
+//     Config.Flush, so a sink that gathers lines never holds them back.
 //   - Memory per tailer is bounded by max line bytes plus a 64 KiB buffer on
 //     the descriptor path. nxadm/tail itself holds a whole line in memory
 //     while following, so one huge line costs its length once.
