@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"sync"
@@ -87,12 +88,13 @@ func (f *fileRun) nextSequence() uint64 {
 }
 
 // trackAll registers records about to be sent, the first with sequence
-// first (nextSequence: one sink sends for a file at a time).
-func (f *fileRun) trackAll(first uint64, recs []pendingRec) {
+// first (nextSequence: one sink sends for a file at a time). It refuses
+// them, and returns false, if first is not the next sequence.
+func (f *fileRun) trackAll(first uint64, recs []pendingRec) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if first != f.nextSeq {
-		panic("agent: records of a file tracked out of sequence")
+		return false
 	}
 	need := len(f.pending) + len(recs)
 	if dead := cap(f.pendBuf) - cap(f.pending); need > cap(f.pending) && need <= cap(f.pendBuf) && dead >= len(f.pending) {
@@ -106,6 +108,7 @@ func (f *fileRun) trackAll(first uint64, recs []pendingRec) {
 		f.pendBuf = f.pending[:0]
 	}
 	f.nextSeq += uint64(len(recs))
+	return true
 }
 
 // untrackFrom drops the newest records, from sequence seq on: the shipper
@@ -349,7 +352,14 @@ func (s *lineSink) flush(ctx context.Context) error {
 	}
 	s.linesRead.Add(float64(len(s.pend)))
 	s.bytesRead.Add(float64(bytes))
-	s.fr.trackAll(s.base, s.pend)
+	if !s.fr.trackAll(s.base, s.pend) {
+		// Another sink sent for the file meanwhile (a bug): the records'
+		// sequences are wrong, so they are dropped, and the tailer ends;
+		// the file is read again from what was tracked.
+		s.close()
+		return fmt.Errorf("agent: lines of %s gathered from sequence %d, but the file is at %d: dropped to be read again",
+			s.fr.path, s.base, s.fr.nextSequence())
+	}
 	n, err := s.batch.Send(ctx)
 	if err != nil {
 		s.fr.untrackFrom(s.base + uint64(n))

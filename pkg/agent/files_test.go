@@ -19,8 +19,9 @@ func TestAckedPrefix(t *testing.T) {
 	for i := range int64(10) {
 		recs = append(recs, pendingRec{start: i * 10, end: i*10 + 10})
 	}
-	fr.trackAll(0, recs[:4])
-	fr.trackAll(fr.nextSequence(), recs[4:])
+	require.True(t, fr.trackAll(0, recs[:4]))
+	require.False(t, fr.trackAll(0, recs[4:]), "out of sequence")
+	require.True(t, fr.trackAll(fr.nextSequence(), recs[4:]))
 	start, end := fr.ack(3)
 	require.Equal(t, [2]int64{30, 40}, [2]int64{start, end})
 	require.Equal(t, int64(0), fr.ackedOffset(), "a gap before record 3")
