@@ -31,7 +31,8 @@ func TestLZ4FramesAsPierrecWrites(t *testing.T) {
 		"empty":          nil,
 		"small":          []byte("hello hello hello hello hello hello"),
 		"incompressible": random,
-		"blocks":         []byte(strings.Repeat("10.0.0.1 - - GET /index.html 200\n", 30_000)), // about 1 MB
+		"blocks":         []byte(strings.Repeat("10.0.0.1 - - GET /index.html 200\n", 30_000)), // about 1 MB: 4 blocks
+		"three blocks":   append([]byte(strings.Repeat("10.0.0.2 - - GET /a.html 404\n", 20_000)), random[:100]...),
 	}
 	var c lz4.CompressorCCompat
 	for name, in := range inputs {
