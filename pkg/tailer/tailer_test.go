@@ -452,3 +452,38 @@ func TestFlushBeforeWaiting(t *testing.T) {
 		})
 	}
 }
+
+// TestFlushErrorEndsRun: a Flush that fails ends Run with its error, even
+// when the file was finished: a file is not done until its lines were
+// handed over.
+func TestFlushErrorEndsRun(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	appendTo(t, path, header()+"a\nb\n")
+	fd, err := os.Open(path)
+	require.NoError(t, err)
+	id, err := fileid.Of(fd, fpBytes)
+	require.NoError(t, err)
+	// Rotated away: read to its end through the descriptor, then finished.
+	require.NoError(t, os.Rename(path, path+".1"))
+	appendTo(t, path, header()+"another file\n")
+	boom := errors.New("shipper stopped")
+	var mu sync.Mutex
+	calls := 0
+	r := startTailerWith(t, path, 0, func(c *Config, _ *collector) {
+		c.File, c.Identity = fd, id
+		c.RotatedIdle = time.Nanosecond // finished right after the first read
+		c.Flush = func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			calls++
+			if calls == 1 {
+				return nil // the lines read
+			}
+			return boom // the final flush, as Run would return ErrFinished
+			// (or, if the clock did not move, the next read's)
+		}
+	})
+	require.ErrorIs(t, r.wait(t, "the tailer to end"), boom)
+	require.Len(t, r.col.get(), 3)
+}
