@@ -18,6 +18,7 @@ import (
 
 	"github.com/logferry/logferry/internal/testenv"
 	"github.com/logferry/logferry/pkg/fileid"
+	"github.com/logferry/logferry/pkg/protocol"
 )
 
 func TestMain(m *testing.M) {
@@ -387,12 +388,13 @@ func TestRotatedFlagFinishesFileAtItsPath(t *testing.T) {
 	require.Len(t, r.col.get(), 3)
 }
 
-// TestHeldDescriptorReadAfterUnlink: a file opened when it was found (File)
-// is read through that descriptor although it was renamed away and then
-// deleted before the tailer started.
-func TestHeldDescriptorReadAfterUnlink(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "app.log")
+// heldAndDeleted writes a file of three lines at app.log in a new
+// directory, opens it, renames it away and deletes it, and puts another
+// file at the path: it returns the path and the descriptor and identity of
+// the deleted file.
+func heldAndDeleted(t *testing.T) (string, *os.File, protocol.FileIdentity) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "app.log")
 	appendTo(t, path, header()+"a\nb\n")
 	fd, err := os.Open(path)
 	require.NoError(t, err)
@@ -401,6 +403,14 @@ func TestHeldDescriptorReadAfterUnlink(t *testing.T) {
 	appendTo(t, path, header()+"another file\n")
 	id, err := fileid.Of(fd, fpBytes)
 	require.NoError(t, err)
+	return path, fd, id
+}
+
+// TestHeldDescriptorReadAfterUnlink: a file opened when it was found (File)
+// is read through that descriptor although it was renamed away and then
+// deleted before the tailer started.
+func TestHeldDescriptorReadAfterUnlink(t *testing.T) {
+	path, fd, id := heldAndDeleted(t)
 	r := startTailer(t, path, 0, func(c *Config) { c.File, c.Identity = fd, id })
 	require.ErrorIs(t, r.wait(t, "the deleted file was not finished"), ErrFinished)
 	lines := r.col.get()
@@ -457,16 +467,8 @@ func TestFlushBeforeWaiting(t *testing.T) {
 // when the file was finished: a file is not done until its lines were
 // handed over.
 func TestFlushErrorEndsRun(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "app.log")
-	appendTo(t, path, header()+"a\nb\n")
-	fd, err := os.Open(path)
-	require.NoError(t, err)
-	id, err := fileid.Of(fd, fpBytes)
-	require.NoError(t, err)
-	// Rotated away: read to its end through the descriptor, then finished.
-	require.NoError(t, os.Rename(path, path+".1"))
-	appendTo(t, path, header()+"another file\n")
+	// Gone: read to its end through the descriptor, then finished.
+	path, fd, id := heldAndDeleted(t)
 	boom := errors.New("shipper stopped")
 	var mu sync.Mutex
 	calls := 0
