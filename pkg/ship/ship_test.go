@@ -126,6 +126,14 @@ func (a *acks) requireEach(t testing.TB, ids []string, wantErr func(id string) b
 	require.Len(t, a.counts, len(ids), "acked records")
 }
 
+// requireAllOK checks that every record of ids was acked once, without
+// error, and each key's acks in Send order.
+func (a *acks) requireAllOK(t testing.TB, ids []string) {
+	t.Helper()
+	a.requireEach(t, ids, func(string) bool { return false })
+	a.requireOrderPerKey(t)
+}
+
 // requireOrderPerKey checks that the acks of each key came in Send order;
 // ids are "key#seq".
 func (a *acks) requireOrderPerKey(t testing.TB) {
@@ -251,8 +259,7 @@ func TestShipKeysInOrderWithHeaders(t *testing.T) {
 	wg.Wait()
 	flush(t, s.Shipper)
 
-	a.requireEach(t, want, func(string) bool { return false })
-	a.requireOrderPerKey(t)
+	a.requireAllOK(t, want)
 	require.Zero(t, s.InflightBytes())
 
 	recs := testenv.ReadAll(t, k.Brokers(), topic)
@@ -385,8 +392,7 @@ func TestOutageBlocksSendersThenResumes(t *testing.T) {
 	flush(t, s.Shipper)
 	require.LessOrEqual(t, maxSeen.Load(), int64(bound), "in-flight bytes above --max-inflight-bytes")
 
-	a.requireEach(t, want, func(string) bool { return false })
-	a.requireOrderPerKey(t)
+	a.requireAllOK(t, want)
 	require.Zero(t, s.InflightBytes())
 	requireInKafkaInOrder(t, testenv.ReadAll(t, k.Brokers(), topic), want)
 	require.Positive(t, testutil.ToFloat64(s.m.writeErrors.WithLabelValues("not_enough_replicas")))
@@ -413,8 +419,7 @@ func TestPartitionFailureRetriesOnlyItsRecords(t *testing.T) {
 	}
 	flush(t, s.Shipper)
 	require.Equal(t, 5, fault.Hits(), "faulted produce requests")
-	a.requireEach(t, want, func(string) bool { return false })
-	a.requireOrderPerKey(t)
+	a.requireAllOK(t, want)
 	recs := testenv.ReadAll(t, k.Brokers(), topic)
 	require.Len(t, recs, len(want), "a record written twice")
 	requireInKafkaInOrder(t, recs, want)
@@ -460,8 +465,7 @@ func TestBrokerRestart(t *testing.T) {
 	require.NoError(t, err)
 	k2 := testenv.StartKafka(t, kfake.Ports(p), kfake.DataDir(dir), kfake.SyncWrites())
 	flush(t, s.Shipper)
-	a.requireEach(t, want, func(string) bool { return false })
-	a.requireOrderPerKey(t)
+	a.requireAllOK(t, want)
 	requireInKafkaInOrder(t, testenv.ReadAll(t, k2.Brokers(), topic), want)
 }
 
