@@ -129,13 +129,10 @@ func (f *fileRun) untrackFrom(seq uint64) {
 func (f *fileRun) ack(seq uint64) (start, end int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	i := int(seq - f.head)
-	if i < 0 || i >= len(f.pending) {
-		return 0, 0
+	if i := int(seq - f.head); i >= 0 && i < len(f.pending) {
+		start, end = f.pending[i].start, f.pending[i].end
 	}
-	f.pending[i].done = true
-	start, end = f.pending[i].start, f.pending[i].end
-	f.advanceLocked()
+	f.markLocked(seq, seq)
 	return start, end
 }
 
@@ -144,6 +141,13 @@ func (f *fileRun) ack(seq uint64) (start, end int64) {
 func (f *fileRun) ackRange(first, last uint64) (n int, bytes int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.markLocked(first, last)
+}
+
+// markLocked marks the pending records first to last done (those not
+// done yet: it returns how many, and their bytes) and advances the
+// acknowledged prefix.
+func (f *fileRun) markLocked(first, last uint64) (n int, bytes int64) {
 	for seq := first; seq <= last; seq++ {
 		i := int(seq - f.head)
 		if i < 0 || i >= len(f.pending) || f.pending[i].done {

@@ -47,7 +47,7 @@ func (b *Batch) Add(r Record) {
 		e = b.spare[k-1]
 		b.spare = b.spare[:k-1]
 	} else {
-		e = new(entry)
+		e = new(entry) // none spare yet: they come back as batches complete
 	}
 	*e = b.s.newEntry(&r)
 	if e.reject == nil {
@@ -90,9 +90,9 @@ func (b *Batch) Send(ctx context.Context) (n int, err error) {
 		poke := false
 		for _, e := range b.entries[n:end] {
 			if e.body != nil {
-				e.body, e.chunk = s.carveLocked(len(e.body), e.body)
+				e.body, e.chunk = s.carveLocked(e.body)
 			}
-			poke = s.enqueuePtrLocked(e) || poke
+			poke = s.enqueueLocked(e) || poke
 		}
 		if end == len(b.entries) && end >= batchBusy {
 			// Entries for the next Adds, as many as this time.

@@ -137,7 +137,6 @@ type Shipper struct {
 	doneSeq   uint64   // every record below it is acked
 	flushSeq  uint64   // a Flush waits for every record below it: skip the linger
 	stopped   bool
-	slab      []entry       // never used entries for the next Sends (newEntryLocked)
 	progress  chan struct{} // closed and replaced whenever doneSeq moves
 	wake      chan struct{} // capacity 1: pending or flushSeq changed
 
@@ -251,30 +250,14 @@ func varintLen(n int) int {
 // not be called. Once Send returns nil, Ack will be called exactly once
 // (unless Run stops first). A record that can never be written (illegal
 // topic name, larger than BatchBytes) is accepted and acked with an error.
+//
+// Send is a Batch of one record: a caller with many records (a tailer)
+// adds them to a Batch and sends it, for one lock and one wait in all.
 func (s *Shipper) Send(ctx context.Context, r Record) error {
-	if s.stop.Err() != nil {
-		return ErrStopped
-	}
-	e := s.newEntry(&r)
-	if err := s.reserve(ctx, e.weight, 1); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	if s.stopped {
-		s.mu.Unlock()
-		s.releaseWeight(e.weight, 1)
-		return ErrStopped
-	}
-	if e.reject == nil {
-		e.body, e.chunk = s.carveLocked(bodyLen(&r), nil)
-		e.body = appendBody(e.body[:0], &r)
-	}
-	poke := s.enqueueLocked(&e)
-	s.mu.Unlock()
-	if poke {
-		s.poke()
-	}
-	return nil
+	b := Batch{s: s}
+	b.Add(r)
+	_, err := b.Send(ctx)
+	return err
 }
 
 // newEntry is r's entry, without its body: its sizes, its weight, and
@@ -322,15 +305,9 @@ func (s *Shipper) reserve(ctx context.Context, weight, recs int64) error {
 	return nil
 }
 
-// enqueueLocked appends a copy of e to pending and says whether Run needs
-// to hear of it.
-func (s *Shipper) enqueueLocked(e *entry) (poke bool) {
-	return s.enqueuePtrLocked(s.newEntryLocked(e))
-}
-
-// enqueuePtrLocked is enqueueLocked for an entry that is the shipper's
-// from now on (a Batch's).
-func (s *Shipper) enqueuePtrLocked(q *entry) (poke bool) {
+// enqueueLocked appends q, an entry that is the shipper's from now on, to
+// pending and says whether Run needs to hear of it.
+func (s *Shipper) enqueueLocked(q *entry) (poke bool) {
 	q.seq = s.nextSeq
 	s.nextSeq++
 	wasEmpty := len(s.pending) == 0
@@ -372,19 +349,11 @@ func (s *Shipper) unref(c *chunk, n int32) {
 	}
 }
 
-// bodyLen is the length of r's body (appendBody).
-func bodyLen(r *Record) int {
-	n := nullBytesLen(r.Key) + varintLen(len(r.Value)) + len(r.Value) + varintLen(len(r.Headers))
-	for _, h := range r.Headers {
-		n += varintLen(len(h.Key)) + len(h.Key) + nullBytesLen(h.Value)
-	}
-	return n
-}
-
-// carveLocked takes n bytes of the arena, a copy of from if it is not nil,
-// and returns them with their chunk, which it holds a reference to. More
-// than a quarter chunk gets an array of its own (and no chunk).
-func (s *Shipper) carveLocked(n int, from []byte) ([]byte, *chunk) {
+// carveLocked copies body into the arena and returns the copy with its
+// chunk, which it holds a reference to. More than a quarter chunk gets an
+// array of its own (and no chunk).
+func (s *Shipper) carveLocked(body []byte) ([]byte, *chunk) {
+	n := len(body)
 	var b []byte
 	var c *chunk
 	if n > arenaChunk/4 {
@@ -404,7 +373,7 @@ func (s *Shipper) carveLocked(n int, from []byte) ([]byte, *chunk) {
 		c.buf = c.buf[:l+n]
 		c.refs.Add(1)
 	}
-	copy(b, from)
+	copy(b, body)
 	return b, c
 }
 
@@ -423,27 +392,6 @@ func appendBody(b []byte, r *Record) []byte {
 		b = appendNullBytes(b, h.Value)
 	}
 	return b
-}
-
-// entrySlab is how many entries are allocated at once when none is free.
-const entrySlab = 256
-
-// newEntryLocked returns a copy of e in a free entry: one of a completed
-// batch, or of a new slab of entrySlab.
-func (s *Shipper) newEntryLocked(e *entry) *entry {
-	var n *entry
-	if k := len(s.free); k > 0 {
-		n = s.free[k-1]
-		s.free = s.free[:k-1]
-	} else {
-		if len(s.slab) == 0 {
-			s.slab = make([]entry, entrySlab)
-		}
-		n = &s.slab[0]
-		s.slab = s.slab[1:]
-	}
-	*n = *e
-	return n
 }
 
 // takeFreeLocked appends up to n free entries to dst (fewer if fewer are
