@@ -81,9 +81,7 @@ func TestRestartResumesFromCheckpoint(t *testing.T) {
 	e.writeLines("app.log", 1000, 1500)
 	e.startAgent("h1")
 	recs := e.waitRecords("app", 1501, 20*time.Second)
-	seen, dups := distinctValues(recs)
-	require.Equal(t, 1501, len(seen), "no line lost")
-	require.Zero(t, dups, "a clean stop wrote the final checkpoint: nothing is read twice")
+	requireEachOnce(t, recs, 1501, "no line lost")
 	e.byFile(recs)
 }
 
@@ -118,9 +116,7 @@ func TestReleaseHandsOverWithoutGapOrOverlap(t *testing.T) {
 	e.writeLines("shared.log", 700, 800)
 	e.assign("sh", "h2", f2)
 	recs := e.waitRecords("sh", 801, 20*time.Second)
-	seen, dups := distinctValues(recs)
-	require.Equal(t, 801, len(seen), "no gap")
-	require.Zero(t, dups, "no overlap")
+	requireEachOnce(t, recs, 801, "no gap")
 	for _, r := range recs {
 		off, _ := strconv.ParseInt(r.Headers["offset"], 10, 64)
 		want := "h1"
@@ -234,9 +230,7 @@ func TestRotatedWhileDownIsFinishedAfterRestart(t *testing.T) {
 	require.NotEqual(t, old.Key, next.Key)
 	e.assign("app", "h1", next)
 	recs := e.waitRecords("app", 151+11, 20*time.Second)
-	seen, dups := distinctValues(recs)
-	require.Equal(t, 162, len(seen), "the rotated file's tail and the new file, nothing lost")
-	require.Zero(t, dups)
+	requireEachOnce(t, recs, 162, "the rotated file's tail and the new file, nothing lost")
 }
 
 // TestMultilineJoinsStackTraces: a Java stack trace is one record; the
@@ -310,9 +304,7 @@ func TestSameFirstBytesAreTwoFiles(t *testing.T) {
 	e.assign("same", "h1", fb)
 	want := 2 * (60 + 100)
 	recs := e.waitRecords("same", want, 20*time.Second)
-	seen, dups := distinctValues(recs)
-	require.Equal(t, want, len(seen))
-	require.Zero(t, dups)
+	requireEachOnce(t, recs, want, "every line")
 	require.Len(t, e.byFile(recs), 2)
 }
 
@@ -440,9 +432,7 @@ func TestRotatedFileHandoverSurvivesLeaderLoss(t *testing.T) {
 	})
 	e.assign("sh", reporter, f)
 	recs := e.waitRecords("sh", 151, 20*time.Second)
-	seen, dups := distinctValues(recs)
-	require.Equal(t, 151, len(seen), "no gap")
-	require.Zero(t, dups, "no overlap")
+	requireEachOnce(t, recs, 151, "no gap")
 
 	// Once its checkpoint covers it, nobody lists it any more.
 	testenv.WaitFor(t, 20*time.Second, "the finished file to leave the heartbeats", func() bool { return !listed() })
@@ -478,9 +468,7 @@ func TestRotatedWhileDownAndUnassignedIsReported(t *testing.T) {
 	})
 	e.assign("app", "h1", old)
 	recs := e.waitRecords("app", 151, 20*time.Second)
-	seen, dups := distinctValues(recs)
-	require.Equal(t, 151, len(seen), "the rotated file's tail, nothing lost")
-	require.Zero(t, dups)
+	requireEachOnce(t, recs, 151, "the rotated file's tail, nothing lost")
 }
 
 // TestPartEndingEndsRun: when a part of the agent ends on its own (here
@@ -535,9 +523,7 @@ func TestFinishedRotatedFileGrowingAgainIsReadOn(t *testing.T) {
 	})
 	e.writeLines("app.log.1", 50, 70)
 	recs := e.waitRecords("app", 71, 20*time.Second)
-	seen, dups := distinctValues(recs)
-	require.Equal(t, 71, len(seen), "the lines appended after the finish arrive")
-	require.Zero(t, dups)
+	requireEachOnce(t, recs, 71, "the lines appended after the finish arrive")
 }
 
 // TestAssignedFileDeletedWhileDownCountsLostBytes: the agent stopped with

@@ -271,6 +271,15 @@ func (e *env) byFile(recs []testenv.Record) map[string][]testenv.Record {
 }
 
 // distinctValues returns the set of values and how many duplicates there were.
+// requireEachOnce checks that recs hold want distinct lines (by file and
+// offset) and none twice.
+func requireEachOnce(t *testing.T, recs []testenv.Record, want int, what string) {
+	t.Helper()
+	seen, dups := distinctValues(recs)
+	require.Equal(t, want, len(seen), what)
+	require.Zero(t, dups, "%s: lines read twice", what)
+}
+
 func distinctValues(recs []testenv.Record) (map[string]int, int) {
 	seen := map[string]int{}
 	dups := 0

@@ -145,9 +145,7 @@ func TestBadInputIsReportedAndOthersFlow(t *testing.T) {
 		t.Logf("records by file: %v", byFile)
 		return false
 	})
-	seen, dups := distinctValues(recs)
-	require.Equal(t, want, len(seen), "every line of every readable file")
-	require.Zero(t, dups)
+	requireEachOnce(t, recs, want, "every line of every readable file")
 	testenv.WaitFor(t, 10*time.Second, "lost bytes counted", func() bool {
 		return counterValue(t, ag.reg, "logagent_lost_bytes_total", "") == float64(lostSize)
 	})

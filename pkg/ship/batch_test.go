@@ -7,9 +7,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/logferry/logferry/internal/testenv"
 )
@@ -50,18 +47,12 @@ func TestBatchSendsInOrder(t *testing.T) {
 // Send returns how many records it handed over before its context ended,
 // and the Acks of the others are never called.
 func TestBatchSendGivesUpWithItsContext(t *testing.T) {
-	k := testenv.StartKafka(t)
-	const topic = "batch-outage"
-	require.NoError(t, k.CreateTopic(topic, 1, nil))
-	fault := k.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotEnoughReplicas, Count: -1})
-	cfg := testConfig(k.Brokers())
-	cfg.MaxInflightBytes = 32 << 10
-	s := startShipper(t, cfg)
+	_, s, fault := startOutage(t, "batch-outage", 1, 32<<10)
 	a := newAcks()
 	b := s.NewBatch()
 	var ids []string
 	for i := range 200 { // about 200 KiB of weight: several times the bound
-		b.Add(record(topic, "k", i, a))
+		b.Add(record("batch-outage", "k", i, a))
 		ids = append(ids, fmt.Sprintf("k#%04d", i))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)

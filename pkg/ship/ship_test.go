@@ -323,20 +323,26 @@ func TestDefaultWriterConfig(t *testing.T) {
 	assert.Equal(t, kafka.RequireOne, w.RequiredAcks)
 }
 
+// startOutage starts a broker whose topic (of partitions partitions)
+// refuses every write until the returned fault is removed, and a shipper
+// whose in-flight bound is bound.
+func startOutage(t *testing.T, topic string, partitions int32, bound int64) (*testenv.Kafka, running, *kfake.FaultHandle) {
+	t.Helper()
+	k := testenv.StartKafka(t)
+	require.NoError(t, k.CreateTopic(topic, partitions, nil))
+	fault := k.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotEnoughReplicas, Count: -1})
+	cfg := testConfig(k.Brokers())
+	cfg.MaxInflightBytes = bound
+	return k, startShipper(t, cfg), fault
+}
+
 // TestOutageBlocksSendersThenResumes: while every produce request fails with
 // NOT_ENOUGH_REPLICAS, nothing is acked, in-flight bytes stop at the bound
 // and senders block; once the fault is lifted everything arrives, in order
 // per key, and every Ack fires once.
 func TestOutageBlocksSendersThenResumes(t *testing.T) {
-	k := testenv.StartKafka(t)
-	const topic = "outage"
-	require.NoError(t, k.CreateTopic(topic, 3, nil))
-	fault := k.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotEnoughReplicas, Count: -1})
-
-	cfg := testConfig(k.Brokers())
-	const bound = 64 << 10
-	cfg.MaxInflightBytes = bound
-	s := startShipper(t, cfg)
+	const topic, bound = "outage", 64 << 10
+	k, s, fault := startOutage(t, topic, 3, bound)
 	a := newAcks()
 
 	keys := []string{"a", "b", "c", "d"}
