@@ -53,12 +53,8 @@ type fileRun struct {
 	started bool
 	// pending holds the End of every record sent and not yet acknowledged,
 	// in send order, with its ack state; acked is the checkpoint candidate.
-	pending []pendingRec
-	// pendBuf is pending's backing array from its start: the acked records
-	// before pending[0] leave room that trackAll reuses, so that a busy
-	// file's bookkeeping does not allocate as it goes.
-	pendBuf []pendingRec
-	head    uint64 // seq of pending[0]
+	pending pendingQueue
+	head    uint64 // seq of the oldest pending record
 	nextSeq uint64
 	acked   int64 // End of the last line of the acknowledged prefix
 	written int64 // last checkpoint written to etcd (-1: none yet)
@@ -96,17 +92,7 @@ func (f *fileRun) trackAll(first uint64, recs []pendingRec) bool {
 	if first != f.nextSeq {
 		return false
 	}
-	need := len(f.pending) + len(recs)
-	if dead := cap(f.pendBuf) - cap(f.pending); need > cap(f.pending) && need <= cap(f.pendBuf) && dead >= len(f.pending) {
-		// Move down into the room the acked records left (copying no more
-		// records than were acked since: constant work per record).
-		f.pending = f.pendBuf[:copy(f.pendBuf[:cap(f.pendBuf)], f.pending)]
-	}
-	before := cap(f.pending)
-	f.pending = append(f.pending, recs...)
-	if cap(f.pending) != before { // a new array
-		f.pendBuf = f.pending[:0]
-	}
+	f.pending.push(recs)
 	f.nextSeq += uint64(len(recs))
 	return true
 }
@@ -119,7 +105,7 @@ func (f *fileRun) untrackFrom(seq uint64) {
 	if seq >= f.nextSeq || seq < f.head {
 		return
 	}
-	f.pending = f.pending[:seq-f.head]
+	f.pending.truncate(int(seq - f.head))
 	f.nextSeq = seq
 	f.signalDrainedLocked()
 }
@@ -129,8 +115,9 @@ func (f *fileRun) untrackFrom(seq uint64) {
 func (f *fileRun) ack(seq uint64) (start, end int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if i := int(seq - f.head); i >= 0 && i < len(f.pending) {
-		start, end = f.pending[i].start, f.pending[i].end
+	if i := int(seq - f.head); i >= 0 && i < f.pending.len() {
+		p := f.pending.at(i)
+		start, end = p.start, p.end
 	}
 	f.markLocked(seq, seq)
 	return start, end
@@ -150,12 +137,16 @@ func (f *fileRun) ackRange(first, last uint64) (n int, bytes int64) {
 func (f *fileRun) markLocked(first, last uint64) (n int, bytes int64) {
 	for seq := first; seq <= last; seq++ {
 		i := int(seq - f.head)
-		if i < 0 || i >= len(f.pending) || f.pending[i].done {
+		if i < 0 || i >= f.pending.len() {
 			continue
 		}
-		f.pending[i].done = true
+		p := f.pending.at(i)
+		if p.done {
+			continue
+		}
+		p.done = true
 		n++
-		bytes += f.pending[i].end - f.pending[i].start
+		bytes += p.end - p.start
 	}
 	f.advanceLocked()
 	return n, bytes
@@ -164,19 +155,19 @@ func (f *fileRun) markLocked(first, last uint64) (n int, bytes int64) {
 // advanceLocked moves the acknowledged prefix past the records done.
 func (f *fileRun) advanceLocked() {
 	n := 0
-	for n < len(f.pending) && f.pending[n].done {
-		f.acked = f.pending[n].end
+	for n < f.pending.len() && f.pending.at(n).done {
+		f.acked = f.pending.at(n).end
 		n++
 	}
 	if n > 0 {
-		f.pending = f.pending[n:]
+		f.pending.dropOldest(n)
 		f.head += uint64(n)
 		f.signalDrainedLocked()
 	}
 }
 
 func (f *fileRun) signalDrainedLocked() {
-	if len(f.pending) == 0 {
+	if f.pending.len() == 0 {
 		close(f.drained)
 		f.drained = make(chan struct{})
 	}
@@ -186,7 +177,7 @@ func (f *fileRun) signalDrainedLocked() {
 func (f *fileRun) waitDrained(ctx context.Context) error {
 	for {
 		f.mu.Lock()
-		if len(f.pending) == 0 {
+		if f.pending.len() == 0 {
 			f.mu.Unlock()
 			return nil
 		}

@@ -311,8 +311,8 @@ func (l *loop) tail(ctx context.Context, fr *fileRun) error {
 		}
 	} else {
 		offset = fr.acked // a restart: resume after what was acknowledged
-		for _, p := range fr.pending {
-			offset = p.end // records in flight are not read twice
+		if n := fr.pending.len(); n > 0 {
+			offset = fr.pending.at(n - 1).end // records in flight are not read twice
 		}
 	}
 	fr.mu.Unlock()

@@ -31,12 +31,13 @@ func (s *Shipper) prepare(ctx context.Context, timer *time.Timer) *prepared {
 		return nil
 	}
 	p := &prepared{b: b}
-	todo := make([]*entry, 0, len(b))
+	todo := s.prepTodo[:0]
 	for _, e := range b {
 		if e.reject == nil {
 			todo = append(todo, e)
 		}
 	}
+	defer func() { clear(todo); s.prepTodo = todo[:0] }()
 	topics, groups := groupByTopic(todo)
 	for _, t := range topics {
 		es, limit := groups[t], s.topicLimit(t)

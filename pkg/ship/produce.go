@@ -88,8 +88,9 @@ func (ec *encodedCall) release(s *Shipper) {
 // produce writes call, records of topic in Send order, with at most one
 // produce request per partition, the partitions in parallel, and waits for
 // the answers or ctx. pre, if it is call's encoding, is sent as it is. It
-// returns the error of each record (nil: acked), or one error for all of
-// them when none was written (the topic's metadata failed). A produce
+// returns the error of each record (nil: acked; errs is nil if all were),
+// or one error for all of them when none was written (the topic's metadata
+// failed). A produce
 // request already sent when ctx ends is left to finish (within
 // WriteTimeout); shutdown waits for it.
 func (s *Shipper) produce(ctx context.Context, topic string, call []*entry, pre *encodedCall) (errs []error, all error) {
@@ -119,7 +120,6 @@ func (s *Shipper) produce(ctx context.Context, topic string, call []*entry, pre 
 			results <- result{p, s.rawProduce(topic, int(p), pb.out.Bytes())}
 		}()
 	}
-	errs = make([]error, len(call))
 	for range ec.used {
 		var r result
 		select {
@@ -129,6 +129,9 @@ func (s *Shipper) produce(ctx context.Context, topic string, call []*entry, pre 
 		}
 		if r.err == nil {
 			continue
+		}
+		if errs == nil { // nil errs and nil all: every record acked
+			errs = make([]error, len(call))
 		}
 		for i, p := range ec.pidx {
 			if p == r.p {

@@ -133,12 +133,19 @@ type Shipper struct {
 	pendSince time.Time
 	arena     *chunk   // the chunk records are encoded into (carveLocked)
 	free      []*entry // entries of completed batches, for the next Sends
-	nextSeq   uint64   // seq of the next accepted record
-	doneSeq   uint64   // every record below it is acked
-	flushSeq  uint64   // a Flush waits for every record below it: skip the linger
-	stopped   bool
-	progress  chan struct{} // closed and replaced whenever doneSeq moves
-	wake      chan struct{} // capacity 1: pending or flushSeq changed
+	// spareBatches are the arrays of completed batches, for the next ones
+	// (takeLocked).
+	spareBatches [][]*entry
+
+	// Scratch of the one goroutine preparing batches and of the one
+	// writing them.
+	prepTodo, shipTodo []*entry
+	nextSeq            uint64 // seq of the next accepted record
+	doneSeq            uint64 // every record below it is acked
+	flushSeq           uint64 // a Flush waits for every record below it: skip the linger
+	stopped            bool
+	progress           chan struct{} // closed and replaced whenever doneSeq moves
+	wake               chan struct{} // capacity 1: pending or flushSeq changed
 
 	// limits holds a topic's batch byte limit, once below BatchBytes.
 	limitsMu sync.Mutex
@@ -580,10 +587,19 @@ func (s *Shipper) takeLocked() []*entry {
 		bytes += sz
 		n++
 	}
-	// The batch keeps the front of pending's array (capped so appends never
-	// reach it); complete clears it so acked records are not kept alive.
-	b := s.pending[:n:n]
-	s.pending = s.pending[n:]
+	// The batch is copied out and pending moved down, so that pending's
+	// array is used over and over: sliced off the front, it would run out
+	// of room at its end and be reallocated every few batches. The copy is
+	// a few pointers per record; complete hands the batch's array back.
+	var b []*entry
+	if k := len(s.spareBatches); k > 0 {
+		b = s.spareBatches[k-1]
+		s.spareBatches = s.spareBatches[:k-1]
+	}
+	b = append(b[:0], s.pending[:n]...)
+	rest := copy(s.pending, s.pending[n:])
+	clear(s.pending[rest:])
+	s.pending = s.pending[:rest]
 	s.pendBytes -= bytes
 	if len(s.pending) > 0 {
 		s.pendSince = time.Now()
@@ -595,6 +611,7 @@ func (s *Shipper) takeLocked() []*entry {
 // for the next Sends: nothing refers to them any more.
 func (s *Shipper) complete(b []*entry) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.doneSeq = b[len(b)-1].seq + 1
 	close(s.progress)
 	s.progress = make(chan struct{})
@@ -605,6 +622,8 @@ func (s *Shipper) complete(b []*entry) {
 			s.free = append(s.free, e)
 		}
 	}
-	s.mu.Unlock()
 	clear(b)
+	if len(s.spareBatches) < 2 { // one in flight, one prepared
+		s.spareBatches = append(s.spareBatches, b[:0])
+	}
 }

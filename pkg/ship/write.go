@@ -18,7 +18,8 @@ import (
 func (s *Shipper) ship(ctx context.Context, p *prepared) {
 	b := p.b
 	defer p.release(s)
-	todo := make([]*entry, 0, len(b))
+	todo := s.shipTodo[:0]
+	defer func() { clear(todo[:cap(todo)]); s.shipTodo = todo[:0] }()
 	local := map[string]*failure{}
 	for _, e := range b {
 		if e.reject != nil {
