@@ -229,6 +229,9 @@ type lineSink struct {
 	linesRead, bytesRead    prometheus.Counter
 	linesShipped, bytesShip prometheus.Counter
 	rejected                prometheus.Counter
+	// shared are the headers every record of the file carries (host,
+	// path, file, topic), encoded once.
+	shared *ship.Headers
 	// headers and off are the scratch of send: the batch copies a record
 	// at Add, so one set serves every line.
 	headers []kafka.Header
@@ -256,9 +259,15 @@ func newLineSink(a *Agent, fr *fileRun) *lineSink {
 		linesShipped: a.m.linesShipped.WithLabelValues(fr.topic),
 		bytesShip:    a.m.bytesShipped.WithLabelValues(fr.topic),
 		rejected:     a.m.rejected.WithLabelValues(fr.topic),
-		headers:      make([]kafka.Header, 0, 12),
+		headers:      make([]kafka.Header, 0, 8),
 		batch:        a.cfg.Shipper.NewBatch(),
 	}
+	s.shared = ship.NewHeaders(
+		kafka.Header{Key: "host", Value: s.host},
+		kafka.Header{Key: "path", Value: s.path},
+		kafka.Header{Key: "file", Value: s.file},
+		kafka.Header{Key: "topic", Value: s.topic},
+	)
 	switch fr.cfg.Key {
 	case topics.KeyFile:
 		s.key = s.file
@@ -284,12 +293,7 @@ func (s *lineSink) emitEvent(ctx context.Context, e multiline.Event) error {
 func (s *lineSink) send(ctx context.Context, l tailer.Line, lines int, cut bool) error {
 	fr, a := s.fr, s.a
 	headers := append(s.headers[:0],
-		kafka.Header{Key: "host", Value: s.host},
-		kafka.Header{Key: "path", Value: s.path},
-		kafka.Header{Key: "file", Value: s.file},
-		kafka.Header{Key: "offset", Value: strconv.AppendInt(s.off[:0], l.Start, 10)},
-		kafka.Header{Key: "topic", Value: s.topic},
-	)
+		kafka.Header{Key: "offset", Value: strconv.AppendInt(s.off[:0], l.Start, 10)})
 	flag := func(name, value string) {
 		headers = append(headers, kafka.Header{Key: name, Value: []byte(value)})
 		a.m.flagged.WithLabelValues(fr.topic, name).Inc()
@@ -323,6 +327,7 @@ func (s *lineSink) send(ctx context.Context, l tailer.Line, lines int, cut bool)
 		Topic:   fr.cfg.KafkaTopic,
 		Key:     s.key,
 		Value:   l.Data,
+		Shared:  s.shared,
 		Headers: headers,
 		Ack:     s,
 		Token:   s.base + uint64(len(s.pend)),

@@ -91,10 +91,15 @@ func TestBackoffDoublesToCap(t *testing.T) {
 func TestRecordSize(t *testing.T) {
 	// 22 bytes of framing, the payload, a varint count of headers and
 	// varint lengths of each header's key and value.
-	require.Equal(t, int64(22+1), recordSize(nil, nil, nil))
-	require.Equal(t, int64(22+3+5+1), recordSize([]byte("key"), []byte("value"), nil))
+	require.Equal(t, int64(22+1), recordSize(nil, nil, nil, nil))
+	require.Equal(t, int64(22+3+5+1), recordSize([]byte("key"), []byte("value"), nil, nil))
 	h := []kafka.Header{{Key: "host", Value: make([]byte, 64)}}
-	require.Equal(t, int64(22+1+(1+4)+(2+64)), recordSize(nil, nil, h))
+	require.Equal(t, int64(22+1+(1+4)+(2+64)), recordSize(nil, nil, nil, h))
+	// Shared headers count as the same headers listed would.
+	h2 := []kafka.Header{{Key: "path", Value: []byte("/var/log/app.log")}, {Key: "nil"}}
+	all := append(append([]kafka.Header(nil), h...), h2...)
+	require.Equal(t, recordSize(nil, nil, nil, all), recordSize(nil, nil, NewHeaders(h...), h2))
+	require.Equal(t, recordSize(nil, nil, nil, all), recordSize(nil, nil, NewHeaders(all...), nil))
 }
 
 // sum adds up every series of a counter vector.
@@ -110,4 +115,15 @@ func sum(t testing.TB, c prometheus.Collector) float64 {
 		total += pb.GetCounter().GetValue()
 	}
 	return total
+}
+
+// TestSharedHeadersEncodeAsListed: a record with shared headers encodes
+// byte for byte as the record listing the same headers first.
+func TestSharedHeadersEncodeAsListed(t *testing.T) {
+	shared := []kafka.Header{{Key: "host", Value: []byte("10.0.0.7")}, {Key: "nil"}, {Key: "empty", Value: []byte{}}}
+	own := []kafka.Header{{Key: "offset", Value: []byte("12345")}}
+	listed := appendBody(nil, &Record{Key: []byte("k"), Value: []byte("line"), Headers: append(append([]kafka.Header(nil), shared...), own...)})
+	got := appendBody(nil, &Record{Key: []byte("k"), Value: []byte("line"), Shared: NewHeaders(shared...), Headers: own})
+	require.Equal(t, listed, got)
+	require.Equal(t, appendBody(nil, &Record{Headers: shared}), appendBody(nil, &Record{Shared: NewHeaders(shared...)}))
 }

@@ -366,7 +366,7 @@ func TestOutageBlocksSendersThenResumes(t *testing.T) {
 			want = append(want, fmt.Sprintf("%s#%04d", key, i))
 		}
 	}
-	recSize := recordSize(recs[0].Key, recs[0].Value, recs[0].Headers) + recordOverhead // its weight
+	recSize := recordSize(recs[0].Key, recs[0].Value, nil, recs[0].Headers) + recordOverhead // its weight
 	senderDone := make(chan error, 1)
 	go func() {
 		for _, r := range recs {
@@ -569,10 +569,10 @@ func TestBatchBytesBoundary(t *testing.T) {
 	s := startShipper(t, cfg)
 	a := newAcks()
 	fits := record("edge", "k", 0, a)
-	fits.Value = append(fits.Value, make([]byte, 2000-recordSize(fits.Key, fits.Value, fits.Headers))...)
-	require.Equal(t, int64(2000), recordSize(fits.Key, fits.Value, fits.Headers))
+	fits.Value = append(fits.Value, make([]byte, 2000-recordSize(fits.Key, fits.Value, nil, fits.Headers))...)
+	require.Equal(t, int64(2000), recordSize(fits.Key, fits.Value, nil, fits.Headers))
 	over := record("edge", "k", 1, a)
-	over.Value = append(over.Value, make([]byte, 2001-recordSize(over.Key, over.Value, over.Headers))...)
+	over.Value = append(over.Value, make([]byte, 2001-recordSize(over.Key, over.Value, nil, over.Headers))...)
 	send(t, s.Shipper, fits)
 	send(t, s.Shipper, over)
 	flush(t, s.Shipper)
@@ -760,8 +760,13 @@ func TestEncodingRoundTripsEveryCodec(t *testing.T) {
 			cfg.Compression = codec
 			s := startShipper(t, cfg)
 			topic := "codec-" + name
-			type sent struct{ key, value, hdr string }
+			type sent struct{ key, value, hdr, host string }
 			var want []sent
+			// Shared headers, for every other record; NewHeaders copied
+			// them, so scribbling over hostValue changes nothing.
+			hostValue := []byte("host-a")
+			shared := NewHeaders(kafka.Header{Key: "host", Value: hostValue})
+			copy(hostValue, "XXXXXX")
 			for i := range 200 {
 				key := fmt.Sprintf("key-%d", i%3)
 				value := fmt.Sprintf("line %d \x00\xff binary", i)
@@ -773,6 +778,10 @@ func TestEncodingRoundTripsEveryCodec(t *testing.T) {
 				}
 				r := Record{Topic: topic, Key: []byte(key), Value: []byte(value),
 					Headers: []kafka.Header{{Key: "offset", Value: []byte(strconv.Itoa(i))}, {Key: "empty", Value: []byte{}}}}
+				host := ""
+				if i%2 == 0 {
+					r.Shared, host = shared, "host-a"
+				}
 				if i == 13 {
 					r.Key = nil
 					key = ""
@@ -788,7 +797,7 @@ func TestEncodingRoundTripsEveryCodec(t *testing.T) {
 						b[j] = 'X'
 					}
 				}
-				want = append(want, sent{key, value, strconv.Itoa(i)})
+				want = append(want, sent{key, value, strconv.Itoa(i), host})
 			}
 			flush(t, s.Shipper)
 			got := testenv.ReadAll(t, k.Brokers(), topic)
@@ -812,7 +821,11 @@ func TestEncodingRoundTripsEveryCodec(t *testing.T) {
 				require.Equal(t, w.key, r.Key)
 				require.Equal(t, w.value, r.Value, "value of record %s", w.hdr)
 				require.False(t, r.NullValue, "an empty line is an empty value, not a null one (a tombstone)")
-				require.Equal(t, map[string]string{"offset": w.hdr, "empty": ""}, r.Headers)
+				wantHeaders := map[string]string{"offset": w.hdr, "empty": ""}
+				if w.host != "" {
+					wantHeaders["host"] = w.host
+				}
+				require.Equal(t, wantHeaders, r.Headers)
 			}
 		})
 	}
