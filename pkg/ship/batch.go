@@ -16,11 +16,13 @@ type Batch struct {
 	// shipper's free ones at Send.
 	entries []*entry
 	spare   []*entry
-	// buf is where Add encodes; Send copies each body into the shipper's
-	// arena (one copy, under the lock it takes anyway), so that a batch
-	// holds no arena memory between Sends: a sink per file, most of them
-	// idle, must not pin a chunk each.
-	buf []byte
+	// buf is where Add encodes, and offs where each entry's body starts in
+	// it; Send copies the bodies into the shipper's arena (under the lock
+	// it takes anyway, one copy per run of bodies that fits a chunk), so
+	// that a batch holds no arena memory between Sends: a sink per file,
+	// most of them idle, must not pin a chunk each.
+	buf  []byte
+	offs []int32
 }
 
 // A Batch keeps its scratch after a Send only while it is busy (at least
@@ -50,13 +52,14 @@ func (b *Batch) Add(r Record) {
 		e = new(entry) // none spare yet: they come back as batches complete
 	}
 	*e = b.s.newEntry(&r)
+	at := len(b.buf)
 	if e.reject == nil {
 		// A slice of buf, valid after buf grows (the old array stays).
-		at := len(b.buf)
 		b.buf = appendBody(b.buf, &r)
 		e.body = b.buf[at:len(b.buf):len(b.buf)]
 	}
 	b.entries = append(b.entries, e)
+	b.offs = append(b.offs, int32(at))
 }
 
 // Send hands the records added since the last Send to the shipper, in
@@ -87,11 +90,9 @@ func (b *Batch) Send(ctx context.Context) (n int, err error) {
 			s.releaseWeight(weight, int64(end-n))
 			return n, ErrStopped
 		}
+		s.carveLocked(b.entries[n:end], b.buf, b.offs[n:end])
 		poke := false
 		for _, e := range b.entries[n:end] {
-			if e.body != nil {
-				e.body, e.chunk = s.carveLocked(e.body)
-			}
 			poke = s.enqueueLocked(e) || poke
 		}
 		if end == len(b.entries) && end >= batchBusy {
@@ -123,12 +124,12 @@ func (b *Batch) drop(sent int) {
 	}
 	clear(b.entries)
 	if !busy {
-		b.entries, b.spare = nil, nil
+		b.entries, b.spare, b.offs = nil, nil, nil
 	}
-	b.entries = b.entries[:0]
+	b.entries, b.offs = b.entries[:0], b.offs[:0]
 }
 
 // Close drops the records not sent and lets go of the batch's memory.
 func (b *Batch) Close() {
-	b.entries, b.spare, b.buf = nil, nil, nil
+	b.entries, b.spare, b.buf, b.offs = nil, nil, nil, nil
 }

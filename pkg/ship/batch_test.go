@@ -3,6 +3,8 @@ package ship
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,6 +43,45 @@ func TestBatchSendsInOrder(t *testing.T) {
 	flush(t, s.Shipper)
 	a.requireAllOK(t, want)
 	requireInKafkaInOrder(t, testenv.ReadAll(t, k.Brokers(), topic), want)
+}
+
+// TestBatchCopiesEveryBodyIntact: Send copies a batch's records into the
+// arena in runs; a rejected record, a large one (an array of its own) and
+// full chunks cut the runs. Each record must reach Kafka byte for byte.
+func TestBatchCopiesEveryBodyIntact(t *testing.T) {
+	k := testenv.StartKafka(t)
+	const topic = "intact"
+	s := startShipper(t, testConfig(k.Brokers()))
+	a := newAcks()
+	b := s.NewBatch()
+	want := map[string]string{}
+	var ok []string
+	for i := range 3000 { // about 600 KB: several chunks
+		id := fmt.Sprintf("k#%04d", i)
+		value := id + " " + strings.Repeat(strconv.Itoa(i%10), 100+i%50)
+		r := Record{Topic: topic, Key: []byte("k"), Value: []byte(value), Ack: AckFunc(a.fn(id))}
+		switch i {
+		case 500, 501:
+			r.Topic = "not a topic!" // rejected at Add: no body
+		case 1500:
+			r.Value = []byte(id + " " + strings.Repeat("L", 100<<10)) // more than a quarter chunk
+		}
+		b.Add(r)
+		if r.Topic == topic {
+			want[id] = string(r.Value)
+			ok = append(ok, id)
+		}
+	}
+	n, err := b.Send(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 3000, n)
+	flush(t, s.Shipper)
+	a.requireEach(t, append(ok, "k#0500", "k#0501"), func(id string) bool { return id == "k#0500" || id == "k#0501" })
+	got := testenv.ReadAll(t, k.Brokers(), topic)
+	require.Len(t, got, len(want))
+	for _, r := range got {
+		require.Equal(t, want[idOf(r)], r.Value, "record %s", idOf(r))
+	}
 }
 
 // TestBatchSendGivesUpWithItsContext: during an outage the bound fills;

@@ -396,17 +396,27 @@ func (s *Shipper) unref(c *chunk, n int32) {
 	}
 }
 
-// carveLocked copies body into the arena and returns the copy with its
-// chunk, which it holds a reference to. More than a quarter chunk gets an
-// array of its own (and no chunk).
-func (s *Shipper) carveLocked(body []byte) ([]byte, *chunk) {
-	n := len(body)
-	var b []byte
-	var c *chunk
-	if n > arenaChunk/4 {
-		b = make([]byte, n)
-	} else {
-		c = s.arena
+// carveLocked copies the bodies of es, which a Batch encoded into buf
+// (each starting at its offs), into the arena, and points each entry at
+// its copy and its chunk, which it holds a reference to. Bodies encoded one
+// after the other are copied, and counted against their chunk, as one run
+// as long as the chunk has room. A body of more than a quarter chunk gets
+// an array of its own (and no chunk).
+func (s *Shipper) carveLocked(es []*entry, buf []byte, offs []int32) {
+	const large = arenaChunk / 4
+	for i := 0; i < len(es); {
+		e := es[i]
+		n := len(e.body)
+		switch {
+		case e.body == nil: // rejected
+			i++
+			continue
+		case n > large:
+			e.body, e.chunk = append(make([]byte, 0, n), e.body...), nil
+			i++
+			continue
+		}
+		c := s.arena
 		if c == nil || cap(c.buf)-len(c.buf) < n {
 			if c != nil {
 				s.unref(c, 1)
@@ -415,13 +425,26 @@ func (s *Shipper) carveLocked(body []byte) ([]byte, *chunk) {
 			c.refs.Store(1)
 			s.arena = c
 		}
-		l := len(c.buf)
-		b = c.buf[l : l+n : l+n] // capped: never appends into the next record
-		c.buf = c.buf[:l+n]
-		c.refs.Add(1)
+		// The run: the bodies after e, up to one that is rejected, large,
+		// or beyond the chunk's room.
+		room, size, j := cap(c.buf)-len(c.buf), n, i+1
+		for ; j < len(es); j++ {
+			m := len(es[j].body)
+			if es[j].body == nil || m > large || size+m > room {
+				break
+			}
+			size += m
+		}
+		at := len(c.buf)
+		c.buf = append(c.buf, buf[offs[i]:int(offs[i])+size]...) // within cap
+		for _, e := range es[i:j] {
+			m := len(e.body)
+			e.body, e.chunk = c.buf[at:at+m:at+m], c // capped: never appends into the next record
+			at += m
+		}
+		c.refs.Add(int32(j - i))
+		i = j
 	}
-	copy(b, body)
-	return b, c
 }
 
 // appendBody appends r's key, value and headers as a v2 record batch holds
