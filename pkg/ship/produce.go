@@ -230,31 +230,42 @@ const lz4BlockSize = 256 << 10
 // appendLZ4Frame compresses src as one LZ4 frame onto out.
 func appendLZ4Frame(out *bytes.Buffer, src []byte, c *lz4.CompressorCCompat) error {
 	out.Write(lz4FrameHeader)
-	var size [4]byte
 	for len(src) > 0 {
 		blk := src[:min(len(src), lz4BlockSize)]
 		src = src[len(blk):]
-		bound := lz4.CompressBlockBound(len(blk))
-		out.Grow(4 + bound)
-		dst := out.AvailableBuffer()[:4+bound]
-		n, err := c.CompressBlock(blk, dst[4:])
-		if err != nil {
+		if err := appendLZ4Block(out, blk, c); err != nil {
 			return err
 		}
-		if n == 0 || n >= len(blk) {
-			binary.LittleEndian.PutUint32(size[:], uint32(len(blk))|1<<31) // stored
-			out.Write(size[:])
-			out.Write(blk)
-			continue
-		}
-		binary.LittleEndian.PutUint32(dst, uint32(n))
-		out.Write(dst[:4+n])
 	}
 	out.Write([]byte{0, 0, 0, 0}) // end mark
 	return nil
 }
 
+// appendLZ4Block compresses blk, at most lz4BlockSize bytes, as one block
+// of an LZ4 frame onto out.
+func appendLZ4Block(out *bytes.Buffer, blk []byte, c *lz4.CompressorCCompat) error {
+	bound := lz4.CompressBlockBound(len(blk))
+	out.Grow(4 + bound)
+	dst := out.AvailableBuffer()[:4+bound]
+	n, err := c.CompressBlock(blk, dst[4:])
+	if err != nil {
+		return err
+	}
+	if n == 0 || n >= len(blk) {
+		var size [4]byte
+		binary.LittleEndian.PutUint32(size[:], uint32(len(blk))|1<<31) // stored
+		out.Write(size[:])
+		out.Write(blk)
+		return nil
+	}
+	binary.LittleEndian.PutUint32(dst, uint32(n))
+	out.Write(dst[:4+n])
+	return nil
+}
+
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+var zeroHeader [4 + batchHeaderLen]byte
 
 // Offsets in a v2 record batch (after the record set's 4-byte size).
 const (
@@ -269,6 +280,15 @@ const (
 // them: no producer id, every record stamped with the time of encoding,
 // nil keys and header values as null, values never (see below).
 func (s *Shipper) encodeBatch(pb *batchBuf, call []*entry, pidx []int32, p int32) error {
+	out := &pb.out
+	out.Reset()
+	out.Write(zeroHeader[:]) // the record set's size and the batch header, written below
+	var c *lz4.CompressorCCompat
+	if s.cfg.Compression == kafka.Lz4 {
+		c = s.lz4s.get()
+		defer s.lz4s.put(c)
+		out.Write(lz4FrameHeader)
+	}
 	recs := pb.recs[:0]
 	count := int32(0)
 	for i, e := range call {
@@ -277,15 +297,47 @@ func (s *Shipper) encodeBatch(pb *batchBuf, call []*entry, pidx []int32, p int32
 		}
 		recs = appendRecord(recs, e, count)
 		count++
+		// lz4 compresses each block as soon as it is full, while its bytes
+		// are still in the processor's cache: a whole batch (1 MB) is not.
+		if c != nil && len(recs) >= lz4BlockSize {
+			done := 0
+			for ; len(recs)-done >= lz4BlockSize; done += lz4BlockSize {
+				if err := appendLZ4Block(out, recs[done:done+lz4BlockSize], c); err != nil {
+					return err
+				}
+			}
+			recs = recs[:copy(recs, recs[done:])]
+		}
 	}
 	pb.recs = recs
 
-	out := &pb.out
-	out.Reset()
+	switch s.cfg.Compression {
+	case 0:
+		out.Write(recs)
+	case kafka.Lz4:
+		if len(recs) > 0 {
+			if err := appendLZ4Block(out, recs, c); err != nil {
+				return err
+			}
+		}
+		out.Write([]byte{0, 0, 0, 0}) // end mark
+	default:
+		w := s.cfg.Compression.Codec().NewWriter(out)
+		if _, err := w.Write(recs); err != nil {
+			w.Close()
+			return err
+		}
+		if err := w.Close(); err != nil {
+			return err
+		}
+	}
+
+	set := out.Bytes()
+	binary.BigEndian.PutUint32(set[0:], uint32(len(set)-4))
+	b := set[4:]
 	now := time.Now().UnixMilli()
-	var h [4 + batchHeaderLen]byte
-	b := h[4:]
-	// base offset 0; length and CRC below
+	// base offset 0
+	binary.BigEndian.PutUint32(b[offLength:], uint32(len(b)-12))
 	binary.BigEndian.PutUint32(b[12:], 0xffffffff) // partition leader epoch -1
 	b[16] = 2                                      // magic
 	attrs := uint16(0)
@@ -300,32 +352,7 @@ func (s *Shipper) encodeBatch(pb *batchBuf, call []*entry, pidx []int32, p int32
 	binary.BigEndian.PutUint16(b[51:], 0xffff)          // producer epoch -1
 	binary.BigEndian.PutUint32(b[53:], 0xffffffff)      // base sequence -1
 	binary.BigEndian.PutUint32(b[57:], uint32(count))
-	out.Write(h[:])
-	switch s.cfg.Compression {
-	case 0:
-		out.Write(recs)
-	case kafka.Lz4:
-		c := s.lz4s.get()
-		err := appendLZ4Frame(out, recs, c)
-		s.lz4s.put(c)
-		if err != nil {
-			return err
-		}
-	default:
-		w := s.cfg.Compression.Codec().NewWriter(out)
-		if _, err := w.Write(recs); err != nil {
-			w.Close()
-			return err
-		}
-		if err := w.Close(); err != nil {
-			return err
-		}
-	}
-	set := out.Bytes()
-	binary.BigEndian.PutUint32(set[0:], uint32(len(set)-4))
-	batch := set[4:]
-	binary.BigEndian.PutUint32(batch[offLength:], uint32(len(batch)-12))
-	binary.BigEndian.PutUint32(batch[offCRC:], crc32.Checksum(batch[offAttributes:], castagnoli))
+	binary.BigEndian.PutUint32(b[offCRC:], crc32.Checksum(b[offAttributes:], castagnoli))
 	// Buffers grown by a rare large batch are not kept for ever.
 	if cap(pb.recs) > 4<<20 {
 		pb.recs = nil
