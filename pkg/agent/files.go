@@ -323,7 +323,7 @@ func (s *lineSink) send(ctx context.Context, l tailer.Line, lines int, cut bool)
 	if len(s.pend) == 0 {
 		s.base = fr.nextSequence()
 	}
-	s.batch.Add(ship.Record{
+	s.batch.Add(&ship.Record{
 		Topic:   fr.cfg.KafkaTopic,
 		Key:     s.key,
 		Value:   l.Data,

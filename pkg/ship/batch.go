@@ -40,10 +40,10 @@ func (s *Shipper) NewBatch() *Batch { return &Batch{s: s} }
 // Len is the number of records added and not yet sent.
 func (b *Batch) Len() int { return len(b.entries) }
 
-// Add encodes r into the batch (the caller may reuse r's slices at once). A
-// record the shipper can never write is accepted and acked with an error,
-// as by Shipper.Send.
-func (b *Batch) Add(r Record) {
+// Add encodes *r into the batch (the caller may reuse r and its slices at
+// once). A record the shipper can never write is accepted and acked with
+// an error, as by Shipper.Send.
+func (b *Batch) Add(r *Record) {
 	var e *entry
 	if k := len(b.spare); k > 0 {
 		e = b.spare[k-1]
@@ -51,11 +51,11 @@ func (b *Batch) Add(r Record) {
 	} else {
 		e = new(entry) // none spare yet: they come back as batches complete
 	}
-	*e = b.s.newEntry(&r)
+	b.s.initEntry(e, r)
 	at := len(b.buf)
 	if e.reject == nil {
 		// A slice of buf, valid after buf grows (the old array stays).
-		b.buf = appendBody(b.buf, &r)
+		b.buf = appendBody(b.buf, r)
 		e.body = b.buf[at:len(b.buf):len(b.buf)]
 	}
 	b.entries = append(b.entries, e)

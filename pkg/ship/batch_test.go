@@ -26,7 +26,7 @@ func TestBatchSendsInOrder(t *testing.T) {
 	var want []string
 	for i := range 1000 {
 		r := record(topic, fmt.Sprintf("k%d", i%4), i, a)
-		b.Add(r)
+		b.Add(&r)
 		for j := range r.Value {
 			r.Value[j] = 'X' // Add copied it
 		}
@@ -38,7 +38,7 @@ func TestBatchSendsInOrder(t *testing.T) {
 			require.Zero(t, b.Len())
 		}
 	}
-	b.Add(record(topic, "never", 0, a))
+	b.Add(new(record(topic, "never", 0, a)))
 	b.Close()
 	flush(t, s.Shipper)
 	a.requireAllOK(t, want)
@@ -66,7 +66,7 @@ func TestBatchCopiesEveryBodyIntact(t *testing.T) {
 		case 1500:
 			r.Value = []byte(id + " " + strings.Repeat("L", 100<<10)) // more than a quarter chunk
 		}
-		b.Add(r)
+		b.Add(&r)
 		if r.Topic == topic {
 			want[id] = string(r.Value)
 			ok = append(ok, id)
@@ -93,7 +93,7 @@ func TestBatchSendGivesUpWithItsContext(t *testing.T) {
 	b := s.NewBatch()
 	var ids []string
 	for i := range 200 { // about 200 KiB of weight: several times the bound
-		b.Add(record("batch-outage", "k", i, a))
+		b.Add(new(record("batch-outage", "k", i, a)))
 		ids = append(ids, fmt.Sprintf("k#%04d", i))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
@@ -120,13 +120,13 @@ func TestIdleBatchHoldsLittle(t *testing.T) {
 	a := newAcks()
 	b := s.NewBatch()
 	for i := range 100 { // busy: the scratch grows
-		b.Add(record("idle", "k", i, a))
+		b.Add(new(record("idle", "k", i, a)))
 	}
 	_, err := b.Send(context.Background())
 	require.NoError(t, err)
 	require.Positive(t, cap(b.buf), "a busy batch keeps its scratch")
 	require.LessOrEqual(t, cap(b.buf), batchBufMax)
-	b.Add(record("idle", "k", 100, a)) // then one line now and then
+	b.Add(new(record("idle", "k", 100, a))) // then one line now and then
 	_, err = b.Send(context.Background())
 	require.NoError(t, err)
 	require.Zero(t, cap(b.buf), "an idle batch keeps no scratch")

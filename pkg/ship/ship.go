@@ -299,18 +299,17 @@ func varintLen(n int) int {
 // adds them to a Batch and sends it, for one lock and one wait in all.
 func (s *Shipper) Send(ctx context.Context, r Record) error {
 	b := Batch{s: s}
-	b.Add(r)
+	b.Add(&r)
 	_, err := b.Send(ctx)
 	return err
 }
 
-// newEntry is r's entry, without its body: its sizes, its weight, and
-// whether it can ever be written. It clears an empty key (r.Key).
-func (s *Shipper) newEntry(r *Record) entry {
-	if len(r.Key) == 0 {
-		r.Key = nil // murmur2 hashes an empty key to one fixed partition; nil spreads
-	}
-	e := entry{topic: r.Topic, ack: r.Ack, token: r.Token, size: recordSize(r.Key, r.Value, r.Shared, r.Headers)}
+// initEntry fills e, a zero entry, for r, without its body: its sizes, its
+// weight, and whether it can ever be written. (In place: an entry is too
+// large to be returned and copied once per line.)
+func (s *Shipper) initEntry(e *entry, r *Record) {
+	e.topic, e.ack, e.token = r.Topic, r.Ack, r.Token
+	e.size = recordSize(r.Key, r.Value, r.Shared, r.Headers)
 	e.payload = int64(len(r.Key) + len(r.Value))
 	if r.Shared != nil {
 		e.payload += r.Shared.payload
@@ -336,7 +335,6 @@ func (s *Shipper) newEntry(r *Record) entry {
 	if e.reject != nil {
 		e.size = 0 // never written: takes no room in a batch
 	}
-	return e
 }
 
 // reserve takes weight of the in-flight bound for recs records, waiting
@@ -450,7 +448,13 @@ func (s *Shipper) carveLocked(es []*entry, buf []byte, offs []int32) {
 // appendBody appends r's key, value and headers as a v2 record batch holds
 // them (after the offset delta).
 func appendBody(b []byte, r *Record) []byte {
-	b = appendNullBytes(b, r.Key)
+	if len(r.Key) == 0 {
+		// Null, not empty: murmur2 hashes an empty key to one fixed
+		// partition, where a null one spreads.
+		b = binary.AppendVarint(b, -1)
+	} else {
+		b = appendNullBytes(b, r.Key)
+	}
 	// A value is never null, even for an empty line: a null value is a
 	// tombstone, which would delete the key on a compacted topic.
 	b = binary.AppendVarint(b, int64(len(r.Value)))
