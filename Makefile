@@ -18,7 +18,7 @@ STATICCHECK_VERSION := v0.8.2
 # go test's own timeout: the whole suite is meant to take a few minutes.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test system-test test-short fuzz bench lint vet staticcheck fmt fmt-check tidy-check demo chaos clean help
+.PHONY: all build test system-test test-short fuzz bench pgo lint vet staticcheck fmt fmt-check tidy-check demo chaos clean help
 
 all: build
 
@@ -49,6 +49,17 @@ fuzz: ## run the fuzz targets for FUZZTIME each
 
 bench: ## run the benchmarks once each and print their figures
 	$(GO) test -run '^$$' -bench . -benchtime 1x -benchmem ./...
+
+# The agent is built with profile-guided optimisation: go build uses
+# cmd/logagent/default.pgo, a CPU profile of the agent shipping a file
+# (BenchmarkShipFile). Refresh it when the shipping path changes.
+pgo: ## refresh cmd/logagent/default.pgo from two profiled runs of the agent's benchmark
+	@mkdir -p $(BIN)
+	for i in 1 2; do \
+		BENCH_LINES=4000000 BENCH_CPUPROFILE=$(CURDIR)/$(BIN)/pgo$$i.prof BENCH_CPUPROFILE_SECONDS=3 \
+			$(GO) test -run '^$$' -bench BenchmarkShipFile -benchtime 1x ./cmd/logagent || exit 1; \
+	done
+	$(GO) tool pprof -proto $(BIN)/pgo1.prof $(BIN)/pgo2.prof > cmd/logagent/default.pgo
 
 lint: vet staticcheck fmt-check tidy-check ## every static check
 
