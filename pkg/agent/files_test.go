@@ -132,3 +132,19 @@ func TestPendingQueueKeepsOrder(t *testing.T) {
 	push(300)
 	check()
 }
+
+// TestPendingQueueLetsGoWhenEmpty: a queue that grew during a burst lets
+// go of its buffer once everything is acked; a small one keeps it.
+func TestPendingQueueLetsGoWhenEmpty(t *testing.T) {
+	var q pendingQueue
+	q.push(make([]pendingRec, 5000))
+	q.dropOldest(4000)
+	require.NotNil(t, q.buf, "not empty yet")
+	q.dropOldest(1000)
+	require.Nil(t, q.buf)
+	q.push(make([]pendingRec, 10))
+	q.truncate(0)
+	require.NotNil(t, q.buf, "a small buffer is kept")
+	q.push(make([]pendingRec, 3))
+	require.Equal(t, 3, q.len())
+}

@@ -371,13 +371,6 @@ func appendRecord(recs []byte, e *entry, count int32) []byte {
 	return append(recs, e.body...)
 }
 
-func nullBytesLen(b []byte) int {
-	if b == nil {
-		return 1 // -1
-	}
-	return varintLen(len(b)) + len(b)
-}
-
 func appendNullBytes(dst, b []byte) []byte {
 	if b == nil {
 		return binary.AppendVarint(dst, -1)

@@ -146,6 +146,10 @@ type Shipper struct {
 	stop       context.Context
 	cancelStop context.CancelFunc
 
+	// Scratch of the one goroutine preparing batches (prepare) and of the
+	// one writing them (ship).
+	prepTodo, shipTodo []*entry
+
 	// Spare memory, reused rather than left to the collector.
 	chunks *freeList[*chunk]
 	bufs   *freeList[*batchBuf]
@@ -163,16 +167,12 @@ type Shipper struct {
 	// spareBatches are the arrays of completed batches, for the next ones
 	// (takeLocked).
 	spareBatches [][]*entry
-
-	// Scratch of the one goroutine preparing batches and of the one
-	// writing them.
-	prepTodo, shipTodo []*entry
-	nextSeq            uint64 // seq of the next accepted record
-	doneSeq            uint64 // every record below it is acked
-	flushSeq           uint64 // a Flush waits for every record below it: skip the linger
-	stopped            bool
-	progress           chan struct{} // closed and replaced whenever doneSeq moves
-	wake               chan struct{} // capacity 1: pending or flushSeq changed
+	nextSeq      uint64 // seq of the next accepted record
+	doneSeq      uint64 // every record below it is acked
+	flushSeq     uint64 // a Flush waits for every record below it: skip the linger
+	stopped      bool
+	progress     chan struct{} // closed and replaced whenever doneSeq moves
+	wake         chan struct{} // capacity 1: pending or flushSeq changed
 
 	// limits holds a topic's batch byte limit, once below BatchBytes.
 	limitsMu sync.Mutex
