@@ -3,6 +3,7 @@ package ship
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -132,4 +133,44 @@ func TestIdleBatchHoldsLittle(t *testing.T) {
 	require.Zero(t, cap(b.buf), "an idle batch keeps no scratch")
 	flush(t, s.Shipper)
 	require.Equal(t, int64(101), a.n.Load())
+}
+
+// TestBatchesReuseArrays: taking batches off the pending queue and
+// completing them reuses the same arrays, however many records wait behind
+// the batch taken (lending the batch the queue's front made the queue
+// reallocate every batch or two).
+func TestBatchesReuseArrays(t *testing.T) {
+	s, _ := newShipper(t, testConfig([]string{"127.0.0.1:1"}))
+	es := make([]*entry, 12_000)
+	for i := range es {
+		es[i] = &entry{size: 300}
+	}
+	next := 0
+	cycle := func() {
+		s.mu.Lock()
+		for len(s.pending) < len(es)-1000 { // about 12,000 waiting, as in flight
+			e := es[next%len(es)]
+			*e = entry{size: 300}
+			s.enqueueLocked(e)
+			next++
+		}
+		b := s.takeLocked()
+		s.mu.Unlock()
+		require.NotEmpty(t, b)
+		s.complete(b)
+		s.mu.Lock()
+		s.free = s.free[:0] // the entries are reused by hand here
+		s.mu.Unlock()
+	}
+	for range 10 {
+		cycle()
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 100 {
+		cycle()
+	}
+	runtime.ReadMemStats(&after)
+	// complete replaces a channel per batch; the arrays are reused.
+	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(100<<10), "bytes allocated by 100 batches")
 }
