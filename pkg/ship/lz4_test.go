@@ -48,3 +48,18 @@ func TestLZ4FramesAsPierrecWrites(t *testing.T) {
 		}
 	}
 }
+
+// appendLZ4Frame compresses src as one LZ4 frame onto out, as encodeBatch
+// does block by block.
+func appendLZ4Frame(out *bytes.Buffer, src []byte, c *lz4.CompressorCCompat) error {
+	out.Write(lz4FrameHeader)
+	for len(src) > 0 {
+		blk := src[:min(len(src), lz4BlockSize)]
+		src = src[len(blk):]
+		if err := appendLZ4Block(out, blk, c); err != nil {
+			return err
+		}
+	}
+	out.Write([]byte{0, 0, 0, 0}) // end mark
+	return nil
+}

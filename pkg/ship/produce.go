@@ -90,9 +90,8 @@ func (ec *encodedCall) release(s *Shipper) {
 // the answers or ctx. pre, if it is call's encoding, is sent as it is. It
 // returns the error of each record (nil: acked; errs is nil if all were),
 // or one error for all of them when none was written (the topic's metadata
-// failed). A produce
-// request already sent when ctx ends is left to finish (within
-// WriteTimeout); shutdown waits for it.
+// failed). A produce request already sent when ctx ends is left to finish
+// (within WriteTimeout); shutdown waits for it.
 func (s *Shipper) produce(ctx context.Context, topic string, call []*entry, pre *encodedCall) (errs []error, all error) {
 	n, err := s.partitions(ctx, topic)
 	if err != nil {
@@ -226,20 +225,6 @@ type batchBuf struct {
 var lz4FrameHeader = []byte{0x04, 0x22, 0x4d, 0x18, 0x60, 0x50, 0xfb}
 
 const lz4BlockSize = 256 << 10
-
-// appendLZ4Frame compresses src as one LZ4 frame onto out.
-func appendLZ4Frame(out *bytes.Buffer, src []byte, c *lz4.CompressorCCompat) error {
-	out.Write(lz4FrameHeader)
-	for len(src) > 0 {
-		blk := src[:min(len(src), lz4BlockSize)]
-		src = src[len(blk):]
-		if err := appendLZ4Block(out, blk, c); err != nil {
-			return err
-		}
-	}
-	out.Write([]byte{0, 0, 0, 0}) // end mark
-	return nil
-}
 
 // appendLZ4Block compresses blk, at most lz4BlockSize bytes, as one block
 // of an LZ4 frame onto out.
