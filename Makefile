@@ -56,7 +56,7 @@ bench: ## run the benchmarks once each and print their figures
 pgo: ## refresh cmd/logagent/default.pgo from two profiled runs of the agent's benchmark
 	@mkdir -p $(BIN)
 	for i in 1 2; do \
-		BENCH_LINES=4000000 BENCH_CPUPROFILE=$(CURDIR)/$(BIN)/pgo$$i.prof BENCH_CPUPROFILE_SECONDS=3 \
+		BENCH_RUNS=1 BENCH_LINES=4000000 BENCH_CPUPROFILE=$(CURDIR)/$(BIN)/pgo$$i.prof BENCH_CPUPROFILE_SECONDS=3 \
 			$(GO) test -run '^$$' -bench BenchmarkShipFile -benchtime 1x ./cmd/logagent || exit 1; \
 	done
 	$(GO) tool pprof -proto $(BIN)/pgo1.prof $(BIN)/pgo2.prof > cmd/logagent/default.pgo
