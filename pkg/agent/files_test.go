@@ -1,11 +1,11 @@
 package agent
 
 import (
-	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/logferry/logferry/internal/testenv"
 	"github.com/logferry/logferry/pkg/protocol"
 	"github.com/logferry/logferry/pkg/topics"
 )
@@ -82,14 +82,8 @@ func TestTrackingDoesNotAllocate(t *testing.T) {
 	for range 100 { // warm up: the queue grows to its working size
 		cycle()
 	}
-	// AllocsPerRun rounds down to whole allocations per run: count them.
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for range 1000 {
-		cycle()
-	}
-	runtime.ReadMemStats(&after)
-	require.Less(t, after.Mallocs-before.Mallocs, uint64(10), "allocations in 1,000 cycles")
+	allocs, _ := testenv.Allocated(1000, cycle)
+	require.Less(t, allocs, uint64(10), "allocations in 1,000 cycles")
 	fr.mu.Lock()
 	defer fr.mu.Unlock()
 	require.Equal(t, int(fr.nextSeq-acked), fr.pending.len())

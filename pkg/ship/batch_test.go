@@ -3,7 +3,6 @@ package ship
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -165,12 +164,7 @@ func TestBatchesReuseArrays(t *testing.T) {
 	for range 10 {
 		cycle()
 	}
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for range 100 {
-		cycle()
-	}
-	runtime.ReadMemStats(&after)
 	// complete replaces a channel per batch; the arrays are reused.
-	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(100<<10), "bytes allocated by 100 batches")
+	_, bytes := testenv.Allocated(100, cycle)
+	require.Less(t, bytes, uint64(100<<10), "bytes allocated by 100 batches")
 }
