@@ -16,13 +16,12 @@ type Batch struct {
 	// shipper's free ones at Send.
 	entries []*entry
 	spare   []*entry
-	// buf is where Add encodes, and offs where each entry's body starts in
-	// it; Send copies the bodies into the shipper's arena (under the lock
-	// it takes anyway, one copy per run of bodies that fits a chunk), so
-	// that a batch holds no arena memory between Sends: a sink per file,
-	// most of them idle, must not pin a chunk each.
-	buf  []byte
-	offs []int32
+	// buf is where Add encodes the bodies, one after the other; Send
+	// copies them into the shipper's arena (under the lock it takes
+	// anyway, one copy per run of bodies that fits a chunk), so that a
+	// batch holds no arena memory between Sends: a sink per file, most of
+	// them idle, must not pin a chunk each.
+	buf []byte
 }
 
 // A Batch keeps its scratch after a Send only while it is busy (at least
@@ -52,14 +51,13 @@ func (b *Batch) Add(r *Record) {
 		e = new(entry) // none spare yet: they come back as batches complete
 	}
 	b.s.initEntry(e, r)
-	at := len(b.buf)
 	if e.reject == nil {
 		// A slice of buf, valid after buf grows (the old array stays).
+		at := len(b.buf)
 		b.buf = appendBody(b.buf, r)
 		e.body = b.buf[at:len(b.buf):len(b.buf)]
 	}
 	b.entries = append(b.entries, e)
-	b.offs = append(b.offs, int32(at))
 }
 
 // Send hands the records added since the last Send to the shipper, in
@@ -70,6 +68,7 @@ func (b *Batch) Add(r *Record) {
 func (b *Batch) Send(ctx context.Context) (n int, err error) {
 	s := b.s
 	defer func() { b.drop(n) }()
+	buf := b.buf // the bodies of entries n on
 	for n < len(b.entries) {
 		if s.stop.Err() != nil {
 			return n, ErrStopped
@@ -90,9 +89,10 @@ func (b *Batch) Send(ctx context.Context) (n int, err error) {
 			s.releaseWeight(weight, int64(end-n))
 			return n, ErrStopped
 		}
-		s.carveLocked(b.entries[n:end], b.buf, b.offs[n:end])
+		s.carveLocked(b.entries[n:end], buf)
 		poke := false
 		for _, e := range b.entries[n:end] {
+			buf = buf[len(e.body):]
 			poke = s.enqueueLocked(e) || poke
 		}
 		if end == len(b.entries) && end >= batchBusy {
@@ -117,19 +117,16 @@ func (b *Batch) drop(sent int) {
 	}
 	b.buf = b.buf[:0]
 	// Those not accepted are the batch's again (nothing of theirs is in
-	// the arena); the others are the shipper's.
-	for _, e := range b.entries[sent:] {
-		*e = entry{}
-		b.spare = append(b.spare, e)
-	}
+	// the arena; Add sets them anew); the others are the shipper's.
+	b.spare = append(b.spare, b.entries[sent:]...)
 	clear(b.entries)
 	if !busy {
-		b.entries, b.spare, b.offs = nil, nil, nil
+		b.entries, b.spare = nil, nil
 	}
-	b.entries, b.offs = b.entries[:0], b.offs[:0]
+	b.entries = b.entries[:0]
 }
 
 // Close drops the records not sent and lets go of the batch's memory.
 func (b *Batch) Close() {
-	b.entries, b.spare, b.buf, b.offs = nil, nil, nil, nil
+	b.entries, b.spare, b.buf = nil, nil, nil
 }

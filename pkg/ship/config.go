@@ -18,8 +18,8 @@ import (
 // so a larger BatchBytes would make every full batch fail.
 const MaxBatchBytes = 1_048_588
 
-// maxBatchSize bounds BatchSize: kafka-go preallocates room for BatchSize
-// messages (about 150 B each) for every partition a write touches.
+// maxBatchSize bounds BatchSize: the shipper keeps up to twice BatchSize
+// spare entries (about 170 B each) for the next records.
 const maxBatchSize = 100_000
 
 // Sentinel errors. Errors returned by this package wrap them.
@@ -179,9 +179,10 @@ func DefaultConfig() Config {
 		DialTimeout:      5 * time.Second,
 		AutoCreateTopics: true,
 		// A few batches of look-ahead keep the one batch in flight fed
-		// (16 MiB is about 6 full batches of file lines, each weighing its
-		// bytes plus 1 KiB); more only grew the heap, to a 128 MiB peak RSS
-		// at 64 MiB (cmd/logagent BenchmarkShipFile).
+		// (16 MiB is about 3.5 full 1 MB batches of 150-byte file lines,
+		// each line weighing its record's bytes plus 1 KiB); more only grew
+		// the heap, to a 128 MiB peak RSS at 64 MiB (cmd/logagent
+		// BenchmarkShipFile).
 		MaxInflightBytes: 16 << 20,
 	}
 }

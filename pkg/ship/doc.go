@@ -1,6 +1,7 @@
 // Package ship is the logagent's one Kafka producer. Tailers hand it
-// records with Send, or many at once with a Batch; Run batches them, encodes each partition's share as
-// one record batch (produce.go), sends it over the Transport of
+// records many at once with a Batch (Send is a Batch of one); Run batches
+// them, encodes each partition's share as one record batch (produce.go),
+// sends it over the Transport of
 // github.com/segmentio/kafka-go (RawProduce: connections, metadata, leader
 // routing, TLS, SASL) and calls each record's Ack once Kafka has
 // acknowledged it. The agent checkpoints a file's offset in etcd only after
@@ -28,7 +29,7 @@
 //     have no order among themselves.
 //
 //     Order survives retries because one batch is in flight at a time: the
-//     next batch only accumulates until the current one is completely acked.
+//     next batch is not written until the current one is completely acked.
 //     Within a batch, each write call carries exactly one produce request
 //     per partition (the shipper encodes each partition's records as one
 //     record batch, produce.go, and a call never holds more than BatchSize

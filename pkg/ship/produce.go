@@ -263,7 +263,7 @@ const (
 // encodeBatch writes into pb.out the record set (int32 size, then one v2
 // record batch) of the records of call on partition p, as kafka-go encodes
 // them: no producer id, every record stamped with the time of encoding,
-// nil keys and header values as null, values never (see below).
+// nil keys and header values as null, values never (appendBody).
 func (s *Shipper) encodeBatch(pb *batchBuf, call []*entry, pidx []int32, p int32) error {
 	out := &pb.out
 	out.Reset()

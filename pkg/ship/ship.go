@@ -304,11 +304,11 @@ func (s *Shipper) Send(ctx context.Context, r Record) error {
 	return err
 }
 
-// initEntry fills e, a zero entry, for r, without its body: its sizes, its
-// weight, and whether it can ever be written. (In place: an entry is too
-// large to be returned and copied once per line.)
+// initEntry sets e, a new or recycled entry, for r, without its body: its
+// sizes, its weight, and whether it can ever be written. (In place: an
+// entry is too large to be returned and copied once per line.)
 func (s *Shipper) initEntry(e *entry, r *Record) {
-	e.topic, e.ack, e.token = r.Topic, r.Ack, r.Token
+	*e = entry{topic: r.Topic, ack: r.Ack, token: r.Token}
 	e.size = recordSize(r.Key, r.Value, r.Shared, r.Headers)
 	e.payload = int64(len(r.Key) + len(r.Value))
 	if r.Shared != nil {
@@ -394,13 +394,13 @@ func (s *Shipper) unref(c *chunk, n int32) {
 	}
 }
 
-// carveLocked copies the bodies of es, which a Batch encoded into buf
-// (each starting at its offs), into the arena, and points each entry at
-// its copy and its chunk, which it holds a reference to. Bodies encoded one
-// after the other are copied, and counted against their chunk, as one run
-// as long as the chunk has room. A body of more than a quarter chunk gets
-// an array of its own (and no chunk).
-func (s *Shipper) carveLocked(es []*entry, buf []byte, offs []int32) {
+// carveLocked copies the bodies of es, which a Batch encoded one after the
+// other at the start of buf, into the arena, and points each entry at its
+// copy and its chunk, which it holds a reference to. Bodies are copied, and
+// counted against their chunk, in runs as long as the chunk has room. A
+// body of more than a quarter chunk gets an array of its own (and no
+// chunk).
+func (s *Shipper) carveLocked(es []*entry, buf []byte) {
 	const large = arenaChunk / 4
 	for i := 0; i < len(es); {
 		e := es[i]
@@ -411,6 +411,7 @@ func (s *Shipper) carveLocked(es []*entry, buf []byte, offs []int32) {
 			continue
 		case n > large:
 			e.body, e.chunk = append(make([]byte, 0, n), e.body...), nil
+			buf = buf[n:]
 			i++
 			continue
 		}
@@ -434,7 +435,8 @@ func (s *Shipper) carveLocked(es []*entry, buf []byte, offs []int32) {
 			size += m
 		}
 		at := len(c.buf)
-		c.buf = append(c.buf, buf[offs[i]:int(offs[i])+size]...) // within cap
+		c.buf = append(c.buf, buf[:size]...) // within cap
+		buf = buf[size:]
 		for _, e := range es[i:j] {
 			m := len(e.body)
 			e.body, e.chunk = c.buf[at:at+m:at+m], c // capped: never appends into the next record
@@ -578,7 +580,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 	timer.Stop()
 	defer timer.Stop()
 	var wg sync.WaitGroup
-	defer wg.Wait() // before shutdown (deferred first, so run after)
+	defer wg.Wait() // before shutdown (deferred after it, so run before)
 	next := func() <-chan *prepared {
 		ch := make(chan *prepared, 1)
 		wg.Go(func() { ch <- s.prepare(ctx, timer) })
@@ -654,15 +656,7 @@ func (s *Shipper) nextBatch(ctx context.Context, timer *time.Timer) []*entry {
 
 // takeLocked takes the longest prefix of pending that fits one batch.
 func (s *Shipper) takeLocked() []*entry {
-	n, bytes := 0, int64(0)
-	for n < len(s.pending) && n < s.cfg.BatchSize {
-		sz := s.pending[n].size
-		if n > 0 && bytes+sz > s.cfg.BatchBytes {
-			break
-		}
-		bytes += sz
-		n++
-	}
+	n, bytes := s.nextCall(s.pending, s.cfg.BatchBytes)
 	// The batch is copied out and pending moved down, so that pending's
 	// array is used over and over: sliced off the front, it would run out
 	// of room at its end and be reallocated every few batches. The copy is
@@ -691,12 +685,11 @@ func (s *Shipper) complete(b []*entry) {
 	s.doneSeq = b[len(b)-1].seq + 1
 	close(s.progress)
 	s.progress = make(chan struct{})
-	// Beyond a batch or two of spares, leave them to the collector.
+	// Beyond a batch or two of spares, leave them to the collector. (They
+	// hold no payload any more, release let it go; initEntry sets them
+	// anew.)
 	if room := 2*s.cfg.BatchSize - len(s.free); room > 0 {
-		for _, e := range b[:min(len(b), room)] {
-			*e = entry{}
-			s.free = append(s.free, e)
-		}
+		s.free = append(s.free, b[:min(len(b), room)]...)
 	}
 	clear(b)
 	if len(s.spareBatches) < 2 { // one in flight, one prepared
