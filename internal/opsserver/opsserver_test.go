@@ -3,26 +3,35 @@ package opsserver
 import (
 	"context"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
-	"net/http"
 	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/logferry/logferry/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func get(t *testing.T, url string) (int, string) {
+// get fetches without keeping the connection alive (goleak would see it).
+var get = testenv.HTTPGet
+
+// serve runs s until the test ends and returns its base URL.
+func serve(t *testing.T, s *Server) string {
 	t.Helper()
-	resp, err := http.Get(url)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	require.NoError(t, s.Listen())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	return "http://" + s.Addr()
 }
 
 func TestEndpoints(t *testing.T) {
@@ -37,28 +46,20 @@ func TestEndpoints(t *testing.T) {
 		}
 		return nil
 	}, slog.New(slog.DiscardHandler))
-	require.NoError(t, s.Listen())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	base := "http://" + s.Addr()
+	base := serve(t, s)
 
-	code, body := get(t, base+"/healthz")
+	code, body := get(base + "/healthz")
 	require.Equal(t, 200, code)
 	require.Equal(t, "ok\n", body)
-	code, body = get(t, base+"/readyz")
+	code, body = get(base + "/readyz")
 	require.Equal(t, 503, code)
 	require.Contains(t, body, "lease not held")
 	ready.Store(true)
-	code, _ = get(t, base+"/readyz")
+	code, _ = get(base + "/readyz")
 	require.Equal(t, 200, code)
-	code, body = get(t, base+"/metrics")
+	code, body = get(base + "/metrics")
 	require.Equal(t, 200, code)
 	require.Contains(t, body, "test_things_total 3")
-
-	http.DefaultClient.CloseIdleConnections()
-	cancel()
-	require.NoError(t, <-done)
 }
 
 func TestBadListen(t *testing.T) {
@@ -68,23 +69,18 @@ func TestBadListen(t *testing.T) {
 
 func TestPprofOnlyWhenEnabled(t *testing.T) {
 	for _, enabled := range []bool{false, true} {
-		s := New("127.0.0.1:0", prometheus.NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler))
-		if enabled {
-			s.EnablePprof()
-		}
-		require.NoError(t, s.Listen())
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- s.Run(ctx) }()
-		code, body := get(t, "http://"+s.Addr()+"/debug/pprof/goroutine?debug=1")
-		if enabled {
-			require.Equal(t, 200, code)
-			require.Contains(t, body, "goroutine profile")
-		} else {
-			require.Equal(t, 404, code)
-		}
-		http.DefaultClient.CloseIdleConnections()
-		cancel()
-		require.NoError(t, <-done)
+		t.Run(fmt.Sprint("enabled=", enabled), func(t *testing.T) {
+			s := New("127.0.0.1:0", prometheus.NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler))
+			if enabled {
+				s.EnablePprof()
+			}
+			code, body := get(serve(t, s) + "/debug/pprof/goroutine?debug=1")
+			if enabled {
+				require.Equal(t, 200, code)
+				require.Contains(t, body, "goroutine profile")
+			} else {
+				require.Equal(t, 404, code)
+			}
+		})
 	}
 }

@@ -270,7 +270,6 @@ func (e *env) byFile(recs []testenv.Record) map[string][]testenv.Record {
 	return out
 }
 
-// distinctValues returns the set of values and how many duplicates there were.
 // requireEachOnce checks that recs hold want distinct lines (by file and
 // offset) and none twice.
 func requireEachOnce(t *testing.T, recs []testenv.Record, want int, what string) {
@@ -280,6 +279,7 @@ func requireEachOnce(t *testing.T, recs []testenv.Record, want int, what string)
 	require.Zero(t, dups, "%s: lines read twice", what)
 }
 
+// distinctValues returns the set of values and how many duplicates there were.
 func distinctValues(recs []testenv.Record) (map[string]int, int) {
 	seen := map[string]int{}
 	dups := 0

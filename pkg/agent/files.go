@@ -51,8 +51,9 @@ type fileRun struct {
 	// then acked means nothing and no checkpoint may be written (it would
 	// overwrite the previous owner's with 0).
 	started bool
-	// pending holds the End of every record sent and not yet acknowledged,
-	// in send order, with its ack state; acked is the checkpoint candidate.
+	// pending holds the bytes (start and End) of every record handed to the
+	// shipper and not yet acknowledged, in sequence order, with its ack
+	// state; acked is the checkpoint candidate.
 	pending pendingQueue
 	head    uint64 // seq of the oldest pending record
 	nextSeq uint64
@@ -110,8 +111,9 @@ func (f *fileRun) untrackFrom(seq uint64) {
 	f.signalDrainedLocked()
 }
 
-// ack marks record seq acknowledged, advances the acknowledged prefix and
-// returns the record's bytes (start to end of the file).
+// ack marks record seq done (acknowledged, or refused for good: it is
+// skipped), advances the acknowledged prefix and returns the record's bytes
+// (start to end of the file).
 func (f *fileRun) ack(seq uint64) (start, end int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -217,7 +219,7 @@ func (f *fileRun) ackedOffset() int64 {
 
 // lineSink turns tailer lines into Kafka records for one file. Its methods
 // are called by one goroutine at a time (the tailer's, or under
-// joinedSink.mu), except Ack, which the shipper calls.
+// joinedSink.mu), except Ack and AckRange, which the shipper calls.
 type lineSink struct {
 	a  *Agent
 	fr *fileRun
@@ -288,8 +290,8 @@ func (s *lineSink) emitEvent(ctx context.Context, e multiline.Event) error {
 }
 
 // send builds one record from a line (or an event of lines joined, with
-// its line count and whether it was cut at max lines) and hands it to the
-// shipper, tracking its End for the checkpoint.
+// its line count and whether it was cut at max lines) and adds it to the
+// sink's batch; flush tracks the batch's records and hands them over.
 func (s *lineSink) send(ctx context.Context, l tailer.Line, lines int, cut bool) error {
 	fr, a := s.fr, s.a
 	headers := append(s.headers[:0],
@@ -385,17 +387,16 @@ func (s *lineSink) AckRange(first, last uint64) {
 
 // Ack is the shipper's word on record seq of the file.
 func (s *lineSink) Ack(seq uint64, err error) {
-	start, end := s.fr.ack(seq)
-	if err != nil {
-		s.rejected.Inc()
-		if errors.Is(err, ship.ErrRejected) {
-			s.a.log.Error("record rejected by Kafka; reported and skipped", "topic", s.fr.topic,
-				"path", s.fr.path, "offset", start, "err", err)
-		}
+	if err == nil {
+		s.AckRange(seq, seq)
 		return
 	}
-	s.linesShipped.Inc()
-	s.bytesShip.Add(float64(end - start))
+	start, _ := s.fr.ack(seq)
+	s.rejected.Inc()
+	if errors.Is(err, ship.ErrRejected) {
+		s.a.log.Error("record rejected by Kafka; reported and skipped", "topic", s.fr.topic,
+			"path", s.fr.path, "offset", start, "err", err)
+	}
 }
 
 // joinedSink joins lines into multiline events before shipping them. A

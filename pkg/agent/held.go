@@ -95,13 +95,11 @@ func (l *loop) expireHeld() {
 		if ok && e.Err == nil && !l.refused[h.topic] && now.Sub(h.since) < heldFor {
 			continue
 		}
-		if ok && !e.Config.Shared && unlinked(h.fd) {
-			// Nobody else can read a local file: what it held is lost.
-			f := h.SeenFile
-			if fi, err := h.fd.Stat(); err == nil {
-				f.Size = fi.Size()
+		if ok && !e.Config.Shared {
+			if f, gone := h.now(); gone {
+				// Nobody else can read a local file: what it held is lost.
+				l.countLost(h.topic, f)
 			}
-			l.countLost(h.topic, f)
 		}
 		h.fd.Close()
 		delete(l.held, hk)
@@ -128,11 +126,16 @@ func (fr *fileRun) closeHeld() {
 	}
 }
 
-func unlinked(f *os.File) bool {
-	fi, err := f.Stat()
+// now is the held file with its size as its descriptor sees it now, and
+// whether it has no name left (unlinked, or its descriptor cannot even be
+// stat'ed): one fstat for both.
+func (h *heldFile) now() (f protocol.SeenFile, unlinked bool) {
+	f = h.SeenFile
+	fi, err := h.fd.Stat()
 	if err != nil {
-		return true
+		return f, true
 	}
+	f.Size = fi.Size()
 	st, ok := fi.Sys().(*syscall.Stat_t)
-	return ok && st.Nlink == 0
+	return f, ok && st.Nlink == 0
 }

@@ -132,22 +132,6 @@ func (s *Scanner) inspect(topic string, cfg topics.Config, path string) (*protoc
 	return f, problem, ok
 }
 
-// Open identifies the file at path for topic, as a scan would, and returns
-// it with its descriptor still open: a file that is renamed away or deleted
-// a moment later can still be read through it. The caller owns the
-// descriptor. The globs are matched against name: path itself, or the name
-// the file had before a rename (the same file, caught a little late). It
-// returns no descriptor for a file that is skipped (not regular, too old,
-// outside the roots, excluded, not matched) or not identified yet (too
-// short); problem is set for one that cannot be read.
-func (s *Scanner) Open(topic string, cfg topics.Config, path, name string) (f *protocol.SeenFile, fd *os.File, problem *protocol.Problem) {
-	if !s.Matches(cfg, name) {
-		return nil, nil, nil
-	}
-	f, fd, problem, _ = s.open(topic, cfg, path)
-	return f, fd, problem
-}
-
 // Matches reports whether one of cfg's globs, and none of its exclusions,
 // matches path.
 func (s *Scanner) Matches(cfg topics.Config, path string) bool {

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -99,7 +100,11 @@ func (w *Watcher) SetTopics(ts map[string]topics.Config) {
 			want[d] = true
 		}
 	}
-	w.topics.Store(&topicSet{configs: maps.Clone(ts), names: slices.Sorted(maps.Keys(ts))})
+	// The scans call this every time; the same topics keep the same set,
+	// so that unmatched stays valid until they change.
+	if !reflect.DeepEqual(w.topics.Load().configs, ts) {
+		w.topics.Store(&topicSet{configs: maps.Clone(ts), names: slices.Sorted(maps.Keys(ts))})
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for d := range w.dirs {
@@ -238,7 +243,10 @@ func (w *Watcher) identify(path, name string, found func(Found) bool) bool {
 			continue
 		}
 		matched = true
-		f, fd, _ := w.s.Open(topic, cfg, path, name)
+		// Identified as a scan would, with the descriptor kept open: a
+		// file renamed away or deleted a moment later can still be read
+		// through it.
+		f, fd, _, _ := w.s.open(topic, cfg, path)
 		if fd == nil {
 			continue // not identified yet, or unreadable (the scans report it)
 		}

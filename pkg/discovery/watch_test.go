@@ -183,3 +183,18 @@ func TestWatcherDirs(t *testing.T) {
 	w.SetTopics(map[string]topics.Config{"one": cfg(t, `{"paths":["`+root+`/a/x/app.log"]}`)})
 	require.Equal(t, []string{filepath.Join(root, "a/x")}, w.Dirs(), "directories no glob needs are let go")
 }
+
+// TestSameTopicsKeepTheirSet: the scans set the topics again and again;
+// the same topics keep the same set, which is what the cache of paths no
+// glob matches is checked against, and a change replaces it.
+func TestSameTopicsKeepTheirSet(t *testing.T) {
+	root := t.TempDir()
+	ts := map[string]topics.Config{"app": {Paths: []string{root + "/*.log"}}}
+	w := newWatcher(t, root, ts)
+	runWatcher(t, w)
+	set := w.topics.Load()
+	w.SetTopics(map[string]topics.Config{"app": {Paths: []string{root + "/*.log"}}})
+	require.Same(t, set, w.topics.Load(), "the same topics")
+	w.SetTopics(map[string]topics.Config{"app": {Paths: []string{root + "/*.txt"}}})
+	require.NotSame(t, set, w.topics.Load(), "changed topics")
+}
