@@ -59,7 +59,8 @@ pgo: ## refresh cmd/logagent/default.pgo from two profiled runs of the agent's b
 		BENCH_RUNS=1 BENCH_LINES=4000000 BENCH_CPUPROFILE=$(CURDIR)/$(BIN)/pgo$$i.prof BENCH_CPUPROFILE_SECONDS=3 \
 			$(GO) test -run '^$$' -bench BenchmarkShipFile -benchtime 1x ./cmd/logagent || exit 1; \
 	done
-	$(GO) tool pprof -proto $(BIN)/pgo1.prof $(BIN)/pgo2.prof > cmd/logagent/default.pgo
+	$(GO) tool pprof -proto $(BIN)/pgo1.prof $(BIN)/pgo2.prof > $(BIN)/default.pgo
+	mv $(BIN)/default.pgo cmd/logagent/default.pgo # only a whole profile replaces the old one
 
 lint: vet staticcheck fmt-check tidy-check ## every static check
 

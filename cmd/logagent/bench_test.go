@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -42,15 +43,8 @@ func BenchmarkShipFile(b *testing.B) {
 	if testing.Short() {
 		b.Skip("ships a 150 MB file")
 	}
-	lines := 1_000_000
-	if v := os.Getenv("BENCH_LINES"); v != "" {
-		fmt.Sscan(v, &lines)
-	}
-	runs := 5
-	if v := os.Getenv("BENCH_RUNS"); v != "" {
-		fmt.Sscan(v, &runs)
-	}
-	runs = max(runs, 1)
+	lines, runs := envInt(b, "BENCH_LINES", 1_000_000), envInt(b, "BENCH_RUNS", 5)
+	profile := os.Getenv("BENCH_CPUPROFILE") // of the first run
 	env := &benchEnv{lines: lines, dir: b.TempDir()}
 	env.path = filepath.Join(env.dir, "access.log")
 	env.size = writeAccessLog(b, env.path, lines)
@@ -67,7 +61,8 @@ func BenchmarkShipFile(b *testing.B) {
 		for j := range runs {
 			// Each run ships the file from the start into a topic of its own.
 			topic := fmt.Sprintf("bench-%d-%d", i, j)
-			a := env.shipWithAgent(b, topic, i == 0 && j == 0)
+			a := env.shipWithAgent(b, topic, profile)
+			profile = ""
 			lps = append(lps, float64(lines)/a.took.Seconds())
 			mbps = append(mbps, float64(env.size)/a.took.Seconds()/1e6)
 			cpu = append(cpu, a.cpu.Seconds()/(float64(lines)/1e6))
@@ -117,9 +112,8 @@ type shipped struct {
 }
 
 // shipWithAgent ships the file into topic with a fresh agent process and
-// stops it; profile says whether to take the CPU profile BENCH_CPUPROFILE
-// asks for.
-func (env *benchEnv) shipWithAgent(b *testing.B, topic string, profile bool) shipped {
+// stops it; with profile set, it writes a CPU profile of the agent there.
+func (env *benchEnv) shipWithAgent(b *testing.B, topic, profile string) shipped {
 	b.Helper()
 	cli, ks, k := env.etcd.Client(), keyspace.Space{}, env.kafka
 	for _, p := range []string{ks.AssignPrefix(), ks.OffsetsPrefix()} {
@@ -133,7 +127,7 @@ func (env *benchEnv) shipWithAgent(b *testing.B, topic string, profile bool) shi
 	// Topics exist in production; an auto-created one costs the first
 	// write a metadata refresh (kafka-go's transport caches metadata for
 	// about 6 s), which is not what this measures.
-	createTopics(b, k.Brokers(), topic, topic+"-kcat")
+	createTopics(b, k.Brokers(), topic)
 	listen := testenv.FreeAddr(b)
 	cmd := exec.Command(env.bin, "--etcd-endpoints", env.etcd.Endpoint(), "--kafka-brokers", strings.Join(k.Brokers(), ","),
 		"--id", "bench", "--listen", listen, "--allow-path", env.dir, "--scan-interval", "100ms",
@@ -144,8 +138,8 @@ func (env *benchEnv) shipWithAgent(b *testing.B, topic string, profile bool) shi
 	}
 	f := firstFile(b, cli, ks, "bench", "bench")
 	profiled := func() {}
-	if profile {
-		profiled = startCPUProfile(b, listen)
+	if profile != "" {
+		profiled = startCPUProfile(b, listen, profile)
 	}
 	start := time.Now()
 	assign(b, cli, ks, "bench", "bench", f)
@@ -158,14 +152,14 @@ func (env *benchEnv) shipWithAgent(b *testing.B, topic string, profile bool) shi
 	peak := peakRSS(b, cmd.Process.Pid)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	_ = cmd.Wait()
-	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return shipped{took: took, cpu: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), peak: peak}
+	return shipped{took: took, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), peak: peak}
 }
 
 // shipWithKcat ships the file into topic with kcat, with the agent's
 // compression: like for like.
 func (env *benchEnv) shipWithKcat(b *testing.B, kcat, topic string) shipped {
 	b.Helper()
+	createTopics(b, env.kafka.Brokers(), topic)
 	start := time.Now()
 	args := []string{"-P", "-b", env.kafka.Brokers()[0], "-t", topic, "-l", "-X", "acks=all"}
 	if c := benchCompression(); c != "none" {
@@ -177,8 +171,10 @@ func (env *benchEnv) shipWithKcat(b *testing.B, kcat, topic string) shipped {
 		b.Fatalf("kcat: %v", err)
 	}
 	waitRecords(b, env.kafka.Brokers(), topic, int64(env.lines))
+	took := time.Since(start)
+	// Maxrss may be this process's size at the fork rather than kcat's.
 	ru := kc.ProcessState.SysUsage().(*syscall.Rusage)
-	return shipped{took: time.Since(start), cpu: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), peak: float64(ru.Maxrss) / 1024}
+	return shipped{took: took, cpu: kc.ProcessState.UserTime() + kc.ProcessState.SystemTime(), peak: float64(ru.Maxrss) / 1024}
 }
 
 // deleteTopics drops a run's topics, so that the broker's memory does not
@@ -193,6 +189,21 @@ func (env *benchEnv) deleteTopics(b *testing.B, names ...string) {
 	if _, err := kadm.NewClient(cl).DeleteTopics(context.Background(), names...); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// envInt is the environment variable name as a positive integer, or def
+// if it is not set.
+func envInt(b *testing.B, name string, def int) int {
+	b.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
 }
 
 // median is the middle of xs (the mean of the two middle ones for an even
@@ -226,20 +237,14 @@ func peakRSS(b *testing.B, pid int) float64 {
 	return 0
 }
 
-// startCPUProfile, if BENCH_CPUPROFILE names a file, starts a CPU profile of
-// the agent (its /debug/pprof/profile) for BENCH_CPUPROFILE_SECONDS (default
-// 5) and returns a function that waits for it and writes it to that file.
-// Analyse with `go tool pprof -top bin/logagent FILE`.
-func startCPUProfile(b *testing.B, listen string) (wait func()) {
+// startCPUProfile starts a CPU profile of the agent (its
+// /debug/pprof/profile) for BENCH_CPUPROFILE_SECONDS (default 5) from now
+// and returns a function that waits for it and writes it to out (relative
+// to cmd/logagent, go test's working directory). Analyse with `go tool
+// pprof -top FILE`: the profile carries its symbols.
+func startCPUProfile(b *testing.B, listen, out string) (wait func()) {
 	b.Helper()
-	out := os.Getenv("BENCH_CPUPROFILE")
-	if out == "" {
-		return func() {}
-	}
-	secs := "5"
-	if v := os.Getenv("BENCH_CPUPROFILE_SECONDS"); v != "" {
-		secs = v
-	}
+	secs := strconv.Itoa(envInt(b, "BENCH_CPUPROFILE_SECONDS", 5))
 	done := make(chan error, 1)
 	go func() {
 		resp, err := http.Get("http://" + listen + "/debug/pprof/profile?seconds=" + secs)
