@@ -33,6 +33,10 @@ var (
 	// ErrRejected is what every error passed to an Ack matches (errors.Is):
 	// the record was not written and will not be retried.
 	ErrRejected = errors.New("ship: record rejected")
+	// ErrFenced is what an Ack gets for a record dropped unwritten because
+	// the gate (SetGate) was closed when its turn came: the caller has lost
+	// the right to write it and must read it again, never count it as done.
+	ErrFenced = errors.New("ship: record dropped: the gate is closed (lease not proved alive)")
 )
 
 // Acks is how many replicas must have a record before Kafka acknowledges it.

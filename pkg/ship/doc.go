@@ -14,7 +14,9 @@
 //     RangeAcker, possibly as part of a run), from Run's goroutine: with a nil
 //     error after Kafka acknowledged the record (acks=all by default, so every
 //     in-sync replica has it), or with a *RejectedError after it failed in a
-//     way no retry can fix. If Run stops first (its context ends), the
+//     way no retry can fix, or with ErrFenced if it was dropped unwritten
+//     because the gate (SetGate) was closed when its turn came: the agent
+//     reads such records again and never counts them as done. If Run stops first (its context ends), the
 //     records not yet acknowledged are never acked: the agent has not
 //     checkpointed them and reads them again after a restart.
 //
@@ -85,6 +87,11 @@
 //     then cancels Run's context. Run does not flush by itself; it waits, at
 //     most --kafka-write-timeout, for produce requests already on the wire,
 //     and no goroutine of this package outlives it.
+//
+//   - Gate. With a gate set, it is asked right before each produce request
+//     is written; while it is closed, nothing more goes on the wire. A
+//     request already written when the gate closed may still be appended
+//     by Kafka: that is the bound of what a paused agent can write late.
 //
 // Send copies a record's key, value and headers, already encoded as a
 // record batch holds them, into chunks of memory that hold no pointers

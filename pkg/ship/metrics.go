@@ -10,6 +10,7 @@ type metrics struct {
 	records     *prometheus.CounterVec // topic
 	bytes       *prometheus.CounterVec // topic
 	rejected    *prometheus.CounterVec // reason
+	fenced      prometheus.Counter
 	writeErrors *prometheus.CounterVec // reason
 	retries     *prometheus.CounterVec // reason
 	batch       prometheus.Histogram
@@ -31,6 +32,10 @@ func newMetrics(reg prometheus.Registerer, s *Shipper) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "rejected_records_total",
 			Help: "Records that could not be written and were acked with an error (not retried), by reason.",
 		}, []string{"reason"}),
+		fenced: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "fenced_records_total",
+			Help: "Records dropped unwritten because the gate was closed (the agent could not prove its etcd lease alive); they are read again.",
+		}),
 		writeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "write_errors_total",
 			Help: "Records a write attempt failed for, retried or rejected, by reason.",
@@ -54,7 +59,7 @@ func newMetrics(reg prometheus.Registerer, s *Shipper) (*metrics, error) {
 		return m, nil
 	}
 	collectors := []prometheus.Collector{
-		m.records, m.bytes, m.rejected, m.writeErrors, m.retries, m.batch, m.latency,
+		m.records, m.bytes, m.rejected, m.fenced, m.writeErrors, m.retries, m.batch, m.latency,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "inflight_bytes",
 			Help: "Bytes of records accepted and not yet acked (what --max-inflight-bytes bounds).",

@@ -142,6 +142,9 @@ type Shipper struct {
 	inflightReqs sync.WaitGroup
 
 	started atomic.Bool
+	// gate, when set, is asked right before every produce request: false
+	// drops the records instead (ErrFenced). Set before Run.
+	gate func() bool
 	// stop is cancelled when Run returns; blocked Sends and Flushes give up.
 	stop       context.Context
 	cancelStop context.CancelFunc
@@ -558,6 +561,15 @@ func (s *Shipper) Flush(ctx context.Context) error {
 		}
 	}
 }
+
+// SetGate makes the shipper ask gate right before it writes each produce
+// request. While gate returns false, the records whose turn comes are
+// dropped unwritten and acked with ErrFenced. The agent's gate is its
+// lease: once it cannot prove the lease alive, its files may already be
+// another agent's, and Kafka writes cannot be fenced by etcd, so the agent
+// fences itself here, as late as possible before the bytes leave. Call it
+// before Run.
+func (s *Shipper) SetGate(gate func() bool) { s.gate = gate }
 
 // Run batches and writes records until ctx ends, then closes the writer and
 // returns nil. It does not flush: call Flush first for a clean shutdown.

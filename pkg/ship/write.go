@@ -114,6 +114,7 @@ type topicResult struct {
 	// persist says the topic, not one record, needs it (max.message.bytes).
 	limit   int64
 	persist bool
+	fenced  int // dropped unwritten: the gate was closed
 }
 
 func (r *topicResult) fail(topic, reason string, err error, rejected bool) {
@@ -163,6 +164,11 @@ func (s *Shipper) attempt(ctx context.Context, todo []*entry, limits map[string]
 	progress := false
 	for i, r := range results {
 		t := topics[i]
+		if r.fenced > 0 {
+			progress = true
+			s.m.fenced.Add(float64(r.fenced))
+			s.log.Warn("lease not proved alive; dropping records unwritten (they are read again)", "topic", t, "records", r.fenced)
+		}
 		if r.ok > 0 {
 			progress = true
 			c := s.counters(t)
@@ -223,6 +229,15 @@ func (s *Shipper) counters(topic string) topicCounters {
 func (s *Shipper) writeTopic(ctx context.Context, topic string, es []*entry, limit int64, pre map[*entry]*encodedCall) topicResult {
 	var r topicResult
 	for len(es) > 0 {
+		if s.gate != nil && !s.gate() {
+			// Not one more byte on the wire: drop what is left. Records
+			// already written stay acked (or retried: a retry comes back here).
+			for _, e := range es {
+				e.final, e.err = true, ErrFenced
+			}
+			r.fenced += len(es)
+			return r
+		}
 		n, bytes := s.nextCall(es, limit)
 		call := es[:n]
 		es = es[n:]

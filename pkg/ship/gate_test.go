@@ -1,0 +1,70 @@
+package ship
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/logferry/logferry/internal/testenv"
+)
+
+// TestClosedGateDropsUnwritten: while the gate is closed, no record reaches
+// Kafka, also one that was waiting for a retry when the gate closed; each
+// is acked once with ErrFenced (never as written, never as rejected), and
+// records sent once the gate opens again are written.
+func TestClosedGateDropsUnwritten(t *testing.T) {
+	const topic = "gated"
+	k := testenv.StartKafka(t)
+	require.NoError(t, k.CreateTopic(topic, 1, nil))
+	var open atomic.Bool
+	open.Store(true)
+	s, reg := newShipper(t, testConfig(k.Brokers()))
+	s.SetGate(open.Load)
+	r := run(t, s, reg)
+	a := newAcks()
+
+	batch := func(key string) (ids []string) {
+		for i := range 50 {
+			send(t, r.Shipper, record(topic, key, i, a))
+			ids = append(ids, fmt.Sprintf("%s#%04d", key, i))
+		}
+		return ids
+	}
+	before := batch("a")
+	flush(t, r.Shipper)
+
+	// Kafka refuses writes, so records wait for a retry; then the gate
+	// closes (the lease could not be proved alive) and the fault goes.
+	fault := k.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotEnoughReplicas, Count: -1})
+	retried := batch("b")
+	testenv.WaitFor(t, 10*time.Second, "a failed write", func() bool { return fault.Hits() > 0 })
+	open.Store(false)
+	closed := batch("c")
+	fault.Remove()
+	flush(t, r.Shipper)
+	open.Store(true)
+	after := batch("d")
+	flush(t, r.Shipper)
+
+	dropped := append(append([]string{}, retried...), closed...)
+	a.requireEach(t, append(append(append([]string{}, before...), dropped...), after...), func(id string) bool {
+		return id[0] == 'b' || id[0] == 'c'
+	})
+	a.mu.Lock()
+	for _, id := range dropped {
+		require.ErrorIs(t, a.errs[id], ErrFenced, id)
+		require.False(t, errors.Is(a.errs[id], ErrRejected), "a dropped record is not rejected for good: %s", id)
+	}
+	a.mu.Unlock()
+	got := testenv.ReadAll(t, k.Brokers(), topic)
+	requireInKafkaInOrder(t, got, append(append([]string{}, before...), after...))
+	require.Equal(t, float64(len(dropped)), testutil.ToFloat64(s.m.fenced))
+}
