@@ -45,8 +45,15 @@ func (e *Etcd) Endpoints() []string { return []string{e.Endpoint()} }
 // Client returns a new client, closed when the test ends (before the server).
 func (e *Etcd) Client() *clientv3.Client {
 	e.t.Helper()
+	return e.ClientAt(e.Endpoints()...)
+}
+
+// ClientAt returns a client of endpoints (a Proxy's address, or one where
+// nothing listens), closed when the test ends (before the server).
+func (e *Etcd) ClientAt(endpoints ...string) *clientv3.Client {
+	e.t.Helper()
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   e.Endpoints(),
+		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
 	})

@@ -14,6 +14,16 @@
 //     with capped exponential backoff and every key is written again.
 //   - A clean stop revokes the lease, so the keys disappear at once instead
 //     of after the TTL.
-//   - Lease() is non-zero only while a lease is held and every desired key
-//     is written on it (readiness).
+//   - Lease() is non-zero only while a lease is held, proved alive, and
+//     every desired key is written on it (readiness).
+//   - AliveUntil never runs past the lease on the server. The registrar
+//     renews the lease itself (KeepAliveOnce every quarter TTL, rather than
+//     the client's background stream, whose answers cannot be matched to
+//     the time they were asked), and proves it alive until the time the
+//     answered renewal was sent plus the TTL etcd answered with, minus a
+//     quarter TTL. The server cannot expire the lease before that, so a
+//     holder that stops acting when Alive turns false (the agent's
+//     self-fencing) stops before anyone can see its keys vanish.
+//   - No call to etcd waits longer than a TTL, so an unreachable etcd is
+//     logged with its endpoints, reported by Err, and never delays a stop.
 package heartbeat

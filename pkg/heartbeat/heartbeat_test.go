@@ -131,3 +131,85 @@ func TestNewValidates(t *testing.T) {
 	_, err = New(Config{Client: &clientv3.Client{}, TTL: 0})
 	require.ErrorContains(t, err, "TTL 0s")
 }
+
+// TestProofRunsOutBeforeTheLease: once etcd cannot be reached, Alive turns
+// false while the lease, and so the keys on it, still exist on the server:
+// a holder that stops when Alive turns false stops before anyone can see it
+// gone and give its work away. After the split heals, a lease is proved
+// alive again.
+func TestProofRunsOutBeforeTheLease(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	direct := e.Client()
+	p := testenv.StartProxy(t, e.Endpoint())
+	r, _, stop := start(t, e.ClientAt(p.Addr()), 2*time.Second)
+	defer stop()
+	r.Set("/topics/t1/a", []byte("hb"))
+	testenv.WaitFor(t, 5*time.Second, "key written on a proved lease", func() bool { return r.Lease() != 0 && r.Alive() })
+	lease := r.Lease()
+	select {
+	case <-r.Proofs(): // drained: the next poke is news
+	default:
+	}
+	testenv.WaitFor(t, 5*time.Second, "a keepalive to move the proof", func() bool {
+		select {
+		case <-r.Proofs():
+			return true
+		default:
+			return false
+		}
+	})
+
+	watch := direct.Watch(context.Background(), "/topics/t1/a")
+	p.Cut()
+	cut := time.Now()
+	testenv.WaitFor(t, 5*time.Second, "the proof to run out", func() bool { return !r.Alive() })
+	_, onLease, _, ok := get(t, direct, "/topics/t1/a")
+	require.True(t, ok, "the key vanished before the holder knew: it would have worked on after its lease was gone")
+	require.Equal(t, int64(lease), onLease)
+	require.Zero(t, r.Lease(), "no lease while none is proved alive")
+	require.ErrorContains(t, r.Err(), p.Addr(), "the error names the endpoint")
+	until := r.AliveUntil()
+	require.Less(t, until.Sub(cut), 2*time.Second, "proved beyond a TTL after the last answer")
+	// The server expires the lease: the proof ran out before that.
+	var gone time.Time
+	for gone.IsZero() {
+		wr := <-watch
+		require.NoError(t, wr.Err())
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				gone = time.Now()
+			}
+		}
+	}
+	// At least the margin before: the server cannot expire a lease earlier
+	// than a TTL after it received the renewal the proof rests on.
+	require.GreaterOrEqual(t, gone.Sub(until), 400*time.Millisecond,
+		"proved alive until %v, but the lease was gone at %v: less than the margin of a quarter TTL before", until, gone)
+
+	p.Heal()
+	testenv.WaitFor(t, 15*time.Second, "a lease proved alive again after the split", func() bool { return r.Lease() != 0 && r.Alive() })
+	require.NoError(t, r.Err())
+}
+
+// TestStopsAtOnceWhenEtcdIsUnreachable: with nothing listening at the
+// endpoint, the registrar says why (naming the endpoint) and returns as
+// soon as it is told to stop.
+func TestStopsAtOnceWhenEtcdIsUnreachable(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	dead := testenv.FreeAddr(t)
+	r, err := New(Config{Client: e.ClientAt(dead), TTL: 2 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	testenv.WaitFor(t, 15*time.Second, "the error to be known", func() bool { return r.Err() != nil })
+	require.ErrorContains(t, r.Err(), dead)
+	require.False(t, r.Alive())
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5 s of its context ending while etcd is unreachable")
+	}
+}
