@@ -68,3 +68,35 @@ func TestClosedGateDropsUnwritten(t *testing.T) {
 	requireInKafkaInOrder(t, got, append(append([]string{}, before...), after...))
 	require.Equal(t, float64(len(dropped)), testutil.ToFloat64(s.m.fenced))
 }
+
+// TestFenceDropsWhatWasAcceptedBefore: records accepted before Fence that
+// are not on the wire yet are dropped (ErrFenced), even though the gate is
+// open; records accepted after it are written.
+func TestFenceDropsWhatWasAcceptedBefore(t *testing.T) {
+	const topic = "fenced"
+	k := testenv.StartKafka(t)
+	require.NoError(t, k.CreateTopic(topic, 1, nil))
+	r := startShipper(t, testConfig(k.Brokers()))
+	a := newAcks()
+	var old, fresh []string
+	fault := k.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotEnoughReplicas, Count: -1})
+	for i := range 30 {
+		send(t, r.Shipper, record(topic, "k", i, a))
+		old = append(old, fmt.Sprintf("k#%04d", i))
+	}
+	testenv.WaitFor(t, 10*time.Second, "a failed write", func() bool { return fault.Hits() > 0 })
+	r.Fence()
+	for i := 30; i < 60; i++ {
+		send(t, r.Shipper, record(topic, "k", i, a))
+		fresh = append(fresh, fmt.Sprintf("k#%04d", i))
+	}
+	fault.Remove()
+	flush(t, r.Shipper)
+	a.requireEach(t, append(append([]string{}, old...), fresh...), func(id string) bool { return id < "k#0030" })
+	a.mu.Lock()
+	for _, id := range old {
+		require.ErrorIs(t, a.errs[id], ErrFenced, id)
+	}
+	a.mu.Unlock()
+	requireInKafkaInOrder(t, testenv.ReadAll(t, k.Brokers(), topic), fresh)
+}

@@ -103,6 +103,7 @@ type entry struct {
 	payload int64  // key + value + headers, for the bytes metric
 	weight  int64  // what it holds of the in-flight bound
 	reject  error  // set at Send when it can never be written
+	epoch   uint64 // the shipper's epoch when Send accepted it (see Fence)
 
 	// Set while its batch is written, by the one goroutine writing its topic.
 	final bool  // acknowledged by Kafka (err nil) or rejected (err set)
@@ -145,6 +146,9 @@ type Shipper struct {
 	// gate, when set, is asked right before every produce request: false
 	// drops the records instead (ErrFenced). Set before Run.
 	gate func() bool
+	// epoch moves with each Fence; records accepted in an earlier epoch are
+	// dropped instead of written.
+	epoch atomic.Uint64
 	// stop is cancelled when Run returns; blocked Sends and Flushes give up.
 	stop       context.Context
 	cancelStop context.CancelFunc
@@ -357,6 +361,7 @@ func (s *Shipper) reserve(ctx context.Context, weight, recs int64) error {
 // pending and says whether Run needs to hear of it.
 func (s *Shipper) enqueueLocked(q *entry) (poke bool) {
 	q.seq = s.nextSeq
+	q.epoch = s.epoch.Load()
 	s.nextSeq++
 	wasEmpty := len(s.pending) == 0
 	if wasEmpty {
@@ -570,6 +575,19 @@ func (s *Shipper) Flush(ctx context.Context) error {
 // fences itself here, as late as possible before the bytes leave. Call it
 // before Run.
 func (s *Shipper) SetGate(gate func() bool) { s.gate = gate }
+
+// Fence drops, unwritten, every record accepted so far that is not on the
+// wire yet: each is acked with ErrFenced when its turn comes. Records
+// accepted after Fence returns are written as usual. The agent fences when
+// it loses the proof of its lease: what its files' old runs sent must not
+// reach Kafka once another agent may own them, even if a lease is proved
+// again before their turn comes.
+func (s *Shipper) Fence() {
+	s.mu.Lock()
+	s.epoch.Add(1)
+	s.mu.Unlock()
+	s.poke()
+}
 
 // Run batches and writes records until ctx ends, then closes the writer and
 // returns nil. It does not flush: call Flush first for a clean shutdown.

@@ -238,6 +238,15 @@ func (s *Shipper) writeTopic(ctx context.Context, topic string, es []*entry, lim
 			r.fenced += len(es)
 			return r
 		}
+		// Records of an earlier epoch (Fence) are dropped. Epochs only grow
+		// in Send order, so within a topic they are a prefix.
+		for cur := s.epoch.Load(); len(es) > 0 && es[0].epoch != cur; es = es[1:] {
+			es[0].final, es[0].err = true, ErrFenced
+			r.fenced++
+		}
+		if len(es) == 0 {
+			return r
+		}
 		n, bytes := s.nextCall(es, limit)
 		call := es[:n]
 		es = es[n:]
