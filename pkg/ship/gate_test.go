@@ -45,9 +45,16 @@ func TestClosedGateDropsUnwritten(t *testing.T) {
 	// closes (the lease could not be proved alive) and the fault goes.
 	fault := k.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotEnoughReplicas, Count: -1})
 	retried := batch("b")
-	testenv.WaitFor(t, 10*time.Second, "a failed write", func() bool { return fault.Hits() > 0 })
+	testenv.WaitFor(t, 10*time.Second, "a failed write of every b", func() bool {
+		return testutil.ToFloat64(s.m.retries.WithLabelValues("not_enough_replicas")) >= float64(len(retried))
+	})
 	open.Store(false)
 	closed := batch("c")
+	// A request already on the wire when the gate closed may still be
+	// written: the fault stays until every record was dropped.
+	testenv.WaitFor(t, 10*time.Second, "the records to be dropped", func() bool {
+		return testutil.ToFloat64(s.m.fenced) >= float64(len(retried)+len(closed))
+	})
 	fault.Remove()
 	flush(t, r.Shipper)
 	open.Store(true)
@@ -84,12 +91,17 @@ func TestFenceDropsWhatWasAcceptedBefore(t *testing.T) {
 		send(t, r.Shipper, record(topic, "k", i, a))
 		old = append(old, fmt.Sprintf("k#%04d", i))
 	}
-	testenv.WaitFor(t, 10*time.Second, "a failed write", func() bool { return fault.Hits() > 0 })
+	testenv.WaitFor(t, 10*time.Second, "a failed write of every record", func() bool {
+		return testutil.ToFloat64(r.m.retries.WithLabelValues("not_enough_replicas")) >= float64(len(old))
+	})
 	r.Fence()
 	for i := 30; i < 60; i++ {
 		send(t, r.Shipper, record(topic, "k", i, a))
 		fresh = append(fresh, fmt.Sprintf("k#%04d", i))
 	}
+	testenv.WaitFor(t, 10*time.Second, "the old records to be dropped", func() bool {
+		return testutil.ToFloat64(r.m.fenced) >= float64(len(old))
+	})
 	fault.Remove()
 	flush(t, r.Shipper)
 	a.requireEach(t, append(append([]string{}, old...), fresh...), func(id string) bool { return id < "k#0030" })
