@@ -5,16 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/logferry/logferry/pkg/tailer"
+
 	"github.com/logferry/logferry/pkg/discovery"
 	"github.com/logferry/logferry/pkg/heartbeat"
 	"github.com/logferry/logferry/pkg/keyspace"
-	"github.com/logferry/logferry/pkg/mirror"
-	"github.com/logferry/logferry/pkg/protocol"
 	"github.com/logferry/logferry/pkg/ship"
 	"github.com/logferry/logferry/pkg/topics"
 )
@@ -59,9 +60,11 @@ type Agent struct {
 	reg     *heartbeat.Registrar
 	scanner *discovery.Scanner
 	store   *topics.Store
+	board   *topicBoard
+	// lapsed is poked when the shipper dropped a record unwritten.
+	lapsed chan struct{}
 
 	started time.Time
-	ready   chan struct{} // closed once topics are loaded
 }
 
 // ErrConfig marks an unusable agent configuration.
@@ -110,6 +113,9 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
+	// Self-fencing: nothing goes on the wire unless the lease is proved
+	// alive at that moment.
+	cfg.Shipper.SetGate(reg.Alive)
 	return &Agent{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "agent", "agent", cfg.ID),
@@ -117,7 +123,8 @@ func New(cfg Config) (*Agent, error) {
 		reg:     reg,
 		scanner: scanner,
 		store:   topics.NewStore(cfg.Client, cfg.Space),
-		ready:   make(chan struct{}),
+		board:   newTopicBoard(),
+		lapsed:  make(chan struct{}, 1),
 	}, nil
 }
 
@@ -128,36 +135,29 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-// Ready returns nil once the agent holds its lease with every key written
-// and has loaded the topic directories.
+// Ready returns nil once the agent holds a lease proved alive with every
+// key written, and has loaded the topic directories; otherwise it says
+// why, naming the etcd endpoints when etcd cannot be reached.
 func (a *Agent) Ready() error {
+	if a.reg.Lease() == 0 {
+		if err := a.reg.Err(); err != nil {
+			return fmt.Errorf("no etcd lease held: %w", err)
+		}
+		return fmt.Errorf("no etcd lease held (etcd %v)", a.cfg.Client.Endpoints())
+	}
 	select {
-	case <-a.ready:
+	case <-a.board.ready:
 	default:
 		return errors.New("topic directories not loaded yet")
-	}
-	if a.reg.Lease() == 0 {
-		return errors.New("no etcd lease held")
 	}
 	return nil
 }
 
-// events the control loop receives.
-type (
-	tailerExit struct {
-		fr   *fileRun
-		err  error
-		done chan struct{} // identifies the run that ended
-	}
-	releaseDone struct {
-		fr     *fileRun
-		result string
-	}
-)
+func (a *Agent) pokeLapsed() { poke(a.lapsed) }
 
 // ended is a goroutine's end: done closes once it returned, and err then
 // holds what it returned. Unlike a channel of its error, it can be waited
-// on by the control loop and again by the clean stop.
+// on by the controller and again by the clean stop.
 type ended struct {
 	done chan struct{}
 	err  error
@@ -172,18 +172,20 @@ func goEnded(f func() error) *ended {
 	return e
 }
 
-// parts are the goroutines the control loop watches.
+// parts are the goroutines the controller watches.
 type parts struct {
-	ship, reg, topicsWatch, assignWatch *ended
+	ship, reg, topicsWatch, inventory, checkpoints *ended
 }
+
+// stopFinalCheckpoint bounds the final checkpoint of a clean stop; the
+// releases and Kafka's acks get --stop-timeout before it, and revoking the
+// lease at most a second after it, so a stop takes --stop-timeout + 3 s at
+// most (8 s by default), whatever etcd and Kafka do.
+const stopFinalCheckpoint = 2 * time.Second
 
 // Run runs the agent until ctx is done (nil) or a part of it fails.
 func (a *Agent) Run(ctx context.Context) error {
 	a.started = time.Now()
-	am, err := mirror.New(a.cfg.Client, []string{a.cfg.Space.AgentAssignPrefix(a.cfg.ID)}, mirror.WithLogger(a.log))
-	if err != nil {
-		return err
-	}
 	// The shipper and the lease outlive ctx: the clean stop below still
 	// needs Kafka for the last acks and the lease for the final checkpoints.
 	shipCtx, shipCancel := context.WithCancel(context.Background())
@@ -194,20 +196,18 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	loopCtx, loopCancel := context.WithCancel(ctx)
 	defer loopCancel()
-	l := newLoop(a)
-	topicEvents := make(chan topics.Event)
-	assignBatches := make(chan mirror.Batch)
+	probs := newProblems(a)
+	lost := newLostLedger(a, probs)
+	held := newHeldFiles(a.m.filesHeld)
+	inv := newInventory(a, a.board, held, lost, probs)
+	cp := newCheckpointer(a)
+	c := newController(a, inv, cp, a.board, held, lost, probs)
 	p.topicsWatch = goEnded(func() error {
 		return a.store.Watch(loopCtx, a.log, func(ev topics.Event) error {
-			select {
-			case topicEvents <- ev:
-				return nil
-			case <-loopCtx.Done():
-				return loopCtx.Err()
-			}
+			a.board.apply(ev)
+			return nil
 		})
 	})
-	found := make(chan discovery.Found, 64)
 	watchDone := make(chan struct{})
 	// The directory watcher: new files within microseconds, not a scan
 	// interval.
@@ -216,20 +216,20 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			a.log.Warn("no directory watcher; new files are found by the scans only", "err", err, "scan_interval", a.cfg.ScanInterval)
 		} else {
-			l.watcher = w
+			inv.watcher = w
 		}
 	}
-	if l.watcher != nil {
+	if inv.watcher != nil {
 		go func() {
 			defer close(watchDone)
-			err := l.watcher.Run(loopCtx, func(f discovery.Found) bool {
+			err := inv.watcher.Run(loopCtx, func(f discovery.Found) bool {
 				select {
-				case found <- f:
+				case inv.found <- f:
 					return true
 				case <-loopCtx.Done():
 					return false
 				}
-			}, l.triggerScan)
+			}, inv.triggerScan)
 			if err != nil && loopCtx.Err() == nil {
 				a.log.Error("directory watcher stopped; new files are found by the scans only", "err", err)
 			}
@@ -237,42 +237,37 @@ func (a *Agent) Run(ctx context.Context) error {
 	} else {
 		close(watchDone)
 	}
-	p.assignWatch = goEnded(func() error {
-		return am.Run(loopCtx, func(b mirror.Batch) error {
-			select {
-			case assignBatches <- b:
-				return nil
-			case <-loopCtx.Done():
-				return loopCtx.Err()
-			}
-		})
-	})
+	p.inventory = goEnded(func() error { return inv.Run(loopCtx) })
+	p.checkpoints = goEnded(func() error { return cp.Run(loopCtx) })
 
-	runErr := l.run(loopCtx, topicEvents, assignBatches, found, p)
+	runErr := c.run(loopCtx, p)
 	loopCancel()
 	<-watchDone
+	<-p.inventory.done
+	<-p.checkpoints.done
 	for drained := false; !drained; {
 		select {
-		case f := <-found:
+		case f := <-inv.found:
 			f.FD.Close()
 		default:
 			drained = true
 		}
 	}
 
-	// Clean stop: tailers first, then Kafka's acks, then final checkpoints,
-	// then the lease.
-	l.stopAllTailers()
-	l.releasing.Wait()
-	l.closeAllHeld()
-	fctx, fcancel := context.WithTimeout(context.Background(), a.cfg.StopTimeout)
+	// Clean stop: tailers first, then the releases and Kafka's acks, then
+	// final checkpoints, then the lease.
+	deadline := time.Now().Add(a.cfg.StopTimeout)
+	c.stop(deadline)
+	held.closeAll()
+	fctx, fcancel := context.WithDeadline(context.Background(), deadline)
 	if err := a.cfg.Shipper.Flush(fctx); err != nil {
 		a.log.Warn("stop: not every record was acknowledged in time; they will be read again after restart",
 			"err", err, "inflight_bytes", a.cfg.Shipper.InflightBytes())
 	}
 	fcancel()
-	cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Second)
-	l.checkpoint(cctx)
+	cctx, ccancel := context.WithTimeout(context.Background(), stopFinalCheckpoint)
+	cp.setRuns(c.runList())
+	cp.once(cctx)
 	ccancel()
 	shipCancel()
 	regCancel()
@@ -284,9 +279,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if p.reg.err != nil && runErr == nil {
 		runErr = p.reg.err
 	}
-	// The watch goroutines end with loopCtx.
 	<-p.topicsWatch.done
-	<-p.assignWatch.done
 	a.log.Info("agent stopped")
 	if ctx.Err() != nil && errors.Is(runErr, context.Canceled) {
 		return nil
@@ -294,19 +287,95 @@ func (a *Agent) Run(ctx context.Context) error {
 	return runErr
 }
 
-// problemKey identifies a problem across scans so its Since is kept.
-type problemKey struct{ kind, topic, path string }
-
-func (a *Agent) statusValue(problems map[problemKey]protocol.Problem, lost int64) []byte {
-	st := protocol.AgentStatus{Agent: a.cfg.ID, Version: a.cfg.Version, LostBytes: lost, Problems: []protocol.Problem{}}
-	for _, p := range problems {
-		st.Problems = append(st.Problems, p)
-	}
-	sortProblems(st.Problems)
-	data, err := protocol.Marshal(&st)
+// tail reads fr's checkpoint and runs its tailer. It runs on the tailer's
+// goroutine: the etcd read of the checkpoint never holds up the controller.
+func (a *Agent) tail(ctx context.Context, fr *fileRun) error {
+	offset, fromCheckpoint, err := a.startOffset(ctx, fr)
 	if err != nil {
-		a.log.Error("encode agent status", "err", err)
-		return nil
+		return err
 	}
-	return data
+	fr.mu.Lock()
+	fr.started = true
+	if fr.nextSeq == 0 {
+		fr.acked = offset
+		if fromCheckpoint {
+			fr.written = offset
+		}
+	} else {
+		offset = fr.acked // a restart: resume after what was acknowledged
+		if n := fr.pending.len(); n > 0 {
+			offset = fr.pending.at(n - 1).end // records in flight are not read twice
+		}
+	}
+	path := fr.path
+	fr.mu.Unlock()
+	sink := newLineSink(a, fr)
+	defer sink.close()
+	var js *joinedSink
+	flush := func() error { return sink.flush(ctx) }
+	if fr.cfg.Multiline != nil {
+		if js, err = newJoinedSink(sink, fr.cfg.Multiline); err != nil {
+			return err
+		}
+		flush = func() error { return js.flushSink(ctx) }
+	}
+	tl, err := tailer.New(tailer.Config{
+		Path: path, File: fr.held, Identity: fr.identity,
+		// A file the globs no longer match (found by identity after a
+		// rotation) is finished once read to its end and idle.
+		Rotated: !a.scanner.Matches(fr.cfg, path), Shared: fr.cfg.Shared, FingerprintBytes: a.cfg.FingerprintBytes,
+		Offset: offset, MaxLineBytes: fr.cfg.MaxLineBytes, Truncate: fr.cfg.LongLines == topics.LongLinesTruncate,
+		RotatedIdle: a.cfg.RotatedIdle, Poll: !a.cfg.TailInotify, PartialTimeout: a.cfg.PartialLineTimeout, Logger: a.log.With("topic", fr.topic, "file", fr.key),
+		OnTruncate: func(old int64) {
+			a.log.Warn("file truncated; shipping it again from 0", "topic", fr.topic, "path", path, "old_offset", old)
+		},
+		Flush: flush,
+		// Stopped on purpose (fenced, paused, config changed): the next
+		// run of the file reads on through the same descriptor. The
+		// controller reads fr.held only after this goroutine returned.
+		Keep: func(f *os.File) { fr.held = f },
+	})
+	if err != nil {
+		return err // fr.held stays for the next start
+	}
+	fr.held = nil // the tailer's now
+	if js == nil {
+		return tl.Run(ctx, func(line tailer.Line) error { return sink.emit(ctx, line) })
+	}
+	tctx, stop := context.WithCancel(ctx)
+	timeouts := make(chan struct{})
+	go func() {
+		defer close(timeouts)
+		js.runTimeouts(tctx)
+	}()
+	err = tl.Run(ctx, func(line tailer.Line) error { return js.emit(ctx, line) })
+	stop()
+	<-timeouts
+	if errors.Is(err, tailer.ErrFinished) || errors.Is(err, tailer.ErrGone) {
+		// Nothing more will come: the last event is complete.
+		if ferr := js.flush(ctx, false); ferr != nil {
+			return ferr
+		}
+	}
+	return err
+}
+
+// startOffset is the checkpoint of the file if it belongs to this identity,
+// or where start_at says for a file never seen.
+func (a *Agent) startOffset(ctx context.Context, fr *fileRun) (int64, bool, error) {
+	cp, found, err := a.getCheckpoint(ctx, fr.ref())
+	if err != nil {
+		return 0, false, err
+	}
+	if found {
+		return cp.Offset, true, nil
+	}
+	if fr.cfg.StartAt == topics.StartEnd {
+		fi, err := os.Stat(fr.pathNow())
+		if err != nil {
+			return 0, false, fmt.Errorf("stat %s: %w", fr.pathNow(), err)
+		}
+		return fi.Size(), false, nil
+	}
+	return 0, false, nil
 }

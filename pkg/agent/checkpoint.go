@@ -1,10 +1,11 @@
 package agent
 
 import (
+	"cmp"
 	"context"
-	"maps"
 	"os"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -17,70 +18,120 @@ import (
 // each stay within it.
 const maxTxnOps = 128
 
+// txnTimeout bounds every checkpoint Txn: a slow or unreachable etcd delays
+// checkpoints, never anything else.
+const txnTimeout = 5 * time.Second
+
+// checkpointer writes the acknowledged offsets of the controller's runs to
+// etcd on its own goroutine. The controller publishes the runs; the
+// checkpointer reports back, on Fenced, the runs whose guard failed.
+type checkpointer struct {
+	a      *Agent
+	runs   atomic.Pointer[[]*fileRun]
+	fenced chan []*fileRun
+}
+
+func newCheckpointer(a *Agent) *checkpointer {
+	c := &checkpointer{a: a, fenced: make(chan []*fileRun, 1)}
+	c.runs.Store(&[]*fileRun{})
+	return c
+}
+
+// setRuns publishes the runs to checkpoint (the controller's, all of them).
+func (c *checkpointer) setRuns(runs []*fileRun) { c.runs.Store(&runs) }
+
+// Fenced delivers runs whose assignment guard failed: they were taken away
+// and must stop at once.
+func (c *checkpointer) Fenced() <-chan []*fileRun { return c.fenced }
+
+// Run checkpoints every CheckpointInterval until ctx is done.
+func (c *checkpointer) Run(ctx context.Context) error {
+	tick := time.NewTicker(c.a.cfg.CheckpointInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			if fenced := c.once(ctx); len(fenced) > 0 {
+				select {
+				case c.fenced <- fenced:
+				case <-ctx.Done():
+					return nil
+				}
+			}
+		}
+	}
+}
+
 type due struct {
 	fr     *fileRun
 	offset int64
 	size   int64
 }
 
-// checkpoint writes the acknowledged offset of every file whose offset
+// once writes the acknowledged offset of every file whose offset (or size)
 // moved, in Txns of at most maxTxnOps files, each file's Put guarded by the
-// create revision of its assignment key. A Txn whose guards fail is
-// retried without the files that were taken away, which stop at once.
-func (l *loop) checkpoint(ctx context.Context) {
+// create revision of its assignment key. A Txn whose guards fail is retried
+// without the files that were taken away, which it returns.
+func (c *checkpointer) once(ctx context.Context) (fenced []*fileRun) {
+	a := c.a
+	if !a.reg.Alive() {
+		return nil // the assignments may be another's by now; the guard would tell, but why ask
+	}
+	runs := slices.Clone(*c.runs.Load())
+	slices.SortFunc(runs, func(x, y *fileRun) int { return cmp.Compare(x.assignKey, y.assignKey) })
 	var todo []due
-	for _, key := range slices.Sorted(maps.Keys(l.runs)) {
-		fr := l.runs[key]
-		if fr.fenced || fr.releasing || fr.identityUnknown() {
+	for _, fr := range runs {
+		if !fr.writable.Load() || fr.identityUnknown() {
 			continue
 		}
-		l.updateSize(fr)
+		updateSize(fr)
 		off, size, ok := fr.checkpointDue()
-		l.a.m.bytesBehind.WithLabelValues(fr.topic, fr.key).Set(float64(max(0, size-off)))
+		a.m.bytesBehind.WithLabelValues(fr.topic, fr.key).Set(float64(max(0, size-off)))
 		if ok {
 			todo = append(todo, due{fr: fr, offset: off, size: size})
 		}
 	}
-	for len(todo) > 0 && ctx.Err() == nil {
-		n := min(len(todo), maxTxnOps)
-		batch := todo[:n]
-		todo = todo[n:]
-		for len(batch) > 0 {
-			fenced, err := l.writeCheckpoints(ctx, batch)
+	for batch := range slices.Chunk(todo, maxTxnOps) {
+		for len(batch) > 0 && ctx.Err() == nil {
+			lost, err := c.write(ctx, batch)
 			if err != nil {
-				l.a.m.checkpointErr.WithLabelValues("etcd").Inc()
-				l.a.log.Warn("checkpoint write failed; retrying next interval", "files", len(batch), "err", err)
+				a.m.checkpointErr.WithLabelValues("etcd").Inc()
+				a.log.Warn("checkpoint write failed; retrying next interval", "files", len(batch), "err", err)
 				break
 			}
-			if len(fenced) == 0 {
+			if len(lost) == 0 {
 				break
 			}
-			for _, fr := range fenced {
-				l.a.m.checkpointErr.WithLabelValues("fenced").Inc()
-				l.a.m.fencedOut.Inc()
-				l.a.log.Warn("file taken away (assignment guard failed); stopping it", "topic", fr.topic, "file", fr.key)
-				l.abandon(fr)
-				delete(l.runs, fr.assignKey)
+			for _, fr := range lost {
+				a.m.checkpointErr.WithLabelValues("fenced").Inc()
+				a.log.Warn("file taken away (assignment guard failed); stopping it", "topic", fr.topic, "file", fr.key)
 			}
-			batch = slices.DeleteFunc(batch, func(d due) bool { return d.fr.fenced })
+			fenced = append(fenced, lost...)
+			batch = slices.DeleteFunc(slices.Clone(batch), func(d due) bool { return slices.Contains(lost, d.fr) })
 		}
 	}
+	return fenced
 }
 
-// writeCheckpoints runs one Txn. On a failed guard it reports which files
-// lost their assignment (read in the Else branch, same revision).
-func (l *loop) writeCheckpoints(ctx context.Context, batch []due) ([]*fileRun, error) {
+// write runs one Txn. On a failed guard it reports which files lost their
+// assignment (read in the Else branch, same revision).
+func (c *checkpointer) write(ctx context.Context, batch []due) ([]*fileRun, error) {
+	a := c.a
 	cmps := make([]clientv3.Cmp, 0, len(batch))
 	puts := make([]clientv3.Op, 0, len(batch))
 	gets := make([]clientv3.Op, 0, len(batch))
 	for _, d := range batch {
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(d.fr.assignKey), "=", d.fr.createRev))
-		puts = append(puts, clientv3.OpPut(l.a.cfg.Space.Offset(d.fr.topic, d.fr.key), string(l.checkpointValue(d.fr, d.offset, d.size))))
+		puts = append(puts, clientv3.OpPut(a.cfg.Space.Offset(d.fr.topic, d.fr.key), string(a.checkpointValue(d.fr, d.offset, d.size))))
 		gets = append(gets, clientv3.OpGet(d.fr.assignKey))
 	}
+	ctx, cancel := context.WithTimeout(ctx, txnTimeout)
+	defer cancel()
 	start := time.Now()
-	resp, err := l.a.cfg.Client.Txn(ctx).If(cmps...).Then(puts...).Else(gets...).Commit()
-	l.a.m.checkpointDur.Observe(time.Since(start).Seconds())
+	resp, err := a.cfg.Client.Txn(ctx).If(cmps...).Then(puts...).Else(gets...).Commit()
+	a.m.checkpointDur.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return nil, err
 	}
@@ -100,19 +151,19 @@ func (l *loop) writeCheckpoints(ctx context.Context, batch []due) ([]*fileRun, e
 	return fenced, nil
 }
 
-func (l *loop) checkpointValue(fr *fileRun, offset, size int64) []byte {
-	cp := protocol.Checkpoint{Offset: offset, Identity: fr.identity, Path: fr.path, Agent: l.a.cfg.ID,
+func (a *Agent) checkpointValue(fr *fileRun, offset, size int64) []byte {
+	cp := protocol.Checkpoint{Offset: offset, Identity: fr.identity, Path: fr.pathNow(), Agent: a.cfg.ID,
 		Size: max(size, offset), Updated: time.Now().UTC()}
 	data, err := protocol.Marshal(&cp)
 	if err != nil {
-		l.a.log.Error("encode checkpoint", "err", err)
+		a.log.Error("encode checkpoint", "err", err)
 	}
 	return data
 }
 
 // updateSize refreshes the file's size; a rotated file keeps its last one.
-func (l *loop) updateSize(fr *fileRun) {
-	fi, err := os.Stat(fr.path)
+func updateSize(fr *fileRun) {
+	fi, err := os.Stat(fr.pathNow())
 	if err != nil {
 		return
 	}
@@ -123,10 +174,4 @@ func (l *loop) updateSize(fr *fileRun) {
 		fr.size = fi.Size()
 	}
 	fr.mu.Unlock()
-}
-
-func (f *fileRun) lastSize() int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.size
 }

@@ -4,21 +4,26 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/logferry/logferry/internal/testenv"
 
 	"github.com/logferry/logferry/pkg/protocol"
 	"github.com/logferry/logferry/pkg/topics"
 )
 
-// TestCheckpointManyFilesAndFencing drives the checkpoint step directly:
+// TestCheckpointManyFilesAndFencing drives the checkpointer directly:
 // 300 files (more than one Txn's 128 operations) are written, and a file
-// whose assignment guard fails is stopped and gets nothing written, while
-// the others in the same Txn still get theirs.
+// whose assignment guard fails is reported back and gets nothing written,
+// while the others in the same Txn still get theirs.
 func TestCheckpointManyFilesAndFencing(t *testing.T) {
 	e := newEnv(t)
 	ra := e.startAgent("h1")
-	l := newLoop(ra.a)
+	testenv.WaitFor(t, 10*time.Second, "a lease proved alive", ra.a.reg.Alive)
+	c := newCheckpointer(ra.a)
+	var runs []*fileRun
 	ctx := context.Background()
 	const n = 300
 	var stolen *fileRun
@@ -32,7 +37,7 @@ func TestCheckpointManyFilesAndFencing(t *testing.T) {
 		fr.started = true
 		fr.trackAll(0, []pendingRec{{start: int64(99 + i), end: int64(100 + i)}})
 		fr.ack(0)
-		l.runs[key] = fr
+		runs = append(runs, fr)
 		if i == 200 {
 			stolen = fr
 		}
@@ -48,9 +53,10 @@ func TestCheckpointManyFilesAndFencing(t *testing.T) {
 	// A file whose tailer has not read its checkpoint yet writes none: it
 	// would overwrite the previous owner's with 0.
 	notStarted := newFileRun("t", "fresh", e.ks.Assign("h1", "t", "fresh"), 1, e.path("fresh"), protocol.FileIdentity{Fingerprint: "cd", Inode: 9999}, topics.Config{})
-	l.runs[notStarted.assignKey] = notStarted
+	runs = append(runs, notStarted)
+	c.setRuns(runs)
 
-	l.checkpoint(ctx)
+	fenced := c.once(ctx)
 	_, wrote := e.checkpoint("t", "fresh")
 	require.False(t, wrote, "no checkpoint before the tailer started")
 	for i := range n {
@@ -63,12 +69,11 @@ func TestCheckpointManyFilesAndFencing(t *testing.T) {
 		require.True(t, ok, fk)
 		require.Equal(t, int64(100+i), cp.Offset)
 	}
-	require.True(t, stolen.fenced)
-	require.NotContains(t, l.runs, stolen.assignKey)
-	require.Equal(t, 1.0, counterValue(t, ra.reg, "logagent_files_fenced_out_total", ""))
+	require.Equal(t, []*fileRun{stolen}, fenced, "the file whose guard failed is reported back")
 
 	// Unchanged offsets are skipped: a second pass writes nothing.
 	before := histogramCount(t, ra.reg, "logagent_checkpoint_duration_seconds")
-	l.checkpoint(ctx)
+	stolen.writable.Store(false) // as the controller's drop does
+	require.Empty(t, c.once(ctx))
 	require.Equal(t, before, histogramCount(t, ra.reg, "logagent_checkpoint_duration_seconds"))
 }

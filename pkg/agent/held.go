@@ -1,14 +1,13 @@
 package agent
 
 import (
-	"context"
-	"maps"
 	"os"
-	"slices"
+	"sync"
 	"syscall"
 	"time"
 
-	"github.com/logferry/logferry/pkg/discovery"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/logferry/logferry/pkg/protocol"
 )
 
@@ -32,110 +31,123 @@ const (
 	maxHeld = 1024
 )
 
-// fileKey is "topic/file key", the key of the loop's held and recent maps.
-func fileKey(topic, file string) string { return topic + "/" + file }
-
-// onFound takes a file the directory watcher found. A new one is held,
-// listed at once in the topic's heartbeat, and gets its tailer as soon as
-// its assignment arrives.
-func (l *loop) onFound(ctx context.Context, fd discovery.Found) {
-	e, ok := l.topics[fd.Topic]
-	hk := fileKey(fd.Topic, fd.File.Key)
-	_, held := l.held[hk]
-	_, running := l.runs[l.a.cfg.Space.Assign(l.a.cfg.ID, fd.Topic, fd.File.Key)]
-	if !ok || e.Err != nil || l.refused[fd.Topic] || !l.topicsLoaded || !l.assignsLoaded || held || running ||
-		len(l.held) >= maxHeld {
-		if len(l.held) >= maxHeld && !held && !running {
-			l.a.log.Warn("too many files found and not assigned yet; leaving this one to the scans",
-				"topic", fd.Topic, "path", fd.File.Path, "held", len(l.held))
-		}
-		l.a.log.Debug("new file found, not held", "topic", fd.Topic, "path", fd.File.Path, "file", fd.File.Key,
-			"already_held", held, "running", running)
-		fd.FD.Close()
-		return
-	}
-	l.a.log.Debug("new file found and held open", "topic", fd.Topic, "path", fd.File.Path, "file", fd.File.Key)
-	l.held[hk] = &heldFile{SeenFile: fd.File, topic: fd.Topic, fd: fd.FD, since: time.Now()}
-	l.a.m.filesHeld.Set(float64(len(l.held)))
-	files := l.seen[fd.Topic]
-	if files == nil {
-		files = map[string]protocol.SeenFile{}
-		l.seen[fd.Topic] = files
-	}
-	if _, listed := files[fd.File.Key]; listed {
-		return
-	}
-	files[fd.File.Key] = fd.File
-	l.recent[hk] = vanishedFile{SeenFile: fd.File, at: time.Now()}
-	l.heartbeats[fd.Topic] = true
-	l.a.reg.Set(l.a.cfg.Space.Heartbeat(fd.Topic, l.a.cfg.ID), l.heartbeatValue(fd.Topic, files))
-	l.reconcile(ctx)
+// heldFiles is the set of held descriptors. The inventory adds and expires
+// them, the controller hands them to tailers: the one piece of state both
+// touch, so it has its own lock and no I/O under it.
+type heldFiles struct {
+	mu    sync.Mutex
+	m     map[fileRef]*heldFile
+	gauge prometheus.Gauge
 }
 
-// takeHeld hands the held descriptor of a file to its run.
-func (l *loop) takeHeld(fr *fileRun) {
-	hk := fileKey(fr.topic, fr.key)
-	h, ok := l.held[hk]
+func newHeldFiles(g prometheus.Gauge) *heldFiles {
+	return &heldFiles{m: map[fileRef]*heldFile{}, gauge: g}
+}
+
+// add holds fd for ref unless one is held already or the set is full; it
+// reports whether it kept fd (the caller closes it otherwise).
+func (h *heldFiles) add(ref fileRef, f protocol.SeenFile, fd *os.File) (kept, full bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.m[ref]; ok {
+		return false, false
+	}
+	if len(h.m) >= maxHeld {
+		return false, true
+	}
+	h.m[ref] = &heldFile{SeenFile: f, topic: ref.topic, fd: fd, since: time.Now()}
+	h.gauge.Set(float64(len(h.m)))
+	return true, false
+}
+
+// take removes and returns the held file of ref, if any.
+func (h *heldFiles) take(ref fileRef) *heldFile {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hf, ok := h.m[ref]
 	if !ok {
-		return
+		return nil
 	}
-	delete(l.held, hk)
-	l.a.m.filesHeld.Set(float64(len(l.held)))
-	fr.held = h.fd
-	fr.path = h.Path
+	delete(h.m, ref)
+	h.gauge.Set(float64(len(h.m)))
+	return hf
 }
 
-// expireHeld lets go of descriptors nobody took in time (the file is
-// another agent's, or the topic went away).
-func (l *loop) expireHeld() {
-	now := time.Now()
-	for _, hk := range slices.Sorted(maps.Keys(l.held)) {
-		h := l.held[hk]
-		e, ok := l.topics[h.topic]
-		if ok && e.Err == nil && !l.refused[h.topic] && now.Sub(h.since) < heldFor {
-			continue
+func (h *heldFiles) has(ref fileRef) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.m[ref]
+	return ok
+}
+
+// of returns the held files of topic (their descriptors stay held).
+func (h *heldFiles) of(topic string) map[fileRef]*heldFile {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[fileRef]*heldFile{}
+	for ref, hf := range h.m {
+		if ref.topic == topic {
+			out[ref] = hf
 		}
-		if ok && !e.Config.Shared {
-			if f, gone := h.now(); gone {
-				// Nobody else can read a local file: what it held is lost.
-				l.countLost(h.topic, f)
-			}
-		}
-		h.fd.Close()
-		delete(l.held, hk)
 	}
-	l.a.m.filesHeld.Set(float64(len(l.held)))
+	return out
 }
 
-func (l *loop) closeAllHeld() {
-	for hk, h := range l.held {
-		h.fd.Close()
-		delete(l.held, hk)
+// all returns every held file (their descriptors stay held).
+func (h *heldFiles) all() map[fileRef]*heldFile {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[fileRef]*heldFile, len(h.m))
+	for ref, hf := range h.m {
+		out[ref] = hf
 	}
-	for _, fr := range l.runs {
-		fr.closeHeld()
+	return out
+}
+
+// drop closes and forgets the held file of ref, if it is still hf.
+func (h *heldFiles) drop(ref fileRef, hf *heldFile) {
+	h.mu.Lock()
+	cur, ok := h.m[ref]
+	if ok && cur == hf {
+		delete(h.m, ref)
+		h.gauge.Set(float64(len(h.m)))
+	}
+	h.mu.Unlock()
+	if ok && cur == hf {
+		hf.fd.Close()
 	}
 }
 
-// closeHeld closes a held descriptor no tailer took. Only while no tailer
-// of fr runs.
-func (fr *fileRun) closeHeld() {
-	if fr.held != nil {
-		fr.held.Close()
-		fr.held = nil
+func (h *heldFiles) closeAll() {
+	h.mu.Lock()
+	m := h.m
+	h.m = map[fileRef]*heldFile{}
+	h.gauge.Set(0)
+	h.mu.Unlock()
+	for _, hf := range m {
+		hf.fd.Close()
 	}
 }
 
 // now is the held file with its size as its descriptor sees it now, and
 // whether it has no name left (unlinked, or its descriptor cannot even be
 // stat'ed): one fstat for both.
-func (h *heldFile) now() (f protocol.SeenFile, unlinked bool) {
-	f = h.SeenFile
-	fi, err := h.fd.Stat()
+func (hf *heldFile) now() (f protocol.SeenFile, unlinked bool) {
+	f = hf.SeenFile
+	fi, err := hf.fd.Stat()
 	if err != nil {
 		return f, true
 	}
 	f.Size = fi.Size()
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	return f, ok && st.Nlink == 0
+}
+
+// closeHeld closes a held descriptor no tailer took. Only while no tailer
+// of fr runs.
+func (f *fileRun) closeHeld() {
+	if f.held != nil {
+		f.held.Close()
+		f.held = nil
+	}
 }

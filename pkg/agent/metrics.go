@@ -18,6 +18,7 @@ type metrics struct {
 	checkpointDur prometheus.Histogram
 	checkpointErr *prometheus.CounterVec // reason
 	fencedOut     prometheus.Counter
+	selfFences    prometheus.Counter
 	releases      *prometheus.CounterVec // result
 	tailers       prometheus.Gauge
 	filesHeld     prometheus.Gauge
@@ -62,6 +63,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		fencedOut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "logagent_files_fenced_out_total", Help: "Files stopped because their assignment guard failed (taken away).",
 		}),
+		selfFences: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "logagent_self_fences_total",
+			Help: "Times the agent stopped every file because it could not prove its etcd lease alive (no keepalive answered within the TTL minus a quarter).",
+		}),
 		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "logagent_releases_total", Help: "Handover releases of files, by result (released, fenced, error).",
 		}, []string{"result"}),
@@ -86,7 +91,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.linesRead, m.bytesRead, m.linesShipped, m.bytesShipped, m.rejected,
-		m.flagged, m.bytesBehind, m.lostBytes, m.checkpointDur, m.checkpointErr, m.fencedOut, m.releases, m.tailers,
+		m.flagged, m.bytesBehind, m.lostBytes, m.checkpointDur, m.checkpointErr, m.fencedOut, m.selfFences, m.releases, m.tailers,
 		m.filesHeld, m.watchedDirs, m.topicsRefused, m.filesSeen} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("agent: register metrics: %w", err)

@@ -73,7 +73,12 @@ type Config struct {
 	// discovered, so a file renamed away or deleted since can still be
 	// read). Run uses it instead of opening Path, and closes it (if New
 	// fails, the caller still owns it).
-	File     *os.File
+	File *os.File
+	// Keep, when set, receives the descriptor when Run returns because its
+	// context ended, instead of Run closing it: a run stopped for a while
+	// (its agent fenced, its topic paused) resumes through the same
+	// descriptor, so a file deleted meanwhile is still read to its end.
+	Keep     func(*os.File)
 	Identity protocol.FileIdentity
 	// Rotated: the file has already left the name it was found under (the
 	// topic's globs no longer match Path): it is read to its end and
@@ -229,7 +234,13 @@ func (t *Tailer) run(ctx context.Context, emit func(Line) error) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() {
+		if ctx.Err() != nil && t.cfg.Keep != nil {
+			t.cfg.Keep(f)
+			return
+		}
+		f.Close()
+	}()
 	t.f = f
 	t.head = make([]byte, t.cfg.FingerprintBytes)
 	if _, err := f.ReadAt(t.head, 0); err != nil {

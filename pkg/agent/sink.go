@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -14,208 +13,10 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/logferry/logferry/pkg/multiline"
-	"github.com/logferry/logferry/pkg/protocol"
 	"github.com/logferry/logferry/pkg/ship"
 	"github.com/logferry/logferry/pkg/tailer"
 	"github.com/logferry/logferry/pkg/topics"
 )
-
-// fileRun is one assigned file: its assignment, its tailer and what Kafka
-// has acknowledged of it.
-type fileRun struct {
-	topic     string
-	key       string
-	assignKey string
-	createRev int64 // of assignKey: the fence of every write for this file
-	path      string
-	identity  protocol.FileIdentity
-	cfg       topics.Config
-	cfgRev    int64 // ModRevision of the topic config cfg was checked against
-
-	// Set by the control loop only.
-	cancel   context.CancelFunc // stops the tailer; nil when none runs
-	done     chan struct{}      // closed when the tailer goroutine returned
-	finished bool               // read to its end (rotated away, deleted, gone)
-	// finishedAt is when it was read to the end of a rotated file (zero
-	// for a file that is gone).
-	finishedAt time.Time
-	fenced     bool // the guard failed: write nothing more
-	releasing  bool
-	// held is the descriptor the directory watcher opened, for the first
-	// tailer of the file; set by the loop before that tailer starts, taken
-	// by it.
-	held *os.File
-
-	mu sync.Mutex
-	// started is set once the tailer has read the file's checkpoint: until
-	// then acked means nothing and no checkpoint may be written (it would
-	// overwrite the previous owner's with 0).
-	started bool
-	// pending holds the bytes (start and End) of every record handed to the
-	// shipper and not yet acknowledged, in sequence order, with its ack
-	// state; acked is the checkpoint candidate.
-	pending pendingQueue
-	head    uint64 // seq of the oldest pending record
-	nextSeq uint64
-	acked   int64 // End of the last line of the acknowledged prefix
-	written int64 // last checkpoint written to etcd (-1: none yet)
-	size    int64 // file size last seen, for bytes behind
-	// writtenSize is the size in the last checkpoint: a checkpoint is also
-	// rewritten when only the size moved, so lag read from etcd stays true
-	// while Kafka acknowledges nothing.
-	writtenSize int64
-	drained     chan struct{} // closed and replaced whenever pending empties
-}
-
-type pendingRec struct {
-	start, end int64
-	done       bool
-}
-
-func newFileRun(topic, key, assignKey string, createRev int64, path string, id protocol.FileIdentity, cfg topics.Config) *fileRun {
-	return &fileRun{topic: topic, key: key, assignKey: assignKey, createRev: createRev, path: path, identity: id,
-		cfg: cfg, written: -1, drained: make(chan struct{})}
-}
-
-// nextSequence is the sequence the next record tracked will get.
-func (f *fileRun) nextSequence() uint64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.nextSeq
-}
-
-// trackAll registers records about to be sent, the first with sequence
-// first (nextSequence: one sink sends for a file at a time). It refuses
-// them, and returns false, if first is not the next sequence.
-func (f *fileRun) trackAll(first uint64, recs []pendingRec) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if first != f.nextSeq {
-		return false
-	}
-	f.pending.push(recs)
-	f.nextSeq += uint64(len(recs))
-	return true
-}
-
-// untrackFrom drops the newest records, from sequence seq on: the shipper
-// did not accept them (ctx ended, or it stopped), so they are never acked.
-func (f *fileRun) untrackFrom(seq uint64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if seq >= f.nextSeq || seq < f.head {
-		return
-	}
-	f.pending.truncate(int(seq - f.head))
-	f.nextSeq = seq
-	f.signalDrainedLocked()
-}
-
-// ack marks record seq done (acknowledged, or refused for good: it is
-// skipped), advances the acknowledged prefix and returns the record's bytes
-// (start to end of the file).
-func (f *fileRun) ack(seq uint64) (start, end int64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if i := int(seq - f.head); i >= 0 && i < f.pending.len() {
-		p := f.pending.at(i)
-		start, end = p.start, p.end
-	}
-	f.markLocked(seq, seq)
-	return start, end
-}
-
-// ackRange marks records first to last acknowledged, like ack for each,
-// and returns how many of them were pending and their bytes.
-func (f *fileRun) ackRange(first, last uint64) (n int, bytes int64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.markLocked(first, last)
-}
-
-// markLocked marks the pending records first to last done (those not
-// done yet: it returns how many, and their bytes) and advances the
-// acknowledged prefix.
-func (f *fileRun) markLocked(first, last uint64) (n int, bytes int64) {
-	for seq := first; seq <= last; seq++ {
-		i := int(seq - f.head)
-		if i < 0 || i >= f.pending.len() {
-			continue
-		}
-		p := f.pending.at(i)
-		if p.done {
-			continue
-		}
-		p.done = true
-		n++
-		bytes += p.end - p.start
-	}
-	f.advanceLocked()
-	return n, bytes
-}
-
-// advanceLocked moves the acknowledged prefix past the records done.
-func (f *fileRun) advanceLocked() {
-	n := 0
-	for n < f.pending.len() && f.pending.at(n).done {
-		f.acked = f.pending.at(n).end
-		n++
-	}
-	if n > 0 {
-		f.pending.dropOldest(n)
-		f.head += uint64(n)
-		f.signalDrainedLocked()
-	}
-}
-
-func (f *fileRun) signalDrainedLocked() {
-	if f.pending.len() == 0 {
-		close(f.drained)
-		f.drained = make(chan struct{})
-	}
-}
-
-// waitDrained blocks until nothing sent for the file awaits an ack.
-func (f *fileRun) waitDrained(ctx context.Context) error {
-	for {
-		f.mu.Lock()
-		if f.pending.len() == 0 {
-			f.mu.Unlock()
-			return nil
-		}
-		ch := f.drained
-		f.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-ch:
-		}
-	}
-}
-
-// checkpointDue returns the offset to write and the size to record, and
-// whether either moved since the last write.
-func (f *fileRun) checkpointDue() (offset, size int64, due bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.acked, f.size, f.started && (f.acked != f.written || f.size != f.writtenSize)
-}
-
-func (f *fileRun) markWritten(off, size int64) {
-	f.mu.Lock()
-	if off > f.written || f.written < 0 {
-		f.written = off
-	}
-	f.writtenSize = size
-	f.mu.Unlock()
-}
-
-// ackedOffset is the acknowledged prefix.
-func (f *fileRun) ackedOffset() int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.acked
-}
 
 // lineSink turns tailer lines into Kafka records for one file. Its methods
 // are called by one goroutine at a time (the tailer's, or under
@@ -255,7 +56,7 @@ const sinkBatch = 128
 func newLineSink(a *Agent, fr *fileRun) *lineSink {
 	s := &lineSink{
 		a: a, fr: fr,
-		host: []byte(a.cfg.ID), path: []byte(fr.path), file: []byte(fr.key), topic: []byte(fr.topic),
+		host: []byte(a.cfg.ID), path: []byte(fr.pathNow()), file: []byte(fr.key), topic: []byte(fr.topic),
 		linesRead:    a.m.linesRead.WithLabelValues(fr.topic),
 		bytesRead:    a.m.bytesRead.WithLabelValues(fr.topic),
 		linesShipped: a.m.linesShipped.WithLabelValues(fr.topic),
@@ -360,7 +161,7 @@ func (s *lineSink) flush(ctx context.Context) error {
 		// the file is read again from what was tracked.
 		s.close()
 		return fmt.Errorf("agent: lines of %s gathered from sequence %d, but the file is at %d: dropped to be read again",
-			s.fr.path, s.base, s.fr.nextSequence())
+			s.path, s.base, s.fr.nextSequence())
 	}
 	n, err := s.batch.Send(ctx)
 	if err != nil {
@@ -391,11 +192,18 @@ func (s *lineSink) Ack(seq uint64, err error) {
 		s.AckRange(seq, seq)
 		return
 	}
+	if errors.Is(err, ship.ErrFenced) {
+		// Dropped unwritten: never done. The run starts again from its
+		// checkpoint (or was already stopped by a fence).
+		s.fr.lapse()
+		s.a.pokeLapsed()
+		return
+	}
 	start, _ := s.fr.ack(seq)
 	s.rejected.Inc()
 	if errors.Is(err, ship.ErrRejected) {
 		s.a.log.Error("record rejected by Kafka; reported and skipped", "topic", s.fr.topic,
-			"path", s.fr.path, "offset", start, "err", err)
+			"path", s.fr.pathNow(), "offset", start, "err", err)
 	}
 }
 

@@ -1,0 +1,604 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/logferry/logferry/pkg/discovery"
+	"github.com/logferry/logferry/pkg/keyspace"
+	"github.com/logferry/logferry/pkg/mirror"
+	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/tailer"
+	"github.com/logferry/logferry/pkg/topics"
+)
+
+// controller owns the file runs. Its goroutine only records what its
+// inputs say (topics, assignments, the inventory's snapshot, tailer exits,
+// release results, fenced checkpoints, lease proofs) and marks itself
+// dirty; one reconcile then compares the desired runs (desired, a pure
+// function) with the runs it has and starts, stops or releases tailers.
+// It does no disk or etcd I/O itself: it waits only for a stopped tailer
+// goroutine to return, so it can stop a taken file at once.
+type controller struct {
+	a     *Agent
+	inv   *inventory
+	cp    *checkpointer
+	board *topicBoard
+	held  *heldFiles
+	lost  *lostLedger
+	probs *problems
+
+	topicsC       chan struct{}
+	topics        map[string]topics.Entry
+	assigns       map[fileRef]assignment
+	assignsLoaded bool
+	snap          *snapshot
+	runs          map[fileRef]*fileRun
+	dirty         chan struct{}
+
+	// The lease. fenced: no lease is proved alive, so no run exists and the
+	// assignments are not watched; a watch is started anew (its snapshot
+	// re-read) each time a lease is proved again.
+	fenced    bool
+	everAlive bool
+	watch     *assignWatch
+	gen       int
+	batches   chan genBatch
+	oldWatch  []*ended // cancelled watches, waited for at the end
+
+	tailerExits chan tailerExit
+	releases    chan releaseDone
+	// Release goroutines run under releaseCtx, which the clean stop cancels
+	// at its deadline.
+	releaseCtx    context.Context
+	releaseCancel context.CancelFunc
+	releasing     sync.WaitGroup
+	stopped       chan struct{} // closed when run returns
+}
+
+type assignWatch struct {
+	gen    int
+	cancel context.CancelFunc
+	ended  *ended
+}
+
+type genBatch struct {
+	gen int
+	b   mirror.Batch
+}
+
+// events the controller receives from goroutines it started.
+type (
+	tailerExit struct {
+		fr   *fileRun
+		err  error
+		done chan struct{} // identifies the run that ended
+	}
+	releaseDone struct {
+		fr     *fileRun
+		result string
+	}
+)
+
+func newController(a *Agent, inv *inventory, cp *checkpointer, board *topicBoard, held *heldFiles, lost *lostLedger, probs *problems) *controller {
+	c := &controller{
+		a: a, inv: inv, cp: cp, board: board, held: held, lost: lost, probs: probs,
+		topicsC:     board.subscribe(),
+		assigns:     map[fileRef]assignment{},
+		runs:        map[fileRef]*fileRun{},
+		dirty:       make(chan struct{}, 1),
+		fenced:      true,
+		batches:     make(chan genBatch),
+		tailerExits: make(chan tailerExit, 16),
+		releases:    make(chan releaseDone, 16),
+		stopped:     make(chan struct{}),
+	}
+	c.releaseCtx, c.releaseCancel = context.WithCancel(context.Background())
+	return c
+}
+
+// run is the controller's goroutine. It returns ctx's error, or the reason a
+// part it depends on ended.
+func (c *controller) run(ctx context.Context, p parts) error {
+	defer close(c.stopped)
+	a := c.a
+	lease := time.NewTimer(0)
+	defer lease.Stop()
+	for {
+		var watchEnded <-chan struct{}
+		if c.watch != nil {
+			watchEnded = c.watch.ended.done
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.topicsWatch.done:
+			return partEnded(ctx, "etcd watch of the topics", p.topicsWatch.err)
+		case <-watchEnded:
+			return partEnded(ctx, "etcd watch of the assignments", c.watch.ended.err)
+		case <-p.ship.done:
+			return fmt.Errorf("agent: shipper stopped: %w", p.ship.err)
+		case <-p.reg.done:
+			return fmt.Errorf("agent: heartbeat stopped: %w", p.reg.err)
+		case <-p.inventory.done:
+			return partEnded(ctx, "inventory", p.inventory.err)
+		case <-p.checkpoints.done:
+			return partEnded(ctx, "checkpointer", p.checkpoints.err)
+		case <-c.topicsC:
+			c.topics, _ = c.board.get()
+		case gb := <-c.batches:
+			if gb.gen != c.gen || c.fenced {
+				continue // a watch cancelled since
+			}
+			c.onAssignBatch(gb.b)
+		case s := <-c.inv.Snapshots():
+			c.onSnapshot(s)
+		case ex := <-c.tailerExits:
+			c.onTailerExit(ex)
+		case rd := <-c.releases:
+			c.onRelease(rd)
+		case frs := <-c.cp.Fenced():
+			c.onFenced(frs)
+		case <-a.lapsed:
+			c.onLapsed()
+		case <-a.reg.Proofs():
+			c.checkLease(ctx, lease)
+		case <-lease.C:
+			c.checkLease(ctx, lease)
+		case <-c.dirty:
+			c.reconcile(ctx)
+			continue
+		}
+		poke(c.dirty)
+	}
+}
+
+func partEnded(ctx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("agent: %s ended: %w", what, err)
+}
+
+// checkLease fences or unfences the agent as the lease's proof says, and
+// arms the timer for the moment the proof runs out.
+func (c *controller) checkLease(ctx context.Context, timer *time.Timer) {
+	a := c.a
+	alive := a.reg.Alive()
+	switch {
+	case alive && c.fenced:
+		c.unfence(ctx)
+	case !alive && !c.fenced:
+		c.fence()
+	}
+	if alive {
+		timer.Reset(time.Until(a.reg.AliveUntil()))
+	}
+}
+
+// unfence starts a new watch of the assignments; runs start once its
+// snapshot arrives.
+func (c *controller) unfence(ctx context.Context) {
+	a := c.a
+	c.fenced = false
+	if c.everAlive {
+		a.log.Info("etcd lease proved alive again; reading the assignments again before shipping")
+	}
+	c.everAlive = true
+	m, err := mirror.New(a.cfg.Client, []string{a.cfg.Space.AgentAssignPrefix(a.cfg.ID)}, mirror.WithLogger(a.log))
+	if err != nil {
+		a.log.Error("cannot watch the assignments", "err", err)
+		return
+	}
+	c.gen++
+	gen := c.gen
+	wctx, cancel := context.WithCancel(ctx)
+	batches := c.batches
+	c.watch = &assignWatch{gen: gen, cancel: cancel, ended: goEnded(func() error {
+		return m.Run(wctx, func(b mirror.Batch) error {
+			select {
+			case batches <- genBatch{gen: gen, b: b}:
+				return nil
+			case <-wctx.Done():
+				return wctx.Err()
+			}
+		})
+	})}
+}
+
+// fence stops every file at once: the lease can no longer be proved alive,
+// so the coordinator may give the files away at any moment, and Kafka
+// writes cannot be fenced by etcd. Records not on the wire are dropped
+// (they are read again), and nothing starts until a lease is proved again
+// and the assignments are read again.
+func (c *controller) fence() {
+	a := c.a
+	c.fenced = true
+	a.m.selfFences.Inc()
+	a.log.Warn("cannot prove the etcd lease alive; stopping every file until a lease is held and the assignments are read again",
+		"alive_until", a.reg.AliveUntil().Format(time.RFC3339Nano), "err", a.reg.Err())
+	if c.watch != nil {
+		c.watch.cancel()
+		c.oldWatch = append(c.oldWatch, c.watch.ended)
+		c.watch = nil
+	}
+	c.haltAll()
+	// Every tailer has returned (keeping its descriptor): nothing sends any
+	// more, so everything the shipper holds now is dropped, and each run
+	// reads on from what Kafka acknowledged, if its assignment is still
+	// the same once read again.
+	a.cfg.Shipper.Fence()
+	for _, fr := range c.runs {
+		if fr.state != stateReleasing {
+			fr.resetInflight()
+		}
+	}
+	c.assigns = map[fileRef]assignment{}
+	c.assignsLoaded = false
+	c.publish()
+}
+
+func (c *controller) onAssignBatch(b mirror.Batch) {
+	a := c.a
+	if b.Snapshot {
+		c.assigns = map[fileRef]assignment{}
+		c.assignsLoaded = true
+	}
+	for _, ev := range b.Events {
+		k, err := a.cfg.Space.Parse(ev.KV.Key)
+		if err != nil || k.Kind != keyspace.KindAssign || k.Agent != a.cfg.ID {
+			a.log.Warn("ignoring unparsable assignment key", "key", ev.KV.Key, "err", err)
+			continue
+		}
+		ref := fileRef{k.Topic, k.File}
+		if ev.Type == mirror.Delete {
+			delete(c.assigns, ref)
+			continue
+		}
+		var v protocol.Assignment
+		if err := protocol.Unmarshal(ev.KV.Key, ev.KV.Value, &v); err != nil {
+			a.log.Error("ignoring undecodable assignment", "key", ev.KV.Key, "err", err)
+			delete(c.assigns, ref)
+			continue
+		}
+		c.assigns[ref] = assignment{key: ev.KV.Key, createRev: ev.KV.CreateRevision, value: v}
+	}
+}
+
+func (c *controller) onSnapshot(s *snapshot) {
+	c.snap = s
+	for ref, path := range s.grown {
+		// A finished rotated file grew again: read on from what was
+		// acknowledged.
+		if fr := c.runs[ref]; fr != nil && fr.state == stateFinished {
+			fr.setPath(path)
+			fr.to(stateIdle)
+		}
+	}
+}
+
+// reconcile starts, stops and releases tailers so they match the desired
+// runs.
+func (c *controller) reconcile(ctx context.Context) {
+	if c.fenced || !c.assignsLoaded {
+		c.publish()
+		return
+	}
+	wants := desired(c.assigns, c.topics, c.snap)
+	// Runs whose assignment vanished (or was recreated: a new create
+	// revision is a new fence) stop at once and write nothing more.
+	for ref, fr := range c.runs {
+		if w, ok := wants[ref]; ok && w.createRev == fr.createRev {
+			continue
+		}
+		if fr.state == stateReleasing {
+			continue // the release Txn will fail its guard and report back
+		}
+		c.a.log.Info("assignment gone without release; stopping at once", "topic", fr.topic, "path", fr.pathNow(), "file", fr.key)
+		c.drop(fr)
+	}
+	now := time.Now()
+	for _, ref := range slices.SortedFunc(maps.Keys(wants), compareRefs) {
+		w := wants[ref]
+		fr := c.runs[ref]
+		switch w.kind {
+		case wantRelease:
+			if fr == nil {
+				// Never read here: released without a checkpoint.
+				fr = newFileRun(ref.topic, ref.file, w.assignKey, w.createRev, c.assigns[ref].value.Path, protocol.FileIdentity{}, topics.Config{})
+				c.runs[ref] = fr
+			}
+			if fr.state != stateReleasing && !now.Before(fr.retryAt) {
+				c.release(fr)
+			}
+		case wantPause:
+			if fr != nil && fr.state == stateTailing {
+				c.stopTailer(fr) // keep the assignment and checkpoint; resume later
+			}
+		case wantTail:
+			if fr == nil {
+				if !w.known {
+					continue // not discovered here (yet): nothing to read from
+				}
+				fr = newFileRun(ref.topic, ref.file, w.assignKey, w.createRev, w.file.Path, w.file.Identity, w.cfg)
+				fr.size = w.file.Size
+				if h := c.held.take(ref); h != nil {
+					fr.held = h.fd
+					fr.setPath(h.Path)
+				}
+				c.runs[ref] = fr
+			}
+			if fr.state == stateTailing && fr.cfgRev != w.cfgRev {
+				// The config key was written again: restart with it if its
+				// content changed (comparing only when the revision moved).
+				if sameConfig(fr.cfg, w.cfg) {
+					fr.cfgRev = w.cfgRev
+				} else {
+					c.stopTailer(fr) // restarted just below with the new config
+				}
+			}
+			if fr.state == stateIdle && !now.Before(fr.retryAt) {
+				// The tailer goroutine reads fr.cfg: it changes only while none runs.
+				fr.cfg, fr.cfgRev = w.cfg, w.cfgRev
+				c.startTailer(ctx, fr)
+			}
+		}
+	}
+	c.publish()
+}
+
+func compareRefs(x, y fileRef) int {
+	return cmp.Or(cmp.Compare(x.topic, y.topic), cmp.Compare(x.file, y.file))
+}
+
+// publish hands the runs to the checkpointer and a view of them to the
+// inventory.
+func (c *controller) publish() {
+	v := &runView{loaded: c.assignsLoaded && !c.fenced, assigned: map[fileRef]bool{}, runs: make(map[fileRef]runInfo, len(c.runs))}
+	for ref, as := range c.assigns {
+		v.assigned[ref] = as.value.State == protocol.StateActive
+	}
+	list := make([]*fileRun, 0, len(c.runs))
+	tailing := 0
+	for ref, fr := range c.runs {
+		v.runs[ref] = runInfo{fr: fr, state: fr.state, since: fr.since, path: fr.pathNow(), identity: fr.identity}
+		list = append(list, fr)
+		if fr.state == stateTailing {
+			tailing++
+		}
+	}
+	c.inv.setView(v)
+	c.cp.setRuns(list)
+	c.a.m.tailers.Set(float64(tailing))
+}
+
+// startTailer runs fr's tailer in its own goroutine.
+func (c *controller) startTailer(ctx context.Context, fr *fileRun) {
+	tctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	fr.cancel, fr.done = cancel, done
+	fr.to(stateTailing)
+	go func() {
+		err := c.a.tail(tctx, fr)
+		// done closes before the exit is reported: halt waits on it from
+		// the controller, which may not be receiving exits meanwhile.
+		close(done)
+		select {
+		case c.tailerExits <- tailerExit{fr: fr, err: err, done: done}:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// halt stops fr's tailer, if one runs, and waits for it to return.
+func (c *controller) halt(fr *fileRun) {
+	if fr.cancel == nil {
+		return
+	}
+	fr.cancel()
+	<-fr.done
+	fr.cancel = nil
+}
+
+// haltAll stops every tailer: all are told first, then waited for.
+func (c *controller) haltAll() {
+	for _, fr := range c.runs {
+		if fr.cancel != nil {
+			fr.cancel()
+		}
+	}
+	for _, fr := range c.runs {
+		c.halt(fr)
+		if fr.state == stateTailing {
+			fr.to(stateIdle)
+		}
+	}
+}
+
+// stopTailer stops fr's tailer; the run stays, idle.
+func (c *controller) stopTailer(fr *fileRun) {
+	c.halt(fr)
+	fr.to(stateIdle)
+}
+
+// drop stops fr at once and fences it: nothing more is written for it.
+func (c *controller) drop(fr *fileRun) {
+	c.halt(fr)
+	fr.to(stateFenced)
+	fr.closeHeld()
+	if c.runs[fr.ref()] == fr {
+		delete(c.runs, fr.ref())
+	}
+	c.a.m.bytesBehind.DeleteLabelValues(fr.topic, fr.key)
+}
+
+func (c *controller) onTailerExit(ex tailerExit) {
+	a := c.a
+	fr := ex.fr
+	if fr.state != stateTailing || fr.done != ex.done {
+		return // stopped on purpose (perhaps restarted since)
+	}
+	fr.cancel = nil
+	err := ex.err
+	switch {
+	case errors.Is(err, context.Canceled):
+		fr.to(stateIdle)
+	case errors.Is(err, tailer.ErrFinished):
+		// Listed a while longer (finishedGrace); the checkpointer writes
+		// its end meanwhile.
+		fr.to(stateFinished)
+	case errors.Is(err, tailer.ErrGone):
+		fr.to(stateGone)
+		c.probs.add(fr.topic, fr.pathNow(), "rewritten", err.Error())
+		c.inv.triggerScan()
+	case errors.Is(err, tailer.ErrMismatch), errors.Is(err, fs.ErrNotExist):
+		// Deleted (or replaced) before it could be opened: what it held
+		// past the checkpoint is lost. Count it, never silently; the last
+		// size a scan saw is what the file held.
+		fr.to(stateGone)
+		c.lost.count(fr.ref(), fr.pathNow(), fr.lastSize()-fr.ackedOffset(), fmt.Sprintf("deleted before they were shipped: %v", err))
+		c.inv.triggerScan()
+	default:
+		fr.to(stateIdle)
+		fr.retryAt = time.Now().Add(a.cfg.ScanInterval)
+		c.probs.add(fr.topic, fr.pathNow(), discovery.KindUnreadable, err.Error())
+		a.log.Error("tailer failed; retrying at the next scan", "topic", fr.topic, "path", fr.pathNow(), "err", err)
+	}
+	c.probs.write()
+}
+
+// onFenced stops the runs whose checkpoint guard failed.
+func (c *controller) onFenced(frs []*fileRun) {
+	for _, fr := range frs {
+		if c.runs[fr.ref()] != fr || fr.state == stateReleasing {
+			continue // gone already, or its release will fail its guard
+		}
+		c.a.m.fencedOut.Inc()
+		c.drop(fr)
+	}
+}
+
+// onLapsed restarts, from what Kafka acknowledged, the runs the shipper
+// dropped a record of (the lease was not proved for a moment): the records
+// after it can never be acknowledged in order.
+func (c *controller) onLapsed() {
+	for _, fr := range c.runs {
+		if fr.state == stateReleasing || !fr.hasLapsed() {
+			continue
+		}
+		c.a.log.Warn("records of the file were dropped unwritten (lease not proved); reading on from what Kafka acknowledged",
+			"topic", fr.topic, "path", fr.pathNow())
+		c.halt(fr)
+		fr.resetInflight()
+		if fr.state == stateTailing {
+			fr.to(stateIdle)
+		}
+	}
+}
+
+// release hands a revoked file back: stop reading, wait for Kafka's acks,
+// then write the final offset and delete the assignment in one Txn guarded
+// by the assignment's create revision. The run stays until the result is
+// in: a release that failed on an etcd error is tried again with the same
+// run, so its final offset is not lost.
+func (c *controller) release(fr *fileRun) {
+	a := c.a
+	c.halt(fr)
+	fr.to(stateReleasing)
+	c.releasing.Add(1)
+	go func() {
+		defer c.releasing.Done()
+		ctx, cancel := context.WithTimeout(c.releaseCtx, a.cfg.StopTimeout+5*time.Second)
+		defer cancel()
+		if err := fr.waitDrained(ctx); err != nil {
+			a.log.Warn("release: Kafka did not acknowledge everything in time; releasing at the acknowledged offset",
+				"topic", fr.topic, "path", fr.pathNow(), "err", err)
+		}
+		ops := []clientv3.Op{clientv3.OpDelete(fr.assignKey)}
+		if off, size, due := fr.checkpointDue(); due && !fr.identityUnknown() {
+			ops = append(ops, clientv3.OpPut(a.cfg.Space.Offset(fr.topic, fr.key), string(a.checkpointValue(fr, off, size))))
+		}
+		tctx, tcancel := context.WithTimeout(ctx, txnTimeout)
+		resp, err := a.cfg.Client.Txn(tctx).
+			If(clientv3.Compare(clientv3.CreateRevision(fr.assignKey), "=", fr.createRev)).
+			Then(ops...).Commit()
+		tcancel()
+		result := "released"
+		switch {
+		case err != nil:
+			result = "error"
+			a.log.Error("release failed; retrying", "topic", fr.topic, "file", fr.key, "err", err)
+		case !resp.Succeeded:
+			result = "fenced"
+		default:
+			a.log.Info("file released", "topic", fr.topic, "path", fr.pathNow(), "offset", fr.ackedOffset())
+		}
+		a.m.releases.WithLabelValues(result).Inc()
+		select {
+		case c.releases <- releaseDone{fr: fr, result: result}:
+		case <-c.stopped:
+		}
+	}()
+}
+
+// releaseRetry is how long a release that failed on an etcd error waits
+// before it is tried again.
+const releaseRetry = time.Second
+
+func (c *controller) onRelease(rd releaseDone) {
+	fr := rd.fr
+	if fr.state != stateReleasing {
+		return
+	}
+	if rd.result == "error" {
+		// The assignment is still revoking: the next reconcile after the
+		// wait releases the same run again, with its acknowledged offset.
+		fr.to(stateIdle)
+		fr.retryAt = time.Now().Add(releaseRetry)
+		time.AfterFunc(releaseRetry, func() { poke(c.dirty) })
+		return
+	}
+	c.drop(fr)
+}
+
+// stop ends every run for the clean stop: tailers first, then the releases
+// in progress, which get until deadline to finish.
+func (c *controller) stop(deadline time.Time) {
+	c.haltAll()
+	done := make(chan struct{})
+	go func() {
+		c.releasing.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Until(deadline)):
+		c.a.log.Warn("stop: releases still waiting for Kafka or etcd; giving up on them")
+		c.releaseCancel()
+		<-done
+	}
+	c.releaseCancel()
+	for _, fr := range c.runs {
+		fr.closeHeld()
+	}
+	for _, w := range c.oldWatch {
+		<-w.done
+	}
+	if c.watch != nil {
+		<-c.watch.ended.done
+	}
+}
+
+// runList is the runs, for the final checkpoint.
+func (c *controller) runList() []*fileRun {
+	return slices.Collect(maps.Values(c.runs))
+}

@@ -1,0 +1,278 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/topics"
+)
+
+// fileRun is one assigned file: its assignment, its tailer and what Kafka
+// has acknowledged of it.
+type fileRun struct {
+	topic     string
+	key       string
+	assignKey string
+	createRev int64 // of assignKey: the fence of every write for this file
+	identity  protocol.FileIdentity
+	cfg       topics.Config
+	cfgRev    int64 // ModRevision of the topic config cfg was checked against
+
+	// Set by the controller only (state.go has the transitions).
+	state  runState
+	since  time.Time          // when it entered state
+	cancel context.CancelFunc // stops the tailer; set while tailing
+	done   chan struct{}      // closed when the tailer goroutine returned
+	// retryAt: an idle run whose tailer failed, or whose release failed,
+	// starts again no sooner.
+	retryAt time.Time
+	// held is the descriptor the directory watcher opened, for the first
+	// tailer of the file; set by the controller before that tailer
+	// starts, taken by it.
+	held *os.File
+
+	// writable is whether the checkpointer may write the file's offset:
+	// set by the controller as the state changes, read by the checkpointer.
+	writable atomic.Bool
+
+	mu sync.Mutex
+	// path is where the file was last found: the controller moves it
+	// (the file was found by identity under another name), the sinks'
+	// logs and the checkpointer read it.
+	path string
+	// lapsed is set when the shipper dropped one of the file's records
+	// unwritten (ship.ErrFenced): the records after it cannot be
+	// acknowledged in order any more, so the run must start again from
+	// its checkpoint.
+	lapsed bool
+	// started is set once the tailer has read the file's checkpoint: until
+	// then acked means nothing and no checkpoint may be written (it would
+	// overwrite the previous owner's with 0).
+	started bool
+	// pending holds the bytes (start and End) of every record handed to the
+	// shipper and not yet acknowledged, in sequence order, with its ack
+	// state; acked is the checkpoint candidate.
+	pending pendingQueue
+	head    uint64 // seq of the oldest pending record
+	nextSeq uint64
+	acked   int64 // End of the last line of the acknowledged prefix
+	written int64 // last checkpoint written to etcd (-1: none yet)
+	size    int64 // file size last seen, for bytes behind
+	// writtenSize is the size in the last checkpoint: a checkpoint is also
+	// rewritten when only the size moved, so lag read from etcd stays true
+	// while Kafka acknowledges nothing.
+	writtenSize int64
+	drained     chan struct{} // closed and replaced whenever pending empties
+}
+
+type pendingRec struct {
+	start, end int64
+	done       bool
+}
+
+func newFileRun(topic, key, assignKey string, createRev int64, path string, id protocol.FileIdentity, cfg topics.Config) *fileRun {
+	f := &fileRun{topic: topic, key: key, assignKey: assignKey, createRev: createRev, path: path, identity: id,
+		cfg: cfg, written: -1, drained: make(chan struct{}), since: time.Now()}
+	f.writable.Store(true)
+	return f
+}
+
+func (f *fileRun) ref() fileRef { return fileRef{topic: f.topic, file: f.key} }
+
+// pathNow is where the file was last found.
+func (f *fileRun) pathNow() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.path
+}
+
+func (f *fileRun) setPath(p string) {
+	f.mu.Lock()
+	f.path = p
+	f.mu.Unlock()
+}
+
+// lapse marks that a record of the file was dropped unwritten.
+func (f *fileRun) lapse() {
+	f.mu.Lock()
+	f.lapsed = true
+	f.mu.Unlock()
+}
+
+// resetInflight forgets every record in flight: the shipper dropped (or
+// will drop) them unwritten, so the next tailer reads on from the
+// acknowledged offset. Sequences go on from where they were, so a late ack
+// of a record that was on the wire after all marks nothing new as done.
+func (f *fileRun) resetInflight() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pending.truncate(0)
+	f.head = f.nextSeq
+	f.lapsed = false
+	f.signalDrainedLocked()
+}
+
+func (f *fileRun) hasLapsed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lapsed
+}
+
+// noteSize records a size of the file seen by a scan or a stat.
+func (f *fileRun) noteSize(size int64) {
+	f.mu.Lock()
+	f.size = max(f.size, size)
+	f.mu.Unlock()
+}
+
+func (f *fileRun) lastSize() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.size
+}
+
+func (f *fileRun) identityUnknown() bool { return f.identity.Fingerprint == "" }
+
+// nextSequence is the sequence the next record tracked will get.
+func (f *fileRun) nextSequence() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.nextSeq
+}
+
+// trackAll registers records about to be sent, the first with sequence
+// first (nextSequence: one sink sends for a file at a time). It refuses
+// them, and returns false, if first is not the next sequence.
+func (f *fileRun) trackAll(first uint64, recs []pendingRec) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if first != f.nextSeq {
+		return false
+	}
+	f.pending.push(recs)
+	f.nextSeq += uint64(len(recs))
+	return true
+}
+
+// untrackFrom drops the newest records, from sequence seq on: the shipper
+// did not accept them (ctx ended, or it stopped), so they are never acked.
+func (f *fileRun) untrackFrom(seq uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if seq >= f.nextSeq || seq < f.head {
+		return
+	}
+	f.pending.truncate(int(seq - f.head))
+	f.nextSeq = seq
+	f.signalDrainedLocked()
+}
+
+// ack marks record seq done (acknowledged, or refused for good: it is
+// skipped), advances the acknowledged prefix and returns the record's bytes
+// (start to end of the file).
+func (f *fileRun) ack(seq uint64) (start, end int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if i := int(seq - f.head); i >= 0 && i < f.pending.len() {
+		p := f.pending.at(i)
+		start, end = p.start, p.end
+	}
+	f.markLocked(seq, seq)
+	return start, end
+}
+
+// ackRange marks records first to last acknowledged, like ack for each,
+// and returns how many of them were pending and their bytes.
+func (f *fileRun) ackRange(first, last uint64) (n int, bytes int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.markLocked(first, last)
+}
+
+// markLocked marks the pending records first to last done (those not
+// done yet: it returns how many, and their bytes) and advances the
+// acknowledged prefix.
+func (f *fileRun) markLocked(first, last uint64) (n int, bytes int64) {
+	for seq := first; seq <= last; seq++ {
+		i := int(seq - f.head)
+		if i < 0 || i >= f.pending.len() {
+			continue
+		}
+		p := f.pending.at(i)
+		if p.done {
+			continue
+		}
+		p.done = true
+		n++
+		bytes += p.end - p.start
+	}
+	f.advanceLocked()
+	return n, bytes
+}
+
+// advanceLocked moves the acknowledged prefix past the records done.
+func (f *fileRun) advanceLocked() {
+	n := 0
+	for n < f.pending.len() && f.pending.at(n).done {
+		f.acked = f.pending.at(n).end
+		n++
+	}
+	if n > 0 {
+		f.pending.dropOldest(n)
+		f.head += uint64(n)
+		f.signalDrainedLocked()
+	}
+}
+
+func (f *fileRun) signalDrainedLocked() {
+	if f.pending.len() == 0 {
+		close(f.drained)
+		f.drained = make(chan struct{})
+	}
+}
+
+// waitDrained blocks until nothing sent for the file awaits an ack.
+func (f *fileRun) waitDrained(ctx context.Context) error {
+	for {
+		f.mu.Lock()
+		if f.pending.len() == 0 {
+			f.mu.Unlock()
+			return nil
+		}
+		ch := f.drained
+		f.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// checkpointDue returns the offset to write and the size to record, and
+// whether either moved since the last write.
+func (f *fileRun) checkpointDue() (offset, size int64, due bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.acked, f.size, f.started && (f.acked != f.written || f.size != f.writtenSize)
+}
+
+func (f *fileRun) markWritten(off, size int64) {
+	f.mu.Lock()
+	if off > f.written || f.written < 0 {
+		f.written = off
+	}
+	f.writtenSize = size
+	f.mu.Unlock()
+}
+
+// ackedOffset is the acknowledged prefix.
+func (f *fileRun) ackedOffset() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.acked
+}

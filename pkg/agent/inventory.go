@@ -1,0 +1,466 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/logferry/logferry/pkg/discovery"
+	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/topics"
+)
+
+// inventory is what this host has to offer: it evaluates the topics' globs,
+// takes the files the directory watcher finds, remembers files that
+// vanished from the globs, accounts for lost bytes, and writes the
+// heartbeats. All of its disk and etcd I/O runs on its own goroutine, never
+// on the controller's, which must be free to stop a file at once. It
+// publishes full snapshots (never deltas) for the controller, and reads the
+// controller's runView, so the two exchange levels, not events.
+type inventory struct {
+	a       *Agent
+	board   *topicBoard
+	held    *heldFiles
+	lost    *lostLedger
+	probs   *problems
+	watcher *discovery.Watcher // nil without directory events
+
+	views   atomic.Pointer[runView] // the controller's, latest
+	viewNow chan struct{}           // poked when a new view is stored
+	scanNow chan struct{}
+	found   chan discovery.Found
+	topicsC chan struct{} // the board's poke
+	out     chan *snapshot
+
+	// The inventory goroutine's own.
+	topics       map[string]topics.Entry
+	topicsLoaded bool
+	viewLoaded   bool
+	refused      map[string]bool
+	seen         map[string]map[string]protocol.SeenFile // topic -> file key -> file
+	// recent remembers every file seen in the last vanishedMemory: an
+	// assignment can arrive after the file left the globs (renamed by
+	// rotation: the tailer finds it by inode) or was deleted (the tailer
+	// then counts its bytes as lost).
+	recent map[fileRef]vanishedFile
+	// seeded marks topics whose checkpoints were read into recent, once
+	// per run: after a restart the agent remembers nothing else of the
+	// files that rotated out of the globs while it was down.
+	seeded map[string]bool
+	// lostPending are deleted local files whose lost bytes could not be
+	// counted yet (their checkpoint could not be read): tried each scan.
+	lostPending map[fileRef]protocol.SeenFile
+	// grown are finished runs' files that grew again, by new path, until
+	// the next snapshot.
+	grown      map[fileRef]string
+	heartbeats map[string]bool // topics with a heartbeat key set
+}
+
+// snapshot is the inventory's published state: everything the controller
+// needs to know of this host's files. It is never modified once published.
+type snapshot struct {
+	refused map[string]bool
+	// files are the files each topic lists in its heartbeat (seen under
+	// the globs, held, or rotated out and unfinished).
+	files map[fileRef]protocol.SeenFile
+	// recent are files seen lately that are no longer listed.
+	recent map[fileRef]protocol.SeenFile
+	// grown are finished files that grew again: read them on, from path.
+	grown map[fileRef]string
+}
+
+// known is the file of ref as this host knows it: listed, or remembered.
+func (s *snapshot) known(ref fileRef) (protocol.SeenFile, bool) {
+	if s == nil {
+		return protocol.SeenFile{}, false
+	}
+	if f, ok := s.files[ref]; ok {
+		return f, true
+	}
+	f, ok := s.recent[ref]
+	return f, ok
+}
+
+// runView is the controller's published state for the inventory.
+type runView struct {
+	loaded   bool                // the assignments were read (since the last fence)
+	assigned map[fileRef]bool    // active (not revoking) assignments
+	runs     map[fileRef]runInfo // every run
+}
+
+type runInfo struct {
+	fr       *fileRun // for its locked accessors only
+	state    runState
+	since    time.Time
+	path     string
+	identity protocol.FileIdentity
+}
+
+func newInventory(a *Agent, board *topicBoard, held *heldFiles, lost *lostLedger, probs *problems) *inventory {
+	inv := &inventory{
+		a: a, board: board, held: held, lost: lost, probs: probs,
+		viewNow: make(chan struct{}, 1),
+		scanNow: make(chan struct{}, 1),
+		found:   make(chan discovery.Found, 64),
+		topicsC: board.subscribe(),
+		out:     make(chan *snapshot, 1),
+		refused: map[string]bool{}, seen: map[string]map[string]protocol.SeenFile{},
+		recent: map[fileRef]vanishedFile{}, seeded: map[string]bool{},
+		lostPending: map[fileRef]protocol.SeenFile{}, grown: map[fileRef]string{},
+		heartbeats: map[string]bool{},
+	}
+	inv.views.Store(&runView{})
+	return inv
+}
+
+func poke(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// setView stores the controller's latest view. Called by the controller.
+func (inv *inventory) setView(v *runView) {
+	inv.views.Store(v)
+	poke(inv.viewNow)
+}
+
+// triggerScan asks for a scan soon (any goroutine).
+func (inv *inventory) triggerScan() { poke(inv.scanNow) }
+
+// Snapshots delivers the latest snapshot (capacity 1: a new one replaces
+// one not yet taken).
+func (inv *inventory) Snapshots() <-chan *snapshot { return inv.out }
+
+// Run scans and takes found files until ctx is done.
+func (inv *inventory) Run(ctx context.Context) error {
+	tick := time.NewTicker(inv.a.cfg.ScanInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		case <-inv.scanNow:
+		case <-inv.topicsC:
+			inv.topics, inv.topicsLoaded = inv.board.get()
+		case <-inv.viewNow:
+			loaded := inv.views.Load().loaded
+			rescan := loaded && !inv.viewLoaded // the assignments were (re-)read
+			inv.viewLoaded = loaded
+			if !rescan {
+				continue
+			}
+		case f := <-inv.found:
+			inv.onFound(f)
+			continue
+		}
+		inv.scan(ctx)
+	}
+}
+
+// publish replaces the snapshot the controller has not taken yet, if any.
+// Only the inventory goroutine sends, so the send never blocks.
+func (inv *inventory) publish() {
+	s := &snapshot{refused: maps.Clone(inv.refused), files: map[fileRef]protocol.SeenFile{},
+		recent: map[fileRef]protocol.SeenFile{}, grown: inv.grown}
+	for topic, files := range inv.seen {
+		for key, f := range files {
+			s.files[fileRef{topic, key}] = f
+		}
+	}
+	for ref, v := range inv.recent {
+		if _, listed := s.files[ref]; !listed {
+			s.recent[ref] = v.SeenFile
+		}
+	}
+	inv.grown = map[fileRef]string{}
+	select {
+	case <-inv.out:
+	default:
+	}
+	inv.out <- s
+}
+
+// scan evaluates every topic on this host and updates the heartbeats, the
+// agent status and the snapshot.
+func (inv *inventory) scan(ctx context.Context) {
+	view := inv.views.Load()
+	if !inv.topicsLoaded || !view.loaded {
+		return
+	}
+	a := inv.a
+	// etcd reads of one scan share one deadline: an unreachable etcd slows
+	// the scan, never more than this.
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	inv.expireHeld(ctx)
+	served := map[string]bool{}
+	var found []protocol.Problem
+	refusedCount := 0
+	for _, name := range slices.Sorted(maps.Keys(inv.topics)) {
+		e := inv.topics[name]
+		if e.Err != nil {
+			refusedCount++
+			found = append(found, protocol.Problem{Topic: name, Kind: discovery.KindRefused, Error: e.Err.Error()})
+			continue
+		}
+		res := a.scanner.Scan(name, e.Config)
+		found = append(found, res.Problems...)
+		inv.refused[name] = res.Refused != nil
+		if res.Refused != nil {
+			refusedCount++
+			a.log.Error("topic refused on this host", "topic", name, "err", res.Refused)
+			delete(inv.seen, name)
+			continue
+		}
+		files := map[string]protocol.SeenFile{}
+		for _, f := range res.Files {
+			files[f.Key] = f
+		}
+		grace := a.finishedGrace()
+		for ref, ri := range view.runs {
+			if ref.topic != name {
+				continue
+			}
+			if f, ok := files[ref.file]; ok {
+				ri.fr.noteSize(f.Size)
+				continue
+			}
+			// Files still being read after they left the globs (rotated to
+			// a name the globs do not match) stay in the heartbeat until
+			// done, and a little longer: until the other agents' scans can
+			// have seen the final checkpoint (see reportUnfinished).
+			if listedWhileRun(ri, grace) {
+				files[ref.file] = protocol.SeenFile{Key: ref.file, Path: ri.path, Size: ri.fr.ackedOffset(), Identity: ri.identity}
+			}
+		}
+		if !inv.seeded[name] {
+			inv.seeded[name] = inv.seedFromCheckpoints(ctx, name, e.Config)
+		}
+		dirs := dirIndex{}
+		inv.reportUnfinished(ctx, name, e.Config, files, dirs, view)
+		inv.countGoneAssigned(ctx, name, files, dirs, view)
+		inv.noteVanished(ctx, name, e.Config, files, view)
+		inv.seen[name] = files
+		a.m.filesSeen.WithLabelValues(name).Set(float64(len(files)))
+		if len(files) == 0 {
+			continue
+		}
+		served[name] = true
+		a.reg.Set(a.cfg.Space.Heartbeat(name, a.cfg.ID), inv.heartbeatValue(name, files, view))
+	}
+	for name := range inv.seen {
+		if _, ok := inv.topics[name]; !ok || inv.refused[name] {
+			delete(inv.seen, name)
+		}
+	}
+	for name := range inv.refused {
+		if _, ok := inv.topics[name]; !ok {
+			delete(inv.refused, name)
+		}
+	}
+	// Topics this agent no longer serves (no files, refused, deleted) lose
+	// their heartbeat.
+	for name := range inv.heartbeats {
+		if !served[name] {
+			a.reg.Delete(a.cfg.Space.Heartbeat(name, a.cfg.ID))
+		}
+	}
+	inv.heartbeats = served
+	if inv.watcher != nil {
+		// Topics accepted here, and directories that appeared since.
+		watched := map[string]topics.Config{}
+		for name, e := range inv.topics {
+			if e.Err == nil && !inv.refused[name] && !e.Config.Paused {
+				watched[name] = e.Config
+			}
+		}
+		inv.watcher.SetTopics(watched)
+		a.m.watchedDirs.Set(float64(len(inv.watcher.Dirs())))
+	}
+	inv.probs.scanned(found)
+	a.m.topicsRefused.Set(float64(refusedCount))
+	inv.probs.write()
+	inv.publish()
+}
+
+// listedWhileRun reports whether a run keeps its file in the heartbeat
+// when no scan lists it.
+func listedWhileRun(ri runInfo, grace time.Duration) bool {
+	if ri.identity.Fingerprint == "" {
+		return false
+	}
+	switch ri.state {
+	case stateIdle, stateTailing:
+		return true
+	case stateFinished:
+		return time.Since(ri.since) < grace
+	}
+	return false
+}
+
+// onFound takes a file the directory watcher found. A new one is held,
+// listed at once in the topic's heartbeat, and gets its tailer as soon as
+// its assignment arrives (the controller takes the descriptor).
+func (inv *inventory) onFound(fd discovery.Found) {
+	a := inv.a
+	ref := fileRef{fd.Topic, fd.File.Key}
+	e, ok := inv.topics[fd.Topic]
+	view := inv.views.Load()
+	_, running := view.runs[ref]
+	if !ok || e.Err != nil || inv.refused[fd.Topic] || !inv.topicsLoaded || !view.loaded || running {
+		a.log.Debug("new file found, not held", "topic", fd.Topic, "path", fd.File.Path, "file", fd.File.Key, "running", running)
+		fd.FD.Close()
+		return
+	}
+	kept, full := inv.held.add(ref, fd.File, fd.FD)
+	if !kept {
+		if full {
+			a.log.Warn("too many files found and not assigned yet; leaving this one to the scans",
+				"topic", fd.Topic, "path", fd.File.Path, "held", maxHeld)
+		}
+		fd.FD.Close()
+		return
+	}
+	a.log.Debug("new file found and held open", "topic", fd.Topic, "path", fd.File.Path, "file", fd.File.Key)
+	files := inv.seen[fd.Topic]
+	if files == nil {
+		files = map[string]protocol.SeenFile{}
+		inv.seen[fd.Topic] = files
+	}
+	if _, listed := files[fd.File.Key]; listed {
+		return
+	}
+	files[fd.File.Key] = fd.File
+	inv.recent[ref] = vanishedFile{SeenFile: fd.File, at: time.Now()}
+	inv.heartbeats[fd.Topic] = true
+	a.reg.Set(a.cfg.Space.Heartbeat(fd.Topic, a.cfg.ID), inv.heartbeatValue(fd.Topic, files, view))
+	inv.publish()
+}
+
+// expireHeld lets go of descriptors nobody took in time (the file is
+// another agent's, or the topic went away). Nobody else can read a local
+// file: if it has no name left, what it held is lost.
+func (inv *inventory) expireHeld(ctx context.Context) {
+	now := time.Now()
+	held := inv.held.all()
+	for _, ref := range slices.SortedFunc(maps.Keys(held), func(x, y fileRef) int { return cmp.Compare(x.String(), y.String()) }) {
+		h := held[ref]
+		e, ok := inv.topics[h.topic]
+		if ok && e.Err == nil && !inv.refused[h.topic] && now.Sub(h.since) < heldFor {
+			continue
+		}
+		if ok && !e.Config.Shared {
+			if f, gone := h.now(); gone {
+				inv.countLost(ctx, h.topic, f)
+			}
+		}
+		inv.held.drop(ref, h)
+	}
+}
+
+func (inv *inventory) heartbeatValue(topic string, files map[string]protocol.SeenFile, view *runView) []byte {
+	a := inv.a
+	hb := protocol.Heartbeat{Agent: a.cfg.ID, Version: a.cfg.Version, Started: a.started.UTC().Truncate(time.Second)}
+	// Sizes change with every line; the heartbeat is rewritten only when the
+	// set of files changes, so sizes are left out (0).
+	list := make([]protocol.SeenFile, 0, len(files))
+	for _, f := range files {
+		f.Size = 0
+		list = append(list, f)
+	}
+	slices.SortFunc(list, func(x, y protocol.SeenFile) int { return cmp.Compare(x.Key, y.Key) })
+	hb.Files = list
+	for {
+		data, err := protocol.Marshal(&hb)
+		if err != nil {
+			a.log.Error("encode heartbeat", "topic", topic, "err", err)
+			return nil
+		}
+		if len(data) <= protocol.MaxHeartbeatBytes || len(hb.Files) == 0 {
+			return data
+		}
+		// Too many files for one etcd value: report what fits and say how
+		// many were left out; assigned files are kept first.
+		drop := max(1, len(hb.Files)/10)
+		hb.Truncated += drop
+		hb.Files = keepAssignedFirst(topic, hb.Files, view)[:len(hb.Files)-drop]
+		a.log.Warn("heartbeat too large; reporting fewer files", "topic", topic, "left_out", hb.Truncated)
+	}
+}
+
+func keepAssignedFirst(topic string, files []protocol.SeenFile, view *runView) []protocol.SeenFile {
+	out := slices.Clone(files)
+	slices.SortStableFunc(out, func(x, y protocol.SeenFile) int {
+		ax, ay := view.assigned[fileRef{topic, x.Key}], view.assigned[fileRef{topic, y.Key}]
+		switch {
+		case ax == ay:
+			return 0
+		case ax:
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+// topicBoard holds the topic directories as the watch delivers them, for
+// the controller and the inventory: the watch records, each subscriber is
+// poked and reads the whole set.
+type topicBoard struct {
+	mu     sync.Mutex
+	m      map[string]topics.Entry
+	loaded bool
+	subs   []chan struct{}
+	ready  chan struct{} // closed once loaded
+}
+
+func newTopicBoard() *topicBoard {
+	return &topicBoard{m: map[string]topics.Entry{}, ready: make(chan struct{})}
+}
+
+// subscribe returns a channel poked after every change. Before any apply.
+func (b *topicBoard) subscribe() chan struct{} {
+	c := make(chan struct{}, 1)
+	b.mu.Lock()
+	b.subs = append(b.subs, c)
+	b.mu.Unlock()
+	return c
+}
+
+func (b *topicBoard) apply(ev topics.Event) {
+	b.mu.Lock()
+	switch ev.Type {
+	case topics.Snapshot:
+		b.m = map[string]topics.Entry{}
+		for _, e := range ev.Entries {
+			b.m[e.Name] = e
+		}
+		if !b.loaded {
+			b.loaded = true
+			close(b.ready)
+		}
+	case topics.Changed:
+		b.m[ev.Name] = ev.Entry
+	case topics.Deleted:
+		delete(b.m, ev.Name)
+	}
+	subs := b.subs
+	b.mu.Unlock()
+	for _, c := range subs {
+		poke(c)
+	}
+}
+
+// get is a copy of the topics, and whether they were loaded.
+func (b *topicBoard) get() (map[string]topics.Entry, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.m), b.loaded
+}

@@ -1,0 +1,361 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/logferry/logferry/pkg/fileid"
+	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/topics"
+)
+
+// This file is the inventory's memory of files that left the globs: the
+// rotated files still to be shipped to their end, and the deleted ones
+// whose unshipped bytes are lost.
+
+type vanishedFile struct {
+	protocol.SeenFile
+	at time.Time
+	// covered is the size of the file (outside the globs) that a
+	// checkpoint was seen to cover: its checkpoint is read again only if
+	// it grows past it (its writer may still append after the rename).
+	covered int64
+}
+
+// vanishedMemory is how long a file that left the scan is remembered for a
+// late assignment.
+const vanishedMemory = 10 * time.Minute
+
+// finishedGrace is how long a file read to its end stays in the heartbeat:
+// a checkpoint interval for its final checkpoint, then two scans of the
+// other agents to see it, so that they stop reporting it before this agent
+// does and the coordinator has no reason to hand it to one of them.
+func (a *Agent) finishedGrace() time.Duration {
+	return a.cfg.CheckpointInterval + 2*a.cfg.ScanInterval
+}
+
+// reportUnfinished adds to files the files of topic this agent saw under
+// the globs that have left them (rotated to another name) but still exist
+// next to where they were, or are held open (they may have no name left),
+// and whose checkpoint does not cover them yet; a held file whose
+// checkpoint covers it is let go.
+// Every agent that can see such a file reports it until its end is
+// shipped, so it always has someone to go to: when its owner dies, and
+// when a handover of it is cut short by a coordinator failover (the new
+// leader knows only the files that heartbeats list).
+func (inv *inventory) reportUnfinished(ctx context.Context, topic string, cfg topics.Config, files map[string]protocol.SeenFile,
+	dirs dirIndex, view *runView) {
+	var candidates []string
+	found := map[string]protocol.SeenFile{}
+	// Held files first: their descriptor gives the size even when the file
+	// has no name left.
+	for ref, h := range inv.held.of(topic) {
+		if _, listed := files[ref.file]; listed {
+			continue
+		}
+		fi, err := h.fd.Stat()
+		if err != nil {
+			continue
+		}
+		candidates = append(candidates, ref.file)
+		f := h.SeenFile
+		f.Size = fi.Size()
+		found[ref.file] = f
+	}
+	for ref, v := range inv.recent {
+		if ref.topic != topic {
+			continue
+		}
+		if _, listed := found[ref.file]; listed {
+			continue
+		}
+		if _, listed := files[ref.file]; listed {
+			continue
+		}
+		e, ok := dirs.get(filepath.Dir(v.Path))[v.Identity.Inode]
+		if !ok || (v.covered > 0 && e.size <= v.covered) {
+			continue // gone (noteVanished accounts for it), or shipped
+		}
+		size, ok := sizeIfSame(e.path, v.Identity, inv.a.cfg.FingerprintBytes, cfg.Shared)
+		if !ok {
+			continue // the inode is another file's now
+		}
+		candidates = append(candidates, ref.file)
+		found[ref.file] = protocol.SeenFile{Key: ref.file, Path: e.path, Size: size, Identity: v.Identity}
+	}
+	if len(candidates) == 0 {
+		return
+	}
+	offsets, err := inv.readCheckpoints(ctx, topic, candidates)
+	if err != nil {
+		// Report them: a file reported once too often costs a handover;
+		// one left out may be orphaned.
+		inv.a.log.Warn("cannot read checkpoints of rotated files; reporting them", "topic", topic, "files", len(candidates), "err", err)
+	}
+	for _, key := range candidates {
+		f := found[key]
+		ref := fileRef{topic, key}
+		if off, ok := offsets[key]; ok && off >= f.Size {
+			// Shipped to its end. A rotated file that still grows is its
+			// owner's to finish (it reads until the file is idle).
+			v := inv.recent[ref]
+			v.covered = f.Size
+			inv.recent[ref] = v
+			if h := inv.held.of(topic)[ref]; h != nil {
+				inv.held.drop(ref, h) // another agent shipped it
+			}
+			continue
+		}
+		files[key] = f
+		// This agent finished it, and its writer appended again after it
+		// had been idle for --rotated-idle: the controller reads on from
+		// the acknowledged offset.
+		if ri, ok := view.runs[ref]; ok && ri.state == stateFinished && ri.fr.ackedOffset() < f.Size {
+			inv.a.log.Info("finished rotated file grew again; reading on", "topic", topic, "path", f.Path,
+				"offset", ri.fr.ackedOffset(), "size", f.Size)
+			inv.grown[ref] = f.Path
+		}
+	}
+}
+
+// seedFromCheckpoints remembers, as if a scan had seen them, the files of
+// topic that have a checkpoint (this agent's own, on a local topic), so
+// that reportUnfinished finds those rotated out of the globs and not
+// shipped to their end, whoever was reading them. It reports whether the
+// checkpoints could be read.
+func (inv *inventory) seedFromCheckpoints(ctx context.Context, topic string, cfg topics.Config) bool {
+	a := inv.a
+	prefix := a.cfg.Space.OffsetsPrefix() + topic + "/"
+	resp, err := a.cfg.Client.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		a.log.Warn("cannot read the topic's checkpoints; retrying at the next scan", "topic", topic, "err", err)
+		return false
+	}
+	now := time.Now()
+	for _, kv := range resp.Kvs {
+		var cp protocol.Checkpoint
+		if protocol.Unmarshal(string(kv.Key), kv.Value, &cp) != nil || cp.Identity.Fingerprint == "" || cp.Path == "" {
+			continue
+		}
+		if !cfg.Shared && cp.Agent != a.cfg.ID {
+			continue // another host's file
+		}
+		ref := fileRef{topic, string(kv.Key[len(prefix):])}
+		if _, known := inv.recent[ref]; !known {
+			inv.recent[ref] = vanishedFile{SeenFile: protocol.SeenFile{Key: ref.file, Path: cp.Path, Identity: cp.Identity}, at: now}
+		}
+	}
+	return true
+}
+
+// countGoneAssigned counts the unshipped bytes of the files assigned to
+// this agent for topic that nobody can read any more: not listed (neither
+// under the globs nor as rotated and unfinished, see reportUnfinished), not
+// being read here, known by identity (from a scan or a checkpoint) but not
+// found next to where they were: deleted while the agent was down.
+func (inv *inventory) countGoneAssigned(ctx context.Context, topic string, files map[string]protocol.SeenFile, dirs dirIndex, view *runView) {
+	for ref, active := range view.assigned {
+		if ref.topic != topic || !active {
+			continue
+		}
+		if _, ok := files[ref.file]; ok {
+			continue
+		}
+		if ri, ok := view.runs[ref]; ok && (ri.state == stateTailing || ri.state == stateFinished || ri.state == stateGone) {
+			continue // being read, or read to its end
+		}
+		v, ok := inv.recent[ref]
+		if !ok || inv.lost.known(ref) {
+			continue // identity unknown: nothing to look for; or counted
+		}
+		if _, found := dirs.get(filepath.Dir(v.Path))[v.Identity.Inode]; found {
+			continue
+		}
+		// Deleted while the agent was down: its checkpoint's last size
+		// minus its offset is what was never shipped.
+		cp, ok, err := inv.a.getCheckpoint(ctx, ref)
+		if err != nil {
+			inv.a.log.Warn("cannot read the checkpoint of a deleted assigned file; counting its lost bytes at the next scan",
+				"topic", topic, "path", v.Path, "err", err)
+			continue
+		}
+		if !ok {
+			inv.lost.count(ref, v.Path, 0, "")
+			continue
+		}
+		inv.lost.count(ref, cp.Path, cp.Size-cp.Offset, "deleted before they were shipped (at least)")
+	}
+}
+
+// noteVanished remembers the files of this scan and handles those of the
+// last scan that are gone. On a local topic nobody else can account for a
+// deleted file: if this agent is not reading it, its unshipped bytes are
+// lost now.
+func (inv *inventory) noteVanished(ctx context.Context, topic string, cfg topics.Config, files map[string]protocol.SeenFile, view *runView) {
+	now := time.Now()
+	for ref, v := range inv.recent {
+		if now.Sub(v.at) > vanishedMemory {
+			delete(inv.recent, ref)
+		}
+	}
+	for key, f := range files {
+		ref := fileRef{topic, key}
+		v := inv.recent[ref]
+		v.SeenFile, v.at = f, now
+		inv.recent[ref] = v
+	}
+	for ref, f := range inv.lostPending {
+		if ref.topic == topic && inv.countLost(ctx, topic, f) {
+			delete(inv.lostPending, ref)
+		}
+	}
+	for key, f := range inv.seen[topic] {
+		if _, still := files[key]; still {
+			continue
+		}
+		if _, err := os.Stat(f.Path); err == nil {
+			continue // renamed out of the globs, not deleted
+		}
+		ref := fileRef{topic, key}
+		if _, running := view.runs[ref]; running || inv.held.has(ref) {
+			continue // the tailer holds it open and reads it to its end
+		}
+		if !cfg.Shared {
+			if !inv.countLost(ctx, topic, f) {
+				inv.lostPending[ref] = f
+			}
+			// Counted (or to be): an assignment arriving later must not
+			// start a tailer that fails and counts the same bytes again.
+			delete(inv.recent, ref)
+		}
+	}
+}
+
+// countLost counts the bytes of a deleted file past its checkpoint, once
+// per file. It reports false if the checkpoint could not be read: nothing
+// was counted, the caller tries again later.
+func (inv *inventory) countLost(ctx context.Context, topic string, f protocol.SeenFile) bool {
+	ref := fileRef{topic, f.Key}
+	if inv.lost.known(ref) {
+		return true
+	}
+	offset := int64(0)
+	cp, ok, err := inv.a.getCheckpoint(ctx, ref)
+	if err != nil {
+		inv.a.log.Warn("cannot read the checkpoint of a deleted file; counting its lost bytes later", "topic", topic, "path", f.Path, "err", err)
+		return false
+	}
+	if ok {
+		offset = cp.Offset
+	}
+	inv.lost.count(ref, f.Path, f.Size-offset, "deleted before they were shipped")
+	return true
+}
+
+// getCheckpoint reads a file's checkpoint. An etcd error is an error; an
+// undecodable value is logged and reads as none.
+func (a *Agent) getCheckpoint(ctx context.Context, ref fileRef) (protocol.Checkpoint, bool, error) {
+	okey := a.cfg.Space.Offset(ref.topic, ref.file)
+	resp, err := a.cfg.Client.Get(ctx, okey)
+	if err != nil {
+		return protocol.Checkpoint{}, false, fmt.Errorf("read checkpoint %s: %w", okey, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return protocol.Checkpoint{}, false, nil
+	}
+	var cp protocol.Checkpoint
+	if err := protocol.Unmarshal(okey, resp.Kvs[0].Value, &cp); err != nil {
+		a.log.Error("checkpoint unreadable; treated as none", "key", okey, "err", err)
+		return protocol.Checkpoint{}, false, nil
+	}
+	return cp, true, nil
+}
+
+// readCheckpoints reads the offsets of files of topic, in Txns of at most
+// maxTxnOps reads. A missing or unreadable checkpoint is left out.
+func (inv *inventory) readCheckpoints(ctx context.Context, topic string, files []string) (map[string]int64, error) {
+	out := map[string]int64{}
+	for chunk := range slices.Chunk(files, maxTxnOps) {
+		ops := make([]clientv3.Op, len(chunk))
+		for i, f := range chunk {
+			ops[i] = clientv3.OpGet(inv.a.cfg.Space.Offset(topic, f))
+		}
+		resp, err := inv.a.cfg.Client.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return out, fmt.Errorf("read checkpoints of %s: %w", topic, err)
+		}
+		for i, r := range resp.Responses {
+			kvs := r.GetResponseRange().GetKvs()
+			if len(kvs) == 0 {
+				continue
+			}
+			var cp protocol.Checkpoint
+			if protocol.Unmarshal(string(kvs[0].Key), kvs[0].Value, &cp) == nil {
+				out[chunk[i]] = cp.Offset
+			}
+		}
+	}
+	return out, nil
+}
+
+type dirEntry struct {
+	path string
+	size int64
+}
+
+// dirIndex is one scan's view of directories by inode: each directory is
+// read once per scan, however many remembered files are looked for in it.
+type dirIndex map[string]map[uint64]dirEntry
+
+func (d dirIndex) get(dir string) map[uint64]dirEntry {
+	byInode, ok := d[dir]
+	if !ok {
+		byInode = inodes(dir)
+		d[dir] = byInode
+	}
+	return byInode
+}
+
+// inodes maps the inode of every regular file in dir to its path and size.
+func inodes(dir string) map[uint64]dirEntry {
+	out := map[uint64]dirEntry{}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return out
+	}
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			out[st.Ino] = dirEntry{path: filepath.Join(dir, e.Name()), size: info.Size()}
+		}
+	}
+	return out
+}
+
+// sizeIfSame returns the size of the file at path if it has identity id.
+func sizeIfSame(path string, id protocol.FileIdentity, fingerprintBytes int, shared bool) (int64, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	got, err := fileid.Of(f, fingerprintBytes)
+	if err != nil || !fileid.Same(got, id, shared) {
+		return 0, false
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, false
+	}
+	return fi.Size(), true
+}
