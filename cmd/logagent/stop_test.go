@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/logferry/logferry/internal/testenv"
+	"github.com/logferry/logferry/pkg/keyspace"
+	"github.com/logferry/logferry/pkg/topics"
+)
+
+// lockedBuffer is a child's stderr, read while it runs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// child is a running logagent binary.
+type child struct {
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+	listen string
+	exited chan struct{}
+	err    error
+}
+
+func startChild(t *testing.T, bin string, args ...string) *child {
+	t.Helper()
+	c := &child{stderr: &lockedBuffer{}, listen: testenv.FreeAddr(t), exited: make(chan struct{})}
+	c.cmd = exec.Command(bin, append([]string{"--listen", c.listen}, args...)...)
+	c.cmd.Stderr = c.stderr
+	require.NoError(t, c.cmd.Start())
+	go func() { c.err = c.cmd.Wait(); close(c.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-c.exited:
+		default:
+			_ = c.cmd.Process.Kill()
+			<-c.exited
+		}
+	})
+	return c
+}
+
+// sigterm stops c and fails unless it exits cleanly within 10 s.
+func (c *child) sigterm(t *testing.T) {
+	t.Helper()
+	start := time.Now()
+	require.NoError(t, c.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-c.exited:
+		require.NoError(t, c.err, "exit status 0 expected; stderr:\n%s", c.stderr.String())
+	case <-time.After(10 * time.Second):
+		t.Fatalf("still running 10 s after SIGTERM; stderr:\n%s", c.stderr.String())
+	}
+	t.Logf("exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+}
+
+// TestSIGTERMStopsWithinTenSeconds: whatever etcd and Kafka do, SIGTERM
+// ends the agent within 10 s with exit status 0. An etcd it cannot reach is
+// named in its log and in /readyz.
+func TestSIGTERMStopsWithinTenSeconds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildAgent(t)
+	e := testenv.StartEtcd(t)
+	k := testenv.StartKafka(t)
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "app.log"), []byte("# stop test "+strings.Repeat("=", 40)+"\nline\n"), 0o644))
+	_, err := topics.NewStore(e.Client(), keyspace.Space{}).Put(context.Background(), "stop", topics.Config{Paths: []string{dir + "/*.log"}})
+	require.NoError(t, err)
+	common := []string{"--allow-path", dir, "--fingerprint-bytes", "32", "--scan-interval", "200ms", "--lease-ttl", "3s"}
+
+	t.Run("etcd unreachable from the start", func(t *testing.T) {
+		dead := testenv.FreeAddr(t)
+		c := startChild(t, bin, append(common, "--id", "h1", "--etcd-endpoints", dead, "--kafka-brokers", strings.Join(k.Brokers(), ","))...)
+		testenv.WaitFor(t, 15*time.Second, "/readyz to say why, naming the unreachable etcd", func() bool {
+			code, body := testenv.HTTPGet("http://" + c.listen + "/readyz")
+			return code == 503 && strings.Contains(body, "etcd ["+dead+"]: ")
+		})
+		testenv.WaitFor(t, 15*time.Second, "the log to say etcd cannot be reached, naming it", func() bool {
+			for _, line := range strings.Split(c.stderr.String(), "\n") {
+				if strings.Contains(line, "cannot grant an etcd lease") && strings.Contains(line, dead) {
+					return true
+				}
+			}
+			return false
+		})
+		c.sigterm(t)
+	})
+
+	t.Run("kafka unreachable with a file to ship", func(t *testing.T) {
+		dead := testenv.FreeAddr(t)
+		c := startChild(t, bin, append(common, "--id", "h2", "--etcd-endpoints", e.Endpoint(), "--kafka-brokers", dead)...)
+		f := firstFile(t, e.Client(), keyspace.Space{}, "stop", "h2")
+		assign(t, e.Client(), keyspace.Space{}, "stop", "h2", f)
+		testenv.WaitFor(t, 15*time.Second, "a failed write to Kafka", func() bool {
+			_, body := testenv.HTTPGet("http://" + c.listen + "/metrics")
+			return strings.Contains(body, "logferry_ship_write_errors_total") || strings.Contains(c.stderr.String(), "kafka write failed")
+		})
+		c.sigterm(t)
+	})
+
+	t.Run("etcd cut off while shipping", func(t *testing.T) {
+		p := testenv.StartProxy(t, e.Endpoint())
+		c := startChild(t, bin, append(common, "--id", "h3", "--etcd-endpoints", p.Addr(), "--kafka-brokers", strings.Join(k.Brokers(), ","))...)
+		f := firstFile(t, e.Client(), keyspace.Space{}, "stop", "h3")
+		assign(t, e.Client(), keyspace.Space{}, "stop", "h3", f)
+		testenv.WaitFor(t, 15*time.Second, "the line shipped", func() bool {
+			return len(testenv.ReadAll(t, k.Brokers(), "stop")) > 0
+		})
+		p.Cut()
+		testenv.WaitFor(t, 15*time.Second, "/readyz to fail with etcd cut off", func() bool {
+			code, body := testenv.HTTPGet("http://" + c.listen + "/readyz")
+			return code == 503 && strings.Contains(body, p.Addr())
+		})
+		c.sigterm(t)
+		require.Contains(t, c.stderr.String(), "cannot prove the etcd lease alive", "the agent fenced itself")
+	})
+}
