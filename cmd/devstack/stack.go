@@ -156,7 +156,7 @@ func startStack(ctx context.Context, o *options, log *slog.Logger) (_ *stack, er
 		if err := st.spawn(id, filepath.Join(o.bin, "logagent"),
 			"--id", id, "--kafka-brokers", strings.Join(st.kafkaBrokers, ","), "--allow-path", filepath.Dir(st.logDir),
 			"--lease-ttl", "3s", "--scan-interval", "1s", "--fingerprint-bytes", "64", "--rotated-idle", "2s",
-			"--kafka-compression", "none"); err != nil {
+			"--kafka-compression", "none", "--state-dir", filepath.Join(st.dir, "var", "lib", "logagent-"+id)); err != nil {
 			return nil, err
 		}
 	}

@@ -130,7 +130,7 @@ func (env *benchEnv) shipWithAgent(b *testing.B, topic, profile string) shipped 
 	createTopics(b, k.Brokers(), topic)
 	listen := testenv.FreeAddr(b)
 	cmd := exec.Command(env.bin, "--etcd-endpoints", env.etcd.Endpoint(), "--kafka-brokers", strings.Join(k.Brokers(), ","),
-		"--id", "bench", "--listen", listen, "--allow-path", env.dir, "--scan-interval", "100ms",
+		"--id", "bench", "--listen", listen, "--allow-path", env.dir, "--scan-interval", "100ms", "--state-dir", b.TempDir(),
 		"--log-level", "warn", "--kafka-compression", benchCompression(), "--pprof")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,22 +21,42 @@ import (
 	"github.com/logferry/logferry/internal/testenv"
 	"github.com/logferry/logferry/pkg/keyspace"
 	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/statefile"
 	"github.com/logferry/logferry/pkg/topics"
 )
 
 // TestKillNineResumesFromCheckpoint runs the real logagent binary as a
 // child process, kill -9s it between two checkpoints while it ships a file
-// that keeps growing, and starts it again on the same state. Nothing is
-// lost, and the only lines shipped twice are lines at or after the last
-// checkpoint the killed process wrote (what it shipped in its last
-// checkpoint interval), each a copy of its original (same offset, same
-// line).
+// that keeps growing, and resumes the file, once on the same host and once
+// on another. Nothing is lost, every duplicate is a copy of its original
+// (same offset, same line), and the duplicates are bounded by the tier the
+// file resumes from:
+//   - same host (restarted with its state directory): only lines after the
+//     last save of the local state file, at most --checkpoint-interval of
+//     lines (etcd is written hourly here: it cannot be what bounds them);
+//   - another host (the file moved): only lines after the last etcd
+//     checkpoint, at most --etcd-checkpoint-interval of lines.
 func TestKillNineResumesFromCheckpoint(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
 	bin := buildAgent(t)
+	for _, tc := range []struct {
+		name     string
+		failover bool
+		etcd     string // --etcd-checkpoint-interval
+	}{
+		{"same host resumes from the local state file", false, "1h"},
+		{"another host resumes from etcd", true, "2s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { crashAndResume(t, bin, tc.failover, tc.etcd) })
+	}
+}
 
+// lineSize is the size of the writer's lines, "line %08d\n".
+const lineSize = 14
+
+func crashAndResume(t *testing.T, bin string, failover bool, etcdInterval string) {
 	e := testenv.StartEtcd(t)
 	k := testenv.StartKafka(t)
 	cli := e.Client()
@@ -44,32 +65,32 @@ func TestKillNineResumesFromCheckpoint(t *testing.T) {
 	path := filepath.Join(dir, "app.log")
 	header := "# crash test file " + strings.Repeat("=", 40) + "\n"
 	require.NoError(t, os.WriteFile(path, []byte(header), 0o644))
-	_, err := topics.NewStore(cli, ks).Put(context.Background(), "crash", topics.Config{Paths: []string{path}})
+	_, err := topics.NewStore(cli, ks).Put(context.Background(), "crash", topics.Config{Paths: []string{path}, Shared: true})
 	require.NoError(t, err)
-
-	start := func() *exec.Cmd {
+	states := map[string]string{"h1": t.TempDir(), "h2": t.TempDir()}
+	start := func(id string) *exec.Cmd {
 		cmd := exec.Command(bin, "--etcd-endpoints", e.Endpoint(), "--kafka-brokers", strings.Join(k.Brokers(), ","),
-			"--id", "h1", "--listen", testenv.FreeAddr(t), "--allow-path", dir, "--scan-interval", "100ms",
-			"--checkpoint-interval", "2s", "--lease-ttl", "2s", "--fingerprint-bytes", "32", "--kafka-linger", "5ms")
+			"--id", id, "--listen", testenv.FreeAddr(t), "--allow-path", dir, "--scan-interval", "100ms",
+			"--checkpoint-interval", "500ms", "--etcd-checkpoint-interval", etcdInterval, "--state-dir", states[id],
+			"--lease-ttl", "2s", "--fingerprint-bytes", "32", "--kafka-linger", "5ms")
 		cmd.Stderr = os.Stderr
 		require.NoError(t, cmd.Start())
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 		return cmd
 	}
-	agent := start()
-	t.Cleanup(func() { _ = agent.Process.Kill(); _ = agent.Wait() })
+	agent := start("h1")
 
 	// Play the coordinator: assign the file once the agent reports it.
 	seen := firstFile(t, cli, ks, "crash", "h1")
 	assign(t, cli, ks, "crash", "h1", seen)
 
-	// A writer appends numbered lines while the agent is killed and restarted.
+	// A writer appends numbered lines while the agent is killed and the
+	// file resumed.
 	var written atomic.Int64
 	written.Store(1) // the header
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 		if err != nil {
 			t.Error(err)
@@ -89,29 +110,41 @@ func TestKillNineResumesFromCheckpoint(t *testing.T) {
 				written.Add(1)
 			}
 		}
-	}()
-
+	})
+	linesBefore := func(off int64) int { return 1 + int(off-int64(len(header)))/lineSize }
+	// The checkpoint the resumed file starts from: the local state file's
+	// on the same host, etcd's on another.
+	resumeFrom := func() (int64, bool) {
+		if !failover {
+			return localOffset(t, states["h1"], seen.Key)
+		}
+		return etcdOffset(t, cli, ks, seen.Key)
+	}
 	// Kill between two checkpoints: when Kafka holds at least 300 lines
-	// more than the last checkpoint covers (each line is 14 bytes).
+	// more than that checkpoint covers.
 	testenv.WaitFor(t, 30*time.Second, "2,000 lines shipped, 300 past the checkpoint", func() bool {
 		n := len(testenv.ReadAll(t, k.Brokers(), "crash"))
-		resp, err := cli.Get(context.Background(), ks.Offset("crash", seen.Key))
-		require.NoError(t, err)
-		if n < 2000 || len(resp.Kvs) == 0 {
-			return false
-		}
-		var cp protocol.Checkpoint
-		require.NoError(t, protocol.Unmarshal("checkpoint", resp.Kvs[0].Value, &cp))
-		covered := 1 + int(cp.Offset-int64(len(header)))/14
-		return n-covered >= 300
+		off, ok := resumeFrom()
+		return ok && n >= 2000 && n-linesBefore(off) >= 300
 	})
 	require.NoError(t, agent.Process.Signal(syscall.SIGKILL))
 	_ = agent.Wait()
-	cp := checkpointOf(t, cli, ks, seen.Key)
+	cp, ok := resumeFrom()
+	require.True(t, ok)
 	shippedAtKill := len(testenv.ReadAll(t, k.Brokers(), "crash"))
-	t.Logf("killed with %d records in Kafka, checkpoint at byte %d", shippedAtKill, cp)
+	t.Logf("killed with %d records in Kafka, resuming from byte %d (line %d)", shippedAtKill, cp, linesBefore(cp))
 
-	agent = start()
+	if failover {
+		// The file moves to h2 (h1's lease would expire; the coordinator
+		// would delete h1's assignment and give the file to h2).
+		agent = start("h2")
+		firstFile(t, cli, ks, "crash", "h2")
+		_, err := cli.Delete(context.Background(), ks.Assign("h1", "crash", seen.Key))
+		require.NoError(t, err)
+		assign(t, cli, ks, "crash", "h2", seen)
+	} else {
+		agent = start("h1")
+	}
 	testenv.WaitFor(t, 30*time.Second, "shipping to resume", func() bool {
 		return len(testenv.ReadAll(t, k.Brokers(), "crash")) > shippedAtKill+2000
 	})
@@ -146,21 +179,37 @@ func TestKillNineResumesFromCheckpoint(t *testing.T) {
 	for off, n := range count {
 		if n > 1 {
 			dups += n - 1
-			require.GreaterOrEqual(t, off, cp, "a line before the last checkpoint was shipped twice")
+			require.GreaterOrEqual(t, off, cp, "a line before the checkpoint it resumed from was shipped twice")
 		}
 	}
-	t.Logf("%d lines, %d duplicates, all at or after the checkpoint %d", total, dups, cp)
+	t.Logf("%d lines, %d duplicates, all at or after byte %d", total, dups, cp)
 	require.Positive(t, dups, "the kill landed between checkpoints, so lines after the last one are shipped again")
-	require.LessOrEqual(t, dups, shippedAtKill-(1+int(cp-int64(len(header)))/14),
-		"only lines shipped after the last checkpoint are shipped twice")
+	require.LessOrEqual(t, dups, shippedAtKill-linesBefore(cp), "only lines shipped after the checkpoint are shipped twice")
 }
 
-func checkpointOf(t *testing.T, cli *clientv3.Client, ks keyspace.Space, file string) int64 {
+// localOffset is the offset of file in the state file under dir.
+func localOffset(t *testing.T, dir, file string) (int64, bool) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, statefile.FileName))
+	if err != nil {
+		return 0, false
+	}
+	var st struct {
+		Entries map[string]statefile.Entry `json:"entries"`
+	}
+	require.NoError(t, json.Unmarshal(data, &st))
+	e, ok := st.Entries["crash/"+file]
+	return e.Offset, ok
+}
+
+func etcdOffset(t *testing.T, cli *clientv3.Client, ks keyspace.Space, file string) (int64, bool) {
 	t.Helper()
 	resp, err := cli.Get(context.Background(), ks.Offset("crash", file))
 	require.NoError(t, err)
-	require.Len(t, resp.Kvs, 1, "the killed agent wrote checkpoints")
+	if len(resp.Kvs) == 0 {
+		return 0, false
+	}
 	var cp protocol.Checkpoint
 	require.NoError(t, protocol.Unmarshal("checkpoint", resp.Kvs[0].Value, &cp))
-	return cp.Offset
+	return cp.Offset, true
 }

@@ -63,7 +63,7 @@ func TestPausedAgentFencesItself(t *testing.T) {
 	agents := map[string]*exec.Cmd{}
 	for _, id := range []string{"h1", "h2", "h3"} {
 		cmd := exec.Command(bin, "--etcd-endpoints", e.Endpoint(), "--kafka-brokers", strings.Join(k.Brokers(), ","),
-			"--id", id, "--listen", testenv.FreeAddr(t), "--allow-path", dir, "--scan-interval", "200ms",
+			"--id", id, "--listen", testenv.FreeAddr(t), "--allow-path", dir, "--scan-interval", "200ms", "--state-dir", t.TempDir(),
 			"--checkpoint-interval", "500ms", "--lease-ttl", "3s", "--fingerprint-bytes", "32", "--kafka-linger", "5ms")
 		cmd.Stderr = os.Stderr
 		require.NoError(t, cmd.Start())

@@ -57,6 +57,9 @@ type options struct {
 	listen             string
 	leaseTTL           time.Duration
 	checkpointInterval time.Duration
+	stateDir           string
+	etcdCheckpoint     time.Duration
+	etcdBudget         float64
 	scanInterval       time.Duration
 	allowPaths         []string
 	fingerprintBytes   int
@@ -81,7 +84,15 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.id, "id", "", "agent id in etcd keys (default: this host's first non-loopback IP address)")
 	fs.StringVar(&o.listen, "listen", ":9101", "address of /metrics, /healthz and /readyz")
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", 10*time.Second, "TTL of the agent's etcd lease: how soon the coordinator notices a dead agent")
-	fs.DurationVar(&o.checkpointInterval, "checkpoint-interval", time.Second, "how often acknowledged offsets are written to etcd; bounds the duplicates after a crash")
+	fs.DurationVar(&o.checkpointInterval, "checkpoint-interval", time.Second, "how often acknowledged offsets are saved in the local state file "+
+		"(fsynced; etcd if --state-dir is empty); bounds the lines repeated after a crash and restart on this host")
+	fs.StringVar(&o.stateDir, "state-dir", defaultStateDir(), "directory of the local checkpoint file (systemd's StateDirectory, "+
+		"$STATE_DIRECTORY, when set); empty: etcd is the only tier, written every --checkpoint-interval")
+	fs.DurationVar(&o.etcdCheckpoint, "etcd-checkpoint-interval", 0, "how often moved offsets go to etcd, where another host resumes "+
+		"after a failover (releases, clean stops and finished files go at once); 0: sized to the fleet, its files divided by "+
+		"--etcd-checkpoint-budget, between 5s and 10m")
+	fs.Float64Var(&o.etcdBudget, "etcd-checkpoint-budget", agent.DefaultEtcdCheckpointBudget, "the fleet's etcd checkpoint writes "+
+		"per second that the sized --etcd-checkpoint-interval aims at (use the same value on every agent)")
 	fs.DurationVar(&o.scanInterval, "scan-interval", 10*time.Second, "how often topic globs are evaluated again (also on every topic change)")
 	fs.StringSliceVar(&o.allowPaths, "allow-path", []string{"/var/log"}, "root under which files may be read (repeatable); topics whose globs reach outside are refused")
 	fs.IntVar(&o.fingerprintBytes, "fingerprint-bytes", fileid.DefaultFingerprintBytes, "leading bytes that identify a file; shorter files wait until they grow")
@@ -157,8 +168,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if o.checkConfig {
-		fmt.Fprintf(stdout, "config ok: id=%s etcd=%v prefix=%q kafka=%v acks=%s allow_paths=%v listen=%s\n",
-			o.id, o.etcd.Endpoints, ks.Root(), kcfg.Brokers, kcfg.Acks, o.allowPaths, o.listen)
+		fmt.Fprintf(stdout, "config ok: id=%s etcd=%v prefix=%q kafka=%v acks=%s allow_paths=%v listen=%s state_dir=%q\n",
+			o.id, o.etcd.Endpoints, ks.Root(), kcfg.Brokers, kcfg.Acks, o.allowPaths, o.listen, o.stateDir)
 		return nil
 	}
 	// Bind --listen before dialling etcd: an outgoing connection could
@@ -185,6 +196,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Client: cli, Space: ks, ID: o.id, Version: version.Version,
 		AllowPaths: o.allowPaths, FingerprintBytes: o.fingerprintBytes,
 		ScanInterval: o.scanInterval, CheckpointInterval: o.checkpointInterval, LeaseTTL: o.leaseTTL,
+		StateDir: o.stateDir, EtcdCheckpointInterval: o.etcdCheckpoint, EtcdCheckpointBudget: o.etcdBudget,
 		RotatedIdle: o.rotatedIdle, StopTimeout: o.stopTimeout, TailInotify: o.tailMode == "inotify", NoDirWatch: !o.watchDirs,
 		PartialLineTimeout: o.partialTimeout,
 		Shipper:            shipper, Registerer: reg, Logger: log,
@@ -198,6 +210,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	g.Go(func() error { return a.Run(gctx) })
 	g.Go(func() error { return ops.Run(gctx) })
 	return g.Wait()
+}
+
+// defaultStateDir is systemd's StateDirectory for the unit, or the
+// conventional place.
+func defaultStateDir() string {
+	if d := os.Getenv("STATE_DIRECTORY"); d != "" {
+		return strings.Split(d, ":")[0]
+	}
+	return "/var/lib/logagent"
 }
 
 // hostIP is the first non-loopback IP address of the host, the default

@@ -47,7 +47,7 @@ func TestRunServesAndStopsCleanly(t *testing.T) {
 	var stderr bytes.Buffer
 	go func() {
 		done <- run(ctx, []string{"--etcd-endpoints", e.Endpoint(), "--id", "127.0.0.9", "--listen", listen,
-			"--allow-path", dir, "--scan-interval", "100ms", "--lease-ttl", "3s", "--fingerprint-bytes", "16"},
+			"--allow-path", dir, "--scan-interval", "100ms", "--lease-ttl", "3s", "--fingerprint-bytes", "16", "--state-dir", t.TempDir()},
 			io.Discard, &stderr)
 	}()
 	testenv.WaitFor(t, 10*time.Second, "/readyz 200", func() bool { c, _ := testenv.HTTPGet("http://" + listen + "/readyz"); return c == 200 })

@@ -92,7 +92,7 @@ func TestSIGTERMStopsWithinTenSeconds(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "app.log"), []byte("# stop test "+strings.Repeat("=", 40)+"\nline\n"), 0o644))
 	_, err := topics.NewStore(e.Client(), keyspace.Space{}).Put(context.Background(), "stop", topics.Config{Paths: []string{dir + "/*.log"}})
 	require.NoError(t, err)
-	common := []string{"--allow-path", dir, "--fingerprint-bytes", "32", "--scan-interval", "200ms", "--lease-ttl", "3s"}
+	common := []string{"--allow-path", dir, "--fingerprint-bytes", "32", "--scan-interval", "200ms", "--lease-ttl", "3s", "--state-dir", t.TempDir()}
 
 	t.Run("etcd unreachable from the start", func(t *testing.T) {
 		dead := testenv.FreeAddr(t)

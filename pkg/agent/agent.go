@@ -17,6 +17,7 @@ import (
 	"github.com/logferry/logferry/pkg/heartbeat"
 	"github.com/logferry/logferry/pkg/keyspace"
 	"github.com/logferry/logferry/pkg/ship"
+	"github.com/logferry/logferry/pkg/statefile"
 	"github.com/logferry/logferry/pkg/topics"
 )
 
@@ -27,12 +28,28 @@ type Config struct {
 	ID      string // agent id: /topics/<P>/<ID>, /assign/<ID>/...
 	Version string // build version, reported in heartbeats
 
-	AllowPaths         []string      // roots files may be read under
-	FingerprintBytes   int           // leading bytes that identify a file
-	ScanInterval       time.Duration // rescan of globs (also on topic changes)
+	AllowPaths       []string      // roots files may be read under
+	FingerprintBytes int           // leading bytes that identify a file
+	ScanInterval     time.Duration // rescan of globs (also on topic changes)
+	// CheckpointInterval is how often acknowledged offsets are saved: in
+	// the state file under StateDir when there is one (the local tier),
+	// otherwise in etcd.
 	CheckpointInterval time.Duration
-	LeaseTTL           time.Duration
-	RotatedIdle        time.Duration // a rotated file idle this long is finished
+	// StateDir holds the local checkpoints (pkg/statefile); "" means none:
+	// etcd is then written every EtcdCheckpointInterval (default
+	// CheckpointInterval), as the only tier.
+	StateDir string
+	// EtcdCheckpointInterval is how often etcd gets the offsets that moved
+	// (besides releases, clean stops and files read to their end, which go
+	// at once). 0 with a StateDir: sized to the fleet, the fleet's files
+	// (from /status/coordinator) divided by EtcdCheckpointBudget, between
+	// max(CheckpointInterval, 5 s) and 10 min.
+	EtcdCheckpointInterval time.Duration
+	// EtcdCheckpointBudget is the fleet's etcd checkpoint write rate, in
+	// keys per second, that the sized interval aims at (default 2000).
+	EtcdCheckpointBudget float64
+	LeaseTTL             time.Duration
+	RotatedIdle          time.Duration // a rotated file idle this long is finished
 	// PartialLineTimeout, when positive, ships a last line without newline
 	// once its file has not grown for this long.
 	PartialLineTimeout time.Duration
@@ -63,6 +80,8 @@ type Agent struct {
 	board   *topicBoard
 	// lapsed is poked when the shipper dropped a record unwritten.
 	lapsed chan struct{}
+	// local is the state file, the local checkpoint tier (nil: none).
+	local *statefile.Store
 
 	started time.Time
 }
@@ -94,6 +113,23 @@ func New(cfg Config) (*Agent, error) {
 	cfg.LeaseTTL = orDefault(cfg.LeaseTTL, 10*time.Second)
 	cfg.RotatedIdle = orDefault(cfg.RotatedIdle, 5*time.Second)
 	cfg.StopTimeout = orDefault(cfg.StopTimeout, 5*time.Second)
+	if cfg.EtcdCheckpointInterval < 0 || cfg.EtcdCheckpointBudget < 0 {
+		return nil, fmt.Errorf("%w: --etcd-checkpoint-interval %v and --etcd-checkpoint-budget %v must not be negative",
+			ErrConfig, cfg.EtcdCheckpointInterval, cfg.EtcdCheckpointBudget)
+	}
+	if cfg.StateDir == "" && cfg.EtcdCheckpointInterval == 0 {
+		cfg.EtcdCheckpointInterval = cfg.CheckpointInterval
+	}
+	if cfg.EtcdCheckpointBudget == 0 {
+		cfg.EtcdCheckpointBudget = DefaultEtcdCheckpointBudget
+	}
+	var local *statefile.Store
+	if cfg.StateDir != "" {
+		var err error
+		if local, err = statefile.Open(cfg.StateDir, cfg.ID); err != nil {
+			return nil, fmt.Errorf("%w: --state-dir: %w", ErrConfig, err)
+		}
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -125,8 +161,14 @@ func New(cfg Config) (*Agent, error) {
 		store:   topics.NewStore(cfg.Client, cfg.Space),
 		board:   newTopicBoard(),
 		lapsed:  make(chan struct{}, 1),
+		local:   local,
 	}, nil
 }
+
+// DefaultEtcdCheckpointBudget is the fleet's etcd checkpoint write rate (keys
+// per second) the sized etcd interval aims at: a few percent of what a
+// 3-member etcd on SSDs takes, so leases and the coordinator keep room.
+const DefaultEtcdCheckpointBudget = 2000
 
 func orDefault(d, def time.Duration) time.Duration {
 	if d == 0 {
@@ -222,14 +264,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if inv.watcher != nil {
 		go func() {
 			defer close(watchDone)
-			err := inv.watcher.Run(loopCtx, func(f discovery.Found) bool {
-				select {
-				case inv.found <- f:
-					return true
-				case <-loopCtx.Done():
-					return false
-				}
-			}, inv.triggerScan)
+			err := inv.watcher.Run(loopCtx, func(f discovery.Found) bool { return inv.hold(loopCtx, f) }, inv.triggerScan)
 			if err != nil && loopCtx.Err() == nil {
 				a.log.Error("directory watcher stopped; new files are found by the scans only", "err", err)
 			}
@@ -245,14 +280,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	<-watchDone
 	<-p.inventory.done
 	<-p.checkpoints.done
-	for drained := false; !drained; {
-		select {
-		case f := <-inv.found:
-			f.FD.Close()
-		default:
-			drained = true
-		}
-	}
 
 	// Clean stop: tailers first, then the releases and Kafka's acks, then
 	// final checkpoints, then the lease.
@@ -267,7 +294,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	fcancel()
 	cctx, ccancel := context.WithTimeout(context.Background(), stopFinalCheckpoint)
 	cp.setRuns(c.runList())
-	cp.once(cctx)
+	cp.pass(cctx, true) // every offset that moved goes to etcd: nothing is repeated after a clean stop
 	ccancel()
 	shipCancel()
 	regCancel()
@@ -290,17 +317,15 @@ func (a *Agent) Run(ctx context.Context) error {
 // tail reads fr's checkpoint and runs its tailer. It runs on the tailer's
 // goroutine: the etcd read of the checkpoint never holds up the controller.
 func (a *Agent) tail(ctx context.Context, fr *fileRun) error {
-	offset, fromCheckpoint, err := a.startOffset(ctx, fr)
+	start, err := a.startOffset(ctx, fr)
 	if err != nil {
 		return err
 	}
+	offset := start.offset
 	fr.mu.Lock()
 	fr.started = true
 	if fr.nextSeq == 0 {
-		fr.acked = offset
-		if fromCheckpoint {
-			fr.written = offset
-		}
+		fr.acked, fr.local, fr.written = offset, offset, start.etcd
 	} else {
 		offset = fr.acked // a restart: resume after what was acknowledged
 		if n := fr.pending.len(); n > 0 {
@@ -360,22 +385,40 @@ func (a *Agent) tail(ctx context.Context, fr *fileRun) error {
 	return err
 }
 
-// startOffset is the checkpoint of the file if it belongs to this identity,
-// or where start_at says for a file never seen.
-func (a *Agent) startOffset(ctx context.Context, fr *fileRun) (int64, bool, error) {
+// start is where a run begins: offset, and the checkpoint etcd has (-1:
+// none), which the etcd tier compares with.
+type start struct{ offset, etcd int64 }
+
+// startOffset is where to read the file from: its checkpoint in etcd, or
+// the later one of the local state file when etcd's was written by this
+// agent for this identity (nobody else shipped the file since: the local
+// save is at most a checkpoint interval old), or where start_at says for a
+// file never seen.
+func (a *Agent) startOffset(ctx context.Context, fr *fileRun) (start, error) {
 	cp, found, err := a.getCheckpoint(ctx, fr.ref())
 	if err != nil {
-		return 0, false, err
+		return start{}, err
 	}
+	st := start{etcd: -1}
 	if found {
-		return cp.Offset, true, nil
+		st = start{offset: cp.Offset, etcd: cp.Offset}
 	}
-	if fr.cfg.StartAt == topics.StartEnd {
+	if a.local != nil {
+		e, ok := a.local.Get(fr.topic, fr.key)
+		ours := !found || (cp.Agent == a.cfg.ID && cp.Identity == fr.identity)
+		if ok && ours && e.Identity == fr.identity && e.Offset > st.offset {
+			a.log.Info("resuming from the local checkpoint, newer than etcd's", "topic", fr.topic, "path", fr.pathNow(),
+				"offset", e.Offset, "etcd_offset", st.etcd)
+			st.offset = e.Offset
+			return st, nil
+		}
+	}
+	if !found && fr.cfg.StartAt == topics.StartEnd {
 		fi, err := os.Stat(fr.pathNow())
 		if err != nil {
-			return 0, false, fmt.Errorf("stat %s: %w", fr.pathNow(), err)
+			return start{}, fmt.Errorf("stat %s: %w", fr.pathNow(), err)
 		}
-		return fi.Size(), false, nil
+		st.offset = fi.Size()
 	}
-	return 0, false, nil
+	return st, nil
 }

@@ -533,29 +533,37 @@ func TestFinishedRotatedFileGrowingAgainIsReadOn(t *testing.T) {
 // checkpoint knew them (size minus offset).
 func TestAssignedFileDeletedWhileDownCountsLostBytes(t *testing.T) {
 	e := newEnv(t)
+	_, size, cp := e.deletedWhileDown()
+	ag := e.startAgent("h1")
+	testenv.WaitFor(t, 10*time.Second, "the deleted file's bytes counted", func() bool {
+		return counterValue(t, ag.reg, "logagent_lost_bytes_total", "") > 0
+	})
+	require.Equal(t, float64(size-cp.Offset), counterValue(t, ag.reg, "logagent_lost_bytes_total", ""))
+}
+
+// deletedWhileDown runs an agent that read lines of an assigned file which
+// Kafka refused, stops it, and deletes the file: it returns the file's size
+// and the checkpoint the agent left (which knows that size).
+func (e *env) deletedWhileDown() (f protocol.SeenFile, size int64, cp protocol.Checkpoint) {
+	t := e.t
 	e.write("app.log", header("gone"))
 	e.writeLines("app.log", 0, 50)
 	e.putTopic("app", topics.Config{Paths: []string{e.dir + "/app.log"}})
 	ag := e.startAgent("h1", func(c *Config, _ *ship.Config) { c.StopTimeout = 500 * time.Millisecond })
-	f := e.waitSeen("app", "h1", "app.log")
+	f = e.waitSeen("app", "h1", "app.log")
 	e.assign("app", "h1", f)
 	e.waitRecords("app", 51, 20*time.Second)
 
 	fault := e.kafka.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotEnoughReplicas, Count: -1})
 	e.writeLines("app.log", 50, 80)
-	size := fileSize(t, e.path("app.log"))
+	size = fileSize(t, e.path("app.log"))
 	testenv.WaitFor(t, 10*time.Second, "a checkpoint that knows the unshipped size", func() bool {
 		cp, ok := e.checkpoint("app", f.Key)
 		return ok && cp.Size == size && cp.Offset < size
 	})
 	require.NoError(t, ag.stop())
 	fault.Remove()
-	cp, _ := e.checkpoint("app", f.Key)
+	cp, _ = e.checkpoint("app", f.Key)
 	require.NoError(t, os.Remove(e.path("app.log")))
-
-	ag = e.startAgent("h1")
-	testenv.WaitFor(t, 10*time.Second, "the deleted file's bytes counted", func() bool {
-		return counterValue(t, ag.reg, "logagent_lost_bytes_total", "") > 0
-	})
-	require.Equal(t, float64(size-cp.Offset), counterValue(t, ag.reg, "logagent_lost_bytes_total", ""))
+	return f, size, cp
 }

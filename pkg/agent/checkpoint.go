@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/statefile"
 )
 
 // maxTxnOps is etcd's default --max-txn-ops: compares and puts of one Txn
@@ -22,13 +23,19 @@ const maxTxnOps = 128
 // checkpoints, never anything else.
 const txnTimeout = 5 * time.Second
 
-// checkpointer writes the acknowledged offsets of the controller's runs to
-// etcd on its own goroutine. The controller publishes the runs; the
-// checkpointer reports back, on Fenced, the runs whose guard failed.
+// checkpointer saves the acknowledged offsets of the controller's runs on
+// its own goroutine, in two tiers: every CheckpointInterval in the local
+// state file (fsynced), and every etcd interval in etcd (sized to the
+// fleet, see Config.EtcdCheckpointInterval). Files read to their end go to
+// etcd at once. The controller publishes the runs; the checkpointer
+// reports back, on Fenced, the runs whose guard failed.
 type checkpointer struct {
 	a      *Agent
 	runs   atomic.Pointer[[]*fileRun]
 	fenced chan []*fileRun
+	// The checkpointer goroutine's own.
+	nextEtcd  time.Time
+	fleetSize int // files in the fleet, as the coordinator last said
 }
 
 func newCheckpointer(a *Agent) *checkpointer {
@@ -75,12 +82,26 @@ type due struct {
 // create revision of its assignment key. A Txn whose guards fail is retried
 // without the files that were taken away, which it returns.
 func (c *checkpointer) once(ctx context.Context) (fenced []*fileRun) {
+	return c.pass(ctx, false)
+}
+
+// pass saves the local tier, then writes etcd if its round is due (or all
+// is set: a clean stop), or only the urgent files otherwise.
+func (c *checkpointer) pass(ctx context.Context, all bool) (fenced []*fileRun) {
 	a := c.a
+	runs := slices.Clone(*c.runs.Load())
+	slices.SortFunc(runs, func(x, y *fileRun) int { return cmp.Compare(x.assignKey, y.assignKey) })
+	if a.local != nil {
+		c.saveLocal(runs)
+	}
 	if !a.reg.Alive() {
 		return nil // the assignments may be another's by now; the guard would tell, but why ask
 	}
-	runs := slices.Clone(*c.runs.Load())
-	slices.SortFunc(runs, func(x, y *fileRun) int { return cmp.Compare(x.assignKey, y.assignKey) })
+	now := time.Now()
+	round := all || a.local == nil || !now.Before(c.nextEtcd)
+	if round {
+		c.nextEtcd = now.Add(c.etcdInterval(ctx))
+	}
 	var todo []due
 	for _, fr := range runs {
 		if !fr.writable.Load() || fr.identityUnknown() {
@@ -89,7 +110,7 @@ func (c *checkpointer) once(ctx context.Context) (fenced []*fileRun) {
 		updateSize(fr)
 		off, size, ok := fr.checkpointDue()
 		a.m.bytesBehind.WithLabelValues(fr.topic, fr.key).Set(float64(max(0, size-off)))
-		if ok {
+		if ok && (round || fr.urgent.Load()) {
 			todo = append(todo, due{fr: fr, offset: off, size: size})
 		}
 	}
@@ -138,7 +159,9 @@ func (c *checkpointer) write(ctx context.Context, batch []due) ([]*fileRun, erro
 	if resp.Succeeded {
 		for _, d := range batch {
 			d.fr.markWritten(d.offset, d.size)
+			d.fr.urgent.Store(false)
 		}
+		a.m.etcdCheckpoints.Add(float64(len(batch)))
 		return nil, nil
 	}
 	var fenced []*fileRun
@@ -149,6 +172,69 @@ func (c *checkpointer) write(ctx context.Context, batch []due) ([]*fileRun, erro
 		}
 	}
 	return fenced, nil
+}
+
+// saveLocal records every offset that moved in the state file and saves it
+// (fsync): the restart of this agent on this host resumes from there.
+func (c *checkpointer) saveLocal(runs []*fileRun) {
+	a := c.a
+	now := time.Now().UTC()
+	for _, fr := range runs {
+		if !fr.writable.Load() || fr.identityUnknown() {
+			continue
+		}
+		if off, ok := fr.localDue(); ok {
+			a.local.Set(fr.topic, fr.key, statefile.Entry{Offset: off, Identity: fr.identity, Path: fr.pathNow(), Updated: now})
+			fr.markLocal(off)
+		}
+	}
+	start := time.Now()
+	if err := a.local.Save(); err != nil {
+		a.m.checkpointErr.WithLabelValues("local").Inc()
+		a.log.Error("cannot save the local checkpoints; a restart will repeat more lines", "err", err)
+		return
+	}
+	a.m.localSaveDur.Observe(time.Since(start).Seconds())
+}
+
+// Bounds of the etcd interval sized to the fleet.
+const (
+	minEtcdInterval = 5 * time.Second
+	maxEtcdInterval = 10 * time.Minute
+)
+
+// etcdInterval is how long until the next etcd round: the configured
+// interval, or the fleet's files over the budget, bounded, so that the
+// fleet's checkpoint writes stay near the budget whatever its size.
+func (c *checkpointer) etcdInterval(ctx context.Context) time.Duration {
+	a := c.a
+	iv := a.cfg.EtcdCheckpointInterval
+	if iv == 0 {
+		if n, ok := c.fleetFiles(ctx); ok {
+			c.fleetSize = n
+		}
+		iv = time.Duration(float64(c.fleetSize) / a.cfg.EtcdCheckpointBudget * float64(time.Second))
+		iv = min(max(iv, minEtcdInterval, a.cfg.CheckpointInterval), maxEtcdInterval)
+	}
+	a.m.etcdInterval.Set(iv.Seconds())
+	return iv
+}
+
+// fleetFiles is how many files the coordinator last counted in the fleet.
+func (c *checkpointer) fleetFiles(ctx context.Context) (int, bool) {
+	a := c.a
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	key := a.cfg.Space.CoordinatorStatus()
+	resp, err := a.cfg.Client.Get(ctx, key)
+	if err != nil || len(resp.Kvs) == 0 {
+		return 0, false
+	}
+	var st protocol.CoordinatorStatus
+	if err := protocol.Unmarshal(key, resp.Kvs[0].Value, &st); err != nil {
+		return 0, false
+	}
+	return st.Files, true
 }
 
 func (a *Agent) checkpointValue(fr *fileRun, offset, size int64) []byte {

@@ -239,7 +239,7 @@ func (c *controller) fence() {
 	a.cfg.Shipper.Fence()
 	for _, fr := range c.runs {
 		if fr.state != stateReleasing {
-			fr.resetInflight()
+			c.readAgain(fr)
 		}
 	}
 	c.assigns = map[fileRef]assignment{}
@@ -315,6 +315,7 @@ func (c *controller) reconcile(ctx context.Context) {
 			if fr == nil {
 				// Never read here: released without a checkpoint.
 				fr = newFileRun(ref.topic, ref.file, w.assignKey, w.createRev, c.assigns[ref].value.Path, protocol.FileIdentity{}, topics.Config{})
+				c.held.claim(ref)
 				c.runs[ref] = fr
 			}
 			if fr.state != stateReleasing && !now.Before(fr.retryAt) {
@@ -331,12 +332,10 @@ func (c *controller) reconcile(ctx context.Context) {
 				}
 				fr = newFileRun(ref.topic, ref.file, w.assignKey, w.createRev, w.file.Path, w.file.Identity, w.cfg)
 				fr.size = w.file.Size
-				if h := c.held.take(ref); h != nil {
-					fr.held = h.fd
-					fr.setPath(h.Path)
-				}
+				c.held.claim(ref)
 				c.runs[ref] = fr
 			}
+			c.takeHeld(fr)
 			if fr.state == stateTailing && fr.cfgRev != w.cfgRev {
 				// The config key was written again: restart with it if its
 				// content changed (comparing only when the revision moved).
@@ -399,6 +398,18 @@ func (c *controller) startTailer(ctx context.Context, fr *fileRun) {
 	}()
 }
 
+// takeHeld hands an idle run the descriptor the directory watcher holds
+// for its file, if any and if the run has none.
+func (c *controller) takeHeld(fr *fileRun) {
+	if fr.state != stateIdle || fr.held != nil {
+		return
+	}
+	if h := c.held.take(fr.ref()); h != nil {
+		fr.held = h.fd
+		fr.setPath(h.Path)
+	}
+}
+
 // halt stops fr's tailer, if one runs, and waits for it to return.
 func (c *controller) halt(fr *fileRun) {
 	if fr.cancel == nil {
@@ -437,6 +448,12 @@ func (c *controller) drop(fr *fileRun) {
 	fr.closeHeld()
 	if c.runs[fr.ref()] == fr {
 		delete(c.runs, fr.ref())
+		c.held.unclaim(fr.ref())
+		if c.a.local != nil {
+			// The file is another's now (or assigned anew): etcd has the
+			// offset that counts.
+			c.a.local.Delete(fr.topic, fr.key)
+		}
 	}
 	c.a.m.bytesBehind.DeleteLabelValues(fr.topic, fr.key)
 }
@@ -460,12 +477,16 @@ func (c *controller) onTailerExit(ex tailerExit) {
 		fr.to(stateGone)
 		c.probs.add(fr.topic, fr.pathNow(), "rewritten", err.Error())
 		c.inv.triggerScan()
+	case (errors.Is(err, tailer.ErrMismatch) || errors.Is(err, fs.ErrNotExist)) && c.held.has(fr.ref()):
+		// Its name now holds another file, or none, but the directory
+		// watcher opened it in time: read it through that descriptor.
+		fr.to(stateIdle)
 	case errors.Is(err, tailer.ErrMismatch), errors.Is(err, fs.ErrNotExist):
 		// Deleted (or replaced) before it could be opened: what it held
 		// past the checkpoint is lost. Count it, never silently; the last
 		// size a scan saw is what the file held.
 		fr.to(stateGone)
-		c.lost.count(fr.ref(), fr.pathNow(), fr.lastSize()-fr.ackedOffset(), fmt.Sprintf("deleted before they were shipped: %v", err))
+		c.lost.countIfAny(fr.ref(), fr.pathNow(), fr.lastSize()-fr.ackedOffset(), fmt.Sprintf("deleted before they were shipped: %v", err))
 		c.inv.triggerScan()
 	default:
 		fr.to(stateIdle)
@@ -498,10 +519,22 @@ func (c *controller) onLapsed() {
 		c.a.log.Warn("records of the file were dropped unwritten (lease not proved); reading on from what Kafka acknowledged",
 			"topic", fr.topic, "path", fr.pathNow())
 		c.halt(fr)
-		fr.resetInflight()
-		if fr.state == stateTailing {
-			fr.to(stateIdle)
-		}
+		c.readAgain(fr)
+	}
+}
+
+// readAgain forgets what fr's tailer had sent and Kafka did not
+// acknowledge (dropped unwritten), so the next tailer of fr reads it again
+// from the acknowledged offset: also a finished file's, through the
+// descriptor its tailer kept. Only while no tailer of fr runs.
+func (c *controller) readAgain(fr *fileRun) {
+	dropped := fr.resetInflight()
+	switch {
+	case fr.state == stateTailing, fr.state == stateFinished && dropped:
+		fr.to(stateIdle)
+	case fr.state == stateGone && dropped:
+		c.a.log.Error("records of a file that is gone were dropped unwritten; they cannot be read again",
+			"topic", fr.topic, "path", fr.pathNow())
 	}
 }
 

@@ -3,21 +3,60 @@
 // topic it serves, tails the files the coordinator assigned to it into Kafka,
 // and checkpoints their offsets in etcd after Kafka acknowledged them.
 //
-// Invariants:
+// # Shape
+//
+// Four parts, each on its own goroutine, exchange levels (whole states),
+// never deltas that could be missed:
+//
+//   - The controller (controller.go) owns the file runs. Its inputs (the
+//     topics, the assignments, the inventory's snapshot, tailer exits,
+//     release results, runs fenced by the checkpointer, proofs of the
+//     lease) only record state and mark it dirty; one reconcile then
+//     compares desired (desired.go, a pure function of assignments, topics
+//     and snapshot) with the runs and starts, stops or releases tailers.
+//     It does no disk or etcd I/O, so it can stop a taken file at once.
+//   - A run's state is one value with its transitions in one table
+//     (state.go): idle, tailing, finished, gone, releasing, fenced.
+//   - The inventory (inventory.go, vanished.go) scans the globs, lists the
+//     files the directory watcher holds, remembers files that left the
+//     globs, counts lost bytes and writes the heartbeats. It publishes full
+//     snapshots to the controller and reads the controller's view of its
+//     runs. The held descriptors (held.go) are the one structure both
+//     touch, under its own lock.
+//   - The checkpointer (checkpoint.go) writes acknowledged offsets every
+//     --checkpoint-interval, each Txn under a deadline, and reports runs
+//     whose guard failed back to the controller.
+//
+// Every per-file map is keyed by fileRef, (topic, file key).
+//
+// # Invariants
+//
 //   - A checkpoint is the End of a line such that Kafka acknowledged that
 //     line and every line before it in the file. Acks may arrive out of
 //     order (topic key none); the checkpoint only advances over a contiguous
 //     acknowledged prefix. Rejected records (ship.ErrRejected) count as
-//     done: they are reported, never retried for ever.
+//     done: they are reported, never retried for ever. Records dropped
+//     unwritten (ship.ErrFenced) never count as done: the file is read
+//     again from the acknowledged offset.
 //   - Every checkpoint and every release is one etcd Txn guarded by the
 //     create revision of this agent's own assignment key for the file. A
 //     failed guard means the file was taken away: its tailer stops at once
 //     and nothing more is written for it.
+//   - Self-fencing: nothing goes on the wire unless the lease is proved
+//     alive at that moment (the shipper's gate is heartbeat.Registrar.Alive,
+//     which runs out a quarter TTL before the server can expire the lease).
+//     When the proof runs out the controller stops every tailer, the
+//     shipper drops what is not on the wire (Fence), and nothing starts
+//     again until a lease is proved and the assignments are read anew; a
+//     run whose assignment is unchanged then reads on from what Kafka
+//     acknowledged, through the descriptor its tailer kept.
 //   - An assignment that turns revoking is released: the tailer stops, the
 //     agent waits until Kafka acknowledged everything sent for the file,
 //     then writes the final offset and deletes the assignment in one Txn.
-//     An assignment that disappears without a revoke mark stops the tailer
-//     at once; nothing is written for it afterwards.
+//     A release that fails on an etcd error is tried again with the same
+//     run, so the final offset is never lost. An assignment that
+//     disappears without a revoke mark stops the tailer at once; nothing
+//     is written for it afterwards.
 //   - The heartbeat of topic P lists the files this host sees for P, plus
 //     every file that was rotated out of the globs and is not shipped to
 //     its end: those this agent still tails (and, once finished, for a
@@ -26,12 +65,13 @@
 //     checkpoint does not cover their size. So such a file always has an
 //     agent to go to: its owner dying or a handover cut short by a leader
 //     failover cannot orphan it.
-//   - A file the directory watcher found is held open until its tailer
-//     takes the descriptor (or for at most a minute), so it is read even if
-//     it lost every name before its assignment arrived.
-//   - A clean stop stops every tailer, waits (bounded) for Kafka's acks,
-//     writes final checkpoints, and revokes the lease.
-//   - One control goroutine owns the maps of topics, files and assignments;
-//     tailers and Kafka ack callbacks only touch their own fileRun, under its
-//     lock.
+//   - A file the directory watcher found is held open from the watcher's
+//     own goroutine until a run takes the descriptor (or for at most a
+//     minute), so it is read even if it lost every name before its
+//     assignment arrived.
+//   - Lost bytes are counted once per file, whoever notices, and only from
+//     a checkpoint that could be read.
+//   - A clean stop stops every tailer, waits (bounded by --stop-timeout) for
+//     the releases and Kafka's acks, writes final checkpoints, and revokes
+//     the lease: at most --stop-timeout + 3 s, whatever etcd and Kafka do.
 package agent

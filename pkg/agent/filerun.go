@@ -38,6 +38,10 @@ type fileRun struct {
 	// writable is whether the checkpointer may write the file's offset:
 	// set by the controller as the state changes, read by the checkpointer.
 	writable atomic.Bool
+	// urgent: the file was read to its end (or is gone): its offset goes
+	// to etcd at the next checkpoint, not the next etcd round, so the
+	// other agents that list it see it shipped within finishedGrace.
+	urgent atomic.Bool
 
 	mu sync.Mutex
 	// path is where the file was last found: the controller moves it
@@ -61,6 +65,7 @@ type fileRun struct {
 	nextSeq uint64
 	acked   int64 // End of the last line of the acknowledged prefix
 	written int64 // last checkpoint written to etcd (-1: none yet)
+	local   int64 // last checkpoint saved in the state file
 	size    int64 // file size last seen, for bytes behind
 	// writtenSize is the size in the last checkpoint: a checkpoint is also
 	// rewritten when only the size moved, so lag read from etcd stays true
@@ -107,13 +112,15 @@ func (f *fileRun) lapse() {
 // will drop) them unwritten, so the next tailer reads on from the
 // acknowledged offset. Sequences go on from where they were, so a late ack
 // of a record that was on the wire after all marks nothing new as done.
-func (f *fileRun) resetInflight() {
+func (f *fileRun) resetInflight() (dropped bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	dropped = f.pending.len() > 0
 	f.pending.truncate(0)
 	f.head = f.nextSeq
 	f.lapsed = false
 	f.signalDrainedLocked()
+	return dropped
 }
 
 func (f *fileRun) hasLapsed() bool {
@@ -267,6 +274,20 @@ func (f *fileRun) markWritten(off, size int64) {
 		f.written = off
 	}
 	f.writtenSize = size
+	f.mu.Unlock()
+}
+
+// localDue returns the offset to save in the state file, and whether it
+// moved since the last save.
+func (f *fileRun) localDue() (offset int64, due bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.acked, f.started && f.acked != f.local
+}
+
+func (f *fileRun) markLocal(off int64) {
+	f.mu.Lock()
+	f.local = max(f.local, off)
 	f.mu.Unlock()
 }
 

@@ -26,22 +26,55 @@ type heldFile struct {
 // Bounds on held descriptors. A held file is normally taken by its tailer
 // within one assignment round trip; one assigned elsewhere (a shared topic)
 // is let go after heldFor.
-const (
-	heldFor = time.Minute
-	maxHeld = 1024
-)
+const maxHeld = 1024
 
-// heldFiles is the set of held descriptors. The inventory adds and expires
-// them, the controller hands them to tailers: the one piece of state both
-// touch, so it has its own lock and no I/O under it.
+// heldFor is a var for the tests only.
+var heldFor = time.Minute
+
+// heldFiles is the hand-off between the inventory and the controller: the
+// descriptors the directory watcher holds, and the files that have a run.
+// The watcher adds descriptors, the inventory expires them, the controller
+// hands them to runs; whether a file is held or run is answered under one
+// lock, so the inventory never takes a file that a run just took for one
+// that nobody reads (and counts it lost). No I/O under the lock.
 type heldFiles struct {
 	mu    sync.Mutex
 	m     map[fileRef]*heldFile
+	runs  map[fileRef]bool
 	gauge prometheus.Gauge
 }
 
 func newHeldFiles(g prometheus.Gauge) *heldFiles {
-	return &heldFiles{m: map[fileRef]*heldFile{}, gauge: g}
+	return &heldFiles{m: map[fileRef]*heldFile{}, runs: map[fileRef]bool{}, gauge: g}
+}
+
+// claim records that ref has a run (the controller, as it creates one).
+func (h *heldFiles) claim(ref fileRef) {
+	h.mu.Lock()
+	h.runs[ref] = true
+	h.mu.Unlock()
+}
+
+// unclaim records that ref's run is gone.
+func (h *heldFiles) unclaim(ref fileRef) {
+	h.mu.Lock()
+	delete(h.runs, ref)
+	h.mu.Unlock()
+}
+
+// running reports whether ref has a run.
+func (h *heldFiles) running(ref fileRef) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.runs[ref]
+}
+
+// busy reports whether ref is held or has a run: someone can still read it.
+func (h *heldFiles) busy(ref fileRef) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, held := h.m[ref]
+	return held || h.runs[ref]
 }
 
 // add holds fd for ref unless one is held already or the set is full; it

@@ -32,9 +32,13 @@ type inventory struct {
 	views   atomic.Pointer[runView] // the controller's, latest
 	viewNow chan struct{}           // poked when a new view is stored
 	scanNow chan struct{}
-	found   chan discovery.Found
-	topicsC chan struct{} // the board's poke
-	out     chan *snapshot
+	// foundQ are the files the watcher held since the inventory last
+	// looked, foundNow its poke: the descriptors are in held already.
+	foundMu  sync.Mutex
+	foundQ   []discovery.Found
+	foundNow chan struct{}
+	topicsC  chan struct{} // the board's poke
+	out      chan *snapshot
 
 	// The inventory goroutine's own.
 	topics       map[string]topics.Entry
@@ -103,12 +107,12 @@ type runInfo struct {
 func newInventory(a *Agent, board *topicBoard, held *heldFiles, lost *lostLedger, probs *problems) *inventory {
 	inv := &inventory{
 		a: a, board: board, held: held, lost: lost, probs: probs,
-		viewNow: make(chan struct{}, 1),
-		scanNow: make(chan struct{}, 1),
-		found:   make(chan discovery.Found, 64),
-		topicsC: board.subscribe(),
-		out:     make(chan *snapshot, 1),
-		refused: map[string]bool{}, seen: map[string]map[string]protocol.SeenFile{},
+		viewNow:  make(chan struct{}, 1),
+		scanNow:  make(chan struct{}, 1),
+		foundNow: make(chan struct{}, 1),
+		topicsC:  board.subscribe(),
+		out:      make(chan *snapshot, 1),
+		refused:  map[string]bool{}, seen: map[string]map[string]protocol.SeenFile{},
 		recent: map[fileRef]vanishedFile{}, seeded: map[string]bool{},
 		lostPending: map[fileRef]protocol.SeenFile{}, grown: map[fileRef]string{},
 		heartbeats: map[string]bool{},
@@ -156,8 +160,10 @@ func (inv *inventory) Run(ctx context.Context) error {
 			if !rescan {
 				continue
 			}
-		case f := <-inv.found:
-			inv.onFound(f)
+		case <-inv.foundNow:
+			for _, f := range inv.takeFound() {
+				inv.onFound(f)
+			}
 			continue
 		}
 		inv.scan(ctx)
@@ -195,6 +201,7 @@ func (inv *inventory) scan(ctx context.Context) {
 		return
 	}
 	a := inv.a
+	defer func(start time.Time) { a.m.scans.Observe(time.Since(start).Seconds()) }(time.Now())
 	// etcd reads of one scan share one deadline: an unreachable etcd slows
 	// the scan, never more than this.
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -305,30 +312,61 @@ func listedWhileRun(ri runInfo, grace time.Duration) bool {
 	return false
 }
 
-// onFound takes a file the directory watcher found. A new one is held,
-// listed at once in the topic's heartbeat, and gets its tailer as soon as
-// its assignment arrives (the controller takes the descriptor).
+// hold is the directory watcher's callback, on its goroutine: the file is
+// held at once, before the inventory lists it, so a run created meanwhile
+// (from a scan that saw the file too) finds the descriptor even if the
+// file has lost its name by then. It reports false once ctx is done.
+func (inv *inventory) hold(ctx context.Context, fd discovery.Found) bool {
+	ref := fileRef{fd.Topic, fd.File.Key}
+	kept, full := inv.held.add(ref, fd.File, fd.FD)
+	if !kept {
+		if full {
+			inv.a.log.Warn("too many files found and not assigned yet; leaving this one to the scans",
+				"topic", fd.Topic, "path", fd.File.Path, "held", maxHeld)
+		}
+		fd.FD.Close()
+		return true
+	}
+	// Never blocks: the watcher must be free for the next file, which may
+	// live only milliseconds, whatever the inventory is busy with.
+	inv.foundMu.Lock()
+	inv.foundQ = append(inv.foundQ, fd)
+	inv.foundMu.Unlock()
+	poke(inv.foundNow)
+	return ctx.Err() == nil
+}
+
+// takeFound empties the queue of files the watcher held.
+func (inv *inventory) takeFound() []discovery.Found {
+	inv.foundMu.Lock()
+	defer inv.foundMu.Unlock()
+	q := inv.foundQ
+	inv.foundQ = nil
+	return q
+}
+
+// onFound lists a file the directory watcher found and holds: at once in
+// the topic's heartbeat, so it gets its assignment, and its tailer, as soon
+// as possible (the controller hands the descriptor to the tailer).
 func (inv *inventory) onFound(fd discovery.Found) {
 	a := inv.a
 	ref := fileRef{fd.Topic, fd.File.Key}
 	e, ok := inv.topics[fd.Topic]
-	view := inv.views.Load()
-	_, running := view.runs[ref]
-	if !ok || e.Err != nil || inv.refused[fd.Topic] || !inv.topicsLoaded || !view.loaded || running {
-		a.log.Debug("new file found, not held", "topic", fd.Topic, "path", fd.File.Path, "file", fd.File.Key, "running", running)
-		fd.FD.Close()
-		return
-	}
-	kept, full := inv.held.add(ref, fd.File, fd.FD)
-	if !kept {
-		if full {
-			a.log.Warn("too many files found and not assigned yet; leaving this one to the scans",
-				"topic", fd.Topic, "path", fd.File.Path, "held", maxHeld)
+	if !ok || e.Err != nil || inv.refused[fd.Topic] || !inv.topicsLoaded {
+		a.log.Debug("new file found, not held: its topic is not served here", "topic", fd.Topic, "path", fd.File.Path, "file", fd.File.Key)
+		if h := inv.held.take(ref); h != nil {
+			h.fd.Close()
 		}
-		fd.FD.Close()
 		return
 	}
 	a.log.Debug("new file found and held open", "topic", fd.Topic, "path", fd.File.Path, "file", fd.File.Key)
+	view := inv.views.Load()
+	if inv.held.running(ref) || !view.loaded {
+		// A run has the file already (it may take the descriptor if its
+		// own open fails), or the assignments are not read yet (fenced, or
+		// starting): the first scan once they are lists held files.
+		return
+	}
 	files := inv.seen[fd.Topic]
 	if files == nil {
 		files = map[string]protocol.SeenFile{}

@@ -7,24 +7,28 @@ import (
 )
 
 type metrics struct {
-	linesRead     *prometheus.CounterVec // topic
-	bytesRead     *prometheus.CounterVec // topic
-	linesShipped  *prometheus.CounterVec // topic
-	bytesShipped  *prometheus.CounterVec // topic
-	rejected      *prometheus.CounterVec // topic
-	flagged       *prometheus.CounterVec // topic, flag
-	bytesBehind   *prometheus.GaugeVec   // topic, file
-	lostBytes     *prometheus.CounterVec // topic
-	checkpointDur prometheus.Histogram
-	checkpointErr *prometheus.CounterVec // reason
-	fencedOut     prometheus.Counter
-	selfFences    prometheus.Counter
-	releases      *prometheus.CounterVec // result
-	tailers       prometheus.Gauge
-	filesHeld     prometheus.Gauge
-	watchedDirs   prometheus.Gauge
-	topicsRefused prometheus.Gauge
-	filesSeen     *prometheus.GaugeVec // topic
+	linesRead       *prometheus.CounterVec // topic
+	bytesRead       *prometheus.CounterVec // topic
+	linesShipped    *prometheus.CounterVec // topic
+	bytesShipped    *prometheus.CounterVec // topic
+	rejected        *prometheus.CounterVec // topic
+	flagged         *prometheus.CounterVec // topic, flag
+	bytesBehind     *prometheus.GaugeVec   // topic, file
+	lostBytes       *prometheus.CounterVec // topic
+	checkpointDur   prometheus.Histogram
+	checkpointErr   *prometheus.CounterVec // reason
+	fencedOut       prometheus.Counter
+	selfFences      prometheus.Counter
+	releases        *prometheus.CounterVec // result
+	tailers         prometheus.Gauge
+	filesHeld       prometheus.Gauge
+	watchedDirs     prometheus.Gauge
+	topicsRefused   prometheus.Gauge
+	filesSeen       *prometheus.GaugeVec // topic
+	scans           prometheus.Histogram
+	etcdCheckpoints prometheus.Counter
+	etcdInterval    prometheus.Gauge
+	localSaveDur    prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -67,6 +71,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "logagent_self_fences_total",
 			Help: "Times the agent stopped every file because it could not prove its etcd lease alive (no keepalive answered within the TTL minus a quarter).",
 		}),
+		scans: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "logagent_scan_duration_seconds",
+			Help:    "Duration of one scan of every topic's globs (with the checks of rotated and deleted files); its count is the number of scans.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		etcdCheckpoints: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "logagent_etcd_checkpoints_total",
+			Help: "File offsets written to etcd (each one key); the fleet's sum is its checkpoint write rate.",
+		}),
+		etcdInterval: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "logagent_etcd_checkpoint_interval_seconds",
+			Help: "The interval at which moved offsets go to etcd (sized to the fleet unless --etcd-checkpoint-interval is set).",
+		}),
+		localSaveDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "logagent_local_checkpoint_duration_seconds", Help: "Latency of one save of the local state file (write, fsync, rename).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
 		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "logagent_releases_total", Help: "Handover releases of files, by result (released, fenced, error).",
 		}, []string{"result"}),
@@ -91,7 +112,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.linesRead, m.bytesRead, m.linesShipped, m.bytesShipped, m.rejected,
-		m.flagged, m.bytesBehind, m.lostBytes, m.checkpointDur, m.checkpointErr, m.fencedOut, m.selfFences, m.releases, m.tailers,
+		m.flagged, m.bytesBehind, m.lostBytes, m.checkpointDur, m.checkpointErr, m.fencedOut, m.selfFences, m.scans, m.etcdCheckpoints, m.etcdInterval, m.localSaveDur, m.releases, m.tailers,
 		m.filesHeld, m.watchedDirs, m.topicsRefused, m.filesSeen} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("agent: register metrics: %w", err)

@@ -87,6 +87,9 @@ func (f *fileRun) to(next runState) {
 	// file; a releasing run writes its final offset in the release Txn
 	// itself, and a fenced one writes nothing.
 	f.writable.Store(next != stateReleasing && next != stateFenced)
+	if next == stateFinished || next == stateGone {
+		f.urgent.Store(true)
+	}
 }
 
 // finishing reports whether the run still counts as reading its file for

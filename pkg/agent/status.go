@@ -148,6 +148,15 @@ func (l *lostLedger) count(ref fileRef, path string, lost int64, what string) bo
 	return true
 }
 
+// countIfAny counts lost bytes only if there are some: a caller that may
+// not know the file's size (a run started from a remembered file) leaves
+// the file to be counted by whoever does (the scan, from the checkpoint).
+func (l *lostLedger) countIfAny(ref fileRef, path string, lost int64, what string) {
+	if lost > 0 {
+		l.count(ref, path, lost, what)
+	}
+}
+
 // known reports whether ref's file was counted already.
 func (l *lostLedger) known(ref fileRef) bool {
 	l.mu.Lock()

@@ -168,8 +168,8 @@ func (inv *inventory) countGoneAssigned(ctx context.Context, topic string, files
 		if _, ok := files[ref.file]; ok {
 			continue
 		}
-		if ri, ok := view.runs[ref]; ok && (ri.state == stateTailing || ri.state == stateFinished || ri.state == stateGone) {
-			continue // being read, or read to its end
+		if ri, ok := view.runs[ref]; inv.held.busy(ref) && (!ok || ri.state == stateTailing || ri.state == stateFinished) {
+			continue // held, being read, or read to its end (a run newer than the view counts as read)
 		}
 		v, ok := inv.recent[ref]
 		if !ok || inv.lost.known(ref) {
@@ -224,8 +224,8 @@ func (inv *inventory) noteVanished(ctx context.Context, topic string, cfg topics
 			continue // renamed out of the globs, not deleted
 		}
 		ref := fileRef{topic, key}
-		if _, running := view.runs[ref]; running || inv.held.has(ref) {
-			continue // the tailer holds it open and reads it to its end
+		if inv.held.busy(ref) {
+			continue // held, or its tailer holds it open and reads it to its end
 		}
 		if !cfg.Shared {
 			if !inv.countLost(ctx, topic, f) {

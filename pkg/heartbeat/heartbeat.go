@@ -267,7 +267,7 @@ func (r *Registrar) grant(ctx context.Context) (clientv3.LeaseID, error) {
 	return resp.ID, nil
 }
 
-// keepAlive renews lease every margin, each renewal bounded by a margin,
+// keepAlive renews lease every margin, each renewal bounded by half a TTL,
 // and moves AliveUntil after each one etcd answered. It returns when ctx is
 // done or the lease is surely gone: etcd says so, or no renewal was
 // answered for a whole TTL after the last proof (the server may have
@@ -282,8 +282,10 @@ func (r *Registrar) keepAlive(ctx context.Context, lease clientv3.LeaseID) {
 			return
 		case <-tick.C:
 		}
+		// A slow answer still proves the lease from the time it was asked:
+		// give it half a TTL rather than cut it at the next tick.
 		asked := time.Now()
-		kctx, cancel := context.WithTimeout(ctx, r.margin())
+		kctx, cancel := context.WithTimeout(ctx, r.ttl()/2)
 		resp, err := r.cfg.Client.KeepAliveOnce(kctx, lease)
 		cancel()
 		switch {

@@ -75,9 +75,11 @@ type Config struct {
 	// fails, the caller still owns it).
 	File *os.File
 	// Keep, when set, receives the descriptor when Run returns because its
-	// context ended, instead of Run closing it: a run stopped for a while
-	// (its agent fenced, its topic paused) resumes through the same
-	// descriptor, so a file deleted meanwhile is still read to its end.
+	// context ended or the file is finished (ErrFinished), instead of Run
+	// closing it: a run stopped for a while (its agent fenced, its topic
+	// paused), or one whose last records must be read again (they were
+	// dropped unwritten), resumes through the same descriptor, so a file
+	// deleted meanwhile is still read.
 	Keep     func(*os.File)
 	Identity protocol.FileIdentity
 	// Rotated: the file has already left the name it was found under (the
@@ -225,8 +227,8 @@ func (t *Tailer) flush() error {
 	return t.cfg.Flush()
 }
 
-func (t *Tailer) run(ctx context.Context, emit func(Line) error) error {
-	f, err := t.cfg.File, error(nil)
+func (t *Tailer) run(ctx context.Context, emit func(Line) error) (err error) {
+	f := t.cfg.File
 	t.cfg.File = nil
 	if f == nil {
 		f, err = t.open()
@@ -235,7 +237,7 @@ func (t *Tailer) run(ctx context.Context, emit func(Line) error) error {
 		return err
 	}
 	defer func() {
-		if ctx.Err() != nil && t.cfg.Keep != nil {
+		if t.cfg.Keep != nil && (ctx.Err() != nil || errors.Is(err, ErrFinished)) {
 			t.cfg.Keep(f)
 			return
 		}
