@@ -259,3 +259,25 @@ func SyncTopic(ctx context.Context, auth clientv3.Auth, ks keyspace.Space, topic
 	}
 	return nil
 }
+
+// Topics lists the topics that have keys under /topics/: a config, or
+// heartbeats left by agents. The agent role keeps the heartbeat range of
+// each, since an agent must be able to delete its heartbeats (and revoke the
+// lease they are attached to) after the topic's config is gone.
+func Topics(ctx context.Context, kv clientv3.KV, ks keyspace.Space) ([]string, error) {
+	resp, err := kv.Get(ctx, ks.TopicsPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", ks.TopicsPrefix(), err)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, kv := range resp.Kvs {
+		k, err := ks.Parse(string(kv.Key))
+		if err != nil || seen[k.Topic] {
+			continue // junk keys get no permission
+		}
+		seen[k.Topic] = true
+		out = append(out, k.Topic)
+	}
+	return out, nil
+}
