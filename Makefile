@@ -18,7 +18,7 @@ STATICCHECK_VERSION := v0.8.2
 # go test's own timeout: the whole suite is meant to take a few minutes.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test system-test test-short fuzz bench pgo lint vet staticcheck fmt fmt-check tidy-check demo chaos clean help
+.PHONY: all build package package-test test system-test test-short fuzz bench pgo lint vet staticcheck fmt fmt-check tidy-check demo chaos clean help
 
 all: build
 
@@ -33,6 +33,33 @@ build: ## build every binary into bin/, version stamped
 			CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$b ./cmd/$$b || exit 1; \
 		fi; \
 	done
+
+# Packages: .deb and .rpm of logagent, coordinator and logctl, with the
+# systemd units, sysusers.d files and /etc/default files (deploy/nfpm/*.yaml),
+# built by nfpm. nfpm is pinned in tools/go.mod, a module of its own so that
+# its dependencies stay out of logferry's go.mod. A package version must
+# start with a digit: v1.2.3 gives 1.2.3, an untagged commit 0.0.0+<commit>.
+PKG_ARCH    ?= $(shell $(GO) env GOARCH)
+PKG_VERSION ?= $(shell echo '$(VERSION)' | sed -E 's/^v//; /^[0-9]+\.[0-9]/!s/^/0.0.0+/; s/-/./g')
+PKG_DIR     := $(BIN)/packages
+PACKAGES    := logagent coordinator logctl
+
+$(TOOLS)/nfpm: tools/go.mod tools/go.sum
+	cd tools && $(GO) build -o $(TOOLS)/nfpm github.com/goreleaser/nfpm/v2/cmd/nfpm
+
+package: $(TOOLS)/nfpm ## build .deb and .rpm packages of logagent, coordinator and logctl into bin/packages/
+	@rm -rf $(PKG_DIR) && mkdir -p $(BIN)/linux $(PKG_DIR)
+	@for b in $(PACKAGES); do \
+		echo "go build $$b (linux/$(PKG_ARCH))"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$(PKG_ARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux/$$b ./cmd/$$b || exit 1; \
+	done
+	@for b in $(PACKAGES); do for f in deb rpm; do \
+		VERSION='$(PKG_VERSION)' ARCH='$(PKG_ARCH)' $(TOOLS)/nfpm package --config deploy/nfpm/$$b.yaml --packager $$f --target $(PKG_DIR)/ || exit 1; \
+	done; done
+	@ls -l $(PKG_DIR)
+
+package-test: package ## install the .debs into a scratch root (dpkg -x) and check their files and units (needs dpkg)
+	LOGFERRY_PACKAGES=$(CURDIR)/$(PKG_DIR) $(GO) test -count=1 -run 'TestPackages' -v ./deploy/
 
 test: ## run every test with the race detector (fuzz seed corpora included)
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...

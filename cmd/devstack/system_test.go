@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -25,13 +24,7 @@ import (
 // file and offset; a local file once per agent).
 func systemRun(t *testing.T, extra ...string) (string, []string) {
 	t.Helper()
-	bin := t.TempDir()
-	for _, b := range []string{"logagent", "coordinator"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, b), "../"+b)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "build %s: %s", b, out)
-	}
+	bin := buildBinaries(t, "logagent", "coordinator")
 	// The working directory (process logs, etcd and Kafka data) is kept
 	// when the test fails: it is what explains a failure.
 	dir, err := os.MkdirTemp("", "logferry-"+t.Name()+"-")

@@ -52,7 +52,7 @@ Every flag can also be set through an environment variable, shown in its help
 	a.etcd.Register(pf)
 	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "deadline for the whole command")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
-	root.AddCommand(newTopicCmd(a), newStatusCmd(a), newAgentsCmd(a), newAssignmentsCmd(a), newLagCmd(a))
+	root.AddCommand(newTopicCmd(a), newStatusCmd(a), newAgentsCmd(a), newAssignmentsCmd(a), newLagCmd(a), newRolesCmd(a))
 	documentEnvTree(root)
 	return root
 }

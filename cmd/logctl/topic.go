@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/logferry/logferry/pkg/keyspace"
+	"github.com/logferry/logferry/pkg/roles"
 	"github.com/logferry/logferry/pkg/topics"
 )
 
@@ -67,6 +68,9 @@ agents and coordinator validate it; nothing is written if it is invalid.`,
 				return writeJSON(a.stdout, cfg)
 			}
 			return a.withEtcd(func(ctx context.Context, cli *clientv3.Client, ks keyspace.Space) error {
+				// Grant first, so that agents may heartbeat the topic as
+				// soon as they see its config.
+				a.syncAgentRole(ctx, cli, ks, name, true)
 				stored, err := topics.NewStore(cli, ks).Put(ctx, name, cfg)
 				if err != nil {
 					return err
@@ -183,6 +187,13 @@ func newTopicRmCmd(a *app) *cobra.Command {
 					return err
 				}
 				fmt.Fprintf(a.stdout, "topic %s removed\n", args[0])
+				left, err := awaitHeartbeatsGone(ctx, cli, ks, args[0], a.timeout/2)
+				if err != nil || left > 0 {
+					fmt.Fprintf(a.stderr, "logctl: warning: %d heartbeats of topic %s still there (%v): role %s keeps its range "+
+						"so their agents can delete them; `logctl roles apply` revokes it once they are gone\n", left, args[0], err, roles.Agent)
+					return nil
+				}
+				a.syncAgentRole(ctx, cli, ks, args[0], false)
 				return nil
 			})
 		},

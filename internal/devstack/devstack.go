@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -27,10 +28,17 @@ type EtcdOptions struct {
 	ClientURL string
 	// PeerURL is the member's peer address; default http://127.0.0.1:0.
 	PeerURL string
-	// Fast uses 10 ms ticks so the member is leader within ~100 ms.
+	// Fast uses 10 ms ticks so the member is leader within ~100 ms, and
+	// bcrypt's lowest cost for passwords: at the default cost, every
+	// authentication takes seconds in a race-detector build on a loaded
+	// machine, longer than the clients' dial timeout.
 	Fast bool
 	// Logger, when nil, discards etcd's own logs.
 	Logger *zap.Logger
+	// ClientTLS, when its CertFile is set, serves clients over TLS (the
+	// default ClientURL becomes https://127.0.0.1:0); with ClientCertAuth
+	// set, clients must present a certificate signed by TrustedCAFile.
+	ClientTLS transport.TLSInfo
 }
 
 // Etcd is a running single-member etcd server.
@@ -47,7 +55,12 @@ func StartEtcd(o EtcdOptions) (*Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = o.Dir
 	cfg.Name = "devstack"
-	curl, err := url.Parse(defaultString(o.ClientURL, "http://127.0.0.1:0"))
+	scheme := "http"
+	if o.ClientTLS.CertFile != "" {
+		scheme = "https"
+		cfg.ClientTLSInfo = o.ClientTLS
+	}
+	curl, err := url.Parse(defaultString(o.ClientURL, scheme+"://127.0.0.1:0"))
 	if err != nil {
 		return nil, fmt.Errorf("devstack: client url %q: %w", o.ClientURL, err)
 	}
@@ -60,6 +73,7 @@ func StartEtcd(o EtcdOptions) (*Etcd, error) {
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	if o.Fast {
 		cfg.TickMs, cfg.ElectionMs = 10, 100
+		cfg.BcryptCost = 4 // bcrypt.MinCost
 	}
 	logger := o.Logger
 	if logger == nil {

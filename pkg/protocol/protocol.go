@@ -9,10 +9,16 @@ import (
 	"time"
 )
 
-// Version is the format version written into every value.
+// Version is the format version written into every value. It changes only
+// for an incompatible change, one that a reader of the previous format would
+// misread (a field removed, renamed, or given a new meaning or type); adding
+// a field never changes it, since readers ignore fields they do not know.
+// See doc.go for the whole rule.
 const Version = 1
 
-// ErrVersion is returned for a value of an unknown format version.
+// ErrVersion is returned for a value of a format version this build does not
+// read: written by a build that changed the format incompatibly, or by no
+// logferry build at all (v missing or below 1).
 var ErrVersion = errors.New("protocol: unknown value version")
 
 // FileIdentity is what makes a file the same file across renames: the
@@ -114,11 +120,13 @@ func (a *Assignment) setV()  { a.V = Version }
 func (c *Checkpoint) setV()  { c.V = Version }
 func (s *AgentStatus) setV() { s.V = Version }
 
-// Unmarshal decodes a value strictly and checks its version. what names the
-// value in errors (usually its key).
+// Unmarshal decodes a value and checks its version. Fields this build does
+// not know are ignored: a newer build may have added them, and refusing them
+// would stop a fleet that is upgraded host by host. Known fields must still
+// have their type, and the version must be one this build reads. what names
+// the value in errors (usually its key).
 func Unmarshal(what string, data []byte, v Value) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("decode %s: %w", what, err)
 	}
