@@ -122,7 +122,7 @@ func TestSecureEtcdEndToEnd(t *testing.T) {
 	agent := startProc(t, filepath.Join(bin, "logagent"), []string{"LOGAGENT_ETCD_PASSWORD=" + secrets[agentID],
 		"LOGAGENT_KAFKA_BROKERS=" + strings.Join(k.Brokers(), ",")},
 		append(e.ClientFlags(agentID), "--id", agentID, "--listen", agentListen, "--allow-path", dir,
-			"--scan-interval", "100ms", "--lease-ttl", "3s", "--fingerprint-bytes", "16")...)
+			"--scan-interval", "100ms", "--lease-ttl", "3s", "--fingerprint-bytes", "16", "--state-dir", t.TempDir())...)
 
 	testenv.WaitFor(t, 60*time.Second, "50 lines in Kafka", func() bool {
 		if s := coord.out.String() + agent.out.String(); strings.Contains(s, "permission denied") {

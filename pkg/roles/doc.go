@@ -11,7 +11,8 @@
 //     each topic P, which holds P's heartbeats and not P's config key
 //     /topics/P itself; read and write /offsets/ (checkpoints read when a
 //     file is resumed or a topic is scanned, written in Txns guarded by the
-//     assignment).
+//     assignment); read the key /status/coordinator (the fleet's file count,
+//     which sizes the etcd checkpoint interval).
 //   - logferry-agent-<id>, one per agent: read and write /assign/<id>/ (the
 //     agent watches its assignments and deletes one to release it, in the
 //     Txn that writes the final checkpoint) and the key /status/agents/<id>.

@@ -65,7 +65,10 @@ func HeartbeatPerm(ks keyspace.Space, topic string) Perm {
 
 // AgentPerms is the shared agent role for the given topics.
 func AgentPerms(ks keyspace.Space, topics []string) []Perm {
-	perms := []Perm{prefix(ks.TopicsPrefix(), Read), prefix(ks.OffsetsPrefix(), ReadWrite)}
+	// The coordinator's status is read for the fleet's file count, which
+	// sizes the agents' etcd checkpoint interval.
+	perms := []Perm{prefix(ks.TopicsPrefix(), Read), prefix(ks.OffsetsPrefix(), ReadWrite),
+		{Key: ks.CoordinatorStatus(), Access: Read}}
 	for _, t := range topics {
 		perms = append(perms, HeartbeatPerm(ks, t))
 	}

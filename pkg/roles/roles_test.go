@@ -97,6 +97,7 @@ func TestRolesEnforced(t *testing.T) {
 		{"delete the election keys", del("/prod/coordinator/election/694d"), false},
 		{"read the election", get("/prod/coordinator/election/", clientv3.WithPrefix()), false},
 		{"write the coordinator status", put("/prod/status/coordinator"), false},
+		{"read the coordinator status (the fleet's size)", get("/prod/status/coordinator"), true},
 		{"write a topic status", put("/prod/status/topics/web"), false},
 		{"write outside the root", put("/topics/web"), false},
 	})
