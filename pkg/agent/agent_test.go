@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/logferry/logferry/internal/testenv"
+	"github.com/logferry/logferry/pkg/fileid"
 	"github.com/logferry/logferry/pkg/protocol"
 	"github.com/logferry/logferry/pkg/ship"
 	"github.com/logferry/logferry/pkg/topics"
@@ -298,8 +299,12 @@ func TestSameFirstBytesAreTwoFiles(t *testing.T) {
 	e.startAgent("h1", func(c *Config, _ *ship.Config) { c.FingerprintBytes = 1024 })
 	fa := e.waitSeen("same", "h1", "a.log")
 	fb := e.waitSeen("same", "h1", "b.log")
-	require.Equal(t, fa.Identity.Fingerprint, fb.Identity.Fingerprint)
-	require.NotEqual(t, fa.Key, fb.Key)
+	ia, err := fileid.Of(mustOpen(t, e.path("a.log")), 1024)
+	require.NoError(t, err)
+	ib, err := fileid.Of(mustOpen(t, e.path("b.log")), 1024)
+	require.NoError(t, err)
+	require.Equal(t, ia.Fingerprint, ib.Fingerprint, "the same first bytes")
+	require.NotEqual(t, fa.Key, fb.Key, "two files all the same")
 	e.assign("same", "h1", fa)
 	e.assign("same", "h1", fb)
 	want := 2 * (60 + 100)
@@ -566,4 +571,12 @@ func (e *env) deletedWhileDown() (f protocol.SeenFile, size int64, cp protocol.C
 	cp, _ = e.checkpoint("app", f.Key)
 	require.NoError(t, os.Remove(e.path("app.log")))
 	return f, size, cp
+}
+
+func mustOpen(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	return f
 }

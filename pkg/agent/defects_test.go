@@ -158,3 +158,30 @@ func TestAckReadsPathWhileItMoves(t *testing.T) {
 	<-done
 	require.True(t, strings.HasPrefix(fr.pathNow(), "/p"))
 }
+
+// TestTenThousandFilesFitTheHeartbeat: one topic with 10,000 files on one
+// host lists every one of them in its heartbeat (it used to hold about
+// 4,000 and leave the rest out, never to be shipped).
+func TestTenThousandFilesFitTheHeartbeat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10,000 files")
+	}
+	e := newEnv(t)
+	sub := e.path("many")
+	require.NoError(t, os.Mkdir(sub, 0o755))
+	const n = 10_000
+	for i := range n {
+		name := fmt.Sprintf("service-%05d.log", i)
+		require.NoError(t, os.WriteFile(sub+"/"+name, []byte(header(name)), 0o644))
+	}
+	e.putTopic("many", topics.Config{Paths: []string{sub + "/*.log"}})
+	e.startAgent("h1", func(c *Config, _ *ship.Config) { c.ScanInterval = time.Second; c.NoDirWatch = true })
+	var hb protocol.Heartbeat
+	testenv.WaitFor(t, 60*time.Second, "the heartbeat to list every file", func() bool {
+		var ok bool
+		hb, ok = e.heartbeat("many", "h1")
+		return ok && len(hb.Files)+hb.Truncated == n
+	})
+	require.Zero(t, hb.Truncated, "files left out of the heartbeat")
+	require.Len(t, hb.Files, n)
+}

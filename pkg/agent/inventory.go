@@ -407,11 +407,11 @@ func (inv *inventory) heartbeatValue(topic string, files map[string]protocol.See
 	a := inv.a
 	hb := protocol.Heartbeat{Agent: a.cfg.ID, Version: a.cfg.Version, Started: a.started.UTC().Truncate(time.Second)}
 	// Sizes change with every line; the heartbeat is rewritten only when the
-	// set of files changes, so sizes are left out (0).
+	// set of files changes, so sizes are left out, and identities too: no
+	// reader needs them (see protocol.SeenFile).
 	list := make([]protocol.SeenFile, 0, len(files))
 	for _, f := range files {
-		f.Size = 0
-		list = append(list, f)
+		list = append(list, protocol.SeenFile{Key: f.Key, Path: f.Path})
 	}
 	slices.SortFunc(list, func(x, y protocol.SeenFile) int { return cmp.Compare(x.Key, y.Key) })
 	hb.Files = list
