@@ -1,7 +1,6 @@
 package mirror
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/logferry/logferry/internal/ctxwait"
@@ -74,6 +74,26 @@ func WithLogger(l *slog.Logger) Option { return func(m *Mirror) { m.log = l } }
 // watch, with the reason; for metrics.
 func WithResyncHook(f func(reason string)) Option { return func(m *Mirror) { m.onResync = f } }
 
+// WithPageSize sets how many keys one list request reads (default
+// DefaultPageSize). Every page of one list is read at the revision of the
+// first, so the list is still one consistent snapshot.
+func WithPageSize(n int) Option { return func(m *Mirror) { m.pageSize = n } }
+
+// WithoutValues makes the mirror hold no values: it keeps each key's
+// revisions and lease only, which is all its re-list diff needs (a key's
+// value cannot change without its ModRevision changing). Put events still
+// carry the value as etcd sent it; Delete events carry none. For consumers
+// that decode values into their own compact form.
+func WithoutValues() Option { return func(m *Mirror) { m.noValues = true } }
+
+// WithKeysOnly lists prefix without values (etcd's keys-only range), for a
+// consumer that needs only which keys exist under it: Puts from a list then
+// carry no value, watch events still do. prefix must be one of the
+// mirrored prefixes. Implies nothing about the others.
+func WithKeysOnly(prefix string) Option {
+	return func(m *Mirror) { m.keysOnly = append(m.keysOnly, prefix) }
+}
+
 // WithBackoff bounds the wait between failed list attempts.
 func WithBackoff(minWait, maxWait time.Duration) Option {
 	return func(m *Mirror) { m.minBackoff, m.maxBackoff = minWait, maxWait }
@@ -88,11 +108,32 @@ type Mirror struct {
 	onResync   func(string)
 	minBackoff time.Duration
 	maxBackoff time.Duration
+	pageSize   int
+	noValues   bool
+	keysOnly   []string
 
 	// state is owned by Run's goroutine.
-	state map[string]KV
+	state map[string]entry
 	rev   int64
 }
+
+// entry is what the mirror keeps of one key (the key is the map's).
+type entry struct {
+	value       []byte // nil with WithoutValues
+	create, mod int64
+	lease       int64
+}
+
+func (e entry) kv(key string) KV {
+	return KV{Key: key, Value: e.value, CreateRevision: e.create, ModRevision: e.mod, Lease: e.lease}
+}
+
+// DefaultPageSize is how many keys one list request reads. At 1,000 keys a
+// request stays in the milliseconds on etcd even with heartbeat values of
+// tens of kilobytes, while a million keys still take only a thousand
+// requests; one unpaginated range over a million keys took etcd 6-10 s, and
+// everything else waited behind it.
+const DefaultPageSize = 1000
 
 // ErrBadPrefix is returned by New for a prefix that does not end in "/".
 var ErrBadPrefix = errors.New("mirror: prefix must be non-empty and end in \"/\"")
@@ -121,9 +162,18 @@ func New(cli *clientv3.Client, prefixes []string, opts ...Option) (*Mirror, erro
 		onResync:   func(string) {},
 		minBackoff: 50 * time.Millisecond,
 		maxBackoff: 5 * time.Second,
+		pageSize:   DefaultPageSize,
 	}
 	for _, o := range opts {
 		o(m)
+	}
+	if m.pageSize < 1 {
+		return nil, fmt.Errorf("mirror: page size %d: must be at least 1", m.pageSize)
+	}
+	for _, p := range m.keysOnly {
+		if !slices.Contains(m.prefixes, p) {
+			return nil, fmt.Errorf("%w: keys-only prefix %q is not mirrored", ErrBadPrefix, p)
+		}
 	}
 	return m, nil
 }
@@ -154,12 +204,18 @@ func (m *Mirror) Run(ctx context.Context, handle func(Batch) error) error {
 		batch := Batch{Revision: rev, Snapshot: first, Resync: !first}
 		if first {
 			batch.Events = make([]Event, 0, len(state))
-			for _, kv := range state {
-				batch.Events = append(batch.Events, Event{Type: Put, KV: kv})
+			for k, e := range state {
+				batch.Events = append(batch.Events, Event{Type: Put, KV: e.kv(k)})
 			}
 			sortEvents(batch.Events)
 		} else {
 			batch.Events = diff(m.state, state)
+		}
+		if m.noValues {
+			for k, e := range state {
+				e.value = nil
+				state[k] = e
+			}
 		}
 		m.state, m.rev, first = state, rev, false
 		if err := handle(batch); err != nil {
@@ -177,23 +233,57 @@ func (m *Mirror) Run(ctx context.Context, handle func(Batch) error) error {
 	}
 }
 
-// list reads every prefix in one Txn so the snapshot has one revision.
-func (m *Mirror) list(ctx context.Context) (map[string]KV, int64, error) {
-	ops := make([]clientv3.Op, len(m.prefixes))
-	for i, p := range m.prefixes {
-		ops[i] = clientv3.OpGet(p, clientv3.WithPrefix())
+// list reads every prefix at one revision, in pages of pageSize keys: the
+// first page fixes the revision R, the others are read WithRev(R) from the
+// key after the last one read. If R is compacted meanwhile the list starts
+// again at a new revision.
+func (m *Mirror) list(ctx context.Context) (map[string]entry, int64, error) {
+	for {
+		state, rev, err := m.listOnce(ctx)
+		if errors.Is(err, rpctypes.ErrCompacted) && ctx.Err() == nil {
+			m.log.Info("list revision compacted while paging; listing again", "prefixes", m.prefixes, "revision", rev)
+			continue
+		}
+		return state, rev, err
 	}
-	resp, err := m.cli.Txn(ctx).Then(ops...).Commit()
-	if err != nil {
-		return nil, 0, fmt.Errorf("list %v: %w", m.prefixes, err)
-	}
-	state := make(map[string]KV)
-	for _, r := range resp.Responses {
-		for _, kv := range r.GetResponseRange().Kvs {
-			state[string(kv.Key)] = fromPB(kv)
+}
+
+func (m *Mirror) listOnce(ctx context.Context) (map[string]entry, int64, error) {
+	state := make(map[string]entry)
+	var rev int64
+	for _, p := range m.prefixes {
+		end := clientv3.GetPrefixRangeEnd(p)
+		from := p
+		keysOnly := slices.Contains(m.keysOnly, p)
+		for {
+			opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(int64(m.pageSize))}
+			if rev != 0 {
+				opts = append(opts, clientv3.WithRev(rev))
+			}
+			if keysOnly {
+				opts = append(opts, clientv3.WithKeysOnly())
+			}
+			resp, err := m.cli.Get(ctx, from, opts...)
+			if err != nil {
+				return nil, rev, fmt.Errorf("list %s from %q at revision %d: %w", p, from, rev, err)
+			}
+			if rev == 0 {
+				rev = resp.Header.Revision
+			}
+			for _, kv := range resp.Kvs {
+				e := entry{create: kv.CreateRevision, mod: kv.ModRevision, lease: kv.Lease}
+				if !keysOnly {
+					e.value = kv.Value
+				}
+				state[string(kv.Key)] = e
+			}
+			if !resp.More || len(resp.Kvs) == 0 {
+				break
+			}
+			from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 		}
 	}
-	return state, resp.Header.Revision, nil
+	return state, rev, nil
 }
 
 type watchMsg struct {
@@ -258,10 +348,14 @@ func (m *Mirror) watch(ctx context.Context, handle func(Batch) error) (string, e
 					continue // deleted a key we never had: nothing changed for us
 				}
 				delete(m.state, kv.Key)
-				batch.Events = append(batch.Events, Event{Type: Delete, KV: prev})
+				batch.Events = append(batch.Events, Event{Type: Delete, KV: prev.kv(kv.Key)})
 				continue
 			}
-			m.state[kv.Key] = kv
+			e := entry{create: kv.CreateRevision, mod: kv.ModRevision, lease: kv.Lease}
+			if !m.noValues {
+				e.value = kv.Value
+			}
+			m.state[kv.Key] = e
 			batch.Events = append(batch.Events, Event{Type: Put, KV: kv})
 		}
 		// Several prefixes' streams interleave; the mirror's revision is the
@@ -278,17 +372,19 @@ func (m *Mirror) watch(ctx context.Context, handle func(Batch) error) (string, e
 	}
 }
 
-// diff returns the events that turn old into cur, sorted by key.
-func diff(old, cur map[string]KV) []Event {
+// diff returns the events that turn old into cur, sorted by key. A key's
+// value changes only with its ModRevision, so revisions decide (values may
+// not be kept).
+func diff(old, cur map[string]entry) []Event {
 	var evs []Event
-	for k, kv := range cur {
-		if o, ok := old[k]; !ok || o.ModRevision != kv.ModRevision || !bytes.Equal(o.Value, kv.Value) {
-			evs = append(evs, Event{Type: Put, KV: kv})
+	for k, e := range cur {
+		if o, ok := old[k]; !ok || o.mod != e.mod || o.create != e.create {
+			evs = append(evs, Event{Type: Put, KV: e.kv(k)})
 		}
 	}
-	for k, kv := range old {
+	for k, e := range old {
 		if _, ok := cur[k]; !ok {
-			evs = append(evs, Event{Type: Delete, KV: kv})
+			evs = append(evs, Event{Type: Delete, KV: e.kv(k)})
 		}
 	}
 	sortEvents(evs)

@@ -1,0 +1,163 @@
+package mirror
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/logferry/logferry/internal/testenv"
+)
+
+// rangeSpy wraps the real client's KV and records every range request, and
+// runs a test hook after the first page of a list (the real server answers
+// everything).
+type rangeSpy struct {
+	clientv3.KV
+	mu        sync.Mutex
+	ranges    []clientv3.Op
+	sizes     []int
+	afterPage func(n int)
+}
+
+func spyRanges(cli *clientv3.Client) *rangeSpy {
+	s := &rangeSpy{KV: cli.KV}
+	cli.KV = s
+	return s
+}
+
+func (s *rangeSpy) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	resp, err := s.KV.Get(ctx, key, opts...)
+	s.mu.Lock()
+	s.ranges = append(s.ranges, clientv3.OpGet(key, opts...))
+	if resp != nil {
+		s.sizes = append(s.sizes, len(resp.Kvs))
+	}
+	hook, n := s.afterPage, len(s.ranges)
+	s.mu.Unlock()
+	if hook != nil {
+		hook(n)
+	}
+	return resp, err
+}
+
+func (s *rangeSpy) Txn(ctx context.Context) clientv3.Txn {
+	s.mu.Lock()
+	s.ranges = append(s.ranges, clientv3.OpTxn(nil, nil, nil)) // a list must not use one: recorded to fail the test
+	s.mu.Unlock()
+	return s.KV.Txn(ctx)
+}
+
+func (s *rangeSpy) record() ([]clientv3.Op, []int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]clientv3.Op(nil), s.ranges...), append([]int(nil), s.sizes...)
+}
+
+func TestListIsPagedAtOneRevision(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli, test := e.Client(), e.Client()
+	for i := range 25 {
+		put(t, cli, fmt.Sprintf("/a/%02d", i), "v")
+	}
+	for i := range 7 {
+		put(t, cli, fmt.Sprintf("/b/%02d", i), "w")
+	}
+	spy := spyRanges(cli)
+	// Changes made while the list pages through must not show in the
+	// snapshot (it is one revision) but must arrive by the watch.
+	spy.afterPage = func(n int) {
+		if n == 1 {
+			put(t, test, "/a/99", "late")
+			del(t, test, "/a/00")
+		}
+	}
+	m, err := New(cli, []string{"/a/", "/b/"}, WithPageSize(10))
+	require.NoError(t, err)
+	r := newRecorder()
+	stop := runMirror(t, m, r)
+	defer stop()
+	testenv.WaitFor(t, 5*time.Second, "mirror to match etcd", func() bool {
+		st, _, _ := r.snapshot()
+		return fmt.Sprint(st) == fmt.Sprint(etcdState(t, test, "/a/", "/b/"))
+	})
+	_, _, batches := r.snapshot()
+	require.True(t, batches[0].Snapshot)
+	require.Len(t, batches[0].Events, 32, "the snapshot is the state at the first page's revision")
+	require.Equal(t, "/a/00", batches[0].Events[0].KV.Key)
+
+	ops, sizes := spy.record()
+	require.Len(t, ops, 4, "25 keys in pages of 10, then 7 in one: %v", sizes)
+	rev := ops[1].Rev()
+	require.NotZero(t, rev, "pages after the first are read at its revision")
+	for i, op := range ops {
+		require.True(t, op.IsGet(), "request %d is a range, never a Txn of whole prefixes", i)
+		require.Equal(t, int64(10), op.Limit(), "request %d", i)
+		require.LessOrEqual(t, sizes[i], 10)
+		if i > 0 {
+			require.Equal(t, rev, op.Rev(), "request %d", i)
+		}
+	}
+	require.Equal(t, "/a/09\x00", string(ops[1].KeyBytes()), "the next page starts after the last key read")
+}
+
+func TestListRestartsWhenItsRevisionIsCompacted(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli, test := e.Client(), e.Client()
+	for i := range 15 {
+		put(t, cli, fmt.Sprintf("/a/%02d", i), "v")
+	}
+	spy := spyRanges(cli)
+	spy.afterPage = func(n int) {
+		if n == 1 {
+			del(t, test, "/a/14")
+			e.CompactAll(test)
+		}
+	}
+	m, err := New(cli, []string{"/a/"}, WithPageSize(10))
+	require.NoError(t, err)
+	r := newRecorder()
+	stop := runMirror(t, m, r)
+	defer stop()
+	testenv.WaitFor(t, 5*time.Second, "snapshot", func() bool { _, _, b := r.snapshot(); return len(b) > 0 })
+	_, _, batches := r.snapshot()
+	require.Len(t, batches[0].Events, 14, "the list restarted at a revision after the delete")
+	ops, _ := spy.record()
+	require.Len(t, ops, 4, "page 1, page 2 refused (compacted), then two pages again")
+}
+
+func TestWithoutValuesKeepsNoValuesAndStillDiffs(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	fw := testenv.InjectWatchFaults(cli)
+	put(t, cli, "/o/keep", "1")
+	put(t, cli, "/o/change", "1")
+	put(t, cli, "/k/x", "big value")
+	m, err := New(cli, []string{"/o/", "/k/"}, WithoutValues(), WithKeysOnly("/k/"), WithBackoff(time.Millisecond, 10*time.Millisecond))
+	require.NoError(t, err)
+	// Hold the first watch back, change a key and compact: the mirror must
+	// re-list and find the change from revisions alone.
+	release := fw.Hold()
+	r := newRecorder()
+	stop := runMirror(t, m, r)
+	defer stop()
+	testenv.WaitFor(t, 5*time.Second, "snapshot", func() bool { _, _, b := r.snapshot(); return len(b) > 0 })
+	_, log, _ := r.snapshot()
+	require.Equal(t, []string{"put /k/x=", "put /o/change=1", "put /o/keep=1"}, log, "keys-only prefix listed without values")
+
+	put(t, cli, "/o/change", "2")
+	e.CompactAll(cli)
+	release()
+	testenv.WaitFor(t, 5*time.Second, "resync", func() bool { _, _, b := r.snapshot(); return len(b) > 1 })
+	_, log, _ = r.snapshot()
+	require.Equal(t, "put /o/change=2", log[3], "the re-list diff finds the change by revision")
+	require.Len(t, log, 4, "unchanged keys not reported again: %v", log)
+	del(t, cli, "/o/keep")
+	testenv.WaitFor(t, 5*time.Second, "delete", func() bool { _, l, _ := r.snapshot(); return len(l) == 5 })
+	_, log, _ = r.snapshot()
+	require.Equal(t, "delete /o/keep=", log[4], "no value kept, so none on the delete")
+}
