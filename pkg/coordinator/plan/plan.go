@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -86,6 +88,24 @@ type Plan struct {
 	// Totals over every topic.
 	Members, Files, Assignments, Pending, InvalidTopics int
 	Junk                                                []protocol.JunkKey
+	// Rings lists the shared topics whose consistent ring lags their
+	// members (Options.AsyncRings only): the caller Syncs them off its
+	// critical path.
+	Rings []RingWork
+	// GoneDeferred counts the assignments of agents that are gone but left
+	// in place this pass by Options.OwnerGoneRate; GoneAgents the (topic,
+	// agent) pairs they belong to; NewlyDeferred those of pairs deferred
+	// for the first time.
+	GoneDeferred, GoneAgents, NewlyDeferred int
+}
+
+// RingWork asks for one topic's ring to be brought to a member set:
+// Assigner.Sync(Members), which may take long (seconds at thousands of
+// members when cold).
+type RingWork struct {
+	Topic    string
+	Assigner *assign.Assigner
+	Members  []string
 }
 
 // Options configure a Planner.
@@ -96,6 +116,19 @@ type Options struct {
 	HandoverTimeout time.Duration
 	// Assign configures pkg/assign; every coordinator must use the same.
 	Assign assign.Config
+	// AsyncRings makes Plan never build or update a consistent ring: it
+	// computes with each ring as it stands (assign.Assigner.ComputeNow) and
+	// lists the rings that lag in Plan.Rings for the caller to Sync
+	// elsewhere. Without it, Plan syncs rings itself (exact, but a cold ring
+	// of 10,000 members takes most of a minute).
+	AsyncRings bool
+	// OwnerGoneRate bounds how fast the assignments of agents whose
+	// heartbeat is gone are deleted and handed on, in files per second (0:
+	// no bound). A whole (topic, agent) is torn down at a time, the longest
+	// gone first, while the budget (refilled at the rate, up to one
+	// second's worth) is positive; the rest wait, and come back to life
+	// untouched if their agent returns meanwhile.
+	OwnerGoneRate float64
 }
 
 // ErrOptions is wrapped by NewPlanner's errors.
@@ -105,13 +138,32 @@ var ErrOptions = errors.New("plan: invalid options")
 // timeouts measurable: each topic's assign.Assigner (a ring cache), when
 // each revoking key was first seen, and the intended next owner of files
 // being handed over.
+//
+// A Planner may outlive a leadership term: Reset forgets what only one term
+// may rely on and keeps the assigners, whose rings are expensive to build.
 type Planner struct {
 	ks  keyspace.Space
 	opt Options
 
+	amu       sync.Mutex // guards assigners (Rings may run beside a term's plans)
 	assigners map[string]*assign.Assigner
 	revoking  map[string]revokeMemo         // assignment key -> when first seen revoking
 	next      map[string]map[string]handoff // topic -> file -> handover under way
+
+	// Damping of owner_gone (OwnerGoneRate).
+	gone      map[goneUnit]goneMemo
+	allowGone map[goneUnit]bool // this pass
+	tokens    float64
+	refilled  time.Time
+}
+
+// goneUnit is one agent's assignments in one topic while its heartbeat
+// for the topic is gone.
+type goneUnit struct{ topic, agent string }
+
+type goneMemo struct {
+	since    time.Time
+	deferred bool
 }
 
 type revokeMemo struct {
@@ -135,8 +187,22 @@ func NewPlanner(ks keyspace.Space, opt Options) (*Planner, error) {
 	if err := opt.Assign.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrOptions, err)
 	}
-	return &Planner{ks: ks, opt: opt, assigners: map[string]*assign.Assigner{},
-		revoking: map[string]revokeMemo{}, next: map[string]map[string]handoff{}}, nil
+	if math.IsNaN(opt.OwnerGoneRate) || opt.OwnerGoneRate < 0 {
+		return nil, fmt.Errorf("%w: owner-gone rate %v must be 0 (no bound) or positive", ErrOptions, opt.OwnerGoneRate)
+	}
+	p := &Planner{ks: ks, opt: opt, assigners: map[string]*assign.Assigner{}}
+	p.Reset()
+	return p, nil
+}
+
+// Reset forgets everything but the assigners: handover clocks, handovers
+// under way and the owner_gone budget. Call it at the start of a term: a
+// term trusts only what it reads itself.
+func (p *Planner) Reset() {
+	p.revoking = map[string]revokeMemo{}
+	p.next = map[string]map[string]handoff{}
+	p.gone = map[goneUnit]goneMemo{}
+	p.tokens, p.refilled = p.opt.OwnerGoneRate, time.Time{}
 }
 
 // Plan computes the operations that move s one step towards the desired
@@ -145,11 +211,20 @@ func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
 	out := &Plan{Junk: s.Junk()}
 	seenRevoking := map[string]bool{}
 	agents := map[string]bool{}
+	p.dampGone(s, now, out)
+	var shared []Group
 	for _, name := range s.TopicNames() {
 		t := s.topics[name]
+		n := len(out.Groups)
 		st, err := p.planTopic(t, now, out, seenRevoking)
 		if err != nil {
 			return nil, err
+		}
+		if st.Shared {
+			// Local topics' groups go first: their writes never wait
+			// behind a shared topic's.
+			shared = append(shared, out.Groups[n:]...)
+			out.Groups = out.Groups[:n]
 		}
 		out.Topics = append(out.Topics, st)
 		for a, m := range t.Members {
@@ -166,17 +241,14 @@ func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
 			out.InvalidTopics++
 		}
 	}
+	out.Groups = append(out.Groups, shared...)
 	out.Members = len(agents)
 	for k := range p.revoking {
 		if !seenRevoking[k] {
 			delete(p.revoking, k)
 		}
 	}
-	for name := range p.assigners {
-		if t := s.topics[name]; t == nil || t.Config == nil {
-			delete(p.assigners, name)
-		}
-	}
+	p.pruneAssigners(s)
 	for name := range p.next {
 		if s.topics[name] == nil {
 			delete(p.next, name)
@@ -185,7 +257,20 @@ func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
 	return out, nil
 }
 
+// pruneAssigners drops the rings of topics that have no config any more.
+func (p *Planner) pruneAssigners(s *State) {
+	p.amu.Lock()
+	defer p.amu.Unlock()
+	for name := range p.assigners {
+		if t := s.topics[name]; t == nil || t.Config == nil {
+			delete(p.assigners, name)
+		}
+	}
+}
+
 func (p *Planner) assigner(topic string) (*assign.Assigner, error) {
+	p.amu.Lock()
+	defer p.amu.Unlock()
 	a := p.assigners[topic]
 	if a == nil {
 		var err error
@@ -285,7 +370,15 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 		if err != nil {
 			return st, err
 		}
-		if desired, err = a.Compute(in); err != nil {
+		if p.opt.AsyncRings {
+			if members := assign.RingMembers(in); !a.InSync(members) {
+				out.Rings = append(out.Rings, RingWork{Topic: t.Name, Assigner: a, Members: members})
+			}
+			desired, err = a.ComputeNow(in)
+		} else {
+			desired, err = a.Compute(in)
+		}
+		if err != nil {
 			st.Problems = appendProblem(st.Problems, fmt.Sprintf("assignment not computed: %v", err))
 			return st, nil
 		}
@@ -379,6 +472,10 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 		}
 		m := t.Members[a.Agent]
 		switch {
+		case m == nil && !p.goneAllowed(t.Name, a.Agent):
+			// Damped (OwnerGoneRate): left in place for now, and nobody
+			// else gets the file while the key exists.
+			inflight = true
 		case m == nil:
 			// A dead agent cannot release: delete its key now.
 			remove(a, ReasonOwnerGone)
