@@ -28,6 +28,18 @@ func fleet(t *testing.T, p *Planner, n, per int, now time.Time) *world {
 	return w
 }
 
+// massLeaseLoss converges 10 agents of 10 local files each with a planner
+// of the given owner-gone rate, then drops 8 of their heartbeats.
+func massLeaseLoss(t *testing.T, rate float64, now time.Time) (*Planner, *world) {
+	p, err := NewPlanner(ks, Options{Leader: "L", HandoverTimeout: time.Minute, OwnerGoneRate: rate})
+	require.NoError(t, err)
+	w := fleet(t, p, 10, 10, now)
+	for i := range 8 {
+		w.del(ks.Heartbeat("logs", fmt.Sprintf("a%02d", i)))
+	}
+	return p, w
+}
+
 func countKind(pl *Plan, kind ActionKind, reason string) int {
 	n := 0
 	for _, g := range pl.Groups {
@@ -41,14 +53,8 @@ func countKind(pl *Plan, kind ActionKind, reason string) int {
 }
 
 func TestOwnerGoneIsDampedByRate(t *testing.T) {
-	p, err := NewPlanner(ks, Options{Leader: "L", HandoverTimeout: time.Minute, OwnerGoneRate: 20})
-	require.NoError(t, err)
 	t0 := time.Unix(1000, 0)
-	w := fleet(t, p, 10, 10, t0)
-	for i := range 8 {
-		w.del(ks.Heartbeat("logs", fmt.Sprintf("a%02d", i)))
-	}
-
+	p, w := massLeaseLoss(t, 20, t0)
 	pl, err := p.Plan(w.s, t0)
 	require.NoError(t, err)
 	require.Equal(t, 20, countKind(pl, Delete, ReasonOwnerGone), "a budget of 20 files: two agents of 10 at once")
@@ -92,12 +98,8 @@ func TestOwnerGoneIsDampedByRate(t *testing.T) {
 }
 
 func TestOwnerGoneWithoutRateIsImmediate(t *testing.T) {
-	p := newPlanner(t, time.Minute)
 	t0 := time.Unix(1000, 0)
-	w := fleet(t, p, 10, 10, t0)
-	for i := range 8 {
-		w.del(ks.Heartbeat("logs", fmt.Sprintf("a%02d", i)))
-	}
+	p, w := massLeaseLoss(t, 0, t0)
 	pl, err := p.Plan(w.s, t0)
 	require.NoError(t, err)
 	require.Equal(t, 80, countKind(pl, Delete, ReasonOwnerGone))
