@@ -1,6 +1,7 @@
 package assign
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -130,12 +131,14 @@ func BenchmarkSyncIncremental(b *testing.B) {
 			members := memberNames(n)
 			a, err := NewAssigner(Config{})
 			require.NoError(b, err)
-			a.Sync(members)
+			ctx := context.Background()
+			_, err = a.Sync(ctx, members)
+			require.NoError(b, err)
 			joined := slices.Concat(members, []string{"zz-joiner"})
 			b.Run("join+leave", func(b *testing.B) {
 				for b.Loop() {
-					a.Sync(joined)
-					a.Sync(members)
+					_, _ = a.Sync(ctx, joined)
+					_, _ = a.Sync(ctx, members)
 				}
 			})
 			b.Run("computenow-lagging-join/files=10x", func(b *testing.B) {

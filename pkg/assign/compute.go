@@ -95,10 +95,11 @@ func (a *Assigner) compute(in Input, sync bool) (map[string]string, error) {
 		s.placeLocal()
 		return s.result(), nil
 	}
+	owners := a.owners
 	if sync {
-		a.Sync(x.names)
+		owners = a.syncRing
 	}
-	s.initShared(a.cfg.Epsilon, a.owners(x))
+	s.initShared(a.cfg.Epsilon, owners(x))
 
 	s.resolve()
 	s.place()

@@ -1,6 +1,8 @@
 package assign
 
 import (
+	"context"
+	"fmt"
 	"slices"
 	"sort"
 	"time"
@@ -15,8 +17,8 @@ func (m ringMember) String() string { return string(m) }
 
 // SyncStats describes one Sync.
 type SyncStats struct {
-	// Cold is set when the ring was built from scratch (consistent.New):
-	// the first Sync, or one that changes more than half the members.
+	// Cold is set when the ring was built from scratch: the first Sync, or
+	// one that changes more than half the members.
 	Cold bool
 	// Added and Removed count the members changed incrementally (or, cold,
 	// the members the ring was built with in Added).
@@ -73,8 +75,19 @@ func (a *Assigner) InSync(members []string) bool {
 // added last.
 //
 // Syncs are serialised with each other but never block ComputeNow, which
-// reads the partition table of the last completed Sync.
-func (a *Assigner) Sync(members []string) SyncStats {
+// reads the partition table of the last completed Sync. A cold build adds
+// the members one at a time (consistent.New does the same, with the same
+// sort per member), so that ctx can stop it between two: Sync then returns
+// ctx's error, keeps the members added so far for the next Sync, and
+// leaves the table of the last completed Sync in place.
+func (a *Assigner) Sync(ctx context.Context, members []string) (SyncStats, error) {
+	st, _, err := a.sync(ctx, members)
+	return st, err
+}
+
+// sync is Sync, also returning the table it leaves for members (nil on
+// error), which a concurrent Sync may replace as soon as it returns.
+func (a *Assigner) sync(ctx context.Context, members []string) (SyncStats, *ringTable, error) {
 	a.syncMu.Lock()
 	defer a.syncMu.Unlock()
 	start := time.Now()
@@ -92,38 +105,47 @@ func (a *Assigner) Sync(members []string) SyncStats {
 			}
 		}
 		if len(adds)+len(removes) == 0 {
-			return st
+			if !a.InSync(members) {
+				a.publish(members) // a cancelled Sync finished by this one
+			}
+			return st, a.table.Load(), nil
 		}
 	}
-	cfg := consistent.Config{
-		Hasher:            hasher{},
-		PartitionCount:    a.cfg.PartitionCount,
-		ReplicationFactor: a.cfg.ReplicationFactor,
-		Load:              1 + a.cfg.Epsilon, // >= 1: consistent panics below 1
-	}
-	switch {
-	case a.ring == nil || 2*(len(adds)+len(removes)) > len(members):
-		// New costs about as much as len(members)/2 Adds.
-		ms := make([]consistent.Member, len(members))
+	if a.ring == nil || 2*(len(adds)+len(removes)) > len(members) {
+		// Starting afresh costs about as much as len(members)/2 Adds.
+		a.ring = consistent.New(nil, consistent.Config{
+			Hasher:            hasher{},
+			PartitionCount:    a.cfg.PartitionCount,
+			ReplicationFactor: a.cfg.ReplicationFactor,
+			Load:              1 + a.cfg.Epsilon, // >= 1: consistent panics below 1
+		})
 		a.inRing = make(map[string]struct{}, len(members))
-		for i, m := range members {
-			ms[i] = ringMember(m)
-			a.inRing[m] = struct{}{}
-		}
-		a.ring = consistent.New(ms, cfg)
-		st.Cold, st.Added = true, len(members)
-	default:
-		slices.Sort(removes)
-		for _, m := range removes {
-			a.ring.Remove(m)
-			delete(a.inRing, m)
-		}
-		for _, m := range adds {
-			a.ring.Add(ringMember(m))
-			a.inRing[m] = struct{}{}
-		}
-		st.Added, st.Removed = len(adds), len(removes)
+		adds, removes = members, nil
+		st.Cold = true
 	}
+	slices.Sort(removes)
+	for _, m := range removes {
+		a.ring.Remove(m)
+		delete(a.inRing, m)
+		st.Removed++
+	}
+	for _, m := range adds {
+		if err := ctx.Err(); err != nil {
+			st.Took = time.Since(start)
+			return st, nil, fmt.Errorf("assign: ring sync stopped after %d of %d members: %w", st.Added, len(adds), err)
+		}
+		a.ring.Add(ringMember(m))
+		a.inRing[m] = struct{}{}
+		st.Added++
+	}
+	t := a.publish(members)
+	st.Took = time.Since(start)
+	return st, t, nil
+}
+
+// publish makes the ring's partition table, for members, the one ComputeNow
+// reads. The caller holds syncMu.
+func (a *Assigner) publish(members []string) *ringTable {
 	t := &ringTable{members: slices.Clone(members), owners: make([]string, a.cfg.PartitionCount)}
 	for p := range t.owners {
 		if m := a.ring.GetPartitionOwner(p); m != nil {
@@ -131,17 +153,17 @@ func (a *Assigner) Sync(members []string) SyncStats {
 		}
 	}
 	a.table.Store(t)
-	st.Took = time.Since(start)
-	return st
+	return t
 }
 
 // owners maps the last synced partition table onto x: partition -> member
 // id in x, or -1 when the partition's member is not one of x's (or no ring
 // was synced yet). Files of such partitions are placed by the member ring
 // walk (findRoom), like those of a member that is full.
-func (a *Assigner) owners(x *index) []int32 {
+func (a *Assigner) owners(x *index) []int32 { return a.ownersFrom(a.table.Load(), x) }
+
+func (a *Assigner) ownersFrom(t *ringTable, x *index) []int32 {
 	owners := make([]int32, a.cfg.PartitionCount)
-	t := a.table.Load()
 	for p := range owners {
 		owners[p] = -1
 		if t == nil {
@@ -156,8 +178,8 @@ func (a *Assigner) owners(x *index) []int32 {
 
 // syncRing syncs the ring to x's members and returns the partition owners.
 func (a *Assigner) syncRing(x *index) []int32 {
-	a.Sync(x.names)
-	return a.owners(x)
+	_, t, _ := a.sync(context.Background(), x.names) // no error without a deadline
+	return a.ownersFrom(t, x)
 }
 
 // memberRing orders members by the hash of their name: the circle the

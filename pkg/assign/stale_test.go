@@ -1,6 +1,7 @@
 package assign
 
 import (
+	"context"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -20,7 +21,8 @@ func TestPropComputeNowWithLaggingRing(t *testing.T) {
 		if rapid.Bool().Draw(t, "some ring") {
 			stale = RingMembers(Input{Members: memberNames(rapid.IntRange(1, 10).Draw(t, "stale members")),
 				Sees: allSee(memberNames(10), []string{"f"})})
-			a.Sync(stale)
+			_, err := a.Sync(context.Background(), stale)
+			require.NoError(t, err)
 		}
 		out, err := a.ComputeNow(in)
 		require.NoError(t, err)
@@ -38,7 +40,8 @@ func TestPropComputeNowWithLaggingRing(t *testing.T) {
 		require.Equal(t, out, same, "ComputeNow of its own result moves files")
 
 		members := RingMembers(in)
-		a.Sync(members)
+		_, err = a.Sync(context.Background(), members)
+		require.NoError(t, err)
 		require.True(t, a.InSync(members))
 		exact, err := Compute(cfg, in)
 		require.NoError(t, err)
@@ -51,14 +54,40 @@ func TestPropComputeNowWithLaggingRing(t *testing.T) {
 func TestSyncReportsColdAndIncremental(t *testing.T) {
 	a, err := NewAssigner(Config{})
 	require.NoError(t, err)
+	ctx := context.Background()
 	ms := memberNames(40)
-	st := a.Sync(ms)
+	st, err := a.Sync(ctx, ms)
+	require.NoError(t, err)
 	require.True(t, st.Cold)
 	require.Equal(t, 40, st.Added)
-	st = a.Sync(ms)
+	st, err = a.Sync(ctx, ms)
+	require.NoError(t, err)
 	require.Equal(t, SyncStats{}, st, "nothing to do")
-	st = a.Sync(append(ms[1:], "zz-new"))
+	st, err = a.Sync(ctx, append(ms[1:], "zz-new"))
+	require.NoError(t, err)
 	require.False(t, st.Cold)
 	require.Equal(t, 1, st.Added)
 	require.Equal(t, 1, st.Removed)
+}
+
+// TestSyncStopsWhenCancelled: a cancelled Sync keeps the last completed
+// table and the members added so far; the next Sync finishes the ring, and
+// it equals a fresh one.
+func TestSyncStopsWhenCancelled(t *testing.T) {
+	a, err := NewAssigner(Config{PartitionCount: 97})
+	require.NoError(t, err)
+	ms := memberNames(30)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = a.Sync(ctx, ms)
+	require.ErrorIs(t, err, context.Canceled)
+	require.False(t, a.InSync(ms))
+	_, err = a.Sync(context.Background(), ms)
+	require.NoError(t, err)
+	require.True(t, a.InSync(ms))
+	x, err := buildIndex(Input{Members: ms, Sees: allSee(ms, []string{"f"})})
+	require.NoError(t, err)
+	fresh, err := NewAssigner(Config{PartitionCount: 97})
+	require.NoError(t, err)
+	require.Equal(t, fresh.syncRing(x), a.owners(x))
 }

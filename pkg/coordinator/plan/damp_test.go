@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -132,7 +133,8 @@ func TestAsyncRingsAreNeverBuiltByPlan(t *testing.T) {
 	require.False(t, rw.Assigner.InSync(rw.Members), "Plan did not build the ring")
 	w.apply(pl)
 
-	st := rw.Assigner.Sync(rw.Members)
+	st, err := rw.Assigner.Sync(context.Background(), rw.Members)
+	require.NoError(t, err)
 	require.True(t, st.Cold)
 	pl, err = p.Plan(w.s, now)
 	require.NoError(t, err)
@@ -161,7 +163,8 @@ func TestStandbyRingsFollowMembers(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, work, 1, "shared topics only")
 	require.Equal(t, []string{"a", "b"}, work[0].Members, "members that see files")
-	work[0].Assigner.Sync(work[0].Members)
+	_, err = work[0].Assigner.Sync(context.Background(), work[0].Members)
+	require.NoError(t, err)
 	work, err = p.Rings(w.s)
 	require.NoError(t, err)
 	require.Empty(t, work)
