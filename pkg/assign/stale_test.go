@@ -91,3 +91,23 @@ func TestSyncStopsWhenCancelled(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, fresh.syncRing(x), a.owners(x))
 }
+
+func TestTrySyncDoesOnlyCheapWork(t *testing.T) {
+	a, err := NewAssigner(Config{})
+	require.NoError(t, err)
+	ms := memberNames(200)
+	_, ok := a.TrySync(ms, 10_000)
+	require.False(t, ok, "a cold ring of 200 is 20,000 units")
+	require.False(t, a.InSync(ms))
+	_, ok = a.TrySync(ms[:100], 10_000)
+	require.True(t, ok, "a cold ring of 100 is 5,000")
+	require.True(t, a.InSync(ms[:100]))
+	st, ok := a.TrySync(ms[:101], 10_000)
+	require.True(t, ok, "one join at 101 members")
+	require.Equal(t, 1, st.Added)
+
+	a.syncMu.Lock() // a Sync running elsewhere
+	_, ok = a.TrySync(ms[:102], 10_000)
+	a.syncMu.Unlock()
+	require.False(t, ok, "never waits for a running Sync")
+}

@@ -118,18 +118,21 @@ func TestAsyncRingsAreNeverBuiltByPlan(t *testing.T) {
 	require.NoError(t, err)
 	w := newWorld(t)
 	w.topic("web", sharedCfg)
-	fs := files(30)
-	for _, a := range []string{"a", "b", "c"} {
+	fs := files(300)
+	var members []string
+	for i := range 200 { // a cold ring of 200 is more than Plan does itself
+		a := fmt.Sprintf("a%03d", i)
+		members = append(members, a)
 		w.heartbeat("web", a, fs...)
 	}
 	now := time.Now()
 	pl, err := p.Plan(w.s, now)
 	require.NoError(t, err)
-	require.Len(t, pl.Groups, 30, "every file assigned without a ring")
+	require.Len(t, pl.Groups, 300, "every file assigned without a ring")
 	require.Len(t, pl.Rings, 1)
 	rw := pl.Rings[0]
 	require.Equal(t, "web", rw.Topic)
-	require.Equal(t, []string{"a", "b", "c"}, rw.Members)
+	require.Equal(t, members, rw.Members)
 	require.False(t, rw.Assigner.InSync(rw.Members), "Plan did not build the ring")
 	w.apply(pl)
 
@@ -141,12 +144,20 @@ func TestAsyncRingsAreNeverBuiltByPlan(t *testing.T) {
 	require.Empty(t, pl.Rings)
 	require.Empty(t, pl.Groups, "the ring catching up moves nothing")
 
+	// One join is cheap: Plan syncs it itself, and says so.
+	w.heartbeat("web", "joiner", fs...)
+	pl, err = p.Plan(w.s, now)
+	require.NoError(t, err)
+	require.Empty(t, pl.Rings)
+	require.Len(t, pl.RingSyncs, 1)
+	require.Equal(t, 1, pl.RingSyncs[0].Stats.Added)
+
 	// A new term keeps the warm ring.
 	p.Reset()
 	a, err := p.assigner("web")
 	require.NoError(t, err)
 	require.Same(t, rw.Assigner, a)
-	require.True(t, a.InSync(rw.Members))
+	require.True(t, a.InSync(append(members, "joiner")))
 }
 
 func TestStandbyRingsFollowMembers(t *testing.T) {

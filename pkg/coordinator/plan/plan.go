@@ -92,12 +92,27 @@ type Plan struct {
 	// members (Options.AsyncRings only): the caller Syncs them off its
 	// critical path.
 	Rings []RingWork
+	// RingSyncs are the small ring updates Plan made itself (AsyncRings).
+	RingSyncs []RingSynced
 	// GoneDeferred counts the assignments of agents that are gone but left
 	// in place this pass by Options.OwnerGoneRate; GoneAgents the (topic,
 	// agent) pairs they belong to; NewlyDeferred those of pairs deferred
 	// for the first time.
 	GoneDeferred, GoneAgents, NewlyDeferred int
 }
+
+// RingSynced reports a ring update made by Plan.
+type RingSynced struct {
+	Topic   string
+	Members int
+	Stats   assign.SyncStats
+}
+
+// inlineRingWork is the most ring work (see assign.Assigner.TrySync) Plan
+// does itself with AsyncRings, about 10 ms: a few joins at thousands of
+// members, a cold ring of up to about 140. Anything bigger goes to
+// Plan.Rings, so that small topics keep assign's exact result.
+const inlineRingWork = 10_000
 
 // RingWork asks for one topic's ring to be brought to a member set:
 // Assigner.Sync(Members), which may take long (seconds at thousands of
@@ -116,11 +131,12 @@ type Options struct {
 	HandoverTimeout time.Duration
 	// Assign configures pkg/assign; every coordinator must use the same.
 	Assign assign.Config
-	// AsyncRings makes Plan never build or update a consistent ring: it
-	// computes with each ring as it stands (assign.Assigner.ComputeNow) and
-	// lists the rings that lag in Plan.Rings for the caller to Sync
-	// elsewhere. Without it, Plan syncs rings itself (exact, but a cold ring
-	// of 10,000 members takes most of a minute).
+	// AsyncRings makes Plan never do more than a few milliseconds of
+	// consistent ring work: it computes with each ring as it stands
+	// (assign.Assigner.ComputeNow) and lists the rings that lag by more in
+	// Plan.Rings for the caller to Sync elsewhere. Without it, Plan syncs
+	// rings itself (exact, but a cold ring of 10,000 members takes most of
+	// a minute).
 	AsyncRings bool
 	// OwnerGoneRate bounds how fast the assignments of agents whose
 	// heartbeat is gone are deleted and handed on, in files per second (0:
@@ -371,8 +387,11 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 			return st, err
 		}
 		if p.opt.AsyncRings {
-			if members := assign.RingMembers(in); !a.InSync(members) {
+			members := assign.RingMembers(in)
+			if st, ok := a.TrySync(members, inlineRingWork); !ok {
 				out.Rings = append(out.Rings, RingWork{Topic: t.Name, Assigner: a, Members: members})
+			} else if st.Added+st.Removed > 0 {
+				out.RingSyncs = append(out.RingSyncs, RingSynced{Topic: t.Name, Members: len(members), Stats: st})
 			}
 			desired, err = a.ComputeNow(in)
 		} else {
