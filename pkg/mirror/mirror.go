@@ -250,32 +250,45 @@ func (m *Mirror) list(ctx context.Context) (map[string]entry, int64, error) {
 
 func (m *Mirror) listOnce(ctx context.Context) (map[string]entry, int64, error) {
 	state := make(map[string]entry)
+	rev, err := ListPages(ctx, m.cli, m.prefixes, m.pageSize, m.keysOnly, func(kv *mvccpb.KeyValue) {
+		state[string(kv.Key)] = entry{value: kv.Value, create: kv.CreateRevision, mod: kv.ModRevision, lease: kv.Lease}
+	})
+	return state, rev, err
+}
+
+// ListPages reads every key under each prefix at one revision, in pages of
+// at most pageSize keys, and calls fn for each key in order; it returns the
+// revision. The first page is read at the current revision R, every later
+// one WithRev(R) from the key after the last one read, so the keys are one
+// consistent snapshot while no request is large. Prefixes in keysOnly are
+// read without values. If R is compacted before the last page, the error
+// wraps rpctypes.ErrCompacted: list again.
+func ListPages(ctx context.Context, kv clientv3.KV, prefixes []string, pageSize int, keysOnly []string, fn func(*mvccpb.KeyValue)) (int64, error) {
+	if pageSize < 1 {
+		return 0, fmt.Errorf("mirror: page size %d: must be at least 1", pageSize)
+	}
 	var rev int64
-	for _, p := range m.prefixes {
+	for _, p := range prefixes {
 		end := clientv3.GetPrefixRangeEnd(p)
 		from := p
-		keysOnly := slices.Contains(m.keysOnly, p)
+		only := slices.Contains(keysOnly, p)
 		for {
-			opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(int64(m.pageSize))}
+			opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(int64(pageSize))}
 			if rev != 0 {
 				opts = append(opts, clientv3.WithRev(rev))
 			}
-			if keysOnly {
+			if only {
 				opts = append(opts, clientv3.WithKeysOnly())
 			}
-			resp, err := m.cli.Get(ctx, from, opts...)
+			resp, err := kv.Get(ctx, from, opts...)
 			if err != nil {
-				return nil, rev, fmt.Errorf("list %s from %q at revision %d: %w", p, from, rev, err)
+				return rev, fmt.Errorf("list %s from %q at revision %d: %w", p, from, rev, err)
 			}
 			if rev == 0 {
 				rev = resp.Header.Revision
 			}
 			for _, kv := range resp.Kvs {
-				e := entry{create: kv.CreateRevision, mod: kv.ModRevision, lease: kv.Lease}
-				if !keysOnly {
-					e.value = kv.Value
-				}
-				state[string(kv.Key)] = e
+				fn(kv)
 			}
 			if !resp.More || len(resp.Kvs) == 0 {
 				break
@@ -283,7 +296,7 @@ func (m *Mirror) listOnce(ctx context.Context) (map[string]entry, int64, error) 
 			from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 		}
 	}
-	return state, rev, nil
+	return rev, nil
 }
 
 type watchMsg struct {
