@@ -80,7 +80,7 @@ func (c *Coordinator) standbyLoop(ctx context.Context) error {
 func (c *Coordinator) follow(ctx context.Context) error {
 	log := c.log.With("part", "standby")
 	m, err := mirror.New(c.cfg.Client, []string{c.cfg.Space.TopicsPrefix()},
-		mirror.WithLogger(log), mirror.WithoutValues(),
+		mirror.WithLogger(log), mirror.WithoutState(),
 		mirror.WithBackoff(50*time.Millisecond, 2*time.Second))
 	if err != nil {
 		return err
@@ -102,6 +102,7 @@ func (c *Coordinator) follow(ctx context.Context) error {
 		})
 	}()
 	st := plan.NewState(c.cfg.Space)
+	listing := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -117,10 +118,15 @@ func (c *Coordinator) follow(ctx context.Context) error {
 		for _, b := range q {
 			if b.Snapshot {
 				st.Reset()
+				listing = true
 			}
 			for _, ev := range b.Events {
 				st.Apply(ev)
 			}
+			listing = listing && b.Partial
+		}
+		if listing {
+			continue // an incomplete list says nothing about members
 		}
 		work, err := c.planner.Rings(st)
 		if err != nil {

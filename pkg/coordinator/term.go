@@ -52,6 +52,7 @@ type term struct {
 
 	// Owned by the reconciler goroutine.
 	state   *plan.State
+	listing bool  // a list is being applied: the state is incomplete
 	haveGen int64 // the start whose snapshot is applied
 	// pending are this term's writes not yet seen through the mirror, by
 	// key: the reconciler plans only from a State that holds all of them.
@@ -124,10 +125,13 @@ func (t *term) requestResync() {
 // mirrorLoop runs the mirror, restarting it (a full re-list) whenever a
 // resync is requested, and every ResyncInterval if set.
 //
-// The mirror keeps no values (the State decodes what it needs and keeps
-// that), and lists /offsets/ keys-only: planning and status need only
-// which checkpoints exist, and a million checkpoint values are hundreds of
-// megabytes to read and hold.
+// The mirror keeps nothing (WithoutState): the State decodes what it needs
+// and keeps that, and is rebuilt from every list, which arrives page by
+// page, so a list never holds more than a page of values at once. A
+// million keys kept by the mirror as well cost about 60 bytes each, and a
+// list handed over whole held every value of it at once. /offsets/ is
+// listed keys-only: planning and status need only which checkpoints
+// exist, and a million checkpoint values are hundreds of megabytes to read.
 func (t *term) mirrorLoop(ctx context.Context) error {
 	ks := t.c.cfg.Space
 	var periodic <-chan time.Time
@@ -143,7 +147,7 @@ func (t *term) mirrorLoop(ctx context.Context) error {
 		t.qmu.Unlock()
 		m, err := mirror.New(t.c.cfg.Client, []string{ks.TopicsPrefix(), ks.AssignPrefix(), ks.OffsetsPrefix()},
 			mirror.WithLogger(t.log),
-			mirror.WithoutValues(), mirror.WithKeysOnly(ks.OffsetsPrefix()),
+			mirror.WithoutState(), mirror.WithKeysOnly(ks.OffsetsPrefix()),
 			mirror.WithBackoff(50*time.Millisecond, 2*time.Second),
 			mirror.WithResyncHook(func(reason string) {
 				t.c.m.resyncs.WithLabelValues(resyncReason(reason)).Inc()
@@ -202,9 +206,13 @@ func (t *term) drain() bool {
 	return relevant
 }
 
+// apply applies one batch. A list comes page by page (mirror.WithoutState):
+// the first page resets the state, and until the last one the state is
+// incomplete (listing), so nothing is planned from it.
 func (t *term) apply(b mirror.Batch, gen int64) bool {
 	if b.Snapshot {
 		t.state.Reset()
+		t.listing = true
 	}
 	relevant := b.Snapshot || b.Resync
 	for _, ev := range b.Events {
@@ -214,15 +222,14 @@ func (t *term) apply(b mirror.Batch, gen int64) bool {
 		t.observed(ev)
 	}
 	t.state.SetRevision(b.Revision)
-	if b.Snapshot || b.Resync {
+	if t.listing && !b.Partial {
+		t.listing = false
 		// A list at b.Revision holds every write made at or before it.
 		for k, p := range t.pending {
 			if p.rev <= b.Revision {
 				delete(t.pending, k)
 			}
 		}
-	}
-	if b.Snapshot {
 		t.haveGen = max(t.haveGen, gen)
 	}
 	return relevant
@@ -251,7 +258,7 @@ func (t *term) fit() bool {
 	t.qmu.Lock()
 	need := t.needGen
 	t.qmu.Unlock()
-	if t.haveGen < need {
+	if t.haveGen < need || t.listing {
 		return false
 	}
 	if len(t.pending) == 0 {

@@ -20,6 +20,11 @@
 //     mirror keeps only each key's revisions and lease, and with
 //     WithKeysOnly a prefix is even listed without its values; consumers
 //     that decode values keep their own compact form of them.
+//   - With WithoutState the mirror keeps nothing: every list, the first and
+//     each re-list, is handed over page by page as a new snapshot (Snapshot
+//     on its first batch, Partial on all but its last) for the consumer to
+//     replace its copy with, and deletes pass through with their key alone.
+//     Memory then holds at most one page of a list, not two whole copies.
 //   - Watches carry clientv3.WithRequireLeader, so a member cut off from its
 //     cluster breaks the watch instead of hanging it silently.
 //   - Run's goroutines never outlive it.

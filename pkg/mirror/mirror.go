@@ -61,7 +61,10 @@ type Batch struct {
 	// watch: Events is the difference between what the mirror had and what
 	// the re-list found.
 	Resync bool
-	Events []Event
+	// Partial is set (WithoutState only) on every batch of a snapshot but
+	// the last: the consumer's copy is incomplete until the last arrives.
+	Partial bool
+	Events  []Event
 }
 
 // Option adjusts a Mirror.
@@ -85,6 +88,17 @@ func WithPageSize(n int) Option { return func(m *Mirror) { m.pageSize = n } }
 // carry the value as etcd sent it; Delete events carry none. For consumers
 // that decode values into their own compact form.
 func WithoutValues() Option { return func(m *Mirror) { m.noValues = true } }
+
+// WithoutState makes the mirror keep nothing at all, for a consumer that
+// keeps its own copy and can replace it wholesale: every list (the first,
+// and every re-list after a broken watch) is handed over as a snapshot,
+// page by page as it is read (Snapshot set on the first batch of a list,
+// Partial on every batch but the last), and a Delete carries only the key,
+// possibly of a key the consumer never saw. A list that must start over
+// (its revision compacted) starts with a new Snapshot batch. Resync is
+// never set. This bounds what a list holds at once to one page, where the
+// default mode holds the whole list and the previous copy to diff them.
+func WithoutState() Option { return func(m *Mirror) { m.stateless = true } }
 
 // WithKeysOnly lists prefix without values (etcd's keys-only range), for a
 // consumer that needs only which keys exist under it: Puts from a list then
@@ -110,6 +124,7 @@ type Mirror struct {
 	maxBackoff time.Duration
 	pageSize   int
 	noValues   bool
+	stateless  bool
 	keysOnly   []string
 
 	// state is owned by Run's goroutine.
@@ -188,11 +203,19 @@ func (m *Mirror) Run(ctx context.Context, handle func(Batch) error) error {
 	first := true
 	backoff := m.minBackoff
 	for {
-		state, rev, err := m.list(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
+		var err error
+		if m.stateless {
+			m.rev, err = m.listPaged(ctx, handle)
+		} else {
+			err = m.listDiff(ctx, handle, first)
+		}
+		var herr handlerError
+		switch {
+		case errors.As(err, &herr):
+			return herr.err
+		case err != nil && ctx.Err() != nil:
+			return nil
+		case err != nil:
 			m.log.Warn("list failed; retrying", "prefixes", m.prefixes, "err", err, "backoff", backoff)
 			if !ctxwait.Sleep(ctx, backoff) {
 				return nil
@@ -200,36 +223,100 @@ func (m *Mirror) Run(ctx context.Context, handle func(Batch) error) error {
 			backoff = min(2*backoff, m.maxBackoff)
 			continue
 		}
-		backoff = m.minBackoff
-		batch := Batch{Revision: rev, Snapshot: first, Resync: !first}
-		if first {
-			batch.Events = make([]Event, 0, len(state))
-			for k, e := range state {
-				batch.Events = append(batch.Events, Event{Type: Put, KV: e.kv(k)})
-			}
-			sortEvents(batch.Events)
-		} else {
-			batch.Events = diff(m.state, state)
-		}
-		if m.noValues {
-			for k, e := range state {
-				e.value = nil
-				state[k] = e
-			}
-		}
-		m.state, m.rev, first = state, rev, false
-		if err := handle(batch); err != nil {
+		backoff, first = m.minBackoff, false
+		if done, err := m.watchAgain(ctx, handle); done || err != nil {
 			return err
 		}
-		reason, err := m.watch(ctx, handle)
-		if err != nil {
-			return err
+	}
+}
+
+// listDiff lists and hands over the snapshot (first) or the difference
+// from the copy kept.
+func (m *Mirror) listDiff(ctx context.Context, handle func(Batch) error, first bool) error {
+	state, rev, err := m.list(ctx)
+	if err != nil {
+		return err
+	}
+	batch := Batch{Revision: rev, Snapshot: first, Resync: !first}
+	if first {
+		batch.Events = make([]Event, 0, len(state))
+		for k, e := range state {
+			batch.Events = append(batch.Events, Event{Type: Put, KV: e.kv(k)})
 		}
-		if ctx.Err() != nil {
+		sortEvents(batch.Events)
+	} else {
+		batch.Events = diff(m.state, state)
+	}
+	if m.noValues {
+		for k, e := range state {
+			e.value = nil
+			state[k] = e
+		}
+	}
+	m.state, m.rev = state, rev
+	if err := handle(batch); err != nil {
+		return handlerError{err}
+	}
+	return nil
+}
+
+// watchAgain watches until the watch breaks, then reports the re-list to
+// come. done is set when Run must return (ctx done, or err).
+func (m *Mirror) watchAgain(ctx context.Context, handle func(Batch) error) (done bool, err error) {
+	reason, err := m.watch(ctx, handle)
+	if err != nil {
+		return true, err
+	}
+	if ctx.Err() != nil {
+		return true, nil
+	}
+	m.log.Info("watch broken; re-listing", "prefixes", m.prefixes, "reason", reason, "revision", m.rev)
+	m.onResync(reason)
+	return false, nil
+}
+
+// handlerError carries the handler's error out of a paged list, so that
+// Run returns it instead of retrying.
+type handlerError struct{ err error }
+
+func (e handlerError) Error() string { return e.err.Error() }
+
+// listPaged hands the list over page by page (WithoutState), starting over
+// with a new snapshot if its revision is compacted meanwhile.
+func (m *Mirror) listPaged(ctx context.Context, handle func(Batch) error) (int64, error) {
+	for {
+		var pending *Batch
+		first := true
+		rev, err := ListPages(ctx, m.cli, m.prefixes, m.pageSize, m.keysOnly, func(rev int64, page []*mvccpb.KeyValue) error {
+			// Hand over the previous page now that another follows: the
+			// last one goes without Partial.
+			if pending != nil {
+				if err := handle(*pending); err != nil {
+					return handlerError{err}
+				}
+			}
+			b := Batch{Revision: rev, Snapshot: first, Partial: true, Events: make([]Event, len(page))}
+			for i, kv := range page {
+				b.Events[i] = Event{Type: Put, KV: fromPB(kv)}
+			}
+			pending, first = &b, false
 			return nil
+		})
+		if errors.Is(err, rpctypes.ErrCompacted) && ctx.Err() == nil {
+			m.log.Info("list revision compacted while paging; listing again", "prefixes", m.prefixes, "revision", rev)
+			continue
 		}
-		m.log.Info("watch broken; re-listing", "prefixes", m.prefixes, "reason", reason, "revision", m.rev)
-		m.onResync(reason)
+		if err != nil {
+			return rev, err
+		}
+		if pending == nil {
+			pending = &Batch{Revision: rev, Snapshot: true}
+		}
+		pending.Partial = false
+		if err := handle(*pending); err != nil {
+			return rev, handlerError{err}
+		}
+		return rev, nil
 	}
 }
 
@@ -250,20 +337,23 @@ func (m *Mirror) list(ctx context.Context) (map[string]entry, int64, error) {
 
 func (m *Mirror) listOnce(ctx context.Context) (map[string]entry, int64, error) {
 	state := make(map[string]entry)
-	rev, err := ListPages(ctx, m.cli, m.prefixes, m.pageSize, m.keysOnly, func(kv *mvccpb.KeyValue) {
-		state[string(kv.Key)] = entry{value: kv.Value, create: kv.CreateRevision, mod: kv.ModRevision, lease: kv.Lease}
+	rev, err := ListPages(ctx, m.cli, m.prefixes, m.pageSize, m.keysOnly, func(_ int64, page []*mvccpb.KeyValue) error {
+		for _, kv := range page {
+			state[string(kv.Key)] = entry{value: kv.Value, create: kv.CreateRevision, mod: kv.ModRevision, lease: kv.Lease}
+		}
+		return nil
 	})
 	return state, rev, err
 }
 
 // ListPages reads every key under each prefix at one revision, in pages of
-// at most pageSize keys, and calls fn for each key in order; it returns the
-// revision. The first page is read at the current revision R, every later
+// at most pageSize keys, and calls fn with each page in key order (and the
+// revision); it returns the revision, or fn's first error. The first page is read at the current revision R, every later
 // one WithRev(R) from the key after the last one read, so the keys are one
 // consistent snapshot while no request is large. Prefixes in keysOnly are
 // read without values. If R is compacted before the last page, the error
 // wraps rpctypes.ErrCompacted: list again.
-func ListPages(ctx context.Context, kv clientv3.KV, prefixes []string, pageSize int, keysOnly []string, fn func(*mvccpb.KeyValue)) (int64, error) {
+func ListPages(ctx context.Context, kv clientv3.KV, prefixes []string, pageSize int, keysOnly []string, fn func(rev int64, page []*mvccpb.KeyValue) error) (int64, error) {
 	if pageSize < 1 {
 		return 0, fmt.Errorf("mirror: page size %d: must be at least 1", pageSize)
 	}
@@ -287,8 +377,8 @@ func ListPages(ctx context.Context, kv clientv3.KV, prefixes []string, pageSize 
 			if rev == 0 {
 				rev = resp.Header.Revision
 			}
-			for _, kv := range resp.Kvs {
-				fn(kv)
+			if err := fn(rev, resp.Kvs); err != nil {
+				return rev, err
 			}
 			if !resp.More || len(resp.Kvs) == 0 {
 				break
@@ -355,6 +445,15 @@ func (m *Mirror) watch(ctx context.Context, handle func(Batch) error) (string, e
 		batch := Batch{Revision: msg.resp.Header.Revision, Events: make([]Event, 0, len(msg.resp.Events))}
 		for _, ev := range msg.resp.Events {
 			kv := fromPB(ev.Kv)
+			if m.stateless {
+				t := Put
+				if ev.Type == mvccpb.DELETE {
+					t = Delete
+					kv.Value = nil
+				}
+				batch.Events = append(batch.Events, Event{Type: t, KV: kv})
+				continue
+			}
 			if ev.Type == mvccpb.DELETE {
 				prev, ok := m.state[kv.Key]
 				if !ok {

@@ -150,6 +150,7 @@ func TestWithoutValuesKeepsNoValuesAndStillDiffs(t *testing.T) {
 	require.Equal(t, []string{"put /k/x=", "put /o/change=1", "put /o/keep=1"}, log, "keys-only prefix listed without values")
 
 	put(t, cli, "/o/change", "2")
+	put(t, cli, "/elsewhere", "x") // so the compaction removes the change's revision
 	e.CompactAll(cli)
 	release()
 	testenv.WaitFor(t, 5*time.Second, "resync", func() bool { _, _, b := r.snapshot(); return len(b) > 1 })
@@ -160,4 +161,46 @@ func TestWithoutValuesKeepsNoValuesAndStillDiffs(t *testing.T) {
 	testenv.WaitFor(t, 5*time.Second, "delete", func() bool { _, l, _ := r.snapshot(); return len(l) == 5 })
 	_, log, _ = r.snapshot()
 	require.Equal(t, "delete /o/keep=", log[4], "no value kept, so none on the delete")
+}
+
+func TestWithoutStateHandsOverPagesAndRelistsAsSnapshots(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	fw := testenv.InjectWatchFaults(cli)
+	for i := range 5 {
+		put(t, cli, fmt.Sprintf("/s/%d", i), "v")
+	}
+	m, err := New(cli, []string{"/s/"}, WithoutState(), WithPageSize(2), WithBackoff(time.Millisecond, 10*time.Millisecond))
+	require.NoError(t, err)
+	release := fw.Hold()
+	r := newRecorder()
+	stop := runMirror(t, m, r)
+	defer stop()
+	testenv.WaitFor(t, 5*time.Second, "the first list", func() bool { _, _, b := r.snapshot(); return len(b) == 3 })
+	_, _, batches := r.snapshot()
+	for i, b := range batches {
+		require.Equal(t, i == 0, b.Snapshot, "batch %d", i)
+		require.Equal(t, i < 2, b.Partial, "batch %d", i)
+		require.LessOrEqual(t, len(b.Events), 2)
+		require.Equal(t, batches[0].Revision, b.Revision)
+	}
+
+	// A broken watch: the re-list is a whole new snapshot, page by page.
+	del(t, cli, "/s/0")
+	put(t, cli, "/elsewhere", "x") // so the compaction removes the delete's revision
+	e.CompactAll(cli)
+	release()
+	testenv.WaitFor(t, 5*time.Second, "the re-list", func() bool { _, _, b := r.snapshot(); return len(b) == 5 })
+	_, _, batches = r.snapshot()
+	require.True(t, batches[3].Snapshot)
+	require.True(t, batches[3].Partial)
+	require.False(t, batches[4].Partial)
+	require.False(t, batches[4].Resync)
+	require.Equal(t, "/s/1", batches[3].Events[0].KV.Key)
+
+	// Deletes pass through with the key alone.
+	del(t, cli, "/s/4")
+	testenv.WaitFor(t, 5*time.Second, "the delete", func() bool { _, _, b := r.snapshot(); return len(b) == 6 })
+	_, log, _ := r.snapshot()
+	require.Equal(t, "delete /s/4=", log[len(log)-1])
 }

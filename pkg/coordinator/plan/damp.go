@@ -28,10 +28,10 @@ func (p *Planner) dampGone(s *State, now time.Time, out *Plan) {
 		if t.Config != nil && (t.Config.Err != nil || t.Config.Config.Paused) {
 			continue // frozen: nothing is deleted anyway
 		}
-		for _, byAgent := range t.Assigns {
-			for agent := range byAgent {
-				if t.Members[agent] == nil {
-					units[goneUnit{name, agent}]++
+		for _, hs := range t.Assigns {
+			for _, a := range hs {
+				if t.Members[a.Agent] == nil {
+					units[goneUnit{name, a.Agent}]++
 				}
 			}
 		}

@@ -250,8 +250,8 @@ func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
 		}
 		out.Files += st.Files
 		out.Pending += st.Pending
-		for _, byAgent := range t.Assigns {
-			out.Assignments += len(byAgent)
+		for _, hs := range t.Assigns {
+			out.Assignments += len(hs)
 		}
 		if st.State == protocol.TopicInvalid {
 			out.InvalidTopics++
@@ -326,8 +326,8 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 	if st.State == protocol.TopicInvalid || st.State == protocol.TopicPaused {
 		// Frozen: keep every assignment as it is. Keep the handover clocks
 		// running so that a fix does not restart them.
-		for _, byAgent := range t.Assigns {
-			for _, a := range byAgent {
+		for _, hs := range t.Assigns {
+			for _, a := range hs {
 				if a.Revoking() {
 					p.revokeSince(a, now, seenRevoking)
 				}
@@ -340,9 +340,9 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 	// what that agent sees is unknown, so they are neither moved nor given
 	// to anyone else.
 	frozen := map[string]bool{}
-	for f, byAgent := range t.Assigns {
-		for agent := range byAgent {
-			if m := t.Members[agent]; m != nil && m.Err != nil {
+	for f, hs := range t.Assigns {
+		for _, a := range hs {
+			if m := t.Members[a.Agent]; m != nil && m.Err != nil {
 				frozen[f] = true
 			}
 		}
@@ -367,11 +367,11 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 			}
 			in.Sees[agent] = keys
 		}
-		for f, byAgent := range t.Assigns {
+		for f, hs := range t.Assigns {
 			if frozen[f] {
 				continue
 			}
-			if h := currentHolder(t, byAgent); h != "" {
+			if h := currentHolder(t, hs); h != "" {
 				in.Current[f] = h
 			}
 		}
@@ -441,9 +441,9 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 // currentHolder is the member that counts as holding f for assign's
 // Current input: the agent of its active key (the oldest, if an error left
 // two), else the next owner of a handover under way.
-func currentHolder(t *Topic, byAgent map[string]*Assignment) string {
+func currentHolder(t *Topic, hs Holders) string {
 	var best *Assignment
-	for _, a := range byAgent {
+	for _, a := range hs {
 		if m := t.Members[a.Agent]; m == nil || m.Err != nil || a.Revoking() {
 			continue
 		}
@@ -454,7 +454,7 @@ func currentHolder(t *Topic, byAgent map[string]*Assignment) string {
 	if best != nil {
 		return best.Agent
 	}
-	for _, a := range sortedAssigns(byAgent) {
+	for _, a := range hs {
 		if a.Revoking() && a.Value.Revoking != "" {
 			return a.Value.Revoking
 		}
@@ -462,17 +462,11 @@ func currentHolder(t *Topic, byAgent map[string]*Assignment) string {
 	return ""
 }
 
-func sortedAssigns(byAgent map[string]*Assignment) []*Assignment {
-	out := slices.Collect(maps.Values(byAgent))
-	slices.SortFunc(out, func(a, b *Assignment) int { return strings.Compare(a.Agent, b.Agent) })
-	return out
-}
-
 // planFile plans one file whose desired owner is want ("" for nobody).
 // It returns the file's group and, while a handover waits, its deadline.
 func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenRevoking map[string]bool) (Group, time.Time) {
 	g := Group{Topic: t.Name, File: f}
-	keys := sortedAssigns(t.Assigns[f])
+	keys := t.Assigns[f]
 	var deadline time.Time
 	holder := ""
 	inflight := false
@@ -526,7 +520,8 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 			return g, deadline
 		}
 		to, reason := want, ReasonRebalance
-		switch _, sees := m.Files[f]; {
+		path, sees := m.Path(f)
+		switch {
 		case state == protocol.TopicUnconfigured:
 			reason = ReasonTopicRemoved
 		case holder != "":
@@ -536,7 +531,7 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 		}
 		v := protocol.Assignment{State: protocol.StateRevoking, Path: a.Value.Path, Leader: p.opt.Leader, Revoking: to}
 		if a.Err != nil {
-			v.Path = m.Files[f]
+			v.Path = path
 		}
 		raw, err := protocol.Marshal(&v)
 		if err != nil {
@@ -571,7 +566,8 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 		// The release this assignment relies on must still hold.
 		g.Cmps = append(g.Cmps, clientv3.Compare(clientv3.CreateRevision(h.fromKey), "=", 0))
 	}
-	v := protocol.Assignment{State: protocol.StateActive, Path: t.Members[want].Files[f], Leader: p.opt.Leader}
+	path, _ := t.Members[want].Path(f)
+	v := protocol.Assignment{State: protocol.StateActive, Path: path, Leader: p.opt.Leader}
 	raw, err := protocol.Marshal(&v)
 	if err != nil {
 		panic(fmt.Sprintf("marshal assignment %s: %v", key, err))
@@ -604,15 +600,15 @@ func report(t *Topic) protocol.TopicStatus {
 		if m.Truncated > 0 {
 			st.Problems = appendProblem(st.Problems, fmt.Sprintf("agent %s: heartbeat left out %d files (too large)", agent, m.Truncated))
 		}
-		for f := range m.Files {
+		for _, f := range m.Keys {
 			seen[f] = struct{}{}
 		}
 	}
 	st.Files = len(seen)
 	for _, f := range slices.Sorted(maps.Keys(t.Assigns)) {
-		byAgent := t.Assigns[f]
+		hs := t.Assigns[f]
 		active := 0
-		for _, a := range byAgent {
+		for _, a := range hs {
 			st.Load[a.Agent]++
 			if a.Revoking() {
 				st.Pending++
@@ -623,9 +619,9 @@ func report(t *Topic) protocol.TopicStatus {
 		if active > 0 {
 			st.Assigned++
 		}
-		if len(byAgent) > 1 {
-			st.Problems = appendProblem(st.Problems, fmt.Sprintf("file %s has %d assignment keys (%s)", f, len(byAgent),
-				strings.Join(slices.Sorted(maps.Keys(byAgent)), ", ")))
+		if len(hs) > 1 {
+			st.Problems = appendProblem(st.Problems, fmt.Sprintf("file %s has %d assignment keys (%s)", f, len(hs),
+				strings.Join(hs.agents(), ", ")))
 		}
 	}
 	for f := range seen {
