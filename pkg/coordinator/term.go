@@ -369,7 +369,7 @@ func (t *term) reconcile(ctx context.Context) (time.Time, error) {
 	t.c.m.invalidTopics.Set(float64(p.InvalidTopics))
 	t.c.m.junkKeys.Set(float64(len(p.Junk)))
 	t.log.Debug("reconciled", "revision", rev, "groups", len(p.Groups), "pending_handovers", p.Pending,
-		"members", p.Members, "files", p.Files, "duration", dur)
+		"members", p.Members, "files", p.Files, "topics_skipped", p.Skipped, "duration", dur)
 	if werr != nil {
 		return p.NextDeadline, werr
 	}

@@ -51,6 +51,10 @@ func (p *Planner) dampGone(s *State, now time.Time, out *Plan) {
 		return cmp.Or(p.gone[a].since.Compare(p.gone[b].since), strings.Compare(a.topic, b.topic), strings.Compare(a.agent, b.agent))
 	})
 	p.allowGone = make(map[goneUnit]bool, len(order))
+	p.goneTopic = map[string]bool{}
+	for _, u := range order {
+		p.goneTopic[u.topic] = true
+	}
 	rate := p.opt.OwnerGoneRate
 	if rate > 0 && !p.refilled.IsZero() {
 		p.tokens = min(rate, p.tokens+rate*now.Sub(p.refilled).Seconds())

@@ -199,3 +199,28 @@ func TestLocalTopicsAreWrittenFirst(t *testing.T) {
 	require.Equal(t, "b-local", pl.Groups[1].Topic)
 	require.Equal(t, protocol.TopicOK, pl.Topics[0].State)
 }
+
+// A topic planned to no effect is not planned again until it changes; its
+// status is reused (checkpoint counts refreshed).
+func TestQuietTopicsAreSkipped(t *testing.T) {
+	p := newPlanner(t, time.Minute)
+	w := newWorld(t)
+	w.topic("web", sharedCfg)
+	w.topic("logs", localCfg)
+	w.heartbeat("web", "a", files(4)...)
+	w.heartbeat("logs", "a", "l1")
+	now := time.Now()
+	converge(t, w, p, now)
+	first, err := p.Plan(w.s, now)
+	require.NoError(t, err)
+	require.Equal(t, 2, first.Skipped)
+
+	w.put(ks.Offset("logs", "l1"), []byte(`{}`))
+	w.heartbeat("web", "b", files(4)...)
+	pl, err := p.Plan(w.s, now)
+	require.NoError(t, err)
+	require.Equal(t, 1, pl.Skipped, "only the changed topic is planned")
+	require.NotEmpty(t, pl.Groups, "b takes files")
+	require.Equal(t, 1, pl.Topics[0].Checkpoints, "logs: a skipped topic's checkpoints still counted")
+	require.Equal(t, first.Assignments, pl.Assignments)
+}

@@ -94,6 +94,9 @@ type Plan struct {
 	Rings []RingWork
 	// RingSyncs are the small ring updates Plan made itself (AsyncRings).
 	RingSyncs []RingSynced
+	// Skipped counts the topics not planned again because nothing changed
+	// since a plan of them that did nothing.
+	Skipped int
 	// GoneDeferred counts the assignments of agents that are gone but left
 	// in place this pass by Options.OwnerGoneRate; GoneAgents the (topic,
 	// agent) pairs they belong to; NewlyDeferred those of pairs deferred
@@ -166,8 +169,14 @@ type Planner struct {
 	revoking  map[string]revokeMemo         // assignment key -> when first seen revoking
 	next      map[string]map[string]handoff // topic -> file -> handover under way
 
+	// quiet remembers topics whose last plan did nothing and waits for
+	// nothing, to skip them while they do not change (see Plan).
+	quiet map[string]quietMemo
+	ring  map[string][]string // this pass: each shared topic's ring members
+
 	// Damping of owner_gone (OwnerGoneRate).
 	gone      map[goneUnit]goneMemo
+	goneTopic map[string]bool // this pass: topics with gone owners
 	allowGone map[goneUnit]bool // this pass
 	tokens    float64
 	refilled  time.Time
@@ -176,6 +185,14 @@ type Planner struct {
 // goneUnit is one agent's assignments in one topic while its heartbeat
 // for the topic is gone.
 type goneUnit struct{ topic, agent string }
+
+type quietMemo struct {
+	t           *Topic
+	gen         uint64
+	st          protocol.TopicStatus
+	assignments int
+	ring        []string
+}
 
 type goneMemo struct {
 	since    time.Time
@@ -218,6 +235,7 @@ func (p *Planner) Reset() {
 	p.revoking = map[string]revokeMemo{}
 	p.next = map[string]map[string]handoff{}
 	p.gone = map[goneUnit]goneMemo{}
+	p.quiet = map[string]quietMemo{}
 	p.tokens, p.refilled = p.opt.OwnerGoneRate, time.Time{}
 }
 
@@ -229,9 +247,30 @@ func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
 	agents := map[string]bool{}
 	p.dampGone(s, now, out)
 	var shared []Group
+	p.ring = map[string][]string{}
 	for _, name := range s.TopicNames() {
 		t := s.topics[name]
-		n := len(out.Groups)
+		for a, m := range t.Members {
+			if m.Err == nil {
+				agents[a] = true
+			}
+		}
+		if q, ok := p.quiet[name]; ok && p.stillQuiet(t, q) {
+			// Planned before at this gen, to no effect, waiting for
+			// nothing: the same inputs give the same (empty) plan. At a
+			// million files a topic's pass takes seconds.
+			st := q.st
+			st.Checkpoints = len(t.Offsets)
+			out.Topics = append(out.Topics, st)
+			out.Files += st.Files
+			out.Assignments += q.assignments
+			if st.State == protocol.TopicInvalid {
+				out.InvalidTopics++
+			}
+			out.Skipped++
+			continue
+		}
+		n, ns := len(out.Groups), len(shared)
 		st, err := p.planTopic(t, now, out, seenRevoking)
 		if err != nil {
 			return nil, err
@@ -243,18 +282,20 @@ func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
 			out.Groups = out.Groups[:n]
 		}
 		out.Topics = append(out.Topics, st)
-		for a, m := range t.Members {
-			if m.Err == nil {
-				agents[a] = true
-			}
-		}
 		out.Files += st.Files
 		out.Pending += st.Pending
+		assignments := 0
 		for _, hs := range t.Assigns {
-			out.Assignments += len(hs)
+			assignments += len(hs)
 		}
+		out.Assignments += assignments
 		if st.State == protocol.TopicInvalid {
 			out.InvalidTopics++
+		}
+		if len(out.Groups) == n && len(shared) == ns && st.Pending == 0 && len(p.next[name]) == 0 && !p.goneTopic[name] {
+			p.quiet[name] = quietMemo{t: t, gen: t.gen, st: st, assignments: assignments, ring: p.ring[name]}
+		} else {
+			delete(p.quiet, name)
 		}
 	}
 	out.Groups = append(out.Groups, shared...)
@@ -265,12 +306,32 @@ func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
 		}
 	}
 	p.pruneAssigners(s)
+	for name := range p.quiet {
+		if s.topics[name] == nil {
+			delete(p.quiet, name)
+		}
+	}
 	for name := range p.next {
 		if s.topics[name] == nil {
 			delete(p.next, name)
 		}
 	}
 	return out, nil
+}
+
+// stillQuiet reports whether t may be skipped: unchanged since a plan that
+// did nothing, no owner gone, and its ring (if any) as it was then.
+func (p *Planner) stillQuiet(t *Topic, q quietMemo) bool {
+	if q.t != t || q.gen != t.gen || p.goneTopic[t.Name] {
+		return false
+	}
+	if q.ring == nil {
+		return true
+	}
+	p.amu.Lock()
+	a := p.assigners[t.Name]
+	p.amu.Unlock()
+	return a != nil && a.InSync(q.ring)
 }
 
 // pruneAssigners drops the rings of topics that have no config any more.
@@ -388,6 +449,7 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 		}
 		if p.opt.AsyncRings {
 			members := assign.RingMembers(in)
+			p.ring[t.Name] = members
 			if st, ok := a.TrySync(members, inlineRingWork); !ok {
 				out.Rings = append(out.Rings, RingWork{Topic: t.Name, Assigner: a, Members: members})
 			} else if st.Added+st.Removed > 0 {
@@ -403,26 +465,24 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 		}
 	}
 
-	files := make(map[string]struct{}, len(desired)+len(t.Assigns))
-	for f := range desired {
-		files[f] = struct{}{}
-	}
-	for f := range t.Assigns {
-		files[f] = struct{}{}
-	}
 	for f := range next {
-		if _, ok := files[f]; !ok {
+		_, want := desired[f]
+		if _, held := t.Assigns[f]; !want && !held {
 			delete(next, f)
 		}
 	}
-	for _, f := range slices.Sorted(maps.Keys(files)) {
+	// Every file wanted or held, each once, in no particular order: the
+	// groups are sorted at the end (sorting a million file keys on every
+	// pass cost a second; the groups are usually few).
+	n := len(out.Groups)
+	visit := func(f string) {
 		if frozen[f] {
 			for _, a := range t.Assigns[f] {
 				if a.Revoking() {
 					p.revokeSince(a, now, seenRevoking)
 				}
 			}
-			continue
+			return
 		}
 		g, deadline := p.planFile(t, f, desired[f], st.State, now, seenRevoking)
 		if !deadline.IsZero() && (out.NextDeadline.IsZero() || deadline.Before(out.NextDeadline)) {
@@ -432,6 +492,15 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 			out.Groups = append(out.Groups, g)
 		}
 	}
+	for f := range desired {
+		visit(f)
+	}
+	for f := range t.Assigns {
+		if _, ok := desired[f]; !ok {
+			visit(f)
+		}
+	}
+	slices.SortFunc(out.Groups[n:], func(a, b Group) int { return strings.Compare(a.File, b.File) })
 	if len(next) == 0 {
 		delete(p.next, t.Name)
 	}
@@ -587,7 +656,11 @@ func minTime(a, b time.Time) time.Time {
 // report counts what the state holds for t; planTopic fills in the rest.
 func report(t *Topic) protocol.TopicStatus {
 	st := protocol.TopicStatus{Topic: t.Name, Members: len(t.Members), Checkpoints: len(t.Offsets), Load: map[string]int{}}
-	seen := map[string]struct{}{}
+	total := 0
+	for _, m := range t.Members {
+		total += len(m.Keys)
+	}
+	seen := make(map[string]struct{}, total)
 	for _, agent := range slices.Sorted(maps.Keys(t.Members)) {
 		m := t.Members[agent]
 		if m.Err != nil {
@@ -605,8 +678,8 @@ func report(t *Topic) protocol.TopicStatus {
 		}
 	}
 	st.Files = len(seen)
-	for _, f := range slices.Sorted(maps.Keys(t.Assigns)) {
-		hs := t.Assigns[f]
+	var dups []string
+	for f, hs := range t.Assigns {
 		active := 0
 		for _, a := range hs {
 			st.Load[a.Agent]++
@@ -620,9 +693,14 @@ func report(t *Topic) protocol.TopicStatus {
 			st.Assigned++
 		}
 		if len(hs) > 1 {
-			st.Problems = appendProblem(st.Problems, fmt.Sprintf("file %s has %d assignment keys (%s)", f, len(hs),
-				strings.Join(hs.agents(), ", ")))
+			dups = append(dups, f)
 		}
+	}
+	slices.Sort(dups) // rare; a million keys are not sorted for them
+	for _, f := range dups {
+		hs := t.Assigns[f]
+		st.Problems = appendProblem(st.Problems, fmt.Sprintf("file %s has %d assignment keys (%s)", f, len(hs),
+			strings.Join(hs.agents(), ", ")))
 	}
 	for f := range seen {
 		if _, ok := t.Assigns[f]; !ok {

@@ -21,6 +21,7 @@ type State struct {
 	junk   map[string]string // key -> why it is ignored
 	strs   map[string]string // interned short values
 	rev    int64
+	gen    uint64 // last Topic.gen given; never reset, so gens are never reused
 }
 
 // Topic is everything known about one topic directory P.
@@ -34,6 +35,11 @@ type Topic struct {
 	Assigns map[string]Holders
 	// Offsets are the files with a checkpoint /offsets/<P>/<file>.
 	Offsets map[string]struct{}
+
+	// gen changes with every change that can change a plan of the topic
+	// (not checkpoints): the Planner skips a topic it planned at the same
+	// gen to no effect.
+	gen uint64
 }
 
 // TopicConfig is the decoded /topics/<P>, or why it does not decode.
@@ -205,6 +211,10 @@ func (s *State) Apply(ev mirror.Event) bool {
 			s.junk[key] = err.Error()
 		}
 		return true
+	}
+	if k.Kind == keyspace.KindTopic || k.Kind == keyspace.KindHeartbeat || k.Kind == keyspace.KindAssign {
+		s.gen++
+		s.topic(k.Topic).gen = s.gen
 	}
 	switch k.Kind {
 	case keyspace.KindTopic:
