@@ -185,13 +185,20 @@ func TestStandbyRingsFollowMembers(t *testing.T) {
 	require.Empty(t, p.assigners, "a removed topic's ring is dropped")
 }
 
+// mixedWorld has a shared topic whose agent sees n files and a local topic
+// where it sees l1 and l2.
+func mixedWorld(t *testing.T, shared, local, agent string, n int) *world {
+	w := newWorld(t)
+	w.topic(shared, sharedCfg)
+	w.topic(local, localCfg)
+	w.heartbeat(shared, agent, files(n)...)
+	w.heartbeat(local, agent, "l1", "l2")
+	return w
+}
+
 func TestLocalTopicsAreWrittenFirst(t *testing.T) {
 	p := newPlanner(t, time.Minute)
-	w := newWorld(t)
-	w.topic("a-shared", sharedCfg)
-	w.topic("b-local", localCfg)
-	w.heartbeat("a-shared", "x", files(5)...)
-	w.heartbeat("b-local", "x", "l1", "l2")
+	w := mixedWorld(t, "a-shared", "b-local", "x", 5)
 	pl, err := p.Plan(w.s, time.Now())
 	require.NoError(t, err)
 	require.Len(t, pl.Groups, 7)
@@ -204,11 +211,7 @@ func TestLocalTopicsAreWrittenFirst(t *testing.T) {
 // status is reused (checkpoint counts refreshed).
 func TestQuietTopicsAreSkipped(t *testing.T) {
 	p := newPlanner(t, time.Minute)
-	w := newWorld(t)
-	w.topic("web", sharedCfg)
-	w.topic("logs", localCfg)
-	w.heartbeat("web", "a", files(4)...)
-	w.heartbeat("logs", "a", "l1")
+	w := mixedWorld(t, "web", "logs", "a", 4)
 	now := time.Now()
 	converge(t, w, p, now)
 	first, err := p.Plan(w.s, now)
@@ -222,5 +225,6 @@ func TestQuietTopicsAreSkipped(t *testing.T) {
 	require.Equal(t, 1, pl.Skipped, "only the changed topic is planned")
 	require.NotEmpty(t, pl.Groups, "b takes files")
 	require.Equal(t, 1, pl.Topics[0].Checkpoints, "logs: a skipped topic's checkpoints still counted")
+	require.Equal(t, 2, pl.Topics[0].Files)
 	require.Equal(t, first.Assignments, pl.Assignments)
 }

@@ -176,7 +176,7 @@ type Planner struct {
 
 	// Damping of owner_gone (OwnerGoneRate).
 	gone      map[goneUnit]goneMemo
-	goneTopic map[string]bool // this pass: topics with gone owners
+	goneTopic map[string]bool   // this pass: topics with gone owners
 	allowGone map[goneUnit]bool // this pass
 	tokens    float64
 	refilled  time.Time
