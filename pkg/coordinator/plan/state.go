@@ -282,8 +282,15 @@ func (s *State) Apply(ev mirror.Event) bool {
 		if ev.Type == mirror.Delete {
 			delete(t.Offsets, k.File)
 			s.dropIfEmpty(t)
-		} else {
-			t.Offsets[k.File] = struct{}{}
+		} else if _, ok := t.Offsets[k.File]; !ok {
+			// Keyed by a copy of the file key that is kept anyway (the
+			// assignment's), not by a slice of this key, which would keep
+			// all of it alive: about 50 bytes a file.
+			f := strings.Clone(k.File)
+			if hs := t.Assigns[k.File]; len(hs) > 0 {
+				f = hs[0].File
+			}
+			t.Offsets[f] = struct{}{}
 		}
 		return false
 	}
