@@ -67,16 +67,19 @@ func readState(ctx context.Context, cli *clientv3.Client, ks keyspace.Space, pag
 		Agents: map[string]protocol.AgentStatus{},
 	}
 	prefixes := []string{ks.TopicsPrefix(), ks.AssignPrefix(), ks.OffsetsPrefix(), ks.StatusPrefix()}
-	rev, err := mirror.ListPages(ctx, cli, prefixes, pageSize, nil, func(kv *mvccpb.KeyValue) {
-		key := string(kv.Key)
-		k, err := ks.Parse(key)
-		if err != nil {
-			st.Junk = append(st.Junk, key)
-			return
+	rev, err := mirror.ListPages(ctx, cli, prefixes, pageSize, nil, func(_ int64, page []*mvccpb.KeyValue) error {
+		for _, kv := range page {
+			key := string(kv.Key)
+			k, err := ks.Parse(key)
+			if err != nil {
+				st.Junk = append(st.Junk, key)
+				continue
+			}
+			if err := st.add(k, key, kv.Value); err != nil {
+				st.Junk = append(st.Junk, fmt.Sprintf("%s (%v)", key, err))
+			}
 		}
-		if err := st.add(k, key, kv.Value); err != nil {
-			st.Junk = append(st.Junk, fmt.Sprintf("%s (%v)", key, err))
-		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read state from etcd: %w", err)
