@@ -361,11 +361,12 @@ func (p *Planner) assigner(topic string) (*assign.Assigner, error) {
 
 // revokeSince returns when key a was first seen revoking (now if just now).
 func (p *Planner) revokeSince(a *Assignment, now time.Time, seen map[string]bool) time.Time {
-	seen[a.Key] = true
-	m, ok := p.revoking[a.Key]
+	key := a.Key()
+	seen[key] = true
+	m, ok := p.revoking[key]
 	if !ok || m.createRev != a.CreateRev {
 		m = revokeMemo{createRev: a.CreateRev, since: now}
-		p.revoking[a.Key] = m
+		p.revoking[key] = m
 	}
 	return m.since
 }
@@ -543,10 +544,11 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 	next := p.next[t.Name]
 
 	remove := func(a *Assignment, reason string) {
-		g.Cmps = append(g.Cmps, clientv3.Compare(clientv3.CreateRevision(a.Key), "=", a.CreateRev))
-		g.Ops = append(g.Ops, clientv3.OpDelete(a.Key))
-		g.Actions = append(g.Actions, Action{Kind: Delete, Key: a.Key, Agent: a.Agent, Reason: reason, To: want})
-		deleted[a.Key] = true
+		key := a.Key()
+		g.Cmps = append(g.Cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", a.CreateRev))
+		g.Ops = append(g.Ops, clientv3.OpDelete(key))
+		g.Actions = append(g.Actions, Action{Kind: Delete, Key: key, Agent: a.Agent, Reason: reason, To: want})
+		deleted[key] = true
 	}
 	for _, a := range keys {
 		if len(g.Ops) >= MaxGroupOps {
@@ -563,7 +565,7 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 			remove(a, ReasonOwnerGone)
 		case a.Revoking():
 			if a.Value.Revoking != "" {
-				next[f] = handoff{to: a.Value.Revoking, fromKey: a.Key}
+				next[f] = handoff{to: a.Value.Revoking, fromKey: a.Key()}
 			}
 			since := p.revokeSince(a, now, seenRevoking)
 			if end := since.Add(p.opt.HandoverTimeout); !now.Before(end) {
@@ -602,19 +604,20 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 		if a.Err != nil {
 			v.Path = path
 		}
+		key := a.Key()
 		raw, err := protocol.Marshal(&v)
 		if err != nil {
-			panic(fmt.Sprintf("marshal assignment %s: %v", a.Key, err)) // a struct of strings always marshals
+			panic(fmt.Sprintf("marshal assignment %s: %v", key, err)) // a struct of strings always marshals
 		}
 		// Guarded by the key's create revision: if the agent released the
 		// key meanwhile, this Put must not bring it back.
-		g.Cmps = append(g.Cmps, clientv3.Compare(clientv3.CreateRevision(a.Key), "=", a.CreateRev))
-		g.Ops = append(g.Ops, clientv3.OpPut(a.Key, string(raw)))
-		g.Actions = append(g.Actions, Action{Kind: Revoke, Key: a.Key, Agent: a.Agent, Reason: reason, To: to})
-		p.revoking[a.Key] = revokeMemo{createRev: a.CreateRev, since: now}
-		seenRevoking[a.Key] = true
+		g.Cmps = append(g.Cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", a.CreateRev))
+		g.Ops = append(g.Ops, clientv3.OpPut(key, string(raw)))
+		g.Actions = append(g.Actions, Action{Kind: Revoke, Key: key, Agent: a.Agent, Reason: reason, To: to})
+		p.revoking[key] = revokeMemo{createRev: a.CreateRev, since: now}
+		seenRevoking[key] = true
 		if to != "" {
-			next[f] = handoff{to: to, fromKey: a.Key}
+			next[f] = handoff{to: to, fromKey: key}
 		}
 		deadline = minTime(deadline, now.Add(p.opt.HandoverTimeout))
 		revoked = true

@@ -84,7 +84,7 @@ func (w *world) release() int {
 		for _, hs := range w.s.Topic(name).Assigns {
 			for _, a := range hs {
 				if a.Revoking() {
-					defer w.del(a.Key)
+					defer w.del(a.Key())
 					n++
 				}
 			}

@@ -69,8 +69,12 @@ type Member struct {
 }
 
 // Assignment is one key /assign/<agent>/<P>/<file>.
+//
+// The key itself is not kept (Key builds it): at a million files its string
+// was about 80 bytes a file, and Agent, Topic and File are copies shared
+// with the agent's heartbeat and the topic, not slices of it.
 type Assignment struct {
-	Key                string
+	ks                 *keyspace.Space
 	Agent, Topic, File string
 	CreateRev, ModRev  int64
 	Value              protocol.Assignment
@@ -78,6 +82,9 @@ type Assignment struct {
 	// active assignment (the agent may be shipping the file).
 	Err error
 }
+
+// Key is the assignment's etcd key.
+func (a *Assignment) Key() string { return a.ks.Assign(a.Agent, a.Topic, a.File) }
 
 // Path returns the path the agent reports for file f, and whether it
 // reports f at all.
@@ -234,7 +241,13 @@ func (s *State) Apply(ev mirror.Event) bool {
 			s.dropIfEmpty(t)
 			return true
 		}
-		m := decodeHeartbeat(key, k.Agent, ev.KV)
+		agent := k.Agent
+		if old := t.Members[agent]; old != nil {
+			agent = old.Agent // the copy assignments share
+		} else {
+			agent = strings.Clone(agent)
+		}
+		m := decodeHeartbeat(key, agent, ev.KV)
 		if m.Err != nil {
 			s.junk[key] = m.Err.Error()
 		}
@@ -257,7 +270,7 @@ func (s *State) Apply(ev mirror.Event) bool {
 			s.dropIfEmpty(t)
 			return true
 		}
-		a := &Assignment{Key: key, Agent: k.Agent, Topic: k.Topic, File: k.File,
+		a := &Assignment{ks: &s.ks, Agent: k.Agent, Topic: t.Name, File: k.File,
 			CreateRev: ev.KV.CreateRevision, ModRev: ev.KV.ModRevision}
 		if err := protocol.Unmarshal(key, ev.KV.Value, &a.Value); err != nil {
 			a.Err = err
@@ -270,12 +283,30 @@ func (s *State) Apply(ev mirror.Event) bool {
 		// one copy of each instead of one per key.
 		a.Value.State = s.intern(a.Value.State)
 		a.Value.Leader = s.intern(a.Value.Leader)
-		if m := t.Members[k.Agent]; m != nil {
-			if p, ok := m.Path(k.File); ok && p == a.Value.Path {
-				a.Value.Path = p
+		// Share the strings the agent's heartbeat holds (the coordinator
+		// lists /topics/ before /assign/, so it is there), and never keep
+		// a slice of the key, which would keep all of the key alive.
+		a.File = ""
+		if m := t.Members[k.Agent]; m == nil {
+			a.Agent = strings.Clone(k.Agent)
+		} else {
+			a.Agent = m.Agent
+			if i, ok := slices.BinarySearch(m.Keys, k.File); ok {
+				a.File = m.Keys[i]
+				if m.Paths[i] == a.Value.Path {
+					a.Value.Path = m.Paths[i]
+				}
 			}
 		}
-		t.Assigns[k.File] = t.Assigns[k.File].with(a)
+		if hs, ok := t.Assigns[k.File]; ok {
+			a.File = hs[0].File
+			t.Assigns[k.File] = hs.with(a)
+			return true
+		}
+		if a.File == "" {
+			a.File = strings.Clone(k.File)
+		}
+		t.Assigns[a.File] = Holders{a}
 		return true
 	case keyspace.KindOffset:
 		t := s.topic(k.Topic)
