@@ -417,7 +417,7 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 
 	desired := map[string]string{}
 	if st.State == protocol.TopicOK {
-		in := assign.Input{Shared: st.Shared, Sees: map[string][]string{}, Current: map[string]string{}}
+		in := assign.Input{Shared: st.Shared, Sees: make(map[string][]string, len(t.Members)), Current: make(map[string]string, len(t.Assigns))}
 		for agent, m := range t.Members {
 			if m.Err != nil {
 				continue
