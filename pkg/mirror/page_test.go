@@ -3,11 +3,13 @@ package mirror
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/logferry/logferry/internal/testenv"
@@ -203,4 +205,58 @@ func TestWithoutStateHandsOverPagesAndRelistsAsSnapshots(t *testing.T) {
 	testenv.WaitFor(t, 5*time.Second, "the delete", func() bool { _, _, b := r.snapshot(); return len(b) == 6 })
 	_, log, _ := r.snapshot()
 	require.Equal(t, "delete /s/4=", log[len(log)-1])
+}
+
+// A long list is split in halves of the key space, so that no request makes
+// etcd count much more than its own part; every key still comes exactly
+// once, in order, at one revision.
+func TestLongListsAreSplitAndStillExact(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	var want []string
+	var ops []clientv3.Op
+	for i := range 500 {
+		k := fmt.Sprintf("/big/%08x", uint32(i)*2654435761)
+		want = append(want, k)
+		ops = append(ops, clientv3.OpPut(k, "v"))
+		if len(ops) == 100 {
+			_, err := cli.Txn(context.Background()).Then(ops...).Commit()
+			require.NoError(t, err)
+			ops = ops[:0]
+		}
+	}
+	slices.Sort(want)
+	spy := spyRanges(cli)
+	var got []string
+	rev, err := ListPages(context.Background(), cli, []string{"/big/"}, 5, nil, func(r int64, page []*mvccpb.KeyValue) error {
+		for _, kv := range page {
+			got = append(got, string(kv.Key))
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, want, got, "every key once, in order")
+	reqs, _ := spy.record()
+	split := 0
+	for i, op := range reqs {
+		if i > 0 {
+			require.Equal(t, rev, op.Rev())
+		}
+		if string(op.RangeBytes()) != "/big0" {
+			split++
+		}
+	}
+	require.Positive(t, split, "the range was split")
+	t.Logf("%d requests, %d on split ranges, for 500 keys in pages of 5", len(reqs), split)
+}
+
+func TestMidKey(t *testing.T) {
+	for _, c := range []struct{ a, b string }{{"/a/", "/a0"}, {"/a/x", "/a/y"}, {"ab", "ab\x00\x01"}, {"/o/0000", "/o0"}} {
+		m, ok := midKey(c.a, c.b)
+		require.True(t, ok, "%q..%q", c.a, c.b)
+		require.Less(t, c.a, m)
+		require.Less(t, m, c.b)
+	}
+	_, ok := midKey("a", "a\x00")
+	require.False(t, ok, "nothing strictly between")
 }
