@@ -152,11 +152,7 @@ func TestBinarySIGTERM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "coordinator")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	require.NoError(t, build.Run())
-
+	bin := buildBinary(t)
 	e := testenv.StartEtcd(t)
 	admin := e.Client()
 	addr := testenv.FreeAddr(t)
@@ -213,4 +209,13 @@ func TestZeroTurnsCompactionAndDampingOff(t *testing.T) {
 		require.Equal(t, c.compact, cfg.CompactInterval, "%v", c.args)
 		require.Equal(t, c.rate, cfg.OwnerGoneRate, "%v", c.args)
 	}
+}
+
+// buildBinary builds the coordinator command into a temporary directory.
+func buildBinary(tb testing.TB) string {
+	bin := filepath.Join(tb.TempDir(), "coordinator")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	require.NoError(tb, build.Run())
+	return bin
 }
