@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -65,6 +66,8 @@ type options struct {
 	handoverTimeout   time.Duration
 	reconcileInterval time.Duration
 	resyncInterval    time.Duration
+	compactInterval   time.Duration
+	ownerGoneRate     float64
 	statusInterval    time.Duration
 	logLevel          string
 	logFormat         string
@@ -85,7 +88,9 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", coordinator.DefaultLeaseTTL, "TTL of the election lease (whole seconds, at least 1s): how long a crashed leader blocks the standby")
 	fs.DurationVar(&o.handoverTimeout, "handover-timeout", coordinator.DefaultHandoverTimeout, "how long a revoked assignment may wait for the agent's release before the leader deletes it itself")
 	fs.DurationVar(&o.reconcileInterval, "reconcile-interval", coordinator.DefaultReconcileInterval, "least time between two reconcile passes; changes arriving meanwhile are handled together")
-	fs.DurationVar(&o.resyncInterval, "resync-interval", coordinator.DefaultResyncInterval, "how often the leader re-reads all of /topics/, /assign/ and /offsets/ and reconciles, to repair anything missed")
+	fs.DurationVar(&o.resyncInterval, "resync-interval", 0, "how often the leader re-reads all of /topics/, /assign/ and /offsets/ from scratch (in pages) and reconciles; 0, the default, never: the watches re-list by themselves whenever they break")
+	fs.DurationVar(&o.compactInterval, "compact-interval", coordinator.DefaultCompactInterval, "how often the leader compacts etcd's history, to the revision it saw one interval earlier; 0 never (then compact etcd by other means)")
+	fs.Float64Var(&o.ownerGoneRate, "owner-gone-rate", coordinator.DefaultOwnerGoneRate, "most files per second whose assignment the leader deletes and hands on because their agent's heartbeat is gone (one agent's files always go at once; a mass lease loss is spread out); 0 for no bound")
 	fs.DurationVar(&o.statusInterval, "status-interval", coordinator.DefaultStatusInterval, "how often /status/coordinator is refreshed when nothing else changed")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -179,14 +184,21 @@ func (o *options) validate(stderr io.Writer) (*slog.Logger, coordinator.Config, 
 		{"--handover-timeout", o.handoverTimeout, time.Second},
 		{"--reconcile-interval", o.reconcileInterval, time.Millisecond},
 		{"--resync-interval", o.resyncInterval, time.Second},
+		{"--compact-interval", o.compactInterval, time.Minute},
 		{"--status-interval", o.statusInterval, 100 * time.Millisecond},
 	} {
+		if d.v == 0 && (d.flag == "--resync-interval" || d.flag == "--compact-interval") {
+			continue // off
+		}
 		if d.v < d.min {
 			return nil, coordinator.Config{}, fmt.Errorf("%s %v: at least %v", d.flag, d.v, d.min)
 		}
 	}
 	if o.leaseTTL%time.Second != 0 {
 		log.Warn("--lease-ttl is rounded up to whole seconds", "lease_ttl", o.leaseTTL)
+	}
+	if math.IsNaN(o.ownerGoneRate) || o.ownerGoneRate < 0 {
+		return nil, coordinator.Config{}, fmt.Errorf("--owner-gone-rate %v: want 0 (no bound) or a positive number of files per second", o.ownerGoneRate)
 	}
 	if o.handoverTimeout <= o.reconcileInterval {
 		return nil, coordinator.Config{}, fmt.Errorf("--handover-timeout %v must exceed --reconcile-interval %v", o.handoverTimeout, o.reconcileInterval)
@@ -195,8 +207,18 @@ func (o *options) validate(stderr io.Writer) (*slog.Logger, coordinator.Config, 
 		Space: ks, ID: o.id, Version: version.Version,
 		LeaseTTL: o.leaseTTL, HandoverTimeout: o.handoverTimeout,
 		ReconcileInterval: o.reconcileInterval, ResyncInterval: o.resyncInterval, StatusInterval: o.statusInterval,
+		CompactInterval: offIfZero(o.compactInterval), OwnerGoneRate: offIfZero(o.ownerGoneRate),
 		Logger: log,
 	}, nil
+}
+
+// offIfZero maps a flag's 0 ("off") to Config's negative ("off"; its 0
+// selects the default).
+func offIfZero[T time.Duration | float64](v T) T {
+	if v == 0 {
+		return -1
+	}
+	return v
 }
 
 // serve connects to etcd and runs the coordinator and the ops server until

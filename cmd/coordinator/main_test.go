@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/logferry/logferry/internal/testenv"
+	"github.com/logferry/logferry/pkg/coordinator"
 	"github.com/logferry/logferry/pkg/protocol"
 )
 
@@ -46,7 +47,7 @@ func TestHelpVersionAndCheckConfig(t *testing.T) {
 	require.Equal(t, 0, run(context.Background(), []string{"--help"}, &out, &errb))
 	for _, want := range []string{"--etcd-endpoints", "COORDINATOR_ETCD_ENDPOINTS", "--id", "COORDINATOR_ID", "--listen",
 		"--etcd-prefix", "--lease-ttl", "COORDINATOR_LEASE_TTL", "--handover-timeout", "--reconcile-interval",
-		"--resync-interval", "--log-level", "--etcd-ca", "--etcd-user", "--check-config", "--version"} {
+		"--resync-interval", "--compact-interval", "COORDINATOR_COMPACT_INTERVAL", "--owner-gone-rate", "--log-level", "--etcd-ca", "--etcd-user", "--check-config", "--version"} {
 		require.Contains(t, errb.String(), want)
 	}
 
@@ -66,6 +67,8 @@ func TestHelpVersionAndCheckConfig(t *testing.T) {
 		{"--check-config", "--listen", "nope"},
 		{"--check-config", "--handover-timeout", "1s", "--reconcile-interval", "2s"},
 		{"--check-config", "--etcd-cert", "/x.pem"},
+		{"--check-config", "--owner-gone-rate", "-5"},
+		{"--check-config", "--compact-interval", "10s"},
 		{"--no-such-flag"},
 		{"stray"},
 	} {
@@ -149,11 +152,7 @@ func TestBinarySIGTERM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "coordinator")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	require.NoError(t, build.Run())
-
+	bin := buildBinary(t)
 	e := testenv.StartEtcd(t)
 	admin := e.Client()
 	addr := testenv.FreeAddr(t)
@@ -189,4 +188,34 @@ func TestBinarySIGTERM(t *testing.T) {
 	resp, err := admin.Get(context.Background(), "/coordinator/election/", clientv3.WithPrefix())
 	require.NoError(t, err)
 	require.Empty(t, resp.Kvs, "resigned: no election key left (the lease TTL is 30s)")
+}
+
+func TestZeroTurnsCompactionAndDampingOff(t *testing.T) {
+	for _, c := range []struct {
+		args    []string
+		compact time.Duration
+		rate    float64
+	}{
+		{nil, coordinator.DefaultCompactInterval, coordinator.DefaultOwnerGoneRate},
+		{[]string{"--compact-interval", "0", "--owner-gone-rate", "0"}, -1, -1},
+		{[]string{"--compact-interval", "1h", "--owner-gone-rate", "50"}, time.Hour, 50},
+	} {
+		var o options
+		var errb bytes.Buffer
+		fs := newFlagSet(&o, &errb)
+		require.NoError(t, fs.Parse(append([]string{"--id", "c1"}, c.args...)))
+		_, cfg, err := o.validate(&errb)
+		require.NoError(t, err, "%v", c.args)
+		require.Equal(t, c.compact, cfg.CompactInterval, "%v", c.args)
+		require.Equal(t, c.rate, cfg.OwnerGoneRate, "%v", c.args)
+	}
+}
+
+// buildBinary builds the coordinator command into a temporary directory.
+func buildBinary(tb testing.TB) string {
+	bin := filepath.Join(tb.TempDir(), "coordinator")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	require.NoError(tb, build.Run())
+	return bin
 }

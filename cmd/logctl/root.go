@@ -15,17 +15,19 @@ import (
 	"github.com/logferry/logferry/internal/etcdflags"
 	"github.com/logferry/logferry/internal/version"
 	"github.com/logferry/logferry/pkg/keyspace"
+	"github.com/logferry/logferry/pkg/mirror"
 )
 
 const envPrefix = "LOGCTL"
 
 // app holds what every subcommand shares.
 type app struct {
-	etcd    etcdflags.Flags
-	timeout time.Duration
-	output  string
-	stdout  io.Writer
-	stderr  io.Writer
+	etcd     etcdflags.Flags
+	timeout  time.Duration
+	output   string
+	pageSize int
+	stdout   io.Writer
+	stderr   io.Writer
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -52,6 +54,7 @@ Every flag can also be set through an environment variable, shown in its help
 	a.etcd.Register(pf)
 	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "deadline for the whole command")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	pf.IntVar(&a.pageSize, "page-size", mirror.DefaultPageSize, "keys per etcd read when reading whole prefixes (status, agents, assignments, lag), all at one revision")
 	root.AddCommand(newTopicCmd(a), newStatusCmd(a), newAgentsCmd(a), newAssignmentsCmd(a), newLagCmd(a), newRolesCmd(a))
 	documentEnvTree(root)
 	return root
@@ -77,6 +80,9 @@ func usageErr(err error) error {
 func (a *app) withEtcd(f func(ctx context.Context, cli *clientv3.Client, ks keyspace.Space) error) error {
 	if a.output != "table" && a.output != "json" {
 		return usageErr(fmt.Errorf("--output %q: want table or json", a.output))
+	}
+	if a.pageSize < 1 {
+		return usageErr(fmt.Errorf("--page-size %d: want at least 1", a.pageSize))
 	}
 	ks, err := a.etcd.Space()
 	if err != nil {

@@ -12,15 +12,17 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/logferry/logferry/pkg/keyspace"
+	"github.com/logferry/logferry/pkg/mirror"
 	"github.com/logferry/logferry/pkg/protocol"
 	"github.com/logferry/logferry/pkg/topics"
 )
 
-// state is everything logctl's read commands show, read in one Txn so the
-// views agree with each other (one revision).
+// state is everything logctl's read commands show, read at one revision so
+// the views agree with each other.
 type state struct {
 	Revision    int64
 	Leader      string // from the election: the candidate with the lowest create revision
@@ -43,11 +45,11 @@ type assignRow struct {
 	Next  string `json:"next,omitempty"`
 }
 
-// withState runs f on the state read in one Txn, under the command's
+// withState runs f on the state read at one revision, under the command's
 // deadline; every read-only command is this.
 func (a *app) withState(f func(st *state) error) error {
 	return a.withEtcd(func(ctx context.Context, cli *clientv3.Client, ks keyspace.Space) error {
-		st, err := readState(ctx, cli, ks)
+		st, err := readState(ctx, cli, ks, a.pageSize)
 		if err != nil {
 			return err
 		}
@@ -55,27 +57,18 @@ func (a *app) withState(f func(st *state) error) error {
 	})
 }
 
-func readState(ctx context.Context, cli *clientv3.Client, ks keyspace.Space) (*state, error) {
-	prefixes := []string{ks.TopicsPrefix(), ks.AssignPrefix(), ks.OffsetsPrefix(), ks.StatusPrefix()}
-	ops := []clientv3.Op{clientv3.OpGet(ks.ElectionPrefix(), clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))}
-	for _, p := range prefixes {
-		ops = append(ops, clientv3.OpGet(p, clientv3.WithPrefix()))
-	}
-	resp, err := cli.Txn(ctx).Then(ops...).Commit()
-	if err != nil {
-		return nil, fmt.Errorf("read state from etcd: %w", err)
-	}
+// readState reads the state at one revision, in pages of pageSize keys
+// (one range over a large fleet's keys would stall etcd for seconds); the
+// leader is read at the same revision.
+func readState(ctx context.Context, cli *clientv3.Client, ks keyspace.Space, pageSize int) (*state, error) {
 	st := &state{
-		Revision: resp.Header.Revision, Topics: map[string]topics.Entry{}, TopicStatus: map[string]protocol.TopicStatus{},
+		Topics: map[string]topics.Entry{}, TopicStatus: map[string]protocol.TopicStatus{},
 		Heartbeats: map[string]map[string]protocol.Heartbeat{}, Offsets: map[string]protocol.Checkpoint{},
 		Agents: map[string]protocol.AgentStatus{},
 	}
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-		st.Leader = string(kvs[0].Value)
-	}
-	for _, r := range resp.Responses[1:] {
-		for _, kv := range r.GetResponseRange().Kvs {
+	prefixes := []string{ks.TopicsPrefix(), ks.AssignPrefix(), ks.OffsetsPrefix(), ks.StatusPrefix()}
+	rev, err := mirror.ListPages(ctx, cli, prefixes, pageSize, nil, func(_ int64, page []*mvccpb.KeyValue) error {
+		for _, kv := range page {
 			key := string(kv.Key)
 			k, err := ks.Parse(key)
 			if err != nil {
@@ -86,6 +79,19 @@ func readState(ctx context.Context, cli *clientv3.Client, ks keyspace.Space) (*s
 				st.Junk = append(st.Junk, fmt.Sprintf("%s (%v)", key, err))
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read state from etcd: %w", err)
+	}
+	st.Revision = rev
+	resp, err := cli.Get(ctx, ks.ElectionPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+	if err != nil {
+		return nil, fmt.Errorf("read the leader from etcd: %w", err)
+	}
+	if len(resp.Kvs) > 0 {
+		st.Leader = string(resp.Kvs[0].Value)
 	}
 	slices.SortFunc(st.Assigns, func(a, b assignRow) int {
 		return cmp.Or(strings.Compare(a.Topic, b.Topic), strings.Compare(a.Path, b.Path), strings.Compare(a.File, b.File))

@@ -1,6 +1,7 @@
 package assign
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -113,6 +114,41 @@ func BenchmarkMovement(b *testing.B) {
 			b.ReportMetric(lw, "leave-worst-x")
 			b.ReportMetric(all.maxLoad, "maxload-x")
 			b.ReportMetric(float64(all.overBound), "over-bound")
+		})
+	}
+}
+
+// BenchmarkSyncIncremental times what a warm Assigner pays for membership
+// changes: Sync of one member joining and of one leaving (the ring is built
+// once in the untimed setup), and ComputeNow while a join is not yet in the
+// ring (what the coordinator's reconciler pays instead of waiting).
+func BenchmarkSyncIncremental(b *testing.B) {
+	for _, n := range []int{1_000, 10_000} {
+		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
+			if n >= 10_000 && testing.Short() {
+				b.Skip("ring setup takes about a minute; skipped with -short")
+			}
+			members := memberNames(n)
+			a, err := NewAssigner(Config{})
+			require.NoError(b, err)
+			ctx := context.Background()
+			_, err = a.Sync(ctx, members)
+			require.NoError(b, err)
+			joined := slices.Concat(members, []string{"zz-joiner"})
+			b.Run("join+leave", func(b *testing.B) {
+				for b.Loop() {
+					_, _ = a.Sync(ctx, joined)
+					_, _ = a.Sync(ctx, members)
+				}
+			})
+			b.Run("computenow-lagging-join/files=10x", func(b *testing.B) {
+				files := fileNames(10 * n)
+				in := Input{Shared: true, Members: joined, Sees: allSee(joined, files)}
+				for b.Loop() {
+					_, err := a.ComputeNow(in)
+					require.NoError(b, err)
+				}
+			})
 		})
 	}
 }

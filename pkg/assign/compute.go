@@ -4,6 +4,7 @@ import (
 	"math/bits"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/buraksezer/consistent"
 )
@@ -29,16 +30,18 @@ type Input struct {
 }
 
 // Assigner computes assignments and keeps the consistent ring between calls,
-// because building it costs O(members^2) in consistent v1.0.0 (see syncRing).
-// Keep one Assigner per shared topic. Its results are exactly those of
-// Compute with the same Config: the cache changes the cost, never the result.
-// It is safe for concurrent use.
+// because building it costs O(members^2) in consistent v1.0.0 (see Sync).
+// Keep one Assigner per shared topic. The results of its Compute are exactly
+// those of the package-level Compute with the same Config: the cache changes
+// the cost, never the result. ComputeNow trades that exactness for never
+// waiting on the ring. It is safe for concurrent use.
 type Assigner struct {
 	cfg Config
 
-	mu     sync.Mutex
+	syncMu sync.Mutex // held by Sync, which alone touches ring and inRing
 	ring   *consistent.Consistent
 	inRing map[string]struct{}
+	table  atomic.Pointer[ringTable]
 }
 
 // NewAssigner validates cfg and returns an Assigner with an empty ring.
@@ -60,8 +63,25 @@ func Compute(cfg Config, in Input) (map[string]string, error) {
 }
 
 // Compute returns the new assignment, file -> member, like the package-level
-// Compute, reusing the ring of the previous call.
+// Compute, reusing the ring of the previous call: it first Syncs the ring to
+// the input's members.
 func (a *Assigner) Compute(in Input) (map[string]string, error) {
+	return a.compute(in, true)
+}
+
+// ComputeNow returns a new assignment like Compute, but with the ring as the
+// last Sync left it, never building or updating it (Sync runs elsewhere,
+// off the caller's critical path). The result obeys every rule of doc.go
+// (validity, bound, stickiness); only the preferred member of files placed
+// or pulled now may differ from Compute's while the ring lags: partitions
+// of members gone from the topic are nobody's, members not yet in the ring
+// own none, and without any ring every file is placed by the member ring
+// walk. Since valid assignments are kept, the lag moves nothing later.
+func (a *Assigner) ComputeNow(in Input) (map[string]string, error) {
+	return a.compute(in, false)
+}
+
+func (a *Assigner) compute(in Input, sync bool) (map[string]string, error) {
 	x, err := buildIndex(in)
 	if err != nil {
 		return nil, err
@@ -75,10 +95,11 @@ func (a *Assigner) Compute(in Input) (map[string]string, error) {
 		s.placeLocal()
 		return s.result(), nil
 	}
-	a.mu.Lock()
-	owners := a.syncRing(x)
-	a.mu.Unlock()
-	s.initShared(a.cfg.Epsilon, owners)
+	owners := a.owners
+	if sync {
+		owners = a.syncRing
+	}
+	s.initShared(a.cfg.Epsilon, owners(x))
 
 	s.resolve()
 	s.place()

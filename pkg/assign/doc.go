@@ -4,6 +4,14 @@
 // every file to at most one member. It does no I/O and keeps no state that
 // affects results (Assigner only caches the consistent ring).
 //
+// Assigner.ComputeNow is the one exception, by request: it uses the ring as
+// the last Assigner.Sync left it, so that a caller can keep the quadratic
+// ring build (consistent v1.0.0) off its critical path and Sync elsewhere.
+// While the ring lags the member set, files placed or pulled at that moment
+// may go to another member than Compute would choose; every invariant below
+// except Determinism still holds, and stickiness means nothing moves when
+// the ring catches up.
+//
 // # Definitions
 //
 // Members are the distinct, non-empty ids of Input.Members. A member is

@@ -203,8 +203,12 @@ func buildIndex(in Input) (*index, error) {
 		}
 		keyOf := func(e ent) string { return src[e.v][e.k] }
 		sortEnts(all, tmp, keyOf)
-		x.fvStart = make([]int32, 1, total/len(x.views)+2)
+		// At most total distinct files: sized once, not grown by doubling
+		// (at a million files the growth alone allocated over 100 MB).
+		x.fvStart = make([]int32, 1, total+1)
 		x.fvList = make([]int32, 0, total)
+		x.keys = make([]string, 0, total)
+		x.hash = make([]uint64, 0, total)
 		for i, e := range all {
 			if i == 0 || e.h != all[i-1].h || keyOf(e) != keyOf(all[i-1]) {
 				if len(x.keys) >= math.MaxInt32-1 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/logferry/logferry/pkg/assign"
 	"github.com/logferry/logferry/pkg/coordinator/election"
@@ -21,8 +22,16 @@ const (
 	DefaultLeaseTTL          = 5 * time.Second
 	DefaultHandoverTimeout   = 30 * time.Second
 	DefaultReconcileInterval = 200 * time.Millisecond
-	DefaultResyncInterval    = time.Minute
 	DefaultStatusInterval    = 10 * time.Second
+	// DefaultCompactInterval is how often the leader compacts etcd's
+	// history, to the revision it saw one interval earlier (as
+	// kube-apiserver does).
+	DefaultCompactInterval = 5 * time.Minute
+	// DefaultOwnerGoneRate bounds, in files per second, how fast the
+	// assignments of agents whose heartbeat vanished are torn down (see
+	// plan.Options.OwnerGoneRate): one agent's files go at once, a mass
+	// lease loss is spread out.
+	DefaultOwnerGoneRate = 1000
 	// txnTimeout bounds one leader Txn: a leader that cannot write for
 	// this long is better off noticing it and re-listing.
 	txnTimeout = 5 * time.Second
@@ -49,8 +58,20 @@ type Config struct {
 	// events arriving meanwhile are coalesced into the next pass.
 	ReconcileInterval time.Duration
 	// ResyncInterval is how often the leader re-lists everything from
-	// scratch and reconciles, to repair anything missed.
+	// scratch and reconciles; 0 (the default) never. The watches deliver
+	// every change in order and re-list by themselves whenever they break
+	// (compaction, a lost stream), so a periodic re-list repairs nothing
+	// they miss, while at a million keys it is a thousand requests and a
+	// rebuilt state each time.
 	ResyncInterval time.Duration
+	// CompactInterval is how often the leader compacts etcd's history to
+	// the revision it saw one interval before: 0 means
+	// DefaultCompactInterval, a negative value never.
+	CompactInterval time.Duration
+	// OwnerGoneRate bounds how fast the assignments of agents whose
+	// heartbeat is gone are deleted and handed on, in files per second: 0
+	// means DefaultOwnerGoneRate, a negative value no bound.
+	OwnerGoneRate float64
 	// StatusInterval is how often /status/coordinator is rewritten when
 	// only its timestamps changed.
 	StatusInterval time.Duration
@@ -71,6 +92,11 @@ type Coordinator struct {
 	log     *slog.Logger
 	m       *metrics
 	elector *election.Elector
+	// planner outlives terms: its consistent rings are expensive, and a
+	// standby keeps them in step with the members (see standby.go).
+	planner *plan.Planner
+	rings   *ringKeeper
+	standby standbyControl
 }
 
 // New validates cfg, fills in defaults and registers the metrics. It starts
@@ -96,7 +122,7 @@ func New(cfg Config) (*Coordinator, error) {
 		{"lease TTL", &cfg.LeaseTTL, DefaultLeaseTTL},
 		{"handover timeout", &cfg.HandoverTimeout, DefaultHandoverTimeout},
 		{"reconcile interval", &cfg.ReconcileInterval, DefaultReconcileInterval},
-		{"resync interval", &cfg.ResyncInterval, DefaultResyncInterval},
+		{"resync interval", &cfg.ResyncInterval, 0},
 		{"status interval", &cfg.StatusInterval, DefaultStatusInterval},
 	} {
 		if *d.v < 0 {
@@ -106,14 +132,21 @@ func New(cfg Config) (*Coordinator, error) {
 			*d.v = d.def
 		}
 	}
+	if cfg.CompactInterval == 0 {
+		cfg.CompactInterval = DefaultCompactInterval
+	}
+	if cfg.OwnerGoneRate == 0 {
+		cfg.OwnerGoneRate = DefaultOwnerGoneRate
+	}
 	if cfg.LeaseTTL < time.Second {
 		return nil, fmt.Errorf("%w: lease TTL %v: etcd leases need at least 1s", ErrConfig, cfg.LeaseTTL)
 	}
 	if cfg.HandoverTimeout <= cfg.ReconcileInterval {
 		return nil, fmt.Errorf("%w: handover timeout %v must exceed the reconcile interval %v", ErrConfig, cfg.HandoverTimeout, cfg.ReconcileInterval)
 	}
-	// The planner is made per term; making one now checks its options.
-	if _, err := plan.NewPlanner(cfg.Space, plan.Options{Leader: cfg.ID, HandoverTimeout: cfg.HandoverTimeout, Assign: cfg.Assign}); err != nil {
+	p, err := plan.NewPlanner(cfg.Space, plan.Options{Leader: cfg.ID, HandoverTimeout: cfg.HandoverTimeout, Assign: cfg.Assign,
+		AsyncRings: true, OwnerGoneRate: max(cfg.OwnerGoneRate, 0)})
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	log := cfg.Logger.With("component", "coordinator", "id", cfg.ID)
@@ -129,17 +162,23 @@ func New(cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register coordinator metrics: %w", err)
 	}
-	return &Coordinator{cfg: cfg, log: log, m: m, elector: el}, nil
+	return &Coordinator{cfg: cfg, log: log, m: m, elector: el, planner: p, rings: newRingKeeper(log, m)}, nil
 }
 
-// Run campaigns for leadership and, while leader, reconciles assignments.
-// It returns nil when ctx is done, after resigning (so a standby takes over
-// at once) and revoking its lease.
+// Run campaigns for leadership and, while leader, reconciles assignments;
+// while standby, it follows /topics/ to keep the consistent rings warm. It
+// returns nil when ctx is done, after resigning (so a standby takes over at
+// once) and revoking its lease.
 func (c *Coordinator) Run(ctx context.Context) error {
 	c.log.Info("starting", "lease_ttl", c.cfg.LeaseTTL, "handover_timeout", c.cfg.HandoverTimeout,
 		"reconcile_interval", c.cfg.ReconcileInterval, "resync_interval", c.cfg.ResyncInterval,
+		"compact_interval", c.cfg.CompactInterval, "owner_gone_rate", c.cfg.OwnerGoneRate,
 		"election_prefix", c.cfg.Space.ElectionPrefix())
-	err := c.elector.Run(ctx, c.lead)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.rings.run(gctx) })
+	g.Go(func() error { return c.standbyLoop(gctx) })
+	g.Go(func() error { return c.elector.Run(gctx, c.lead) })
+	err := g.Wait()
 	c.log.Info("stopped")
 	return err
 }
@@ -162,8 +201,11 @@ func (c *Coordinator) Ready() error {
 	}
 }
 
-// lead is one leadership term.
+// lead is one leadership term. The standby's follower stops for the term
+// (the term mirrors everything itself) and resumes after it.
 func (c *Coordinator) lead(ctx context.Context, l election.Leadership) error {
+	c.pauseStandby()
+	defer c.resumeStandby()
 	c.m.leader.Set(1)
 	c.m.terms.Inc()
 	defer func() {
@@ -172,9 +214,5 @@ func (c *Coordinator) lead(ctx context.Context, l election.Leadership) error {
 		c.m.invalidTopics.Set(0)
 		c.m.junkKeys.Set(0)
 	}()
-	t, err := newTerm(c, l)
-	if err != nil {
-		return err
-	}
-	return t.run(ctx)
+	return newTerm(c, l).run(ctx)
 }

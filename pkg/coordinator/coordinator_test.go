@@ -83,8 +83,7 @@ func TestDeposedLeaderCannotWrite(t *testing.T) {
 
 	c, err := New(Config{Client: cli, Space: ks, ID: "old", Registerer: newRegistry(), Logger: testLogger(t)})
 	require.NoError(t, err)
-	tm, err := newTerm(c, l)
-	require.NoError(t, err)
+	tm := newTerm(c, l)
 
 	// Someone else revokes the leader's lease: its key is gone.
 	_, err = admin.Revoke(context.Background(), sess.Lease())

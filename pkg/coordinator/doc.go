@@ -5,17 +5,31 @@
 // decides; this package reads, writes and reports).
 //
 // Shape of a term. The leader lists /topics/, /assign/ and /offsets/ at one
-// revision and watches them from the next (pkg/mirror, WithRequireLeader);
-// the mirror only queues each batch and marks the term dirty (a channel of
-// capacity 1), so it is never held up by a slow plan. A reconciler wakes on
-// dirty, on the next handover deadline or on the status interval, applies
-// the queued batches to its plan.State (which only it touches), waits out
-// ReconcileInterval since the end of its last pass (so a burst of events,
-// say a thousand agents starting, is handled by one or two passes), plans,
-// and writes only the differences. Checkpoint changes update status counts
-// but never trigger a pass. Every ResyncInterval the mirror is torn down
-// and the state rebuilt from a fresh list; a compacted or broken watch
-// re-lists on its own (pkg/mirror) and is counted.
+// revision, in pages, and watches them from the next (pkg/mirror keeping
+// nothing, WithRequireLeader); the mirror only queues each batch and marks
+// the term dirty (a channel of capacity 1), so it is never held up by a
+// slow plan. A reconciler wakes on dirty, on the next handover deadline or
+// on the status interval, applies the queued batches to its plan.State
+// (which only it touches, and which is rebuilt from each list as its pages
+// arrive), waits out ReconcileInterval since the end of its last pass (so a
+// burst of events, say a thousand agents starting, is handled by one or two
+// passes), plans, and writes only the differences, local topics first.
+// Checkpoint changes update status counts but never trigger a pass. A
+// compacted or broken watch re-lists on its own (pkg/mirror) and is
+// counted; a periodic re-list (ResyncInterval) is off unless configured,
+// since it repairs nothing the watches miss. The leader also compacts
+// etcd's history every CompactInterval, to the revision it saw one
+// interval before.
+//
+// Across terms. The plan.Planner, with each shared topic's consistent ring,
+// belongs to the Coordinator, not to a term: a term Resets what only it may
+// rely on. While not leading, the coordinator follows /topics/ read-only
+// (standby.go) and keeps the rings in step with the members, so that its
+// first pass as leader is incremental. Rings are synced by one ring keeper
+// goroutine (rings.go), never by a pass beyond a few milliseconds of work:
+// the planner computes with a lagging ring meanwhile (AsyncRings), so no
+// topic waits for a ring build. Owner-gone deletions are damped by
+// OwnerGoneRate (see package plan).
 //
 // Invariants:
 //   - Every write of a term is a Txn guarded by the leader key's create
@@ -42,6 +56,9 @@
 //   - Status keys are written by the leader only, fenced like assignments,
 //     and only when their content changed (and /status/coordinator at
 //     least every StatusInterval).
-//   - Run's goroutines never outlive it. A clean stop ends the term, then
-//     resigns and revokes the lease, so the standby takes over at once.
+//   - Only a term writes; the standby's follower and the ring keeper write
+//     nothing to etcd.
+//   - Run's goroutines never outlive it (a ring build is stopped between two
+//     members). A clean stop ends the term, then resigns and revokes the
+//     lease, so the standby takes over at once.
 package coordinator

@@ -31,6 +31,14 @@ type metrics struct {
 	pending           prometheus.Gauge
 	invalidTopics     prometheus.Gauge
 	junkKeys          prometheus.Gauge
+	ringSyncs         *prometheus.CounterVec
+	ringSyncDuration  prometheus.Histogram
+	ringsLagging      prometheus.Gauge
+	goneDeferred      prometheus.Gauge
+	goneDeferredTotal prometheus.Counter
+	compactions       prometheus.Counter
+	compactionErrors  prometheus.Counter
+	compactedRevision prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -88,7 +96,42 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "coordinator_junk_keys",
 			Help: "Keys under /topics/, /assign/ and /offsets/ ignored because they do not parse or their value does not decode (leader only).",
 		}),
+		ringSyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coordinator_ring_syncs_total",
+			Help: "Consistent rings brought up to date with their topic's members, by kind: cold (built from scratch: the first time, or more than half the members changed) or incremental. Leader and standby alike.",
+		}, []string{"kind"}),
+		ringSyncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "coordinator_ring_sync_duration_seconds",
+			Help:    "Time of one ring sync (off the reconcile path); cold syncs are quadratic in the members.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10), // 1 ms .. ~4 min
+		}),
+		ringsLagging: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coordinator_rings_lagging",
+			Help: "Shared topics whose consistent ring lagged their members at the last pass (files placed meanwhile go by the member walk).",
+		}),
+		goneDeferred: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coordinator_owner_gone_deferred",
+			Help: "Assignments of agents whose heartbeat is gone, left in place at the last pass by --owner-gone-rate (leader only).",
+		}),
+		goneDeferredTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coordinator_owner_gone_deferred_total",
+			Help: "Assignments whose deletion for owner_gone was deferred by --owner-gone-rate, counted once per agent and topic each time its heartbeat goes.",
+		}),
+		compactions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coordinator_compactions_total",
+			Help: "etcd history compactions made by the leader (--compact-interval).",
+		}),
+		compactionErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coordinator_compaction_errors_total",
+			Help: "etcd history compactions that failed (a revision already compacted is not an error).",
+		}),
+		compactedRevision: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coordinator_compacted_revision",
+			Help: "The revision this coordinator last compacted etcd's history to.",
+		}),
 	}
+	m.ringSyncs.WithLabelValues("cold")
+	m.ringSyncs.WithLabelValues("incremental")
 	for _, r := range plan.Reasons {
 		m.moved.WithLabelValues(r)
 	}
@@ -96,7 +139,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.resyncs.WithLabelValues(r)
 	}
 	for _, c := range []prometheus.Collector{m.leader, m.terms, m.reconciles, m.reconcileDuration, m.moved, m.assigned,
-		m.resyncs, m.handoverTimeouts, m.conflicts, m.writeErrors, m.pending, m.invalidTopics, m.junkKeys} {
+		m.resyncs, m.handoverTimeouts, m.conflicts, m.writeErrors, m.pending, m.invalidTopics, m.junkKeys,
+		m.ringSyncs, m.ringSyncDuration, m.ringsLagging, m.goneDeferred, m.goneDeferredTotal,
+		m.compactions, m.compactionErrors, m.compactedRevision} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -52,6 +52,7 @@ type term struct {
 
 	// Owned by the reconciler goroutine.
 	state   *plan.State
+	listing bool  // a list is being applied: the state is incomplete
 	haveGen int64 // the start whose snapshot is applied
 	// pending are this term's writes not yet seen through the mirror, by
 	// key: the reconciler plans only from a State that holds all of them.
@@ -77,21 +78,20 @@ type pass struct {
 	dur   time.Duration
 }
 
-func newTerm(c *Coordinator, l election.Leadership) (*term, error) {
-	p, err := plan.NewPlanner(c.cfg.Space, plan.Options{Leader: c.cfg.ID, HandoverTimeout: c.cfg.HandoverTimeout, Assign: c.cfg.Assign})
-	if err != nil {
-		return nil, err
-	}
+func newTerm(c *Coordinator, l election.Leadership) *term {
+	// The planner is the coordinator's: its rings are warm (kept by the
+	// standby, or by an earlier term); the rest it forgets.
+	c.planner.Reset()
 	log := c.log.With("term", l.Rev)
 	return &term{
-		c: c, l: l, log: log, planner: p,
+		c: c, l: l, log: log, planner: c.planner,
 		status:    newStatusWriter(c, l, log),
 		dirty:     make(chan struct{}, 1),
 		resyncReq: make(chan struct{}, 1),
 		state:     plan.NewState(c.cfg.Space),
 		needGen:   1,
 		pending:   map[string]pendingWrite{},
-	}, nil
+	}
 }
 
 func (t *term) run(ctx context.Context) error {
@@ -99,6 +99,7 @@ func (t *term) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return t.mirrorLoop(gctx) })
 	g.Go(func() error { return t.reconcileLoop(gctx) })
+	g.Go(func() error { return t.compactLoop(gctx) })
 	return g.Wait()
 }
 
@@ -121,12 +122,24 @@ func (t *term) requestResync() {
 	}
 }
 
-// mirrorLoop runs the mirror, restarting it (a full re-list) every
-// ResyncInterval and whenever a resync is requested.
+// mirrorLoop runs the mirror, restarting it (a full re-list) whenever a
+// resync is requested, and every ResyncInterval if set.
+//
+// The mirror keeps nothing (WithoutState): the State decodes what it needs
+// and keeps that, and is rebuilt from every list, which arrives page by
+// page, so a list never holds more than a page of values at once. A
+// million keys kept by the mirror as well cost about 60 bytes each, and a
+// list handed over whole held every value of it at once. /offsets/ is
+// listed keys-only: planning and status need only which checkpoints
+// exist, and a million checkpoint values are hundreds of megabytes to read.
 func (t *term) mirrorLoop(ctx context.Context) error {
 	ks := t.c.cfg.Space
-	tick := time.NewTicker(t.c.cfg.ResyncInterval)
-	defer tick.Stop()
+	var periodic <-chan time.Time
+	if iv := t.c.cfg.ResyncInterval; iv > 0 {
+		tick := time.NewTicker(iv)
+		defer tick.Stop()
+		periodic = tick.C
+	}
 	for {
 		t.qmu.Lock()
 		t.snapGen++
@@ -134,6 +147,7 @@ func (t *term) mirrorLoop(ctx context.Context) error {
 		t.qmu.Unlock()
 		m, err := mirror.New(t.c.cfg.Client, []string{ks.TopicsPrefix(), ks.AssignPrefix(), ks.OffsetsPrefix()},
 			mirror.WithLogger(t.log),
+			mirror.WithoutState(), mirror.WithKeysOnly(ks.OffsetsPrefix()),
 			mirror.WithBackoff(50*time.Millisecond, 2*time.Second),
 			mirror.WithResyncHook(func(reason string) {
 				t.c.m.resyncs.WithLabelValues(resyncReason(reason)).Inc()
@@ -164,7 +178,7 @@ func (t *term) mirrorLoop(ctx context.Context) error {
 			cancel()
 			<-done
 			return nil
-		case <-tick.C:
+		case <-periodic:
 			reason = resyncPeriodic
 		case <-t.resyncReq:
 			reason = resyncWrite
@@ -192,9 +206,13 @@ func (t *term) drain() bool {
 	return relevant
 }
 
+// apply applies one batch. A list comes page by page (mirror.WithoutState):
+// the first page resets the state, and until the last one the state is
+// incomplete (listing), so nothing is planned from it.
 func (t *term) apply(b mirror.Batch, gen int64) bool {
 	if b.Snapshot {
 		t.state.Reset()
+		t.listing = true
 	}
 	relevant := b.Snapshot || b.Resync
 	for _, ev := range b.Events {
@@ -204,15 +222,14 @@ func (t *term) apply(b mirror.Batch, gen int64) bool {
 		t.observed(ev)
 	}
 	t.state.SetRevision(b.Revision)
-	if b.Snapshot || b.Resync {
+	if t.listing && !b.Partial {
+		t.listing = false
 		// A list at b.Revision holds every write made at or before it.
 		for k, p := range t.pending {
 			if p.rev <= b.Revision {
 				delete(t.pending, k)
 			}
 		}
-	}
-	if b.Snapshot {
 		t.haveGen = max(t.haveGen, gen)
 	}
 	return relevant
@@ -241,7 +258,7 @@ func (t *term) fit() bool {
 	t.qmu.Lock()
 	need := t.needGen
 	t.qmu.Unlock()
-	if t.haveGen < need {
+	if t.haveGen < need || t.listing {
 		return false
 	}
 	if len(t.pending) == 0 {
@@ -340,6 +357,9 @@ func (t *term) reconcile(ctx context.Context) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("plan: %w", err)
 	}
 	rev := t.state.Revision()
+	t.c.rings.request(p.Rings)
+	t.c.rings.observe(p.RingSyncs)
+	t.damped(p)
 	werr := t.exec(ctx, p.Groups)
 	dur := time.Since(start)
 	t.last = &pass{p: p, rev: rev, start: start, dur: dur}
@@ -349,7 +369,7 @@ func (t *term) reconcile(ctx context.Context) (time.Time, error) {
 	t.c.m.invalidTopics.Set(float64(p.InvalidTopics))
 	t.c.m.junkKeys.Set(float64(len(p.Junk)))
 	t.log.Debug("reconciled", "revision", rev, "groups", len(p.Groups), "pending_handovers", p.Pending,
-		"members", p.Members, "files", p.Files, "duration", dur)
+		"members", p.Members, "files", p.Files, "topics_skipped", p.Skipped, "duration", dur)
 	if werr != nil {
 		return p.NextDeadline, werr
 	}
@@ -467,6 +487,18 @@ func (t *term) applied(groups []plan.Group, rev int64) {
 				}
 			}
 		}
+	}
+}
+
+// damped reports the owner_gone deletions the plan deferred
+// (--owner-gone-rate): a gauge every pass, a warning when more are deferred.
+func (t *term) damped(p *plan.Plan) {
+	t.c.m.goneDeferred.Set(float64(p.GoneDeferred))
+	if p.NewlyDeferred > 0 {
+		t.c.m.goneDeferredTotal.Add(float64(p.NewlyDeferred))
+		t.log.Warn("agents gone faster than --owner-gone-rate: their assignments stay until the budget allows, or until they return",
+			"newly_deferred_files", p.NewlyDeferred, "deferred_files", p.GoneDeferred, "agents", p.GoneAgents,
+			"owner_gone_rate", t.c.cfg.OwnerGoneRate)
 	}
 }
 

@@ -1,7 +1,6 @@
 package mirror
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -61,7 +60,10 @@ type Batch struct {
 	// watch: Events is the difference between what the mirror had and what
 	// the re-list found.
 	Resync bool
-	Events []Event
+	// Partial is set (WithoutState only) on every batch of a snapshot but
+	// the last: the consumer's copy is incomplete until the last arrives.
+	Partial bool
+	Events  []Event
 }
 
 // Option adjusts a Mirror.
@@ -73,6 +75,37 @@ func WithLogger(l *slog.Logger) Option { return func(m *Mirror) { m.log = l } }
 // WithResyncHook is called every time the mirror re-lists after a broken
 // watch, with the reason; for metrics.
 func WithResyncHook(f func(reason string)) Option { return func(m *Mirror) { m.onResync = f } }
+
+// WithPageSize sets how many keys one list request reads (default
+// DefaultPageSize). Every page of one list is read at the revision of the
+// first, so the list is still one consistent snapshot.
+func WithPageSize(n int) Option { return func(m *Mirror) { m.pageSize = n } }
+
+// WithoutValues makes the mirror hold no values: it keeps each key's
+// revisions and lease only, which is all its re-list diff needs (a key's
+// value cannot change without its ModRevision changing). Put events still
+// carry the value as etcd sent it; Delete events carry none. For consumers
+// that decode values into their own compact form.
+func WithoutValues() Option { return func(m *Mirror) { m.noValues = true } }
+
+// WithoutState makes the mirror keep nothing at all, for a consumer that
+// keeps its own copy and can replace it wholesale: every list (the first,
+// and every re-list after a broken watch) is handed over as a snapshot,
+// page by page as it is read (Snapshot set on the first batch of a list,
+// Partial on every batch but the last), and a Delete carries only the key,
+// possibly of a key the consumer never saw. A list that must start over
+// (its revision compacted) starts with a new Snapshot batch. Resync is
+// never set. This bounds what a list holds at once to one page, where the
+// default mode holds the whole list and the previous copy to diff them.
+func WithoutState() Option { return func(m *Mirror) { m.stateless = true } }
+
+// WithKeysOnly lists prefix without values (etcd's keys-only range), for a
+// consumer that needs only which keys exist under it: Puts from a list then
+// carry no value, watch events still do. prefix must be one of the
+// mirrored prefixes. Implies nothing about the others.
+func WithKeysOnly(prefix string) Option {
+	return func(m *Mirror) { m.keysOnly = append(m.keysOnly, prefix) }
+}
 
 // WithBackoff bounds the wait between failed list attempts.
 func WithBackoff(minWait, maxWait time.Duration) Option {
@@ -88,11 +121,33 @@ type Mirror struct {
 	onResync   func(string)
 	minBackoff time.Duration
 	maxBackoff time.Duration
+	pageSize   int
+	noValues   bool
+	stateless  bool
+	keysOnly   []string
 
 	// state is owned by Run's goroutine.
-	state map[string]KV
+	state map[string]entry
 	rev   int64
 }
+
+// entry is what the mirror keeps of one key (the key is the map's).
+type entry struct {
+	value       []byte // nil with WithoutValues
+	create, mod int64
+	lease       int64
+}
+
+func (e entry) kv(key string) KV {
+	return KV{Key: key, Value: e.value, CreateRevision: e.create, ModRevision: e.mod, Lease: e.lease}
+}
+
+// DefaultPageSize is how many keys one list request reads. At 1,000 keys a
+// request stays in the milliseconds on etcd even with heartbeat values of
+// tens of kilobytes, while a million keys still take only a thousand
+// requests; one unpaginated range over a million keys took etcd 6-10 s, and
+// everything else waited behind it.
+const DefaultPageSize = 1000
 
 // ErrBadPrefix is returned by New for a prefix that does not end in "/".
 var ErrBadPrefix = errors.New("mirror: prefix must be non-empty and end in \"/\"")
@@ -121,9 +176,18 @@ func New(cli *clientv3.Client, prefixes []string, opts ...Option) (*Mirror, erro
 		onResync:   func(string) {},
 		minBackoff: 50 * time.Millisecond,
 		maxBackoff: 5 * time.Second,
+		pageSize:   DefaultPageSize,
 	}
 	for _, o := range opts {
 		o(m)
+	}
+	if m.pageSize < 1 {
+		return nil, fmt.Errorf("mirror: page size %d: must be at least 1", m.pageSize)
+	}
+	for _, p := range m.keysOnly {
+		if !slices.Contains(m.prefixes, p) {
+			return nil, fmt.Errorf("%w: keys-only prefix %q is not mirrored", ErrBadPrefix, p)
+		}
 	}
 	return m, nil
 }
@@ -138,11 +202,19 @@ func (m *Mirror) Run(ctx context.Context, handle func(Batch) error) error {
 	first := true
 	backoff := m.minBackoff
 	for {
-		state, rev, err := m.list(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
+		var err error
+		if m.stateless {
+			m.rev, err = m.listPaged(ctx, handle)
+		} else {
+			err = m.listDiff(ctx, handle, first)
+		}
+		var herr handlerError
+		switch {
+		case errors.As(err, &herr):
+			return herr.err
+		case err != nil && ctx.Err() != nil:
+			return nil
+		case err != nil:
 			m.log.Warn("list failed; retrying", "prefixes", m.prefixes, "err", err, "backoff", backoff)
 			if !ctxwait.Sleep(ctx, backoff) {
 				return nil
@@ -150,50 +222,56 @@ func (m *Mirror) Run(ctx context.Context, handle func(Batch) error) error {
 			backoff = min(2*backoff, m.maxBackoff)
 			continue
 		}
-		backoff = m.minBackoff
-		batch := Batch{Revision: rev, Snapshot: first, Resync: !first}
-		if first {
-			batch.Events = make([]Event, 0, len(state))
-			for _, kv := range state {
-				batch.Events = append(batch.Events, Event{Type: Put, KV: kv})
-			}
-			sortEvents(batch.Events)
-		} else {
-			batch.Events = diff(m.state, state)
-		}
-		m.state, m.rev, first = state, rev, false
-		if err := handle(batch); err != nil {
+		backoff, first = m.minBackoff, false
+		if done, err := m.watchAgain(ctx, handle); done || err != nil {
 			return err
 		}
-		reason, err := m.watch(ctx, handle)
-		if err != nil {
-			return err
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		m.log.Info("watch broken; re-listing", "prefixes", m.prefixes, "reason", reason, "revision", m.rev)
-		m.onResync(reason)
 	}
 }
 
-// list reads every prefix in one Txn so the snapshot has one revision.
-func (m *Mirror) list(ctx context.Context) (map[string]KV, int64, error) {
-	ops := make([]clientv3.Op, len(m.prefixes))
-	for i, p := range m.prefixes {
-		ops[i] = clientv3.OpGet(p, clientv3.WithPrefix())
-	}
-	resp, err := m.cli.Txn(ctx).Then(ops...).Commit()
+// listDiff lists and hands over the snapshot (first) or the difference
+// from the copy kept.
+func (m *Mirror) listDiff(ctx context.Context, handle func(Batch) error, first bool) error {
+	state, rev, err := m.list(ctx)
 	if err != nil {
-		return nil, 0, fmt.Errorf("list %v: %w", m.prefixes, err)
+		return err
 	}
-	state := make(map[string]KV)
-	for _, r := range resp.Responses {
-		for _, kv := range r.GetResponseRange().Kvs {
-			state[string(kv.Key)] = fromPB(kv)
+	batch := Batch{Revision: rev, Snapshot: first, Resync: !first}
+	if first {
+		batch.Events = make([]Event, 0, len(state))
+		for k, e := range state {
+			batch.Events = append(batch.Events, Event{Type: Put, KV: e.kv(k)})
+		}
+		sortEvents(batch.Events)
+	} else {
+		batch.Events = diff(m.state, state)
+	}
+	if m.noValues {
+		for k, e := range state {
+			e.value = nil
+			state[k] = e
 		}
 	}
-	return state, resp.Header.Revision, nil
+	m.state, m.rev = state, rev
+	if err := handle(batch); err != nil {
+		return handlerError{err}
+	}
+	return nil
+}
+
+// watchAgain watches until the watch breaks, then reports the re-list to
+// come. done is set when Run must return (ctx done, or err).
+func (m *Mirror) watchAgain(ctx context.Context, handle func(Batch) error) (done bool, err error) {
+	reason, err := m.watch(ctx, handle)
+	if err != nil {
+		return true, err
+	}
+	if ctx.Err() != nil {
+		return true, nil
+	}
+	m.log.Info("watch broken; re-listing", "prefixes", m.prefixes, "reason", reason, "revision", m.rev)
+	m.onResync(reason)
+	return false, nil
 }
 
 type watchMsg struct {
@@ -252,16 +330,29 @@ func (m *Mirror) watch(ctx context.Context, handle func(Batch) error) (string, e
 		batch := Batch{Revision: msg.resp.Header.Revision, Events: make([]Event, 0, len(msg.resp.Events))}
 		for _, ev := range msg.resp.Events {
 			kv := fromPB(ev.Kv)
+			if m.stateless {
+				t := Put
+				if ev.Type == mvccpb.DELETE {
+					t = Delete
+					kv.Value = nil
+				}
+				batch.Events = append(batch.Events, Event{Type: t, KV: kv})
+				continue
+			}
 			if ev.Type == mvccpb.DELETE {
 				prev, ok := m.state[kv.Key]
 				if !ok {
 					continue // deleted a key we never had: nothing changed for us
 				}
 				delete(m.state, kv.Key)
-				batch.Events = append(batch.Events, Event{Type: Delete, KV: prev})
+				batch.Events = append(batch.Events, Event{Type: Delete, KV: prev.kv(kv.Key)})
 				continue
 			}
-			m.state[kv.Key] = kv
+			e := entry{create: kv.CreateRevision, mod: kv.ModRevision, lease: kv.Lease}
+			if !m.noValues {
+				e.value = kv.Value
+			}
+			m.state[kv.Key] = e
 			batch.Events = append(batch.Events, Event{Type: Put, KV: kv})
 		}
 		// Several prefixes' streams interleave; the mirror's revision is the
@@ -278,17 +369,19 @@ func (m *Mirror) watch(ctx context.Context, handle func(Batch) error) (string, e
 	}
 }
 
-// diff returns the events that turn old into cur, sorted by key.
-func diff(old, cur map[string]KV) []Event {
+// diff returns the events that turn old into cur, sorted by key. A key's
+// value changes only with its ModRevision, so revisions decide (values may
+// not be kept).
+func diff(old, cur map[string]entry) []Event {
 	var evs []Event
-	for k, kv := range cur {
-		if o, ok := old[k]; !ok || o.ModRevision != kv.ModRevision || !bytes.Equal(o.Value, kv.Value) {
-			evs = append(evs, Event{Type: Put, KV: kv})
+	for k, e := range cur {
+		if o, ok := old[k]; !ok || o.mod != e.mod || o.create != e.create {
+			evs = append(evs, Event{Type: Put, KV: e.kv(k)})
 		}
 	}
-	for k, kv := range old {
+	for k, e := range old {
 		if _, ok := cur[k]; !ok {
-			evs = append(evs, Event{Type: Delete, KV: kv})
+			evs = append(evs, Event{Type: Delete, KV: e.kv(k)})
 		}
 	}
 	sortEvents(evs)

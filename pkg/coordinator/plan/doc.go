@@ -12,7 +12,13 @@
 // /assign/A/P/f:
 //
 //   - A has no heartbeat for P (lease gone, or A stopped serving P): the key
-//     is deleted at once (reason owner_gone). A dead agent cannot release.
+//     is deleted (reason owner_gone), since a dead agent cannot release. With
+//     Options.OwnerGoneRate the deletions are damped: whole (P, A) pairs, the
+//     longest gone first, while a budget of that many files per second lasts
+//     (a single agent's are always taken at once); the others keep their
+//     keys, so nobody else gets those files yet, and if A comes back they
+//     were never touched. Plan counts them (GoneDeferred) and asks to be run
+//     again when the budget refills (NextDeadline).
 //   - the key is revoking: the leader waits for A's release (A deletes the
 //     key in the Txn that writes its final offset); after HandoverTimeout
 //     it deletes the key itself (reason handover_timeout).
@@ -49,6 +55,19 @@
 // the first computation said. assign's results are sticky, so a State whose
 // assignment is already what assign computes yields no operations: a
 // failover moves nothing.
+//
+// # Rings and terms
+//
+// A Planner keeps one assign.Assigner per shared topic, whose consistent ring
+// is quadratic to build (most of a minute at 10,000 members). The Planner may
+// therefore outlive a term (Reset forgets the rest), and Rings lets a standby
+// that follows only /topics/ keep the rings in step with the members. With
+// Options.AsyncRings, Plan never builds or updates a ring: it computes with
+// the ring as it stands and returns the rings that lag (Plan.Rings) for the
+// caller to sync elsewhere; see assign.Assigner.ComputeNow for what a lagging
+// ring changes (the preferred member of files placed meanwhile, never
+// validity, the bound or stickiness). Groups of local topics come first in
+// Plan.Groups, so their writes never wait behind a shared topic's.
 //
 // # Bad input
 //

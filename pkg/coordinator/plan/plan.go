@@ -3,9 +3,10 @@ package plan
 import (
 	"errors"
 	"fmt"
-	"maps"
+	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -15,89 +16,6 @@ import (
 	"github.com/logferry/logferry/pkg/protocol"
 )
 
-// Reasons a file leaves its owner (label values of the moved-files metric).
-const (
-	ReasonRebalance       = "rebalance"        // another member should hold it
-	ReasonUnreported      = "unreported"       // the owner no longer reports the file
-	ReasonTopicRemoved    = "topic_removed"    // /topics/<P> was deleted
-	ReasonDuplicate       = "duplicate"        // a second key for a file that has its owner
-	ReasonOwnerGone       = "owner_gone"       // the owner's heartbeat for P is gone
-	ReasonHandoverTimeout = "handover_timeout" // the owner did not release in time
-)
-
-// Reasons lists every reason, for pre-declaring metric labels.
-var Reasons = []string{ReasonRebalance, ReasonUnreported, ReasonTopicRemoved, ReasonDuplicate, ReasonOwnerGone, ReasonHandoverTimeout}
-
-// ActionKind is what one operation of a Group does.
-type ActionKind int
-
-// The action kinds.
-const (
-	Revoke ActionKind = iota + 1 // rewrite an active key as revoking
-	Delete                       // delete a key (dead owner, handover timeout)
-	Assign                       // create the key of the new owner
-)
-
-func (k ActionKind) String() string {
-	switch k {
-	case Revoke:
-		return "revoke"
-	case Delete:
-		return "delete"
-	case Assign:
-		return "assign"
-	}
-	return fmt.Sprintf("ActionKind(%d)", int(k))
-}
-
-// Action describes one operation, for logs, metrics and the executor's
-// read-your-writes barrier.
-type Action struct {
-	Kind   ActionKind
-	Key    string
-	Agent  string
-	Reason string // Revoke and Delete
-	To     string // the next owner ("" for nobody)
-}
-
-// Group is the operations for one file: they must be applied in one Txn,
-// together with the leader guard. Groups of different files are
-// independent and may share a Txn.
-type Group struct {
-	Topic, File string
-	Cmps        []clientv3.Cmp
-	Ops         []clientv3.Op
-	Actions     []Action
-}
-
-// MaxGroupOps bounds one group so that it always fits a Txn (etcd's
-// default --max-txn-ops is 128, and the leader guard takes one compare).
-const MaxGroupOps = 64
-
-// Plan is the result of one planning pass.
-type Plan struct {
-	Groups []Group
-	// Topics is the status of every known topic, sorted by name (Leader and
-	// Updated left for the writer).
-	Topics []protocol.TopicStatus
-	// NextDeadline is the earliest handover timeout to come (zero if none):
-	// the reconciler must plan again then even if nothing changes.
-	NextDeadline time.Time
-	// Totals over every topic.
-	Members, Files, Assignments, Pending, InvalidTopics int
-	Junk                                                []protocol.JunkKey
-}
-
-// Options configure a Planner.
-type Options struct {
-	// Leader is written into every assignment (the coordinator's --id).
-	Leader string
-	// HandoverTimeout is how long a revoking key may wait for its release.
-	HandoverTimeout time.Duration
-	// Assign configures pkg/assign; every coordinator must use the same.
-	Assign assign.Config
-}
-
 // ErrOptions is wrapped by NewPlanner's errors.
 var ErrOptions = errors.New("plan: invalid options")
 
@@ -105,13 +23,46 @@ var ErrOptions = errors.New("plan: invalid options")
 // timeouts measurable: each topic's assign.Assigner (a ring cache), when
 // each revoking key was first seen, and the intended next owner of files
 // being handed over.
+//
+// A Planner may outlive a leadership term: Reset forgets what only one term
+// may rely on and keeps the assigners, whose rings are expensive to build.
 type Planner struct {
 	ks  keyspace.Space
 	opt Options
 
+	amu       sync.Mutex // guards assigners (Rings may run beside a term's plans)
 	assigners map[string]*assign.Assigner
 	revoking  map[string]revokeMemo         // assignment key -> when first seen revoking
 	next      map[string]map[string]handoff // topic -> file -> handover under way
+
+	// quiet remembers topics whose last plan did nothing and waits for
+	// nothing, to skip them while they do not change (see Plan).
+	quiet map[string]quietMemo
+	ring  map[string][]string // this pass: each shared topic's ring members
+
+	// Damping of owner_gone (OwnerGoneRate).
+	gone      map[goneUnit]goneMemo
+	goneTopic map[string]bool   // this pass: topics with gone owners
+	allowGone map[goneUnit]bool // this pass
+	tokens    float64
+	refilled  time.Time
+}
+
+// goneUnit is one agent's assignments in one topic while its heartbeat
+// for the topic is gone.
+type goneUnit struct{ topic, agent string }
+
+type quietMemo struct {
+	t           *Topic
+	gen         uint64
+	st          protocol.TopicStatus
+	assignments int
+	ring        []string
+}
+
+type goneMemo struct {
+	since    time.Time
+	deferred bool
 }
 
 type revokeMemo struct {
@@ -135,8 +86,23 @@ func NewPlanner(ks keyspace.Space, opt Options) (*Planner, error) {
 	if err := opt.Assign.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrOptions, err)
 	}
-	return &Planner{ks: ks, opt: opt, assigners: map[string]*assign.Assigner{},
-		revoking: map[string]revokeMemo{}, next: map[string]map[string]handoff{}}, nil
+	if math.IsNaN(opt.OwnerGoneRate) || opt.OwnerGoneRate < 0 {
+		return nil, fmt.Errorf("%w: owner-gone rate %v must be 0 (no bound) or positive", ErrOptions, opt.OwnerGoneRate)
+	}
+	p := &Planner{ks: ks, opt: opt, assigners: map[string]*assign.Assigner{}}
+	p.Reset()
+	return p, nil
+}
+
+// Reset forgets everything but the assigners: handover clocks, handovers
+// under way and the owner_gone budget. Call it at the start of a term: a
+// term trusts only what it reads itself.
+func (p *Planner) Reset() {
+	p.revoking = map[string]revokeMemo{}
+	p.next = map[string]map[string]handoff{}
+	p.gone = map[goneUnit]goneMemo{}
+	p.quiet = map[string]quietMemo{}
+	p.tokens, p.refilled = p.opt.OwnerGoneRate, time.Time{}
 }
 
 // Plan computes the operations that move s one step towards the desired
@@ -145,36 +111,70 @@ func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
 	out := &Plan{Junk: s.Junk()}
 	seenRevoking := map[string]bool{}
 	agents := map[string]bool{}
+	p.dampGone(s, now, out)
+	var shared []Group
+	p.ring = map[string][]string{}
 	for _, name := range s.TopicNames() {
 		t := s.topics[name]
-		st, err := p.planTopic(t, now, out, seenRevoking)
-		if err != nil {
-			return nil, err
-		}
-		out.Topics = append(out.Topics, st)
 		for a, m := range t.Members {
 			if m.Err == nil {
 				agents[a] = true
 			}
 		}
+		if q, ok := p.quiet[name]; ok && p.stillQuiet(t, q) {
+			// Planned before at this gen, to no effect, waiting for
+			// nothing: the same inputs give the same (empty) plan. At a
+			// million files a topic's pass takes seconds.
+			st := q.st
+			st.Checkpoints = len(t.Offsets)
+			out.Topics = append(out.Topics, st)
+			out.Files += st.Files
+			out.Assignments += q.assignments
+			if st.State == protocol.TopicInvalid {
+				out.InvalidTopics++
+			}
+			out.Skipped++
+			continue
+		}
+		n, ns := len(out.Groups), len(shared)
+		st, err := p.planTopic(t, now, out, seenRevoking)
+		if err != nil {
+			return nil, err
+		}
+		if st.Shared {
+			// Local topics' groups go first: their writes never wait
+			// behind a shared topic's.
+			shared = append(shared, out.Groups[n:]...)
+			out.Groups = out.Groups[:n]
+		}
+		out.Topics = append(out.Topics, st)
 		out.Files += st.Files
 		out.Pending += st.Pending
-		for _, byAgent := range t.Assigns {
-			out.Assignments += len(byAgent)
+		assignments := 0
+		for _, hs := range t.Assigns {
+			assignments += len(hs)
 		}
+		out.Assignments += assignments
 		if st.State == protocol.TopicInvalid {
 			out.InvalidTopics++
 		}
+		if len(out.Groups) == n && len(shared) == ns && st.Pending == 0 && len(p.next[name]) == 0 && !p.goneTopic[name] {
+			p.quiet[name] = quietMemo{t: t, gen: t.gen, st: st, assignments: assignments, ring: p.ring[name]}
+		} else {
+			delete(p.quiet, name)
+		}
 	}
+	out.Groups = append(out.Groups, shared...)
 	out.Members = len(agents)
 	for k := range p.revoking {
 		if !seenRevoking[k] {
 			delete(p.revoking, k)
 		}
 	}
-	for name := range p.assigners {
-		if t := s.topics[name]; t == nil || t.Config == nil {
-			delete(p.assigners, name)
+	p.pruneAssigners(s)
+	for name := range p.quiet {
+		if s.topics[name] == nil {
+			delete(p.quiet, name)
 		}
 	}
 	for name := range p.next {
@@ -185,7 +185,35 @@ func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
 	return out, nil
 }
 
+// stillQuiet reports whether t may be skipped: unchanged since a plan that
+// did nothing, no owner gone, and its ring (if any) as it was then.
+func (p *Planner) stillQuiet(t *Topic, q quietMemo) bool {
+	if q.t != t || q.gen != t.gen || p.goneTopic[t.Name] {
+		return false
+	}
+	if q.ring == nil {
+		return true
+	}
+	p.amu.Lock()
+	a := p.assigners[t.Name]
+	p.amu.Unlock()
+	return a != nil && a.InSync(q.ring)
+}
+
+// pruneAssigners drops the rings of topics that have no config any more.
+func (p *Planner) pruneAssigners(s *State) {
+	p.amu.Lock()
+	defer p.amu.Unlock()
+	for name := range p.assigners {
+		if t := s.topics[name]; t == nil || t.Config == nil {
+			delete(p.assigners, name)
+		}
+	}
+}
+
 func (p *Planner) assigner(topic string) (*assign.Assigner, error) {
+	p.amu.Lock()
+	defer p.amu.Unlock()
 	a := p.assigners[topic]
 	if a == nil {
 		var err error
@@ -199,11 +227,12 @@ func (p *Planner) assigner(topic string) (*assign.Assigner, error) {
 
 // revokeSince returns when key a was first seen revoking (now if just now).
 func (p *Planner) revokeSince(a *Assignment, now time.Time, seen map[string]bool) time.Time {
-	seen[a.Key] = true
-	m, ok := p.revoking[a.Key]
+	key := a.Key()
+	seen[key] = true
+	m, ok := p.revoking[key]
 	if !ok || m.createRev != a.CreateRev {
 		m = revokeMemo{createRev: a.CreateRev, since: now}
-		p.revoking[a.Key] = m
+		p.revoking[key] = m
 	}
 	return m.since
 }
@@ -225,8 +254,8 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 	if st.State == protocol.TopicInvalid || st.State == protocol.TopicPaused {
 		// Frozen: keep every assignment as it is. Keep the handover clocks
 		// running so that a fix does not restart them.
-		for _, byAgent := range t.Assigns {
-			for _, a := range byAgent {
+		for _, hs := range t.Assigns {
+			for _, a := range hs {
 				if a.Revoking() {
 					p.revokeSince(a, now, seenRevoking)
 				}
@@ -239,9 +268,9 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 	// what that agent sees is unknown, so they are neither moved nor given
 	// to anyone else.
 	frozen := map[string]bool{}
-	for f, byAgent := range t.Assigns {
-		for agent := range byAgent {
-			if m := t.Members[agent]; m != nil && m.Err != nil {
+	for f, hs := range t.Assigns {
+		for _, a := range hs {
+			if m := t.Members[a.Agent]; m != nil && m.Err != nil {
 				frozen[f] = true
 			}
 		}
@@ -254,7 +283,7 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 
 	desired := map[string]string{}
 	if st.State == protocol.TopicOK {
-		in := assign.Input{Shared: st.Shared, Sees: map[string][]string{}, Current: map[string]string{}}
+		in := assign.Input{Shared: st.Shared, Sees: make(map[string][]string, len(t.Members)), Current: make(map[string]string, len(t.Assigns))}
 		for agent, m := range t.Members {
 			if m.Err != nil {
 				continue
@@ -266,11 +295,11 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 			}
 			in.Sees[agent] = keys
 		}
-		for f, byAgent := range t.Assigns {
+		for f, hs := range t.Assigns {
 			if frozen[f] {
 				continue
 			}
-			if h := currentHolder(t, byAgent); h != "" {
+			if h := currentHolder(t, hs); h != "" {
 				in.Current[f] = h
 			}
 		}
@@ -285,32 +314,42 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 		if err != nil {
 			return st, err
 		}
-		if desired, err = a.Compute(in); err != nil {
+		if p.opt.AsyncRings {
+			members := assign.RingMembers(in)
+			p.ring[t.Name] = members
+			if st, ok := a.TrySync(members, inlineRingWork); !ok {
+				out.Rings = append(out.Rings, RingWork{Topic: t.Name, Assigner: a, Members: members})
+			} else if st.Added+st.Removed > 0 {
+				out.RingSyncs = append(out.RingSyncs, RingSynced{Topic: t.Name, Members: len(members), Stats: st})
+			}
+			desired, err = a.ComputeNow(in)
+		} else {
+			desired, err = a.Compute(in)
+		}
+		if err != nil {
 			st.Problems = appendProblem(st.Problems, fmt.Sprintf("assignment not computed: %v", err))
 			return st, nil
 		}
 	}
 
-	files := make(map[string]struct{}, len(desired)+len(t.Assigns))
-	for f := range desired {
-		files[f] = struct{}{}
-	}
-	for f := range t.Assigns {
-		files[f] = struct{}{}
-	}
 	for f := range next {
-		if _, ok := files[f]; !ok {
+		_, want := desired[f]
+		if _, held := t.Assigns[f]; !want && !held {
 			delete(next, f)
 		}
 	}
-	for _, f := range slices.Sorted(maps.Keys(files)) {
+	// Every file wanted or held, each once, in no particular order: the
+	// groups are sorted at the end (sorting a million file keys on every
+	// pass cost a second; the groups are usually few).
+	n := len(out.Groups)
+	visit := func(f string) {
 		if frozen[f] {
 			for _, a := range t.Assigns[f] {
 				if a.Revoking() {
 					p.revokeSince(a, now, seenRevoking)
 				}
 			}
-			continue
+			return
 		}
 		g, deadline := p.planFile(t, f, desired[f], st.State, now, seenRevoking)
 		if !deadline.IsZero() && (out.NextDeadline.IsZero() || deadline.Before(out.NextDeadline)) {
@@ -320,6 +359,15 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 			out.Groups = append(out.Groups, g)
 		}
 	}
+	for f := range desired {
+		visit(f)
+	}
+	for f := range t.Assigns {
+		if _, ok := desired[f]; !ok {
+			visit(f)
+		}
+	}
+	slices.SortFunc(out.Groups[n:], func(a, b Group) int { return strings.Compare(a.File, b.File) })
 	if len(next) == 0 {
 		delete(p.next, t.Name)
 	}
@@ -329,9 +377,9 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 // currentHolder is the member that counts as holding f for assign's
 // Current input: the agent of its active key (the oldest, if an error left
 // two), else the next owner of a handover under way.
-func currentHolder(t *Topic, byAgent map[string]*Assignment) string {
+func currentHolder(t *Topic, hs Holders) string {
 	var best *Assignment
-	for _, a := range byAgent {
+	for _, a := range hs {
 		if m := t.Members[a.Agent]; m == nil || m.Err != nil || a.Revoking() {
 			continue
 		}
@@ -342,7 +390,7 @@ func currentHolder(t *Topic, byAgent map[string]*Assignment) string {
 	if best != nil {
 		return best.Agent
 	}
-	for _, a := range sortedAssigns(byAgent) {
+	for _, a := range hs {
 		if a.Revoking() && a.Value.Revoking != "" {
 			return a.Value.Revoking
 		}
@@ -350,17 +398,11 @@ func currentHolder(t *Topic, byAgent map[string]*Assignment) string {
 	return ""
 }
 
-func sortedAssigns(byAgent map[string]*Assignment) []*Assignment {
-	out := slices.Collect(maps.Values(byAgent))
-	slices.SortFunc(out, func(a, b *Assignment) int { return strings.Compare(a.Agent, b.Agent) })
-	return out
-}
-
 // planFile plans one file whose desired owner is want ("" for nobody).
 // It returns the file's group and, while a handover waits, its deadline.
 func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenRevoking map[string]bool) (Group, time.Time) {
 	g := Group{Topic: t.Name, File: f}
-	keys := sortedAssigns(t.Assigns[f])
+	keys := t.Assigns[f]
 	var deadline time.Time
 	holder := ""
 	inflight := false
@@ -368,10 +410,11 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 	next := p.next[t.Name]
 
 	remove := func(a *Assignment, reason string) {
-		g.Cmps = append(g.Cmps, clientv3.Compare(clientv3.CreateRevision(a.Key), "=", a.CreateRev))
-		g.Ops = append(g.Ops, clientv3.OpDelete(a.Key))
-		g.Actions = append(g.Actions, Action{Kind: Delete, Key: a.Key, Agent: a.Agent, Reason: reason, To: want})
-		deleted[a.Key] = true
+		key := a.Key()
+		g.Cmps = append(g.Cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", a.CreateRev))
+		g.Ops = append(g.Ops, clientv3.OpDelete(key))
+		g.Actions = append(g.Actions, Action{Kind: Delete, Key: key, Agent: a.Agent, Reason: reason, To: want})
+		deleted[key] = true
 	}
 	for _, a := range keys {
 		if len(g.Ops) >= MaxGroupOps {
@@ -379,12 +422,16 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 		}
 		m := t.Members[a.Agent]
 		switch {
+		case m == nil && !p.goneAllowed(t.Name, a.Agent):
+			// Damped (OwnerGoneRate): left in place for now, and nobody
+			// else gets the file while the key exists.
+			inflight = true
 		case m == nil:
 			// A dead agent cannot release: delete its key now.
 			remove(a, ReasonOwnerGone)
 		case a.Revoking():
 			if a.Value.Revoking != "" {
-				next[f] = handoff{to: a.Value.Revoking, fromKey: a.Key}
+				next[f] = handoff{to: a.Value.Revoking, fromKey: a.Key()}
 			}
 			since := p.revokeSince(a, now, seenRevoking)
 			if end := since.Add(p.opt.HandoverTimeout); !now.Before(end) {
@@ -410,7 +457,8 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 			return g, deadline
 		}
 		to, reason := want, ReasonRebalance
-		switch _, sees := m.Files[f]; {
+		path, sees := m.Path(f)
+		switch {
 		case state == protocol.TopicUnconfigured:
 			reason = ReasonTopicRemoved
 		case holder != "":
@@ -420,21 +468,22 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 		}
 		v := protocol.Assignment{State: protocol.StateRevoking, Path: a.Value.Path, Leader: p.opt.Leader, Revoking: to}
 		if a.Err != nil {
-			v.Path = m.Files[f]
+			v.Path = path
 		}
+		key := a.Key()
 		raw, err := protocol.Marshal(&v)
 		if err != nil {
-			panic(fmt.Sprintf("marshal assignment %s: %v", a.Key, err)) // a struct of strings always marshals
+			panic(fmt.Sprintf("marshal assignment %s: %v", key, err)) // a struct of strings always marshals
 		}
 		// Guarded by the key's create revision: if the agent released the
 		// key meanwhile, this Put must not bring it back.
-		g.Cmps = append(g.Cmps, clientv3.Compare(clientv3.CreateRevision(a.Key), "=", a.CreateRev))
-		g.Ops = append(g.Ops, clientv3.OpPut(a.Key, string(raw)))
-		g.Actions = append(g.Actions, Action{Kind: Revoke, Key: a.Key, Agent: a.Agent, Reason: reason, To: to})
-		p.revoking[a.Key] = revokeMemo{createRev: a.CreateRev, since: now}
-		seenRevoking[a.Key] = true
+		g.Cmps = append(g.Cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", a.CreateRev))
+		g.Ops = append(g.Ops, clientv3.OpPut(key, string(raw)))
+		g.Actions = append(g.Actions, Action{Kind: Revoke, Key: key, Agent: a.Agent, Reason: reason, To: to})
+		p.revoking[key] = revokeMemo{createRev: a.CreateRev, since: now}
+		seenRevoking[key] = true
 		if to != "" {
-			next[f] = handoff{to: to, fromKey: a.Key}
+			next[f] = handoff{to: to, fromKey: key}
 		}
 		deadline = minTime(deadline, now.Add(p.opt.HandoverTimeout))
 		revoked = true
@@ -455,7 +504,8 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 		// The release this assignment relies on must still hold.
 		g.Cmps = append(g.Cmps, clientv3.Compare(clientv3.CreateRevision(h.fromKey), "=", 0))
 	}
-	v := protocol.Assignment{State: protocol.StateActive, Path: t.Members[want].Files[f], Leader: p.opt.Leader}
+	path, _ := t.Members[want].Path(f)
+	v := protocol.Assignment{State: protocol.StateActive, Path: path, Leader: p.opt.Leader}
 	raw, err := protocol.Marshal(&v)
 	if err != nil {
 		panic(fmt.Sprintf("marshal assignment %s: %v", key, err))
@@ -470,62 +520,4 @@ func minTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
-}
-
-// report counts what the state holds for t; planTopic fills in the rest.
-func report(t *Topic) protocol.TopicStatus {
-	st := protocol.TopicStatus{Topic: t.Name, Members: len(t.Members), Checkpoints: len(t.Offsets), Load: map[string]int{}}
-	seen := map[string]struct{}{}
-	for _, agent := range slices.Sorted(maps.Keys(t.Members)) {
-		m := t.Members[agent]
-		if m.Err != nil {
-			st.Problems = appendProblem(st.Problems, fmt.Sprintf("agent %s: heartbeat does not decode (its files are left as they are): %v", agent, m.Err))
-			continue
-		}
-		for _, b := range m.Bad {
-			st.Problems = appendProblem(st.Problems, b)
-		}
-		if m.Truncated > 0 {
-			st.Problems = appendProblem(st.Problems, fmt.Sprintf("agent %s: heartbeat left out %d files (too large)", agent, m.Truncated))
-		}
-		for f := range m.Files {
-			seen[f] = struct{}{}
-		}
-	}
-	st.Files = len(seen)
-	for _, f := range slices.Sorted(maps.Keys(t.Assigns)) {
-		byAgent := t.Assigns[f]
-		active := 0
-		for _, a := range byAgent {
-			st.Load[a.Agent]++
-			if a.Revoking() {
-				st.Pending++
-			} else {
-				active++
-			}
-		}
-		if active > 0 {
-			st.Assigned++
-		}
-		if len(byAgent) > 1 {
-			st.Problems = appendProblem(st.Problems, fmt.Sprintf("file %s has %d assignment keys (%s)", f, len(byAgent),
-				strings.Join(slices.Sorted(maps.Keys(byAgent)), ", ")))
-		}
-	}
-	for f := range seen {
-		if _, ok := t.Assigns[f]; !ok {
-			st.Unassigned++
-		}
-	}
-	if len(st.Load) == 0 {
-		st.Load = nil
-	}
-	return st
-}
-
-func appendProblem(ps []string, p string) []string {
-	if len(ps) >= protocol.MaxStatusList {
-		return ps
-	}
-	return append(ps, p)
 }

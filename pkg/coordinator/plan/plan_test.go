@@ -81,10 +81,10 @@ func (w *world) apply(p *Plan) {
 func (w *world) release() int {
 	n := 0
 	for _, name := range w.s.TopicNames() {
-		for _, byAgent := range w.s.Topic(name).Assigns {
-			for _, a := range byAgent {
+		for _, hs := range w.s.Topic(name).Assigns {
+			for _, a := range hs {
 				if a.Revoking() {
-					defer w.del(a.Key)
+					defer w.del(a.Key())
 					n++
 				}
 			}
@@ -100,11 +100,8 @@ func (w *world) holders(topic string) map[string][]string {
 	if t == nil {
 		return out
 	}
-	for f, byAgent := range t.Assigns {
-		for agent := range byAgent {
-			out[f] = append(out[f], agent)
-		}
-		slices.Sort(out[f])
+	for f, hs := range t.Assigns {
+		out[f] = hs.agents()
 	}
 	return out
 }

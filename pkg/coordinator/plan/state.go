@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/logferry/logferry/pkg/keyspace"
 	"github.com/logferry/logferry/pkg/mirror"
@@ -18,7 +19,9 @@ type State struct {
 	ks     keyspace.Space
 	topics map[string]*Topic
 	junk   map[string]string // key -> why it is ignored
+	strs   map[string]string // interned short values
 	rev    int64
+	gen    uint64 // last Topic.gen given; never reset, so gens are never reused
 }
 
 // Topic is everything known about one topic directory P.
@@ -28,10 +31,15 @@ type Topic struct {
 	Config *TopicConfig
 	// Members are the heartbeat keys /topics/<P>/<agent>, by agent.
 	Members map[string]*Member
-	// Assigns are the keys /assign/<agent>/<P>/<file>, by file then agent.
-	Assigns map[string]map[string]*Assignment
+	// Assigns are the keys /assign/<agent>/<P>/<file>, by file.
+	Assigns map[string]Holders
 	// Offsets are the files with a checkpoint /offsets/<P>/<file>.
 	Offsets map[string]struct{}
+
+	// gen changes with every change that can change a plan of the topic
+	// (not checkpoints): the Planner skips a topic it planned at the same
+	// gen to no effect.
+	gen uint64
 }
 
 // TopicConfig is the decoded /topics/<P>, or why it does not decode.
@@ -49,10 +57,11 @@ type Member struct {
 	// Err is set when the value does not decode; the agent is alive (its
 	// key exists) but what it sees is unknown.
 	Err error
-	// Files maps each valid file key the agent reports to its path there.
-	Files map[string]string
-	// Keys are the same file keys, sorted (assign's Sees input).
-	Keys []string
+	// Keys are the valid file keys the agent reports, sorted and distinct
+	// (assign's Sees input); Paths their paths there, in the same order.
+	// Two slices rather than a map: at a million files the map's overhead
+	// alone was about 50 bytes a file.
+	Keys, Paths []string
 	// Truncated is the heartbeat's count of files left out for size.
 	Truncated int
 	// Bad lists reported file keys that break the naming rules (ignored).
@@ -60,8 +69,12 @@ type Member struct {
 }
 
 // Assignment is one key /assign/<agent>/<P>/<file>.
+//
+// The key itself is not kept (Key builds it): at a million files its string
+// was about 80 bytes a file, and Agent, Topic and File are copies shared
+// with the agent's heartbeat and the topic, not slices of it.
 type Assignment struct {
-	Key                string
+	ks                 *keyspace.Space
 	Agent, Topic, File string
 	CreateRev, ModRev  int64
 	Value              protocol.Assignment
@@ -70,18 +83,70 @@ type Assignment struct {
 	Err error
 }
 
+// Key is the assignment's etcd key.
+func (a *Assignment) Key() string { return a.ks.Assign(a.Agent, a.Topic, a.File) }
+
+// Path returns the path the agent reports for file f, and whether it
+// reports f at all.
+func (m *Member) Path(f string) (string, bool) {
+	i, ok := slices.BinarySearch(m.Keys, f)
+	if !ok {
+		return "", false
+	}
+	return m.Paths[i], true
+}
+
+// Holders are the assignment keys of one file, in agent order: almost
+// always one. (A map per file cost about 250 bytes a file.)
+type Holders []*Assignment
+
+// get returns the key of agent, or nil.
+func (h Holders) get(agent string) *Assignment {
+	for _, a := range h {
+		if a.Agent == agent {
+			return a
+		}
+	}
+	return nil
+}
+
+// with returns h with a in place of agent's key, or added in order.
+func (h Holders) with(a *Assignment) Holders {
+	i, found := slices.BinarySearchFunc(h, a.Agent, func(x *Assignment, agent string) int { return strings.Compare(x.Agent, agent) })
+	if found {
+		h[i] = a
+		return h
+	}
+	return slices.Insert(h, i, a)
+}
+
+// without returns h without agent's key.
+func (h Holders) without(agent string) Holders {
+	return slices.DeleteFunc(h, func(a *Assignment) bool { return a.Agent == agent })
+}
+
+// agents returns the holders' agents, in order.
+func (h Holders) agents() []string {
+	out := make([]string, len(h))
+	for i, a := range h {
+		out[i] = a.Agent
+	}
+	return out
+}
+
 // Revoking reports whether the key is marked for handover.
 func (a *Assignment) Revoking() bool { return a.Err == nil && a.Value.State == protocol.StateRevoking }
 
 // NewState returns an empty State for key space ks.
 func NewState(ks keyspace.Space) *State {
-	return &State{ks: ks, topics: map[string]*Topic{}, junk: map[string]string{}}
+	return &State{ks: ks, topics: map[string]*Topic{}, junk: map[string]string{}, strs: map[string]string{}}
 }
 
 // Reset empties the state, before a full snapshot is applied.
 func (s *State) Reset() {
 	s.topics = map[string]*Topic{}
 	s.junk = map[string]string{}
+	s.strs = map[string]string{}
 	s.rev = 0
 }
 
@@ -122,14 +187,14 @@ func (s *State) AssignKV(key string) (*Assignment, bool) {
 	if t == nil {
 		return nil, false
 	}
-	a, ok := t.Assigns[k.File][k.Agent]
-	return a, ok
+	a := t.Assigns[k.File].get(k.Agent)
+	return a, a != nil
 }
 
 func (s *State) topic(p string) *Topic {
 	t := s.topics[p]
 	if t == nil {
-		t = &Topic{Name: p, Members: map[string]*Member{}, Assigns: map[string]map[string]*Assignment{}, Offsets: map[string]struct{}{}}
+		t = &Topic{Name: p, Members: map[string]*Member{}, Assigns: map[string]Holders{}, Offsets: map[string]struct{}{}}
 		s.topics[p] = t
 	}
 	return t
@@ -154,6 +219,10 @@ func (s *State) Apply(ev mirror.Event) bool {
 		}
 		return true
 	}
+	if k.Kind == keyspace.KindTopic || k.Kind == keyspace.KindHeartbeat || k.Kind == keyspace.KindAssign {
+		s.gen++
+		s.topic(k.Topic).gen = s.gen
+	}
 	switch k.Kind {
 	case keyspace.KindTopic:
 		t := s.topic(k.Topic)
@@ -172,25 +241,36 @@ func (s *State) Apply(ev mirror.Event) bool {
 			s.dropIfEmpty(t)
 			return true
 		}
-		m := decodeHeartbeat(key, k.Agent, ev.KV)
+		agent := k.Agent
+		if old := t.Members[agent]; old != nil {
+			agent = old.Agent // the copy assignments share
+		} else {
+			agent = strings.Clone(agent)
+		}
+		m := decodeHeartbeat(key, agent, ev.KV)
 		if m.Err != nil {
 			s.junk[key] = m.Err.Error()
 		}
 		t.Members[k.Agent] = m
+		// The agent's assignments name the same paths: keep one copy.
+		for i, f := range m.Keys {
+			if a := t.Assigns[f].get(k.Agent); a != nil && a.Value.Path == m.Paths[i] {
+				a.Value.Path = m.Paths[i]
+			}
+		}
 		return true
 	case keyspace.KindAssign:
 		t := s.topic(k.Topic)
 		if ev.Type == mirror.Delete {
-			if byAgent := t.Assigns[k.File]; byAgent != nil {
-				delete(byAgent, k.Agent)
-				if len(byAgent) == 0 {
-					delete(t.Assigns, k.File)
-				}
+			if hs := t.Assigns[k.File].without(k.Agent); len(hs) > 0 {
+				t.Assigns[k.File] = hs
+			} else {
+				delete(t.Assigns, k.File)
 			}
 			s.dropIfEmpty(t)
 			return true
 		}
-		a := &Assignment{Key: key, Agent: k.Agent, Topic: k.Topic, File: k.File,
+		a := &Assignment{ks: &s.ks, Agent: k.Agent, Topic: t.Name, File: k.File,
 			CreateRev: ev.KV.CreateRevision, ModRev: ev.KV.ModRevision}
 		if err := protocol.Unmarshal(key, ev.KV.Value, &a.Value); err != nil {
 			a.Err = err
@@ -199,20 +279,49 @@ func (s *State) Apply(ev mirror.Event) bool {
 			a.Err = fmt.Errorf("assignment %s: unknown state %q", key, a.Value.State)
 			s.junk[key] = a.Err.Error()
 		}
-		byAgent := t.Assigns[k.File]
-		if byAgent == nil {
-			byAgent = map[string]*Assignment{}
-			t.Assigns[k.File] = byAgent
+		// A million assignments name a handful of states and leaders: keep
+		// one copy of each instead of one per key.
+		a.Value.State = s.intern(a.Value.State)
+		a.Value.Leader = s.intern(a.Value.Leader)
+		// Share the strings the agent's heartbeat holds (the coordinator
+		// lists /topics/ before /assign/, so it is there), and never keep
+		// a slice of the key, which would keep all of the key alive.
+		a.File = ""
+		if m := t.Members[k.Agent]; m == nil {
+			a.Agent = strings.Clone(k.Agent)
+		} else {
+			a.Agent = m.Agent
+			if i, ok := slices.BinarySearch(m.Keys, k.File); ok {
+				a.File = m.Keys[i]
+				if m.Paths[i] == a.Value.Path {
+					a.Value.Path = m.Paths[i]
+				}
+			}
 		}
-		byAgent[k.Agent] = a
+		if hs, ok := t.Assigns[k.File]; ok {
+			a.File = hs[0].File
+			t.Assigns[k.File] = hs.with(a)
+			return true
+		}
+		if a.File == "" {
+			a.File = strings.Clone(k.File)
+		}
+		t.Assigns[a.File] = Holders{a}
 		return true
 	case keyspace.KindOffset:
 		t := s.topic(k.Topic)
 		if ev.Type == mirror.Delete {
 			delete(t.Offsets, k.File)
 			s.dropIfEmpty(t)
-		} else {
-			t.Offsets[k.File] = struct{}{}
+		} else if _, ok := t.Offsets[k.File]; !ok {
+			// Keyed by a copy of the file key that is kept anyway (the
+			// assignment's), not by a slice of this key, which would keep
+			// all of it alive: about 50 bytes a file.
+			f := strings.Clone(k.File)
+			if hs := t.Assigns[k.File]; len(hs) > 0 {
+				f = hs[0].File
+			}
+			t.Offsets[f] = struct{}{}
 		}
 		return false
 	}
@@ -224,8 +333,23 @@ func (s *State) Apply(ev mirror.Event) bool {
 	return true
 }
 
+// intern returns the State's copy of v (kept for short values only, so a
+// stray long one cannot grow the table much).
+func (s *State) intern(v string) string {
+	if len(v) > 64 {
+		return v
+	}
+	if c, ok := s.strs[v]; ok {
+		return c
+	}
+	if len(s.strs) < 1024 {
+		s.strs[v] = v
+	}
+	return v
+}
+
 func decodeHeartbeat(key, agent string, kv mirror.KV) *Member {
-	m := &Member{Agent: agent, Lease: kv.Lease, ModRev: kv.ModRevision, Files: map[string]string{}}
+	m := &Member{Agent: agent, Lease: kv.Lease, ModRev: kv.ModRevision}
 	var hb protocol.Heartbeat
 	if err := protocol.Unmarshal(key, kv.Value, &hb); err != nil {
 		m.Err = err
@@ -235,13 +359,23 @@ func decodeHeartbeat(key, agent string, kv mirror.KV) *Member {
 		m.Bad = append(m.Bad, fmt.Sprintf("heartbeat %s names agent %q; the key's agent %q is used", key, hb.Agent, agent))
 	}
 	m.Truncated = hb.Truncated
+	files := hb.Files[:0]
 	for _, f := range hb.Files {
 		if err := keyspace.ValidateFileKey(f.Key); err != nil {
 			m.Bad = append(m.Bad, fmt.Sprintf("heartbeat %s: file %q: %v", key, f.Path, err))
 			continue
 		}
-		m.Files[f.Key] = f.Path
+		files = append(files, f)
 	}
-	m.Keys = slices.Sorted(maps.Keys(m.Files))
+	// Sorted by key; of a key listed twice the last entry counts.
+	slices.SortStableFunc(files, func(a, b protocol.SeenFile) int { return strings.Compare(a.Key, b.Key) })
+	m.Keys, m.Paths = make([]string, 0, len(files)), make([]string, 0, len(files))
+	for i, f := range files {
+		if i+1 < len(files) && files[i+1].Key == f.Key {
+			continue
+		}
+		m.Keys = append(m.Keys, f.Key)
+		m.Paths = append(m.Paths, f.Path)
+	}
 	return m
 }
