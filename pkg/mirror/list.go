@@ -31,7 +31,9 @@ func (m *Mirror) listOnce(ctx context.Context) (map[string]entry, int64, error) 
 	state := make(map[string]entry)
 	rev, err := ListPages(ctx, m.cli, m.prefixes, m.pageSize, m.keysOnly, func(_ int64, page []*mvccpb.KeyValue) error {
 		for _, kv := range page {
-			state[string(kv.Key)] = entry{value: kv.Value, create: kv.CreateRevision, mod: kv.ModRevision, lease: kv.Lease}
+			if m.kept(string(kv.Key)) {
+				state[string(kv.Key)] = entry{value: kv.Value, create: kv.CreateRevision, mod: kv.ModRevision, lease: kv.Lease}
+			}
 		}
 		return nil
 	})
@@ -162,9 +164,11 @@ func (m *Mirror) listPaged(ctx context.Context, handle func(Batch) error) (int64
 					return handlerError{err}
 				}
 			}
-			b := Batch{Revision: rev, Snapshot: first, Partial: true, Events: make([]Event, len(page))}
-			for i, kv := range page {
-				b.Events[i] = Event{Type: Put, KV: fromPB(kv)}
+			b := Batch{Revision: rev, Snapshot: first, Partial: true, Events: make([]Event, 0, len(page))}
+			for _, kv := range page {
+				if m.kept(string(kv.Key)) {
+					b.Events = append(b.Events, Event{Type: Put, KV: fromPB(kv)})
+				}
 			}
 			pending, first = &b, false
 			return nil

@@ -107,6 +107,15 @@ func WithKeysOnly(prefix string) Option {
 	return func(m *Mirror) { m.keysOnly = append(m.keysOnly, prefix) }
 }
 
+// WithKeep makes the mirror keep, and hand on, only the keys keep accepts:
+// a consumer that needs a sliver of a prefix (the agent needs the topic
+// configs of /topics/, not every agent's heartbeats) holds that sliver
+// only. etcd still sends the rest; it is dropped as it arrives.
+func WithKeep(keep func(key string) bool) Option { return func(m *Mirror) { m.keep = keep } }
+
+// kept reports whether key is one the mirror keeps.
+func (m *Mirror) kept(key string) bool { return m.keep == nil || m.keep(key) }
+
 // WithBackoff bounds the wait between failed list attempts.
 func WithBackoff(minWait, maxWait time.Duration) Option {
 	return func(m *Mirror) { m.minBackoff, m.maxBackoff = minWait, maxWait }
@@ -125,6 +134,7 @@ type Mirror struct {
 	noValues   bool
 	stateless  bool
 	keysOnly   []string
+	keep       func(key string) bool
 
 	// state is owned by Run's goroutine.
 	state map[string]entry
@@ -329,6 +339,9 @@ func (m *Mirror) watch(ctx context.Context, handle func(Batch) error) (string, e
 		}
 		batch := Batch{Revision: msg.resp.Header.Revision, Events: make([]Event, 0, len(msg.resp.Events))}
 		for _, ev := range msg.resp.Events {
+			if !m.kept(string(ev.Kv.Key)) {
+				continue
+			}
 			kv := fromPB(ev.Kv)
 			if m.stateless {
 				t := Put

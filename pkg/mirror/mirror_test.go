@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -225,4 +226,45 @@ func TestHandlerErrorStopsRun(t *testing.T) {
 	boom := errors.New("boom")
 	err = m.Run(context.Background(), func(Batch) error { return boom })
 	require.ErrorIs(t, err, boom)
+}
+
+// TestKeepHoldsOnlyTheKeysItAccepts: with WithKeep, keys it refuses are
+// neither handed on nor held, in the first list, in watch events and in a
+// re-list after a broken watch, in both modes.
+func TestKeepHoldsOnlyTheKeysItAccepts(t *testing.T) {
+	for _, stateless := range []bool{false, true} {
+		t.Run(fmt.Sprint("stateless=", stateless), func(t *testing.T) {
+			e := testenv.StartEtcd(t)
+			cli := e.Client()
+			faults := testenv.InjectWatchFaults(cli)
+			put(t, cli, "/t/cfg", "config")
+			put(t, cli, "/t/cfg/agent-1", "heartbeat")
+			keep := func(k string) bool { return !strings.Contains(k, "/agent-") }
+			opts := []Option{WithKeep(keep)}
+			if stateless {
+				opts = append(opts, WithoutState())
+			}
+			m, err := New(cli, []string{"/t/"}, opts...)
+			require.NoError(t, err)
+			r := newRecorder()
+			stop := runMirror(t, m, r)
+			testenv.WaitFor(t, 5*time.Second, "the first list", func() bool { st, _, _ := r.snapshot(); return len(st) == 1 })
+			put(t, cli, "/t/cfg/agent-2", "heartbeat")
+			put(t, cli, "/t/cfg2", "config")
+			faults.BreakAll()
+			put(t, cli, "/t/cfg/agent-3", "heartbeat")
+			put(t, cli, "/t/cfg3", "config")
+			testenv.WaitFor(t, 5*time.Second, "the configs only", func() bool {
+				st, _, _ := r.snapshot()
+				return len(st) == 3
+			})
+			st, log, _ := r.snapshot()
+			require.Equal(t, map[string]string{"/t/cfg": "config", "/t/cfg2": "config", "/t/cfg3": "config"}, st)
+			require.NotContains(t, fmt.Sprint(log), "agent-", "a refused key was handed on")
+			stop()
+			if !stateless {
+				require.Len(t, m.state, 3, "refused keys held")
+			}
+		})
+	}
 }

@@ -139,7 +139,13 @@ type Event struct {
 // until ctx is done (nil) or handle fails (its error). It re-lists by itself
 // after compaction or a broken watch; a change is never lost or repeated.
 func (s *Store) Watch(ctx context.Context, log *slog.Logger, handle func(Event) error) error {
-	m, err := mirror.New(s.cl, []string{s.ks.TopicsPrefix()}, mirror.WithLogger(log))
+	// Heartbeats share the prefix with the configs; keeping them would make
+	// every agent hold every other agent's (a fleet's worth of values).
+	keep := func(key string) bool {
+		k, err := s.ks.Parse(key)
+		return err != nil || k.Kind == keyspace.KindTopic // configs, and junk to report
+	}
+	m, err := mirror.New(s.cl, []string{s.ks.TopicsPrefix()}, mirror.WithLogger(log), mirror.WithKeep(keep))
 	if err != nil {
 		return err
 	}
