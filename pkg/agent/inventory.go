@@ -416,7 +416,7 @@ func (inv *inventory) heartbeatValue(topic string, files map[string]protocol.See
 	slices.SortFunc(list, func(x, y protocol.SeenFile) int { return cmp.Compare(x.Key, y.Key) })
 	hb.Files = list
 	for {
-		data, err := protocol.Marshal(&hb)
+		data, err := protocol.MarshalHeartbeat(&hb)
 		if err != nil {
 			a.log.Error("encode heartbeat", "topic", topic, "err", err)
 			return nil

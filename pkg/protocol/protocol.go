@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,8 +34,8 @@ type FileIdentity struct {
 // SeenFile is one file an agent reports for a topic. In a heartbeat only
 // Key and Path are set: the coordinator needs nothing else, and the
 // agent's own uses (Size, Identity) stay in the agent. Left out, they cost
-// nothing, so one heartbeat holds about 10,000 files of typical paths
-// (about 100 bytes each) within MaxHeartbeatBytes.
+// nothing: an entry is about 50 bytes plus its path (see MarshalHeartbeat
+// for heartbeats beyond MaxHeartbeatBytes).
 type SeenFile struct {
 	Key      string       `json:"key"`
 	Path     string       `json:"path"`
@@ -49,9 +50,75 @@ type Heartbeat struct {
 	Version string     `json:"version"` // the agent's build version
 	Started time.Time  `json:"started"`
 	Files   []SeenFile `json:"files"`
+	// FilesZ, when set, holds more files: the JSON array of them, gzipped
+	// (base64 in the JSON). MarshalHeartbeat uses it only for a heartbeat
+	// too large as plain JSON, and Unmarshal appends them to Files, so
+	// readers see one list. (A coordinator older than this field does not
+	// see those files: upgrade coordinators first.)
+	FilesZ []byte `json:"files_z,omitempty"`
 	// Truncated counts files the agent sees but left out because the value
 	// would have grown past MaxHeartbeatBytes.
 	Truncated int `json:"truncated,omitempty"`
+}
+
+// MarshalHeartbeat encodes h as plain JSON if that fits MaxHeartbeatBytes,
+// otherwise with its files gzipped into FilesZ: names compress well, the
+// random parts (the file key, a container id) do not, so a heartbeat holds
+// 10,000 files named as Kubernetes names container logs, and more of
+// plainer names.
+// The caller checks the result against MaxHeartbeatBytes.
+func MarshalHeartbeat(h *Heartbeat) ([]byte, error) {
+	h.FilesZ = nil
+	data, err := Marshal(h)
+	if err != nil || len(data) <= MaxHeartbeatBytes {
+		return data, err
+	}
+	plain, err := json.Marshal(h.Files)
+	if err != nil {
+		return nil, err
+	}
+	var z bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&z, gzip.BestCompression)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := zw.Write(plain); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	packed := *h
+	packed.Files, packed.FilesZ = []SeenFile{}, z.Bytes()
+	return Marshal(&packed)
+}
+
+// maxFilesZ bounds what FilesZ may expand to, so a hostile or broken value
+// cannot make a reader allocate without bound.
+const maxFilesZ = 64 << 20
+
+// expand appends the files of FilesZ to Files.
+func (h *Heartbeat) expand(what string) error {
+	if len(h.FilesZ) == 0 {
+		return nil
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(h.FilesZ))
+	if err != nil {
+		return fmt.Errorf("decode %s: files_z: %w", what, err)
+	}
+	plain, err := io.ReadAll(io.LimitReader(zr, maxFilesZ+1))
+	if err != nil {
+		return fmt.Errorf("decode %s: files_z: %w", what, err)
+	}
+	if len(plain) > maxFilesZ {
+		return fmt.Errorf("decode %s: files_z expands past %d bytes", what, maxFilesZ)
+	}
+	var more []SeenFile
+	if err := json.Unmarshal(plain, &more); err != nil {
+		return fmt.Errorf("decode %s: files_z: %w", what, err)
+	}
+	h.Files, h.FilesZ = append(h.Files, more...), nil
+	return nil
 }
 
 // MaxHeartbeatBytes keeps a heartbeat well inside etcd's default request
@@ -139,6 +206,9 @@ func Unmarshal(what string, data []byte, v Value) error {
 	}
 	if got := v.version(); got != Version {
 		return fmt.Errorf("%w: %s has v=%d, this build reads v=%d", ErrVersion, what, got, Version)
+	}
+	if h, ok := v.(*Heartbeat); ok {
+		return h.expand(what)
 	}
 	return nil
 }
