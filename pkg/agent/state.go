@@ -91,16 +91,3 @@ func (f *fileRun) to(next runState) {
 		f.urgent.Store(true)
 	}
 }
-
-// finishing reports whether the run still counts as reading its file for
-// the heartbeat: everything but a file finished longer than grace ago, a
-// gone file, and runs that no longer own the file.
-func (f *fileRun) finishing(grace time.Duration) bool {
-	switch f.state {
-	case stateIdle, stateTailing:
-		return true
-	case stateFinished:
-		return time.Since(f.since) < grace
-	}
-	return false
-}
