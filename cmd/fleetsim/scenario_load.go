@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// checkpointLoad has every agent write checkpoints per the checkpoint model
+// for --duration: the keys per second asked and achieved, the Txn latency,
+// the leases lost meanwhile, and whether the leader still settles after.
+func checkpointLoad(ctx context.Context, s *sim, r *result) error {
+	s.settle(ctx, r, "before the checkpoints")
+	m := s.o.cp
+	agents := s.fl.all()
+	busy := 0
+	for _, a := range agents {
+		a.mu.Lock()
+		for ref := range a.assigned {
+			if m.busyFile(a.idx, ref) {
+				busy++
+			}
+		}
+		a.mu.Unlock()
+	}
+	lost0, err := s.fl.leaseLosses()
+	if err != nil {
+		return err
+	}
+	before := s.fl.snapshot()
+	st := &cpStats{}
+	cctx, cancel := context.WithTimeout(ctx, s.o.duration)
+	defer cancel()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, a := range agents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.run(cctx, a, s.e.ks, st)
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start).Seconds()
+	lost, err := s.fl.leaseLosses()
+	if err != nil {
+		return err
+	}
+	asked := float64(busy) / m.interval.Seconds()
+	achieved := float64(st.written) / elapsed
+	r.add("model", "every %v, %d files per Txn, %.0f%% of files busy", m.interval, m.batch, 100*m.busy)
+	r.add("checkpoint keys/s asked", "%.0f (%d busy files)", asked, busy)
+	r.add("checkpoint keys/s achieved", "%.0f (%.0f%% of asked)", achieved, 100*achieved/max(asked, 1))
+	r.add("Txns ok / fenced / failed", "%d / %d / %d", st.txns-st.fenced, st.fenced, st.errs)
+	r.add("Txn latency p50 / p99", "%v / %v", st.quantile(0.50).Round(time.Millisecond), st.quantile(0.99).Round(time.Millisecond))
+	r.add("agent leases lost", "%.0f", lost-lost0)
+	tSettle := s.settle(ctx, r, "after the checkpoints")
+	r.add("end -> leader settled", "%s", secs(tSettle))
+	r.add("assignments moved or recreated", "%d", moved(before, s.fl.snapshot()))
+	r.headline = fmt.Sprintf("%.0f of %.0f keys/s (%.0f%%), Txn p99 %v, %.0f leases lost",
+		achieved, asked, 100*achieved/max(asked, 1), st.quantile(0.99).Round(time.Millisecond), lost-lost0)
+	return nil
+}
+
+// idle lets the settled fleet be for --duration: what the leader and etcd
+// cost when nothing changes (lease renewals, periodic resyncs, status).
+func idle(ctx context.Context, s *sim, r *result) error {
+	s.settle(ctx, r, "before the idle period")
+	c0 := s.fl.counts()
+	leader, err := s.leaderNow(ctx)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	s.e.sm.take(ctx)
+	t := time.NewTimer(s.o.duration)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
+	s.e.sm.take(ctx)
+	w := s.e.sm.window(start, time.Now())
+	c := s.fl.counts()
+	r.add("idle for", "%s, leader %s", secs(s.o.duration), leader)
+	r.add("assignment keys created / deleted", "%d / %d", c.creates-c0.creates, c.deletes-c0.deletes)
+	r.headline = fmt.Sprintf("leader CPU %.1f%%, etcd %.0f write Txn/s", w.leaderCPU, w.txnPerSec)
+	return nil
+}
