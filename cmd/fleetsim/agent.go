@@ -256,6 +256,7 @@ type cpStats struct {
 	txns    int64
 	fenced  int64 // Txns whose guard failed
 	errs    int64
+	errKind map[string]int64 // error text -> count
 }
 
 func (s *cpStats) add(asked, written int, d time.Duration, fenced bool, err error) {
@@ -264,6 +265,10 @@ func (s *cpStats) add(asked, written int, d time.Duration, fenced bool, err erro
 	s.asked += int64(asked)
 	if err != nil {
 		s.errs++
+		if s.errKind == nil {
+			s.errKind = map[string]int64{}
+		}
+		s.errKind[err.Error()]++
 		return
 	}
 	s.txns++
@@ -273,6 +278,20 @@ func (s *cpStats) add(asked, written int, d time.Duration, fenced bool, err erro
 		return
 	}
 	s.written += int64(written)
+}
+
+// commonError is the most frequent Txn error and its count.
+func (s *cpStats) commonError() (string, int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var kind string
+	var n int64
+	for k, c := range s.errKind {
+		if c > n || (c == n && k < kind) {
+			kind, n = k, c
+		}
+	}
+	return kind, n
 }
 
 // quantile of the Txn latencies (q in 0..1); 0 with none.

@@ -154,17 +154,23 @@ func (c *coords) stop() {
 // leader is the id of the election's current leader (the value of the
 // oldest candidate key), "" if none.
 func (c *coords) leader(ctx context.Context) (string, error) {
+	id, _, err := c.leaderTerm(ctx)
+	return id, err
+}
+
+// leaderTerm is the leader's id and election key (a new key is a new term).
+func (c *coords) leaderTerm(ctx context.Context) (id, key string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	resp, err := c.cli.Get(ctx, c.ks.ElectionPrefix(), clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
 	if err != nil {
-		return "", fmt.Errorf("read %s: %w", c.ks.ElectionPrefix(), err)
+		return "", "", fmt.Errorf("read %s: %w", c.ks.ElectionPrefix(), err)
 	}
 	if len(resp.Kvs) == 0 {
-		return "", nil
+		return "", "", nil
 	}
-	return string(resp.Kvs[0].Value), nil
+	return string(resp.Kvs[0].Value), string(resp.Kvs[0].Key), nil
 }
 
 // freeAddr is a free loopback address for a coordinator's --listen.

@@ -98,8 +98,9 @@ func (f *fleet) run(ctx context.Context) error {
 }
 
 // addAgents starts n more agents, spread evenly over spread (0: at once),
-// and returns them.
-func (f *fleet) addAgents(ctx context.Context, n int, spread time.Duration) ([]*simAgent, error) {
+// and returns them. With shared, they report their shared files too while
+// the shared topic runs.
+func (f *fleet) addAgents(ctx context.Context, n int, spread time.Duration, shared bool) ([]*simAgent, error) {
 	f.mu.Lock()
 	first := len(f.agents)
 	f.mu.Unlock()
@@ -121,7 +122,7 @@ func (f *fleet) addAgents(ctx context.Context, n int, spread time.Duration) ([]*
 		f.mu.Lock()
 		f.agents = append(f.agents, a)
 		f.byID[a.id] = a
-		sharedOn := f.sharedOn
+		sharedOn := f.sharedOn && shared
 		f.mu.Unlock()
 		a.serve(f.ks, f.o.files, sharedOn)
 		a.run(ctx)

@@ -21,6 +21,7 @@ type sample struct {
 	dbSize  int64   // Maintenance Status DbSize (the backend file, history included)
 	keys    float64 // cumulative keys put or deleted (etcd's own counters), -1 unknown
 	leader  string
+	term    string // the leader's election key
 	pid     int
 	rss     int64 // leader VmRSS, bytes
 	hwm     int64 // leader VmHWM, bytes
@@ -71,8 +72,8 @@ func (s *sampler) take(ctx context.Context) sample {
 		s.log.Warn("etcd status", "endpoint", s.endpoint, "err", err)
 	}
 	sm.keys = s.writtenKeys(sctx)
-	if id, err := s.co.leader(sctx); err == nil {
-		sm.leader = id
+	if id, term, err := s.co.leaderTerm(sctx); err == nil {
+		sm.leader, sm.term = id, term
 		sm.pid = s.co.pid(id)
 	}
 	if sm.pid != 0 {
@@ -149,7 +150,8 @@ type window struct {
 	dbStart, dbEnd      int64
 	leaderRSS, leaderHW int64 // the largest VmRSS and VmHWM of any leader seen
 	leaderCPU           float64
-	leaders             []string
+	leaders             []string // in the order they led
+	terms               int      // distinct leader terms seen
 }
 
 func (s *sampler) window(from, to time.Time) window {
@@ -175,7 +177,12 @@ func (s *sampler) window(from, to time.Time) window {
 	}
 	var cpuTicks int64
 	var cpuSecs float64
+	lastTerm := ""
 	for i, sm := range in {
+		if sm.term != "" && sm.term != lastTerm {
+			w.terms++
+			lastTerm = sm.term
+		}
 		w.leaderRSS, w.leaderHW = max(w.leaderRSS, sm.rss), max(w.leaderHW, sm.hwm)
 		if sm.leader != "" && (len(w.leaders) == 0 || w.leaders[len(w.leaders)-1] != sm.leader) {
 			w.leaders = append(w.leaders, sm.leader)

@@ -40,7 +40,8 @@ func windowRows(w window) [][2]string {
 		{"etcd keys written/s", keys},
 		{"etcd write Txn/s (revisions)", fmt.Sprintf("%.0f avg, %.0f peak", w.txnPerSec, w.peakTxnPerSec)},
 		{"etcd history growth", fmt.Sprintf("%d revisions, db %s -> %s", w.revs, mib(w.dbStart), mib(w.dbEnd))},
-		{"leader VmRSS max / VmHWM", fmt.Sprintf("%s / %s (%s)", mib(w.leaderRSS), mib(w.leaderHW), strings.Join(w.leaders, " -> "))},
+		{"leader terms seen", fmt.Sprintf("%d (%s)", w.terms, strings.Join(w.leaders, " -> "))},
+		{"leader VmRSS max / VmHWM", fmt.Sprintf("%s / %s", mib(w.leaderRSS), mib(w.leaderHW))},
 		{"leader CPU", cpu},
 	}
 }
@@ -51,7 +52,7 @@ func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
 func (s *sim) summary() {
 	fmt.Fprintf(s.out, "\n== summary (%d agents x %d files, %d shared files) ==\n", s.o.agents, s.o.files, s.fl.sharedTotal)
 	tw := tabwriter.NewWriter(s.out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  scenario\tresult\tetcd keys/s avg\tleader RSS max\tstatus")
+	fmt.Fprintln(tw, "  scenario\tresult\tetcd keys/s avg\tleader CPU\tleader RSS max\tleader terms\tstatus")
 	for _, r := range s.results {
 		status := "ok"
 		if r.failed != "" {
@@ -61,7 +62,11 @@ func (s *sim) summary() {
 		if r.w.keysPerSec >= 0 {
 			keys = fmt.Sprintf("%.0f", r.w.keysPerSec)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", r.name, r.headline, keys, mib(r.w.leaderRSS), status)
+		cpu := "n/a"
+		if r.w.leaderCPU >= 0 {
+			cpu = fmt.Sprintf("%.0f%%", r.w.leaderCPU)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.name, r.headline, keys, cpu, mib(r.w.leaderRSS), r.w.terms, status)
 	}
 	tw.Flush()
 }

@@ -19,7 +19,7 @@ func joinStorm(ctx context.Context, s *sim, r *result) error {
 	before := s.fl.snapshot()
 	c0 := s.fl.counts()
 	start := time.Now()
-	joiners, err := s.fl.addAgents(ctx, n, time.Second)
+	joiners, err := s.fl.addAgents(ctx, n, time.Second, true)
 	if err != nil {
 		return err
 	}

@@ -32,7 +32,7 @@ func failover(ctx context.Context, s *sim, r *result) error {
 	if err := s.e.co.kill(old); err != nil {
 		return err
 	}
-	newcomer, err := s.fl.addAgents(ctx, 1, 0)
+	newcomer, err := s.fl.addAgents(ctx, 1, 0, false)
 	if err != nil {
 		return err
 	}

@@ -53,6 +53,9 @@ func checkpointLoad(ctx context.Context, s *sim, r *result) error {
 	r.add("checkpoint keys/s asked", "%.0f (%d busy files)", asked, busy)
 	r.add("checkpoint keys/s achieved", "%.0f (%.0f%% of asked)", achieved, 100*achieved/max(asked, 1))
 	r.add("Txns ok / fenced / failed", "%d / %d / %d", st.txns-st.fenced, st.fenced, st.errs)
+	if kind, n := st.commonError(); n > 0 {
+		r.add("most common Txn error", "%q (%d times)", kind, n)
+	}
 	r.add("Txn latency p50 / p99", "%v / %v", st.quantile(0.50).Round(time.Millisecond), st.quantile(0.99).Round(time.Millisecond))
 	r.add("agent leases lost", "%.0f", lost-lost0)
 	tSettle := s.settle(ctx, r, "after the checkpoints")
@@ -72,7 +75,7 @@ func idle(ctx context.Context, s *sim, r *result) error {
 	if err != nil {
 		return err
 	}
-	start := time.Now()
+	r.from = time.Now()
 	s.e.sm.take(ctx)
 	t := time.NewTimer(s.o.duration)
 	defer t.Stop()
@@ -81,11 +84,9 @@ func idle(ctx context.Context, s *sim, r *result) error {
 		return ctx.Err()
 	case <-t.C:
 	}
-	s.e.sm.take(ctx)
-	w := s.e.sm.window(start, time.Now())
 	c := s.fl.counts()
-	r.add("idle for", "%s, leader %s", secs(s.o.duration), leader)
+	r.add("idle for", "%s, leader %s at the start", secs(s.o.duration), leader)
 	r.add("assignment keys created / deleted", "%d / %d", c.creates-c0.creates, c.deletes-c0.deletes)
-	r.headline = fmt.Sprintf("leader CPU %.1f%%, etcd %.0f write Txn/s", w.leaderCPU, w.txnPerSec)
+	r.headline = fmt.Sprintf("%d assignment keys created, %d deleted", c.creates-c0.creates, c.deletes-c0.deletes)
 	return nil
 }
