@@ -94,7 +94,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.cp.busy, "checkpoint-busy", 1, "checkpoint model: share of assigned files whose offset moves every interval (1: every file is busy)")
 	fs.Float64Var(&o.joinShare, "join-share", 0.10, "join scenario: agents added within one second, as a share of --agents")
 	fs.Float64Var(&o.revokeShare, "revoke-share", 0.10, "revoke scenario: share of the agents whose leases are revoked at once")
-	fs.DurationVar(&o.timeout, "converge-timeout", 10*time.Minute, "a scenario that has not converged after this long fails")
+	fs.DurationVar(&o.timeout, "converge-timeout", 5*time.Minute, "a scenario that has not converged after this long fails, and the scenarios after it are skipped")
 	fs.IntVar(&o.clients, "clients", 16, "etcd connections the simulated agents share")
 	fs.DurationVar(&o.sampleEvery, "sample-interval", time.Second, "how often etcd and the leader process are sampled")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "simulator log level (stderr): debug, info, warn or error")

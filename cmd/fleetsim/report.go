@@ -54,6 +54,10 @@ func (s *sim) summary() {
 	tw := tabwriter.NewWriter(s.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  scenario\tresult\tetcd keys/s avg\tleader CPU\tleader RSS max\tleader terms\tstatus")
 	for _, r := range s.results {
+		if r.headline == "skipped" {
+			fmt.Fprintf(tw, "  %s\tskipped\t-\t-\t-\t-\tFAILED: %s\n", r.name, r.failed)
+			continue
+		}
 		status := "ok"
 		if r.failed != "" {
 			status = "FAILED: " + r.failed

@@ -33,6 +33,7 @@ func checkpointLoad(ctx context.Context, s *sim, r *result) error {
 	cctx, cancel := context.WithTimeout(ctx, s.o.duration)
 	defer cancel()
 	start := time.Now()
+	s.e.sm.take(ctx) // the load's figures start here, after the settling
 	var wg sync.WaitGroup
 	for _, a := range agents {
 		wg.Add(1)
@@ -42,6 +43,8 @@ func checkpointLoad(ctx context.Context, s *sim, r *result) error {
 		}()
 	}
 	wg.Wait()
+	s.e.sm.take(ctx)
+	r.from, r.to = start, time.Now()
 	elapsed := time.Since(start).Seconds()
 	lost, err := s.fl.leaseLosses()
 	if err != nil {
@@ -49,6 +52,7 @@ func checkpointLoad(ctx context.Context, s *sim, r *result) error {
 	}
 	asked := float64(busy) / m.interval.Seconds()
 	achieved := float64(st.written) / elapsed
+	r.add("load for", "%s (the etcd and leader figures below are over the load only)", secs(time.Duration(elapsed*float64(time.Second))))
 	r.add("model", "every %v, %d files per Txn, %.0f%% of files busy", m.interval, m.batch, 100*m.busy)
 	r.add("checkpoint keys/s asked", "%.0f (%d busy files)", asked, busy)
 	r.add("checkpoint keys/s achieved", "%.0f (%.0f%% of asked)", achieved, 100*achieved/max(asked, 1))

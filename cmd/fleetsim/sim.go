@@ -18,6 +18,9 @@ type sim struct {
 	log     *slog.Logger
 	out     io.Writer
 	results []*result
+	// unsettled: a scenario left the fleet unsettled; those after it would
+	// start from a broken state and wait out their deadlines for nothing.
+	unsettled bool
 }
 
 // result is one scenario's figures.
@@ -26,7 +29,9 @@ type result struct {
 	rows     [][2]string // figure, value
 	headline string      // one line for the summary
 	failed   string      // why the scenario failed; "" if it did not
-	from     time.Time   // when set, the etcd and leader figures start here, not at the scenario's start
+	// from and to, when set, bound the etcd and leader figures instead of
+	// the scenario's start and end (a load phase without the wait after it).
+	from, to time.Time
 	w        window
 }
 
@@ -75,6 +80,12 @@ func (s *sim) runAll(ctx context.Context) error {
 		if sc.name != "cold-local" && !s.o.wants(sc.name) {
 			continue
 		}
+		if s.unsettled {
+			r := &result{name: sc.name, headline: "skipped"}
+			r.fail("skipped: the fleet did not settle after the scenario before")
+			s.results = append(s.results, r)
+			continue
+		}
 		if id := s.e.co.exited(); id != "" {
 			return fmt.Errorf("coordinator %s exited by itself before %s (see %s/%s.log)", id, sc.name, s.e.dir, id)
 		}
@@ -85,10 +96,14 @@ func (s *sim) runAll(ctx context.Context) error {
 			return fmt.Errorf("scenario %s: %w", sc.name, err)
 		}
 		s.e.sm.take(ctx)
+		end := time.Now()
 		if !r.from.IsZero() {
 			start = r.from
 		}
-		r.w = s.e.sm.window(start, time.Now())
+		if !r.to.IsZero() {
+			end = r.to
+		}
+		r.w = s.e.sm.window(start, end)
 		if s.o.wants(sc.name) {
 			s.results = append(s.results, r)
 			s.print(r)
@@ -156,12 +171,27 @@ func awaitFor(ctx context.Context, limit time.Duration, cond func() bool) (time.
 
 // settle waits until the leader has nothing left to do; a scenario that
 // never gets there fails.
+// A leader must be there too: with none, nothing moves, and assignments
+// that stay put prove nothing.
 func (s *sim) settle(ctx context.Context, r *result, what string) time.Duration {
-	took, ok := s.await(ctx, s.fl.settled)
+	leader := ""
+	took, ok := s.await(ctx, func() bool {
+		if !s.fl.settled() {
+			return false
+		}
+		leader, _ = s.leaderNow(ctx)
+		return leader != ""
+	})
 	if !ok {
 		c := s.fl.counts()
-		r.fail("%s: not settled after %v (local keys %d of %d, shared files assigned %d of %d, revoking %d)",
-			what, took.Round(time.Millisecond), c.localKeys, len(s.fl.all())*s.o.files, c.sharedAssigned, s.fl.sharedTotal, c.revoking)
+		shared := ""
+		if s.fl.isShared() {
+			shared = fmt.Sprintf(", shared files assigned %d of %d", c.sharedAssigned, s.fl.sharedTotal)
+		}
+		r.fail("%s: not settled after %v (leader %q, leases held %d of %d, local keys %d of %d%s, revoking %d)",
+			what, took.Round(time.Millisecond), leader, s.fl.leasesHeld(), len(s.fl.all()),
+			c.localKeys, len(s.fl.all())*s.o.files, shared, c.revoking)
+		s.unsettled = true
 	}
 	return took
 }
