@@ -106,9 +106,9 @@ SCALE_FLEETS ?= 1000x100 10000x10
 scale: build ## fleet simulator: cold start, failover, join, lease loss, checkpoints, idle; per-scenario figures (SCALE_FLEETS, SCALE_ARGS)
 	@case " $(SCALE_ARGS)" in \
 	*" --agents"*|*" --files"*) $(BIN)/fleetsim --bin $(BIN) $(SCALE_ARGS) ;; \
-	*) for f in $(SCALE_FLEETS); do \
-		$(BIN)/fleetsim --bin $(BIN) --agents $${f%x*} --files $${f#*x} $(SCALE_ARGS) || exit 1; \
-	done ;; \
+	*) rc=0; for f in $(SCALE_FLEETS); do \
+		$(BIN)/fleetsim --bin $(BIN) --agents $${f%x*} --files $${f#*x} $(SCALE_ARGS) || rc=1; \
+	done; exit $$rc ;; \
 	esac
 
 clean:

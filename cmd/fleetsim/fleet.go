@@ -333,16 +333,6 @@ func (f *fleet) localDone(agents []*simAgent) bool {
 	return true
 }
 
-// settled reports whether every agent holds its lease with its keys
-// written, every file of every agent is assigned and no handover is
-// pending: neither the fleet nor the leader has anything left to do.
-func (f *fleet) settled() bool {
-	c := f.counts()
-	n := len(f.all())
-	return c.localKeys == n*f.o.files && c.revoking == 0 && (!f.isShared() || c.sharedAssigned == f.sharedTotal) &&
-		f.leasesHeld() == n
-}
-
 func (f *fleet) isShared() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -169,33 +169,6 @@ func awaitFor(ctx context.Context, limit time.Duration, cond func() bool) (time.
 	return time.Since(start), true
 }
 
-// settle waits until the leader has nothing left to do; a scenario that
-// never gets there fails.
-// A leader must be there too: with none, nothing moves, and assignments
-// that stay put prove nothing.
-func (s *sim) settle(ctx context.Context, r *result, what string) time.Duration {
-	leader := ""
-	took, ok := s.await(ctx, func() bool {
-		if !s.fl.settled() {
-			return false
-		}
-		leader, _ = s.leaderNow(ctx)
-		return leader != ""
-	})
-	if !ok {
-		c := s.fl.counts()
-		shared := ""
-		if s.fl.isShared() {
-			shared = fmt.Sprintf(", shared files assigned %d of %d", c.sharedAssigned, s.fl.sharedTotal)
-		}
-		r.fail("%s: not settled after %v (leader %q, leases held %d of %d, local keys %d of %d%s, revoking %d)",
-			what, took.Round(time.Millisecond), leader, s.fl.leasesHeld(), len(s.fl.all()),
-			c.localKeys, len(s.fl.all())*s.o.files, shared, c.revoking)
-		s.unsettled = true
-	}
-	return took
-}
-
 // leaderNow is the current leader id; a read error is returned.
 func (s *sim) leaderNow(ctx context.Context) (string, error) { return s.e.co.leader(ctx) }
 
