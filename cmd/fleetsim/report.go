@@ -14,6 +14,7 @@ func (s *sim) print(r *result) {
 	for _, row := range r.rows {
 		fmt.Fprintf(tw, "  %s\t%s\n", row[0], row[1])
 	}
+	fmt.Fprintf(tw, "  agent leases lost (whole scenario)\t%.0f\n", r.leasesLost)
 	for _, row := range windowRows(r.w) {
 		fmt.Fprintf(tw, "  %s\t%s\n", row[0], row[1])
 	}

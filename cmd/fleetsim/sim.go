@@ -31,8 +31,9 @@ type result struct {
 	failed   string      // why the scenario failed; "" if it did not
 	// from and to, when set, bound the etcd and leader figures instead of
 	// the scenario's start and end (a load phase without the wait after it).
-	from, to time.Time
-	w        window
+	from, to   time.Time
+	leasesLost float64 // agents' lease losses during the whole scenario
+	w          window
 }
 
 func (r *result) add(figure, format string, args ...any) {
@@ -90,11 +91,20 @@ func (s *sim) runAll(ctx context.Context) error {
 			return fmt.Errorf("coordinator %s exited by itself before %s (see %s/%s.log)", id, sc.name, s.e.dir, id)
 		}
 		r := &result{name: sc.name}
+		lost0, err := s.fl.leaseLosses()
+		if err != nil {
+			return err
+		}
 		start := time.Now()
 		s.e.sm.take(ctx)
 		if err := sc.run(ctx, s, r); err != nil {
 			return fmt.Errorf("scenario %s: %w", sc.name, err)
 		}
+		lost, err := s.fl.leaseLosses()
+		if err != nil {
+			return err
+		}
+		r.leasesLost = lost - lost0
 		s.e.sm.take(ctx)
 		end := time.Now()
 		if !r.from.IsZero() {
