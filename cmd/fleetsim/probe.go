@@ -74,7 +74,17 @@ func (s *sampler) take(ctx context.Context) sample {
 	sm.keys = s.writtenKeys(sctx)
 	if id, term, err := s.co.leaderTerm(sctx); err == nil {
 		sm.leader, sm.term = id, term
-		sm.pid = s.co.pid(id)
+	} else {
+		// etcd too busy to answer: the leader is the one last seen, so
+		// that its CPU and memory are still followed under overload.
+		s.mu.Lock()
+		if n := len(s.samples); n > 0 {
+			sm.leader, sm.term = s.samples[n-1].leader, s.samples[n-1].term
+		}
+		s.mu.Unlock()
+	}
+	if sm.leader != "" {
+		sm.pid = s.co.pid(sm.leader)
 	}
 	if sm.pid != 0 {
 		sm.rss, sm.hwm, _ = procMem(sm.pid)
