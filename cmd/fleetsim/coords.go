@@ -62,7 +62,11 @@ func (c *coords) start(id string) error {
 		return fmt.Errorf("log file of %s: %w", id, err)
 	}
 	args := []string{"--id", id, "--listen", listen, "--etcd-endpoints", strings.Join(c.o.endpoints, ","),
-		"--lease-ttl", c.o.coordTTL.String()}
+		"--lease-ttl", c.o.coordTTL.String(),
+		// A status refreshed every second lets the settle check see that
+		// an idle leader has planned after the last change (settle.go);
+		// the default is 10 s. --coordinator-flag, given later, wins.
+		"--status-interval", "1s"}
 	if c.ks.Root() != "" {
 		args = append(args, "--etcd-prefix", c.ks.Root())
 	}

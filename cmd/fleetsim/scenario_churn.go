@@ -14,7 +14,7 @@ import (
 // time until their local files are assigned, and until the leader settled
 // (shared files it moved to the joiners included).
 func joinStorm(ctx context.Context, s *sim, r *result) error {
-	s.settle(ctx, r, "before the join")
+	s.settle(ctx, r, "before the join", time.Time{})
 	n := max(1, int(float64(s.o.agents)*s.o.joinShare))
 	before := s.fl.snapshot()
 	c0 := s.fl.counts()
@@ -31,7 +31,7 @@ func joinStorm(ctx context.Context, s *sim, r *result) error {
 		return nil
 	}
 	r.add("join started -> joiners' local files assigned", "%s (%d files)", secs(tLocal), n*s.o.files)
-	s.settle(ctx, r, "after the join")
+	s.settle(ctx, r, "after the join", start)
 	tSettled := time.Since(start)
 	r.add("join started -> settled", "%s", secs(tSettled))
 	c := s.fl.counts()
@@ -47,7 +47,7 @@ func joinStorm(ctx context.Context, s *sim, r *result) error {
 // leader does about it: assignments deleted, recreated, moved, and the time
 // until it settled with every agent back.
 func revokeLeases(ctx context.Context, s *sim, r *result) error {
-	s.settle(ctx, r, "before the revocation")
+	s.settle(ctx, r, "before the revocation", time.Time{})
 	all := s.fl.all()
 	n := max(1, int(float64(len(all))*s.o.revokeShare))
 	step := len(all) / n
@@ -93,7 +93,7 @@ func revokeLeases(ctx context.Context, s *sim, r *result) error {
 		return nil
 	}
 	r.add("revoked -> every agent holds a new lease", "%s", secs(tBack))
-	s.settle(ctx, r, "after the revocation")
+	s.settle(ctx, r, "after the revocation", start)
 	took := time.Since(start)
 	r.add("revoked -> settled", "%s", secs(took))
 	c := s.fl.counts()

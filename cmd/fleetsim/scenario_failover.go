@@ -14,7 +14,7 @@ import (
 // before the kill is compared with the one after the new leader settled,
 // and any revoking mark meanwhile counts too.
 func failover(ctx context.Context, s *sim, r *result) error {
-	s.settle(ctx, r, "before the kill")
+	s.settle(ctx, r, "before the kill", time.Time{})
 	if r.failed != "" {
 		return nil
 	}
@@ -56,7 +56,7 @@ func failover(ctx context.Context, s *sim, r *result) error {
 		return s.e.co.start(old)
 	}
 	r.add("kill -> newcomer's files assigned", "%s (%d files)", secs(tNew), s.o.files)
-	s.settle(ctx, r, "after the failover")
+	s.settle(ctx, r, "after the failover", start)
 	r.add("kill -> settled", "%s", secs(time.Since(start)))
 	c := s.fl.counts()
 	n := moved(before, s.fl.snapshot())

@@ -11,7 +11,7 @@ import (
 // for --duration: the keys per second asked and achieved, the Txn latency,
 // the leases lost meanwhile, and whether the leader still settles after.
 func checkpointLoad(ctx context.Context, s *sim, r *result) error {
-	s.settle(ctx, r, "before the checkpoints")
+	s.settle(ctx, r, "before the checkpoints", time.Time{})
 	m := s.o.cp
 	agents := s.fl.all()
 	busy := 0
@@ -42,11 +42,16 @@ func checkpointLoad(ctx context.Context, s *sim, r *result) error {
 			m.run(cctx, a, s.e.ks, st)
 		}()
 	}
-	wg.Wait()
+	// The load's figures end at its deadline; Txns in flight then are
+	// cancelled, but under overload some take long to return (seen: many
+	// minutes at 1M files), so how long the agents took to stop is shown.
+	<-cctx.Done()
 	s.e.sm.take(ctx)
 	r.from, r.to = start, time.Now()
 	elapsed := time.Since(start).Seconds()
 	lost, err := s.fl.leaseLosses()
+	wg.Wait()
+	r.add("load end -> every agent's checkpoint loop returned", "%s", secs(time.Since(r.to)))
 	if err != nil {
 		return err
 	}
@@ -62,7 +67,7 @@ func checkpointLoad(ctx context.Context, s *sim, r *result) error {
 	}
 	r.add("Txn latency p50 / p99", "%v / %v", st.quantile(0.50).Round(time.Millisecond), st.quantile(0.99).Round(time.Millisecond))
 	r.add("agent leases lost", "%.0f", lost-lost0)
-	tSettle := s.settle(ctx, r, "after the checkpoints")
+	tSettle := s.settle(ctx, r, "after the checkpoints", time.Time{})
 	r.add("end -> leader settled", "%s", secs(tSettle))
 	r.add("assignments moved or recreated", "%d", moved(before, s.fl.snapshot()))
 	r.headline = fmt.Sprintf("%.0f of %.0f keys/s (%.0f%%), Txn p99 %v, %.0f leases lost",
@@ -73,7 +78,7 @@ func checkpointLoad(ctx context.Context, s *sim, r *result) error {
 // idle lets the settled fleet be for --duration: what the leader and etcd
 // cost when nothing changes (lease renewals, periodic resyncs, status).
 func idle(ctx context.Context, s *sim, r *result) error {
-	s.settle(ctx, r, "before the idle period")
+	s.settle(ctx, r, "before the idle period", time.Time{})
 	c0 := s.fl.counts()
 	leader, err := s.leaderNow(ctx)
 	if err != nil {

@@ -40,7 +40,7 @@ func coldLocal(ctx context.Context, s *sim, r *result) error {
 	}
 	r.add("coordinators started -> every local file assigned", "%s", secs(time.Since(start)))
 	r.headline = fmt.Sprintf("%d local files assigned %s after the coordinators started", want, secs(time.Since(start)))
-	s.settle(ctx, r, "after the cold start")
+	s.settle(ctx, r, "after the cold start", start)
 	return nil
 }
 
@@ -65,7 +65,7 @@ func coldShared(ctx context.Context, s *sim, r *result) error {
 	}
 	r.add("topic written -> every shared file assigned", "%s", secs(took))
 	r.headline = fmt.Sprintf("%d shared files over %d members assigned in %s", s.fl.sharedTotal, len(s.fl.all()), secs(took))
-	s.settle(ctx, r, "after the shared topic")
+	s.settle(ctx, r, "after the shared topic", start)
 	r.add("topic written -> settled (no handover pending)", "%s", secs(time.Since(start)))
 	if c := s.fl.counts(); c.localKeys != localBefore {
 		r.add("local assignments changed meanwhile", "%d -> %d", localBefore, c.localKeys)

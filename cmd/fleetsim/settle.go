@@ -16,13 +16,23 @@ import (
 // revoking) is not enough: files can all be assigned while heartbeats the
 // leader has not planned with are still arriving, and the leader acts on
 // them later (a failover right then would take the blame). So the leader
-// must also say, in /status/coordinator, written after each pass that
-// changes it, that it has planned with every member and file and has no
-// handover pending.
-func (s *sim) settle(ctx context.Context, r *result, what string) time.Duration {
+// must also say, in /status/coordinator, that it has planned with every
+// member and file and has no handover pending, from a pass that started
+// after the scenario's change (stim) and after the fleet's own view was
+// last unsettled: a leader busy for minutes still shows its last pass's
+// status, from before the change. With nothing changed (stim zero, the
+// fleet settled from the start) an old pass will do: an idle leader runs
+// none. (The coordinators run with --status-interval 1s, so a status is
+// never more than a second behind its pass.)
+func (s *sim) settle(ctx context.Context, r *result, what string, stim time.Time) time.Duration {
 	why := ""
+	after := stim
 	took, ok := s.await(ctx, func() bool {
-		why = s.unsettledWhy(ctx)
+		if why = s.fleetUnsettled(); why != "" {
+			after = time.Now()
+			return false
+		}
+		why = s.leaderUnsettled(ctx, after)
 		return why == ""
 	})
 	if !ok {
@@ -32,26 +42,39 @@ func (s *sim) settle(ctx context.Context, r *result, what string) time.Duration 
 	return took
 }
 
-// unsettledWhy says what is still to be done, "" if nothing.
-func (s *sim) unsettledWhy(ctx context.Context) string {
+// fleetUnsettled says what the fleet's own view still lacks, "" if nothing.
+func (s *sim) fleetUnsettled() string {
 	n := len(s.fl.all())
 	if held := s.fl.leasesHeld(); held < n {
 		return fmt.Sprintf("%d of %d agents hold their lease with their keys written", held, n)
 	}
 	c := s.fl.counts()
-	files := n * s.o.files
-	if c.localKeys != files {
-		return fmt.Sprintf("%d of %d local files assigned", c.localKeys, files)
+	if local := n * s.o.files; c.localKeys != local {
+		return fmt.Sprintf("%d of %d local files assigned", c.localKeys, local)
 	}
-	if s.fl.isShared() {
-		if c.sharedAssigned != s.fl.sharedTotal {
-			return fmt.Sprintf("%d of %d shared files assigned", c.sharedAssigned, s.fl.sharedTotal)
-		}
-		files += s.fl.sharedTotal
+	if s.fl.isShared() && c.sharedAssigned != s.fl.sharedTotal {
+		return fmt.Sprintf("%d of %d shared files assigned", c.sharedAssigned, s.fl.sharedTotal)
 	}
 	if c.revoking > 0 {
 		return fmt.Sprintf("%d assignments revoking", c.revoking)
 	}
+	return ""
+}
+
+// files is every file the leader should know: local, and shared once the
+// shared topic runs.
+func (s *sim) files() int {
+	n := len(s.fl.all()) * s.o.files
+	if s.fl.isShared() {
+		n += s.fl.sharedTotal
+	}
+	return n
+}
+
+// leaderUnsettled says what the leader's status still lacks, "" if nothing;
+// its last pass must have started after after, unless that is zero.
+func (s *sim) leaderUnsettled(ctx context.Context, after time.Time) string {
+	n, files := len(s.fl.all()), s.files()
 	leader, err := s.leaderNow(ctx)
 	if err != nil || leader == "" {
 		return fmt.Sprintf("no leader (%v)", err)
@@ -65,6 +88,9 @@ func (s *sim) unsettledWhy(ctx context.Context) string {
 	case st.Members != n || st.Files != files || st.Assignments != files || st.PendingHandovers != 0:
 		return fmt.Sprintf("the leader's status has %d of %d members, %d of %d files, %d of %d assignments, %d handovers pending",
 			st.Members, n, st.Files, files, st.Assignments, files, st.PendingHandovers)
+	case !after.IsZero() && !st.LastReconcile.After(after):
+		return fmt.Sprintf("the leader's last pass started at %s, before the last change at %s",
+			st.LastReconcile.Format(time.RFC3339Nano), after.Format(time.RFC3339Nano))
 	}
 	return ""
 }
