@@ -44,8 +44,12 @@
 // CPU, VmRSS and VmHWM from /proc/<pid>/status); each scenario's table ends
 // with what they did during it.
 //
-// "Settled" means every file of every live agent is assigned and no
-// handover is pending. A scenario that does not get there within
+// "Settled" means every agent holds its lease with its keys written, every
+// file is assigned, nothing is revoking, and the leader's
+// /status/coordinator, from a pass that started after the scenario's
+// change, counts every member and file with no handover pending (the
+// coordinators run with --status-interval 1s for this; see settle.go).
+// A scenario that does not get there within
 // --converge-timeout fails, as does a failover that moved an assignment;
 // fleetsim then exits 1 and keeps its working directory (the
 // coordinators' logs). Figures on a shared machine are noisy: the
