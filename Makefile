@@ -13,12 +13,12 @@ LDFLAGS   := -s -w \
 	-X $(PKG)/internal/version.Version=$(VERSION) \
 	-X $(PKG)/internal/version.Commit=$(COMMIT) \
 	-X $(PKG)/internal/version.Date=$(DATE)
-BINARIES  := logagent coordinator logctl devstack
+BINARIES  := logagent coordinator logctl devstack fleetsim
 STATICCHECK_VERSION := v0.8.2
 # go test's own timeout: the whole suite is meant to take a few minutes.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build package package-test test system-test test-short fuzz bench pgo lint vet staticcheck fmt fmt-check tidy-check demo chaos clean help
+.PHONY: all build package package-test test system-test test-short fuzz bench pgo lint vet staticcheck fmt fmt-check tidy-check demo chaos scale clean help
 
 all: build
 
@@ -122,6 +122,21 @@ demo: build ## run the whole system locally: etcd, Kafka, 2 coordinators, 3 agen
 DURATION ?= 30m
 chaos: build ## run the demo with random faults for DURATION, print totals, fail on any loss
 	$(BIN)/devstack --bin $(BIN) --view=false --duration $(DURATION) --chaos-every 5s --rotate-every 7s --kafka-port 0 --check $(CHAOS_ARGS)
+
+# The fleet simulator (cmd/fleetsim): the real coordinator pair and an
+# embedded etcd with simulated agents. By default one run per fleet of
+# SCALE_FLEETS (agents x files per agent), about 10 minutes in all on two
+# cores; SCALE_ARGS holding --agents or --files makes it one run of that
+# fleet (make scale SCALE_ARGS="--agents 10000 --files 100"); other flags in
+# SCALE_ARGS apply to every run.
+SCALE_FLEETS ?= 1000x100 10000x10
+scale: build ## fleet simulator: cold start, failover, join, lease loss, checkpoints, idle; per-scenario figures (SCALE_FLEETS, SCALE_ARGS)
+	@case " $(SCALE_ARGS)" in \
+	*" --agents"*|*" --files"*) $(BIN)/fleetsim --bin $(BIN) $(SCALE_ARGS) ;; \
+	*) rc=0; for f in $(SCALE_FLEETS); do \
+		$(BIN)/fleetsim --bin $(BIN) --agents $${f%x*} --files $${f#*x} $(SCALE_ARGS) || rc=1; \
+	done; exit $$rc ;; \
+	esac
 
 clean:
 	rm -rf $(BIN)
