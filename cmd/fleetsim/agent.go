@@ -236,11 +236,13 @@ func (a *simAgent) checkpointValue(r fileRef, offset int64) []byte {
 		Agent: a.id, Size: offset, Updated: time.Now().UTC()})
 }
 
-// checkpointModel is how agents write checkpoints to etcd; today's agent
-// (pkg/agent checkpoint.go): every interval, one Txn per batch of files
-// whose offset moved, each Put guarded by the create revision of the
-// file's assignment key. Change this (and its flags) when the agent's
-// checkpoint design changes.
+// checkpointModel is how agents write checkpoints to etcd; the agent's
+// etcd tier (pkg/agent checkpoint.go): every etcd interval (sized to the
+// fleet by default, see options.validate), one Txn per batch of files whose
+// offset moved, each Put guarded by the create revision of the file's
+// assignment key. The local tier (the state file) costs etcd nothing and
+// is not modelled. Change this (and its flags) when the agent's checkpoint
+// design changes.
 type checkpointModel struct {
 	interval time.Duration
 	batch    int     // files per Txn, at most etcd's --max-txn-ops

@@ -17,6 +17,7 @@ import (
 
 	"github.com/logferry/logferry/internal/cliflags"
 	"github.com/logferry/logferry/internal/logging"
+	"github.com/logferry/logferry/pkg/agent"
 )
 
 const envPrefix = "FLEETSIM"
@@ -41,6 +42,7 @@ type options struct {
 	coordTTL       time.Duration
 	coordArgs      []string
 	cp             checkpointModel
+	cpBudget       float64
 	joinShare      float64
 	revokeShare    float64
 	timeout        time.Duration
@@ -89,7 +91,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", 10*time.Second, "agents' lease TTL (the agent's --lease-ttl)")
 	fs.DurationVar(&o.coordTTL, "coordinator-lease-ttl", 5*time.Second, "coordinators' --lease-ttl (whole seconds): how long a killed leader blocks the standby")
 	fs.StringSliceVar(&o.coordArgs, "coordinator-flag", nil, "extra flag for both coordinators, repeatable (for example --coordinator-flag=--resync-interval=5m)")
-	fs.DurationVar(&o.cp.interval, "checkpoint-interval", time.Second, "checkpoint model: how often each agent checkpoints (the agent's --checkpoint-interval)")
+	fs.DurationVar(&o.cp.interval, "checkpoint-interval", 0, "checkpoint model: how often each agent writes its moved offsets to etcd; "+
+		"0: as the agent sizes its etcd tier, the fleet's files over --checkpoint-budget, between 5s and 10m (1s models the agent before its two-tier checkpoints)")
+	fs.Float64Var(&o.cpBudget, "checkpoint-budget", agent.DefaultEtcdCheckpointBudget, "checkpoint model: the agents' --etcd-checkpoint-budget (keys/s)")
 	fs.IntVar(&o.cp.batch, "checkpoint-batch", 128, "checkpoint model: files per Txn, each Put guarded by its assignment (at most etcd's --max-txn-ops, 128)")
 	fs.Float64Var(&o.cp.busy, "checkpoint-busy", 1, "checkpoint model: share of assigned files whose offset moves every interval (1: every file is busy)")
 	fs.Float64Var(&o.joinShare, "join-share", 0.10, "join scenario: agents added within one second, as a share of --agents")
@@ -134,8 +138,10 @@ func (o *options) validate() error {
 		return fmt.Errorf("--shared-files %d: want 0..4000", o.sharedFiles)
 	case o.sharedReplicas < 1 || o.sharedReplicas > o.agents:
 		return fmt.Errorf("--shared-replicas %d: want 1..--agents (%d)", o.sharedReplicas, o.agents)
-	case o.cp.interval < 10*time.Millisecond:
-		return fmt.Errorf("--checkpoint-interval %v: at least 10ms", o.cp.interval)
+	case o.cp.interval != 0 && o.cp.interval < 10*time.Millisecond:
+		return fmt.Errorf("--checkpoint-interval %v: at least 10ms (or 0)", o.cp.interval)
+	case o.cpBudget <= 0:
+		return fmt.Errorf("--checkpoint-budget %v: want more than 0", o.cpBudget)
 	case o.cp.batch < 1 || o.cp.batch > 128:
 		return fmt.Errorf("--checkpoint-batch %d: want 1..128", o.cp.batch)
 	case o.cp.busy < 0 || o.cp.busy > 1:
@@ -159,6 +165,11 @@ func (o *options) validate() error {
 	}
 	if _, err := os.Stat(filepath.Join(o.bin, "coordinator")); err != nil {
 		return fmt.Errorf("--bin %q: coordinator not found (run make build): %w", o.bin, err)
+	}
+	if o.cp.interval == 0 {
+		// As each agent sizes its etcd tier (pkg/agent checkpoint.go).
+		files := float64(o.agents*o.files + o.sharedFiles)
+		o.cp.interval = min(max(time.Duration(files/o.cpBudget*float64(time.Second)), 5*time.Second), 10*time.Minute)
 	}
 	return nil
 }
