@@ -11,7 +11,9 @@
 //     so watchers see a change only when something changed.
 //   - A lost lease (expired, revoked, keepalives unanswered for a TTL, etcd
 //     down for longer than the TTL) is never revived: a new lease is granted
-//     with capped exponential backoff and every key is written again.
+//     after a random wait of up to a TTL (so a fleet that lost its leases
+//     together does not come back together), with capped exponential
+//     backoff on failures, and every key is written again.
 //   - A clean stop revokes the lease, so the keys disappear at once instead
 //     of after the TTL.
 //   - Lease() is non-zero only while a lease is held, proved alive, and

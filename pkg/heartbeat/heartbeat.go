@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -249,7 +250,14 @@ func (r *Registrar) Run(ctx context.Context) error {
 			return nil
 		}
 		r.losses.Inc()
-		r.log.Warn("lease lost; granting a new one and writing every key again", "lease", fmt.Sprintf("%x", lease))
+		// When many holders lose their leases at once (etcd overloaded, a
+		// split healed), all granting and rewriting at the same moment
+		// would overload it again: spread the new grants over up to a TTL.
+		wait := rand.N(min(r.ttl(), r.cfg.MaxBackoff))
+		r.log.Warn("lease lost; granting a new one and writing every key again", "lease", fmt.Sprintf("%x", lease), "after", wait)
+		if !ctxwait.Sleep(ctx, wait) {
+			return nil
+		}
 	}
 }
 
