@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/logferry/logferry/pkg/discovery"
 	"github.com/logferry/logferry/pkg/keyspace"
 	"github.com/logferry/logferry/pkg/mirror"
@@ -167,84 +165,6 @@ func partEnded(ctx context.Context, what string, err error) error {
 		return ctx.Err()
 	}
 	return fmt.Errorf("agent: %s ended: %w", what, err)
-}
-
-// checkLease fences or unfences the agent as the lease's proof says, and
-// arms the timer for the moment the proof runs out.
-func (c *controller) checkLease(ctx context.Context, timer *time.Timer) {
-	a := c.a
-	alive := a.reg.Alive()
-	switch {
-	case alive && c.fenced:
-		c.unfence(ctx)
-	case !alive && !c.fenced:
-		c.fence()
-	}
-	if alive {
-		timer.Reset(time.Until(a.reg.AliveUntil()))
-	}
-}
-
-// unfence starts a new watch of the assignments; runs start once its
-// snapshot arrives.
-func (c *controller) unfence(ctx context.Context) {
-	a := c.a
-	c.fenced = false
-	if c.everAlive {
-		a.log.Info("etcd lease proved alive again; reading the assignments again before shipping")
-	}
-	c.everAlive = true
-	m, err := mirror.New(a.cfg.Client, []string{a.cfg.Space.AgentAssignPrefix(a.cfg.ID)}, mirror.WithLogger(a.log))
-	if err != nil {
-		a.log.Error("cannot watch the assignments", "err", err)
-		return
-	}
-	c.gen++
-	gen := c.gen
-	wctx, cancel := context.WithCancel(ctx)
-	batches := c.batches
-	c.watch = &assignWatch{gen: gen, cancel: cancel, ended: goEnded(func() error {
-		return m.Run(wctx, func(b mirror.Batch) error {
-			select {
-			case batches <- genBatch{gen: gen, b: b}:
-				return nil
-			case <-wctx.Done():
-				return wctx.Err()
-			}
-		})
-	})}
-}
-
-// fence stops every file at once: the lease can no longer be proved alive,
-// so the coordinator may give the files away at any moment, and Kafka
-// writes cannot be fenced by etcd. Records not on the wire are dropped
-// (they are read again), and nothing starts until a lease is proved again
-// and the assignments are read again.
-func (c *controller) fence() {
-	a := c.a
-	c.fenced = true
-	a.m.selfFences.Inc()
-	a.log.Warn("cannot prove the etcd lease alive; stopping every file until a lease is held and the assignments are read again",
-		"alive_until", a.reg.AliveUntil().Format(time.RFC3339Nano), "err", a.reg.Err())
-	if c.watch != nil {
-		c.watch.cancel()
-		c.oldWatch = append(c.oldWatch, c.watch.ended)
-		c.watch = nil
-	}
-	c.haltAll()
-	// Every tailer has returned (keeping its descriptor): nothing sends any
-	// more, so everything the shipper holds now is dropped, and each run
-	// reads on from what Kafka acknowledged, if its assignment is still
-	// the same once read again.
-	a.cfg.Shipper.Fence()
-	for _, fr := range c.runs {
-		if fr.state != stateReleasing {
-			c.readAgain(fr)
-		}
-	}
-	c.assigns = map[fileRef]assignment{}
-	c.assignsLoaded = false
-	c.publish()
 }
 
 func (c *controller) onAssignBatch(b mirror.Batch) {
@@ -506,101 +426,6 @@ func (c *controller) onFenced(frs []*fileRun) {
 		c.a.m.fencedOut.Inc()
 		c.drop(fr)
 	}
-}
-
-// onLapsed restarts, from what Kafka acknowledged, the runs the shipper
-// dropped a record of (the lease was not proved for a moment): the records
-// after it can never be acknowledged in order.
-func (c *controller) onLapsed() {
-	for _, fr := range c.runs {
-		if fr.state == stateReleasing || !fr.hasLapsed() {
-			continue
-		}
-		c.a.log.Warn("records of the file were dropped unwritten (lease not proved); reading on from what Kafka acknowledged",
-			"topic", fr.topic, "path", fr.pathNow())
-		c.halt(fr)
-		c.readAgain(fr)
-	}
-}
-
-// readAgain forgets what fr's tailer had sent and Kafka did not
-// acknowledge (dropped unwritten), so the next tailer of fr reads it again
-// from the acknowledged offset: also a finished file's, through the
-// descriptor its tailer kept. Only while no tailer of fr runs.
-func (c *controller) readAgain(fr *fileRun) {
-	dropped := fr.resetInflight()
-	switch {
-	case fr.state == stateTailing, fr.state == stateFinished && dropped:
-		fr.to(stateIdle)
-	case fr.state == stateGone && dropped:
-		c.a.log.Error("records of a file that is gone were dropped unwritten; they cannot be read again",
-			"topic", fr.topic, "path", fr.pathNow())
-	}
-}
-
-// release hands a revoked file back: stop reading, wait for Kafka's acks,
-// then write the final offset and delete the assignment in one Txn guarded
-// by the assignment's create revision. The run stays until the result is
-// in: a release that failed on an etcd error is tried again with the same
-// run, so its final offset is not lost.
-func (c *controller) release(fr *fileRun) {
-	a := c.a
-	c.halt(fr)
-	fr.to(stateReleasing)
-	c.releasing.Add(1)
-	go func() {
-		defer c.releasing.Done()
-		ctx, cancel := context.WithTimeout(c.releaseCtx, a.cfg.StopTimeout+5*time.Second)
-		defer cancel()
-		if err := fr.waitDrained(ctx); err != nil {
-			a.log.Warn("release: Kafka did not acknowledge everything in time; releasing at the acknowledged offset",
-				"topic", fr.topic, "path", fr.pathNow(), "err", err)
-		}
-		ops := []clientv3.Op{clientv3.OpDelete(fr.assignKey)}
-		if off, size, due := fr.checkpointDue(); due && !fr.identityUnknown() {
-			ops = append(ops, clientv3.OpPut(a.cfg.Space.Offset(fr.topic, fr.key), string(a.checkpointValue(fr, off, size))))
-		}
-		tctx, tcancel := context.WithTimeout(ctx, txnTimeout)
-		resp, err := a.cfg.Client.Txn(tctx).
-			If(clientv3.Compare(clientv3.CreateRevision(fr.assignKey), "=", fr.createRev)).
-			Then(ops...).Commit()
-		tcancel()
-		result := "released"
-		switch {
-		case err != nil:
-			result = "error"
-			a.log.Error("release failed; retrying", "topic", fr.topic, "file", fr.key, "err", err)
-		case !resp.Succeeded:
-			result = "fenced"
-		default:
-			a.log.Info("file released", "topic", fr.topic, "path", fr.pathNow(), "offset", fr.ackedOffset())
-		}
-		a.m.releases.WithLabelValues(result).Inc()
-		select {
-		case c.releases <- releaseDone{fr: fr, result: result}:
-		case <-c.stopped:
-		}
-	}()
-}
-
-// releaseRetry is how long a release that failed on an etcd error waits
-// before it is tried again.
-const releaseRetry = time.Second
-
-func (c *controller) onRelease(rd releaseDone) {
-	fr := rd.fr
-	if fr.state != stateReleasing {
-		return
-	}
-	if rd.result == "error" {
-		// The assignment is still revoking: the next reconcile after the
-		// wait releases the same run again, with its acknowledged offset.
-		fr.to(stateIdle)
-		fr.retryAt = time.Now().Add(releaseRetry)
-		time.AfterFunc(releaseRetry, func() { poke(c.dirty) })
-		return
-	}
-	c.drop(fr)
 }
 
 // stop ends every run for the clean stop: tailers first, then the releases
