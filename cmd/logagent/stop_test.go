@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/logferry/logferry/internal/testenv"
 	"github.com/logferry/logferry/pkg/keyspace"
@@ -124,6 +127,20 @@ func TestSIGTERMStopsWithinTenSeconds(t *testing.T) {
 		c.sigterm(t)
 	})
 
+	t.Run("kafka failing while shipping", func(t *testing.T) {
+		c := startChild(t, bin, append(common, "--id", "h4", "--etcd-endpoints", e.Endpoint(), "--kafka-brokers", strings.Join(k.Brokers(), ","))...)
+		f := firstFile(t, e.Client(), keyspace.Space{}, "stop", "h4")
+		assign(t, e.Client(), keyspace.Space{}, "stop", "h4", f)
+		testenv.WaitFor(t, 15*time.Second, "the line shipped", func() bool {
+			return len(testenv.ReadAll(t, k.Brokers(), "stop")) > 0
+		})
+		fault := k.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotEnoughReplicas, Count: -1})
+		defer fault.Remove()
+		appendLine(t, filepath.Join(dir, "app.log"), "written while Kafka refuses\n")
+		testenv.WaitFor(t, 15*time.Second, "a failed write to Kafka", func() bool { return fault.Hits() > 0 })
+		c.sigterm(t)
+	})
+
 	t.Run("etcd cut off while shipping", func(t *testing.T) {
 		p := testenv.StartProxy(t, e.Endpoint())
 		c := startChild(t, bin, append(common, "--id", "h3", "--etcd-endpoints", p.Addr(), "--kafka-brokers", strings.Join(k.Brokers(), ","))...)
@@ -140,4 +157,13 @@ func TestSIGTERMStopsWithinTenSeconds(t *testing.T) {
 		c.sigterm(t)
 		require.Contains(t, c.stderr.String(), "cannot prove the etcd lease alive", "the agent fenced itself")
 	})
+}
+
+func appendLine(t *testing.T, path, line string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString(line)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
 }
