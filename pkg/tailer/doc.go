@@ -2,7 +2,7 @@
 // with exact byte offsets.
 //
 // It wraps github.com/nxadm/tail, and makes up for what that library gets
-// wrong (see shared/LIBRARIES.md): nxadm/tail follows appends through the
+// wrong (docs/architecture.md lists it): nxadm/tail follows appends through the
 // path, but the tailer owns identity, rotation and truncation.
 //
 // Invariants:
