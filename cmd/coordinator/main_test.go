@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,24 +22,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestHelpVersionAndCheckConfig(t *testing.T) {
 	var out, errb bytes.Buffer
@@ -100,7 +81,7 @@ func TestRunLeadsServesAndStops(t *testing.T) {
 	t.Setenv("COORDINATOR_ETCD_ENDPOINTS", e.Endpoint())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errb syncBuffer
+	var out, errb testenv.Buffer
 	code := make(chan int, 1)
 	go func() {
 		code <- run(ctx, []string{"--id", "c1", "--listen", addr, "--lease-ttl", "2s", "--log-format", "json"}, &out, &errb)
@@ -156,7 +137,7 @@ func TestBinarySIGTERM(t *testing.T) {
 	e := testenv.StartEtcd(t)
 	admin := e.Client()
 	addr := testenv.FreeAddr(t)
-	var errb syncBuffer
+	var errb testenv.Buffer
 	cmd := exec.Command(bin, "--id", "c-bin", "--lease-ttl", "30s")
 	cmd.Env = append(os.Environ(), "COORDINATOR_ETCD_ENDPOINTS="+e.Endpoint(), "COORDINATOR_LISTEN="+addr)
 	cmd.Stderr = &errb

@@ -5,13 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -68,15 +66,11 @@ func crashAndResume(t *testing.T, bin string, failover bool, etcdInterval string
 	_, err := topics.NewStore(cli, ks).Put(context.Background(), "crash", topics.Config{Paths: []string{path}, Shared: true})
 	require.NoError(t, err)
 	states := map[string]string{"h1": t.TempDir(), "h2": t.TempDir()}
-	start := func(id string) *exec.Cmd {
-		cmd := exec.Command(bin, "--etcd-endpoints", e.Endpoint(), "--kafka-brokers", strings.Join(k.Brokers(), ","),
-			"--id", id, "--listen", testenv.FreeAddr(t), "--allow-path", dir, "--scan-interval", "100ms",
+	start := func(id string) *child {
+		return startChild(t, bin, "--etcd-endpoints", e.Endpoint(), "--kafka-brokers", strings.Join(k.Brokers(), ","),
+			"--id", id, "--allow-path", dir, "--scan-interval", "100ms",
 			"--checkpoint-interval", "500ms", "--etcd-checkpoint-interval", etcdInterval, "--state-dir", states[id],
 			"--lease-ttl", "2s", "--fingerprint-bytes", "32", "--kafka-linger", "5ms")
-		cmd.Stderr = os.Stderr
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		return cmd
 	}
 	agent := start("h1")
 
@@ -127,8 +121,7 @@ func crashAndResume(t *testing.T, bin string, failover bool, etcdInterval string
 		off, ok := resumeFrom()
 		return ok && n >= 2000 && n-linesBefore(off) >= 300
 	})
-	require.NoError(t, agent.Process.Signal(syscall.SIGKILL))
-	_ = agent.Wait()
+	agent.kill9(t)
 	cp, ok := resumeFrom()
 	require.True(t, ok)
 	shippedAtKill := len(testenv.ReadAll(t, k.Brokers(), "crash"))
@@ -160,8 +153,7 @@ func crashAndResume(t *testing.T, bin string, failover bool, etcdInterval string
 		}
 		return len(distinct) >= total
 	})
-	require.NoError(t, agent.Process.Signal(syscall.SIGTERM))
-	require.NoError(t, agent.Wait(), "a clean stop exits 0")
+	agent.sigterm(t) // a clean stop exits 0
 
 	count := map[int64]int{}
 	values := map[int64]string{}

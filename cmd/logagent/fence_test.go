@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -60,19 +59,11 @@ func TestPausedAgentFencesItself(t *testing.T) {
 	go func() { cdone <- co.Run(cctx) }()
 	t.Cleanup(func() { ccancel(); <-cdone })
 
-	agents := map[string]*exec.Cmd{}
+	agents := map[string]*child{}
 	for _, id := range []string{"h1", "h2", "h3"} {
-		cmd := exec.Command(bin, "--etcd-endpoints", e.Endpoint(), "--kafka-brokers", strings.Join(k.Brokers(), ","),
-			"--id", id, "--listen", testenv.FreeAddr(t), "--allow-path", dir, "--scan-interval", "200ms", "--state-dir", t.TempDir(),
+		agents[id] = startChild(t, bin, "--etcd-endpoints", e.Endpoint(), "--kafka-brokers", strings.Join(k.Brokers(), ","),
+			"--id", id, "--allow-path", dir, "--scan-interval", "200ms", "--state-dir", t.TempDir(),
 			"--checkpoint-interval", "500ms", "--lease-ttl", "3s", "--fingerprint-bytes", "32", "--kafka-linger", "5ms")
-		cmd.Stderr = os.Stderr
-		require.NoError(t, cmd.Start())
-		agents[id] = cmd
-		t.Cleanup(func() {
-			_ = cmd.Process.Signal(syscall.SIGCONT)
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		})
 	}
 
 	// Writers append numbered lines to every file throughout.
@@ -133,7 +124,7 @@ func TestPausedAgentFencesItself(t *testing.T) {
 		}
 	}
 	t.Logf("freezing %s, owner of %d files", busiest, len(moved))
-	require.NoError(t, agents[busiest].Process.Signal(syscall.SIGSTOP))
+	agents[busiest].signal(t, syscall.SIGSTOP)
 	// Frozen until its files are assigned to others and the successors
 	// have shipped each of them for a while.
 	testenv.WaitFor(t, 30*time.Second, "the frozen agent's files to move and be shipped by others", func() bool {
@@ -156,7 +147,7 @@ func TestPausedAgentFencesItself(t *testing.T) {
 		}
 		return true
 	})
-	require.NoError(t, agents[busiest].Process.Signal(syscall.SIGCONT))
+	agents[busiest].signal(t, syscall.SIGCONT)
 	testenv.WaitFor(t, 30*time.Second, "the thawed agent back with a new lease", func() bool {
 		resp, err := cli.Get(context.Background(), ks.Heartbeat("fence", busiest))
 		return err == nil && len(resp.Kvs) == 1
@@ -184,9 +175,8 @@ func TestPausedAgentFencesItself(t *testing.T) {
 		}
 		return true
 	})
-	for id, cmd := range agents {
-		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM), id)
-		require.NoError(t, cmd.Wait(), "%s stops cleanly", id)
+	for _, c := range agents {
+		c.sigterm(t)
 	}
 
 	// In each moved file's partition (the key is the file), in log order:

@@ -1,14 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,65 +17,6 @@ import (
 	"github.com/logferry/logferry/pkg/keyspace"
 	"github.com/logferry/logferry/pkg/topics"
 )
-
-// lockedBuffer is a child's stderr, read while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// child is a running logagent binary.
-type child struct {
-	cmd    *exec.Cmd
-	stderr *lockedBuffer
-	listen string
-	exited chan struct{}
-	err    error
-}
-
-func startChild(t *testing.T, bin string, args ...string) *child {
-	t.Helper()
-	c := &child{stderr: &lockedBuffer{}, listen: testenv.FreeAddr(t), exited: make(chan struct{})}
-	c.cmd = exec.Command(bin, append([]string{"--listen", c.listen}, args...)...)
-	c.cmd.Stderr = c.stderr
-	require.NoError(t, c.cmd.Start())
-	go func() { c.err = c.cmd.Wait(); close(c.exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-c.exited:
-		default:
-			_ = c.cmd.Process.Kill()
-			<-c.exited
-		}
-	})
-	return c
-}
-
-// sigterm stops c and fails unless it exits cleanly within 10 s.
-func (c *child) sigterm(t *testing.T) {
-	t.Helper()
-	start := time.Now()
-	require.NoError(t, c.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case <-c.exited:
-		require.NoError(t, c.err, "exit status 0 expected; stderr:\n%s", c.stderr.String())
-	case <-time.After(10 * time.Second):
-		t.Fatalf("still running 10 s after SIGTERM; stderr:\n%s", c.stderr.String())
-	}
-	t.Logf("exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
-}
 
 // TestSIGTERMStopsWithinTenSeconds: whatever etcd and Kafka do, SIGTERM
 // ends the agent within 10 s with exit status 0. An etcd it cannot reach is

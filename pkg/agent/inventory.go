@@ -161,9 +161,7 @@ func (inv *inventory) Run(ctx context.Context) error {
 				continue
 			}
 		case <-inv.foundNow:
-			for _, f := range inv.takeFound() {
-				inv.onFound(f)
-			}
+			inv.listFound(inv.takeFound())
 			continue
 		}
 		inv.scan(ctx)
@@ -313,7 +311,7 @@ func listedWhileRun(ri runInfo, grace time.Duration) bool {
 }
 
 // hold is the directory watcher's callback, on its goroutine: the file is
-// held at once, before the inventory lists it, so a run created meanwhile
+// held at once, before the inventory lists it (listFound), so a run created meanwhile
 // (from a scan that saw the file too) finds the descriptor even if the
 // file has lost its name by then. It reports false once ctx is done.
 func (inv *inventory) hold(ctx context.Context, fd discovery.Found) bool {
@@ -345,40 +343,51 @@ func (inv *inventory) takeFound() []discovery.Found {
 	return q
 }
 
-// onFound lists a file the directory watcher found and holds: at once in
-// the topic's heartbeat, so it gets its assignment, and its tailer, as soon
-// as possible (the controller hands the descriptor to the tailer).
-func (inv *inventory) onFound(fd discovery.Found) {
+// listFound lists the files the directory watcher found and holds: at once
+// in their topics' heartbeats, so they get their assignments, and their
+// tailers, as soon as possible (the controller hands the descriptors to the
+// tailers). A burst of new files costs one heartbeat per topic and one
+// snapshot, not one per file.
+func (inv *inventory) listFound(fds []discovery.Found) {
 	a := inv.a
-	ref := fileRef{fd.Topic, fd.File.Key}
-	e, ok := inv.topics[fd.Topic]
-	if !ok || e.Err != nil || inv.refused[fd.Topic] || !inv.topicsLoaded {
-		a.log.Debug("new file found, not held: its topic is not served here", "topic", fd.Topic, "path", fd.File.Path, "file", fd.File.Key)
-		if h := inv.held.take(ref); h != nil {
-			h.fd.Close()
-		}
-		return
-	}
-	a.log.Debug("new file found and held open", "topic", fd.Topic, "path", fd.File.Path, "file", fd.File.Key)
 	view := inv.views.Load()
-	if inv.held.running(ref) || !view.loaded {
-		// A run has the file already (it may take the descriptor if its
-		// own open fails), or the assignments are not read yet (fenced, or
-		// starting): the first scan once they are lists held files.
+	changed := map[string]bool{}
+	for _, fd := range fds {
+		ref := fileRef{fd.Topic, fd.File.Key}
+		e, ok := inv.topics[fd.Topic]
+		if !ok || e.Err != nil || inv.refused[fd.Topic] || !inv.topicsLoaded {
+			a.log.Debug("new file found, not held: its topic is not served here", "topic", fd.Topic, "path", fd.File.Path, "file", fd.File.Key)
+			if h := inv.held.take(ref); h != nil {
+				h.fd.Close()
+			}
+			continue
+		}
+		a.log.Debug("new file found and held open", "topic", fd.Topic, "path", fd.File.Path, "file", fd.File.Key)
+		if inv.held.running(ref) || !view.loaded {
+			// A run has the file already (it may take the descriptor if its
+			// own open fails), or the assignments are not read yet (fenced,
+			// or starting): the first scan once they are lists held files.
+			continue
+		}
+		files := inv.seen[fd.Topic]
+		if files == nil {
+			files = map[string]protocol.SeenFile{}
+			inv.seen[fd.Topic] = files
+		}
+		if _, listed := files[fd.File.Key]; listed {
+			continue
+		}
+		files[fd.File.Key] = fd.File
+		inv.recent[ref] = vanishedFile{SeenFile: fd.File, at: time.Now()}
+		changed[fd.Topic] = true
+	}
+	if len(changed) == 0 {
 		return
 	}
-	files := inv.seen[fd.Topic]
-	if files == nil {
-		files = map[string]protocol.SeenFile{}
-		inv.seen[fd.Topic] = files
+	for topic := range changed {
+		inv.heartbeats[topic] = true
+		a.reg.Set(a.cfg.Space.Heartbeat(topic, a.cfg.ID), inv.heartbeatValue(topic, inv.seen[topic], view))
 	}
-	if _, listed := files[fd.File.Key]; listed {
-		return
-	}
-	files[fd.File.Key] = fd.File
-	inv.recent[ref] = vanishedFile{SeenFile: fd.File, at: time.Now()}
-	inv.heartbeats[fd.Topic] = true
-	a.reg.Set(a.cfg.Space.Heartbeat(fd.Topic, a.cfg.ID), inv.heartbeatValue(fd.Topic, files, view))
 	inv.publish()
 }
 
