@@ -140,6 +140,11 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
+	if local != nil {
+		// Short files' identities, which the scanner cannot compute again
+		// once they grew (pkg/fileid).
+		local.Each(func(_, _ string, e statefile.Entry) { scanner.Remember(e.Identity) })
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -348,7 +353,7 @@ func (a *Agent) tail(ctx context.Context, fr *fileRun) error {
 		Path: path, File: fr.held, Identity: fr.identity,
 		// A file the globs no longer match (found by identity after a
 		// rotation) is finished once read to its end and idle.
-		Rotated: !a.scanner.Matches(fr.cfg, path), Shared: fr.cfg.Shared, FingerprintBytes: a.cfg.FingerprintBytes,
+		Rotated: !a.scanner.Matches(fr.cfg, path), FingerprintBytes: a.cfg.FingerprintBytes,
 		Offset: offset, MaxLineBytes: fr.cfg.MaxLineBytes, Truncate: fr.cfg.LongLines == topics.LongLinesTruncate,
 		RotatedIdle: a.cfg.RotatedIdle, Poll: !a.cfg.TailInotify, PartialTimeout: a.cfg.PartialLineTimeout, Logger: a.log.With("topic", fr.topic, "file", fr.key),
 		OnTruncate: func(old int64) {
@@ -420,5 +425,26 @@ func (a *Agent) startOffset(ctx context.Context, fr *fileRun) (start, error) {
 		}
 		st.offset = fi.Size()
 	}
+	a.saveShortIdentity(fr, st.offset)
 	return st, nil
+}
+
+// saveShortIdentity makes the identity of a file found shorter than the
+// fingerprint durable before any line of it is shipped: once the file has
+// grown nothing can compute that identity again, and a crash before its
+// first checkpoint would otherwise make it another file after the
+// restart, shipped again under another key.
+func (a *Agent) saveShortIdentity(fr *fileRun, offset int64) {
+	if a.local == nil || !fr.identity.Partial {
+		return
+	}
+	if _, ok := a.local.Get(fr.topic, fr.key); ok {
+		return
+	}
+	a.local.Set(fr.topic, fr.key, statefile.Entry{Offset: offset, Identity: fr.identity, Path: fr.pathNow(), Updated: time.Now()})
+	if err := a.local.Save(); err != nil {
+		a.m.checkpointErr.WithLabelValues("local").Inc()
+		a.log.Warn("cannot save a short file's identity; a crash before its first checkpoint would ship it again",
+			"topic", fr.topic, "path", fr.pathNow(), "err", err)
+	}
 }

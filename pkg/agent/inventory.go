@@ -215,6 +215,11 @@ func (inv *inventory) scan(ctx context.Context) {
 			found = append(found, protocol.Problem{Topic: name, Kind: discovery.KindRefused, Error: e.Err.Error()})
 			continue
 		}
+		if !inv.seeded[name] {
+			// Before the scan: the checkpoints hold the identities of
+			// short files, which the scanner must give again.
+			inv.seeded[name] = inv.seedFromCheckpoints(ctx, name, e.Config)
+		}
 		res := a.scanner.Scan(name, e.Config)
 		found = append(found, res.Problems...)
 		inv.refused[name] = res.Refused != nil
@@ -244,9 +249,6 @@ func (inv *inventory) scan(ctx context.Context) {
 			if listedWhileRun(ri, grace) {
 				files[ref.file] = protocol.SeenFile{Key: ref.file, Path: ri.path, Size: ri.fr.ackedOffset(), Identity: ri.identity}
 			}
-		}
-		if !inv.seeded[name] {
-			inv.seeded[name] = inv.seedFromCheckpoints(ctx, name, e.Config)
 		}
 		dirs := dirIndex{}
 		inv.reportUnfinished(ctx, name, e.Config, files, dirs, view)

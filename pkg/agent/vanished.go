@@ -83,7 +83,7 @@ func (inv *inventory) reportUnfinished(ctx context.Context, topic string, cfg to
 		if !ok || (v.covered > 0 && e.size <= v.covered) {
 			continue // gone (noteVanished accounts for it), or shipped
 		}
-		size, ok := sizeIfSame(e.path, v.Identity, inv.a.cfg.FingerprintBytes, cfg.Shared)
+		size, ok := sizeIfSame(e.path, v.Identity, inv.a.cfg.FingerprintBytes)
 		if !ok {
 			continue // the inode is another file's now
 		}
@@ -147,6 +147,7 @@ func (inv *inventory) seedFromCheckpoints(ctx context.Context, topic string, cfg
 		if !cfg.Shared && cp.Agent != a.cfg.ID {
 			continue // another host's file
 		}
+		a.scanner.Remember(cp.Identity)
 		ref := fileRef{topic, string(kv.Key[len(prefix):])}
 		if _, known := inv.recent[ref]; !known {
 			inv.recent[ref] = vanishedFile{SeenFile: protocol.SeenFile{Key: ref.file, Path: cp.Path, Identity: cp.Identity}, at: now}
@@ -343,14 +344,13 @@ func inodes(dir string) map[uint64]dirEntry {
 }
 
 // sizeIfSame returns the size of the file at path if it has identity id.
-func sizeIfSame(path string, id protocol.FileIdentity, fingerprintBytes int, shared bool) (int64, bool) {
+func sizeIfSame(path string, id protocol.FileIdentity, fingerprintBytes int) (int64, bool) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, false
 	}
 	defer f.Close()
-	got, err := fileid.Of(f, fingerprintBytes)
-	if err != nil || !fileid.Same(got, id, shared) {
+	if same, err := fileid.Check(f, id, fingerprintBytes); err != nil || !same {
 		return 0, false
 	}
 	fi, err := f.Stat()

@@ -9,9 +9,14 @@
 //     error naming the glob and the roots; a file that only resolves outside
 //     them through a symlink is skipped and reported.
 //   - Only regular files are reported; a file is reported with its identity
-//     (pkg/fileid), so a file too short to be fingerprinted is not reported
-//     yet, and a file that cannot be opened or read is reported as a
-//     problem, never silently skipped.
+//     (pkg/fileid), and a file that cannot be opened or read is reported as
+//     a problem, never silently skipped.
+//   - A file shorter than the fingerprint is identified at once on a local
+//     topic, and once it is SharedQuiet old on a shared one (so that every
+//     member hashes the same bytes); until then it is reported as a
+//     problem of kind KindUnidentified. The scanner remembers such a
+//     file's partial identity and gives it again while the file grows, so
+//     its key does not change (see short.go).
 //   - A scan's result is sorted by path and is a pure function of the file
 //     system and the inputs.
 //   - The watcher only adds to what scans find; see Watcher for its own.
@@ -39,6 +44,9 @@ const (
 	KindRefused    = "topic-refused"
 	KindUnreadable = "unreadable"
 	KindOutside    = "outside-allowed-roots"
+	// KindUnidentified: a short file on a shared topic, still being
+	// written (see SharedQuiet).
+	KindUnidentified = "unidentified"
 )
 
 // ErrOutsideRoots marks a topic refused for reaching outside the roots.
@@ -50,6 +58,7 @@ type Scanner struct {
 	agent            string
 	fingerprintBytes int
 	now              func() time.Time
+	short            shortFiles
 }
 
 // NewScanner returns a scanner confined to roots (absolute directories).
@@ -68,7 +77,8 @@ func NewScanner(roots []string, agent string, fingerprintBytes int) (*Scanner, e
 	if fingerprintBytes <= 0 {
 		return nil, fmt.Errorf("discovery: fingerprint size %d must be positive", fingerprintBytes)
 	}
-	return &Scanner{roots: clean, agent: agent, fingerprintBytes: fingerprintBytes, now: time.Now}, nil
+	return &Scanner{roots: clean, agent: agent, fingerprintBytes: fingerprintBytes, now: time.Now,
+		short: shortFiles{ids: map[inodeRef]shortFile{}}}, nil
 }
 
 // Result is what one scan of one topic found.
@@ -78,7 +88,8 @@ type Result struct {
 	Refused  error
 	Files    []protocol.SeenFile
 	Problems []protocol.Problem
-	// Unidentified counts files too short to fingerprint yet.
+	// Unidentified counts files not identified yet (see SharedQuiet); each
+	// is also a problem of kind KindUnidentified.
 	Unidentified int
 }
 
@@ -112,6 +123,9 @@ func (s *Scanner) Scan(name string, cfg topics.Config) Result {
 				res.Problems = append(res.Problems, *problem)
 			case !ok:
 				res.Unidentified++
+				res.Problems = append(res.Problems, protocol.Problem{Topic: name, Path: m, Kind: KindUnidentified,
+					Error: fmt.Sprintf("shorter than %d bytes and written in the last %s: on a shared topic it is identified, and shipped, once it is that long or that quiet",
+						s.fingerprintBytes, SharedQuiet)})
 			case f != nil:
 				res.Files = append(res.Files, *f)
 			}
@@ -182,17 +196,14 @@ func (s *Scanner) open(topic string, cfg topics.Config, path string) (*protocol.
 		}
 		return problem(KindUnreadable, err)
 	}
-	id, err := fileid.Of(f, s.fingerprintBytes)
+	id, ok, err := s.identify(f, cfg.Shared)
 	switch {
-	case errors.Is(err, fileid.ErrTooShort):
-		f.Close()
-		return nil, nil, nil, false
 	case err != nil:
 		f.Close()
 		return problem(KindUnreadable, err)
-	}
-	if cfg.Shared {
-		id.Device = 0 // NFS clients see different devices; the key leaves it out too
+	case !ok:
+		f.Close()
+		return nil, nil, nil, false
 	}
 	// The size of the descriptor's file, not of the path's: the path may
 	// name another file by now.

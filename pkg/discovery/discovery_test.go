@@ -50,11 +50,15 @@ func TestScanGlobsAndExcludes(t *testing.T) {
 	require.NoError(t, r.Refused)
 	require.Empty(t, r.Problems)
 	require.Equal(t, []string{
-		filepath.Join(root, "a.log"), filepath.Join(root, "b.log"),
+		filepath.Join(root, "a.log"), filepath.Join(root, "b.log"), filepath.Join(root, "short.log"),
 		filepath.Join(root, "sub/c.log"), filepath.Join(root, "sub/deep/d.log"),
 	}, paths(r))
-	require.Equal(t, 1, r.Unidentified, "short.log is not identified yet")
+	require.Zero(t, r.Unidentified, "a short file on a local topic is identified at once")
 	for _, f := range r.Files {
+		if f.Identity.Partial {
+			require.Equal(t, filepath.Join(root, "short.log"), f.Path)
+			continue
+		}
 		require.Len(t, f.Key, 32)
 		require.Positive(t, f.Identity.Inode)
 		require.Equal(t, int64(len(long)+len(strings.TrimPrefix(f.Path, root+"/"))), f.Size)
@@ -119,4 +123,88 @@ func TestNewScannerValidates(t *testing.T) {
 	require.ErrorContains(t, err, `"var/log"`)
 	_, err = NewScanner([]string{"/var/log"}, "h", 0)
 	require.Error(t, err)
+}
+
+// A file shorter than the fingerprint is shipped like any other: on a
+// local topic it is identified at once and keeps its key as it grows; on
+// a shared one every member waits until it is quiet, so all of them hash
+// the same bytes and agree on its key.
+func TestShortFilesKeepTheirKeys(t *testing.T) {
+	root := t.TempDir()
+	path := filepath.Join(root, "cron.log")
+	mk(t, path, "")
+	now := time.Now()
+	clock := func() time.Time { return now }
+	scanner := func(agent string) *Scanner {
+		s, err := NewScanner([]string{root}, agent, fp)
+		require.NoError(t, err)
+		s.now = clock
+		return s
+	}
+	local := cfg(t, `{"paths":["`+root+`/*.log"]}`)
+	h1 := scanner("h1")
+	first := h1.Scan("t", local)
+	require.Len(t, first.Files, 1, "an empty file is identified")
+	require.True(t, first.Files[0].Identity.Partial)
+
+	appendTo := func(s string) {
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		require.NoError(t, err)
+		_, err = f.WriteString(s)
+		require.NoError(t, err)
+		require.NoError(t, f.Close())
+	}
+	appendTo("job started\n")
+	grown := h1.Scan("t", local)
+	require.Equal(t, first.Files[0].Key, grown.Files[0].Key, "written after it was found empty")
+	appendTo(strings.Repeat("job output\n", 10)) // past the fingerprint length
+	grown = h1.Scan("t", local)
+	require.Equal(t, first.Files[0].Key, grown.Files[0].Key, "grown past the fingerprint")
+	require.Equal(t, first.Files[0].Identity, grown.Files[0].Identity)
+
+	// A restarted agent knows the identity from the file's checkpoint;
+	// without it the grown file would be another file.
+	restarted := scanner("h1")
+	require.NotEqual(t, first.Files[0].Key, restarted.Scan("t", local).Files[0].Key)
+	restarted = scanner("h1")
+	restarted.Remember(first.Files[0].Identity)
+	require.Equal(t, first.Files[0].Key, restarted.Scan("t", local).Files[0].Key)
+
+	// Shared: written just now, so not identified, and said so.
+	other := filepath.Join(root, "status.log")
+	mk(t, other, "ok\n")
+	require.NoError(t, os.Chtimes(other, now, now))
+	m1, m2 := scanner("h1"), scanner("h2")
+	res := m1.Scan("s", cfg(t, `{"paths":["`+other+`"],"shared":true}`))
+	require.Empty(t, res.Files)
+	require.Equal(t, 1, res.Unidentified)
+	require.Len(t, res.Problems, 1)
+	require.Equal(t, KindUnidentified, res.Problems[0].Kind)
+	require.Equal(t, other, res.Problems[0].Path)
+	now = now.Add(SharedQuiet)
+	r1 := m1.Scan("s", cfg(t, `{"paths":["`+other+`"],"shared":true}`))
+	r2 := m2.Scan("s", cfg(t, `{"paths":["`+other+`"],"shared":true}`))
+	require.Len(t, r1.Files, 1, "quiet now")
+	require.Empty(t, r1.Problems)
+	require.Equal(t, r1.Files[0].Key, r2.Files[0].Key, "every member computes the same key")
+	require.Zero(t, r1.Files[0].Identity.Birth)
+}
+
+// A short file's identity covers few bytes (an empty file's none), so the
+// scanner tells a rewrite from growth by the bytes it saw since: a file
+// found empty, written, then truncated and written again (copytruncate) is
+// a new file with a new key.
+func TestRewrittenShortFileIsANewFile(t *testing.T) {
+	root := t.TempDir()
+	path := filepath.Join(root, "app.log")
+	mk(t, path, "")
+	s, err := NewScanner([]string{root}, "h1", fp)
+	require.NoError(t, err)
+	c := cfg(t, `{"paths":["`+path+`"]}`)
+	empty := s.Scan("t", c).Files[0]
+	mk(t, path, "first content, long enough\n")
+	require.Equal(t, empty.Key, s.Scan("t", c).Files[0].Key, "grown")
+	require.NoError(t, os.Truncate(path, 0))
+	mk(t, path, "other content, even longer than that\n")
+	require.NotEqual(t, empty.Key, s.Scan("t", c).Files[0].Key, "rewritten")
 }

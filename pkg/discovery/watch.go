@@ -44,7 +44,8 @@ type Found struct {
 //   - It watches the directories the topics' globs can match in (at most
 //     MaxWatchedDirs), under the allowed roots only.
 //   - A path is identified once per file: after a create or rename at that
-//     path, at its first event that finds it long enough to fingerprint.
+//     path, at its first event that identifies it (a short file on a
+//     shared topic waits for quiet: see SharedQuiet).
 //   - It only adds to what scans find; a lost event (queue overflow) asks
 //     for a scan.
 type Watcher struct {

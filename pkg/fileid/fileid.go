@@ -4,15 +4,24 @@
 // Invariants:
 //   - A file's identity is the SHA-256 of its first N bytes (the
 //     fingerprint) together with its inode, and its device for local files.
-//     A file shorter than N bytes has no identity yet (ErrTooShort).
+//   - A file shorter than N bytes is identified too, by a partial
+//     fingerprint of all its bytes (none, for an empty file). It keeps that
+//     identity, and so its key, as it grows: a partial identity matches a
+//     file whose first Bytes bytes still hash to it (Check). Whoever
+//     identifies a growing file again from scratch (after forgetting it)
+//     gets another identity, so callers remember partial identities (the
+//     scanner's memory, seeded from checkpoints).
 //   - A rename keeps the identity, so a rotated file keeps its key and its
-//     checkpoint. A rewrite of the first N bytes (copytruncate followed by
+//     checkpoint. A rewrite of the first bytes (copytruncate followed by
 //     new content) changes the fingerprint, so the file is a new file read
 //     from 0. Two files with the same first bytes differ by inode.
-//   - On a shared topic the key leaves out the device and the agent, so
-//     every member that mounts the volume computes the same key for the same
-//     file. On a local topic it includes both, since inodes repeat across
-//     hosts and disks.
+//   - On a shared topic the key leaves out the device, the birth time and
+//     the agent, so every member that mounts the volume computes the same
+//     key for the same file. On a local topic it includes them, since
+//     inodes repeat across hosts and disks.
+//   - A full identity's key is computed as it always was (one key scheme
+//     across versions); a partial identity's key also covers its length
+//     and birth time.
 //   - Keys are 32 lower-case hex digits: valid keyspace file keys.
 package fileid
 
@@ -27,33 +36,55 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/logferry/logferry/pkg/protocol"
 )
 
 // DefaultFingerprintBytes is how many leading bytes identify a file.
 const DefaultFingerprintBytes = 1024
 
-// ErrTooShort is returned for a file shorter than the fingerprint: it is not
-// identified, and so not shipped, until it grows.
-var ErrTooShort = errors.New("fileid: file shorter than the fingerprint")
-
-// Of computes the identity of an open file from its first n bytes.
-func Of(f *os.File, n int) (protocol.FileIdentity, error) {
+// Of computes the identity of an open file from its first n bytes, or from
+// all of them (a partial identity) if it is shorter. shared leaves out
+// what differs between the hosts that mount a shared volume: the device
+// and the birth time.
+func Of(f *os.File, n int, shared bool) (protocol.FileIdentity, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return protocol.FileIdentity{}, fmt.Errorf("stat %s: %w", f.Name(), err)
 	}
 	buf := make([]byte, n)
-	if _, err := f.ReadAt(buf, 0); err != nil {
-		if errors.Is(err, io.EOF) {
-			return protocol.FileIdentity{}, fmt.Errorf("%w: %s has %d bytes, %d needed", ErrTooShort, f.Name(), fi.Size(), n)
-		}
+	got, err := f.ReadAt(buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
 		return protocol.FileIdentity{}, fmt.Errorf("read %s: %w", f.Name(), err)
 	}
-	return FromStat(fi, buf)
+	id, err := FromStat(fi, buf[:got])
+	if err != nil {
+		return id, err
+	}
+	if got < n {
+		id.Partial, id.Bytes = true, got
+		if !shared {
+			id.Birth = birth(f)
+		}
+	}
+	if shared {
+		id.Device = 0 // NFS clients see different devices
+	}
+	return id, nil
 }
 
-// FromStat builds the identity from a stat result and the file's first
+// birth is f's birth time in Unix nanoseconds, or 0 where the file system
+// does not record it.
+func birth(f *os.File) int64 {
+	var st unix.Statx_t
+	if unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_BTIME, &st) != nil || st.Mask&unix.STATX_BTIME == 0 {
+		return 0
+	}
+	return st.Btime.Sec*1e9 + int64(st.Btime.Nsec)
+}
+
+// FromStat builds a full identity from a stat result and the file's first
 // bytes.
 func FromStat(fi os.FileInfo, head []byte) (protocol.FileIdentity, error) {
 	st, ok := fi.Sys().(*syscall.Stat_t)
@@ -68,6 +99,46 @@ func FromStat(fi os.FileInfo, head []byte) (protocol.FileIdentity, error) {
 	}, nil
 }
 
+// Covered is how many leading bytes id's fingerprint covers, for an agent
+// whose fingerprint length is n.
+func Covered(id protocol.FileIdentity, n int) int {
+	if id.Partial {
+		return id.Bytes
+	}
+	return n
+}
+
+// Check reports whether the open file f still is the file want
+// identifies: same inode (and device and birth time, where want has them),
+// and its first Covered(want, n) bytes hash to want's fingerprint. A file
+// that grew keeps a partial identity; one whose first bytes were rewritten,
+// or that shrank below them, does not.
+func Check(f *os.File, want protocol.FileIdentity, n int) (bool, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return false, fmt.Errorf("stat %s: %w", f.Name(), err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false, fmt.Errorf("fileid: %s: no inode information on this platform", fi.Name())
+	}
+	if st.Ino != want.Inode || (want.Device != 0 && uint64(st.Dev) != want.Device) { //nolint:unconvert // Dev is not uint64 on every platform
+		return false, nil
+	}
+	if want.Birth != 0 && birth(f) != want.Birth {
+		return false, nil
+	}
+	buf := make([]byte, Covered(want, n))
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		if errors.Is(err, io.EOF) {
+			return false, nil // shorter than what identified it
+		}
+		return false, fmt.Errorf("read %s: %w", f.Name(), err)
+	}
+	sum := sha256.Sum256(buf)
+	return hex.EncodeToString(sum[:]) == want.Fingerprint, nil
+}
+
 // Key derives the <file> key. agent is ignored for shared topics.
 func Key(id protocol.FileIdentity, shared bool, agent string) string {
 	h := sha256.New()
@@ -80,6 +151,18 @@ func Key(id protocol.FileIdentity, shared bool, agent string) string {
 		binary.BigEndian.PutUint64(b[:], id.Device)
 		h.Write(b[:])
 		h.Write([]byte(agent))
+	}
+	if id.Partial {
+		// The fingerprint of a short file is the hash of fewer bytes: its
+		// length and birth time keep it apart from full identities and
+		// from an earlier file on the same inode.
+		h.Write([]byte("\x00partial"))
+		binary.BigEndian.PutUint64(b[:], uint64(id.Bytes))
+		h.Write(b[:])
+		if !shared {
+			binary.BigEndian.PutUint64(b[:], uint64(id.Birth))
+			h.Write(b[:])
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
@@ -107,7 +190,7 @@ func FindByInode(dir string, inode uint64) (path string, size int64, ok bool) {
 // Same reports whether two identities name the same file. For shared
 // topics the device is not compared: NFS clients see different devices.
 func Same(a, b protocol.FileIdentity, shared bool) bool {
-	if a.Fingerprint != b.Fingerprint || a.Inode != b.Inode {
+	if a.Fingerprint != b.Fingerprint || a.Inode != b.Inode || a.Partial != b.Partial || a.Bytes != b.Bytes || a.Birth != b.Birth {
 		return false
 	}
 	return shared || a.Device == b.Device

@@ -26,9 +26,20 @@ var ErrVersion = errors.New("protocol: unknown value version")
 // fingerprint of its first bytes and its inode (and device, for files on a
 // local disk).
 type FileIdentity struct {
-	Fingerprint string `json:"fingerprint"` // hex SHA-256 of the first FingerprintBytes bytes
+	Fingerprint string `json:"fingerprint"` // hex SHA-256 of the first FingerprintBytes bytes (Bytes, if Partial)
 	Inode       uint64 `json:"inode"`
 	Device      uint64 `json:"device,omitempty"`
+	// Partial marks a file identified while shorter than the fingerprint
+	// length: Fingerprint covers its first Bytes bytes only (0 for a file
+	// identified empty), and it keeps that identity, matched by prefix, as
+	// it grows.
+	Partial bool `json:"partial,omitempty"`
+	Bytes   int  `json:"bytes,omitempty"`
+	// Birth is the file's birth time (statx), in Unix nanoseconds, on a
+	// local topic's partial identity where the file system records it: a
+	// reused inode whose first bytes happen to match is then still another
+	// file.
+	Birth int64 `json:"birth,omitempty"`
 }
 
 // SeenFile is one file an agent reports for a topic. In a heartbeat only

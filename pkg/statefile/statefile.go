@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +44,9 @@ type Store struct {
 	mu      sync.Mutex
 	entries map[string]Entry
 	dirty   bool
+	// saving serialises Save: two saves writing at once could rename the
+	// older snapshot last.
+	saving sync.Mutex
 }
 
 // ErrCorrupt marks a state file that cannot be read.
@@ -123,6 +127,17 @@ func (s *Store) Delete(topic, file string) {
 	}
 }
 
+// Each calls f for every saved checkpoint, in no particular order, with
+// the store locked: f must not call the store.
+func (s *Store) Each(f func(topic, file string, e Entry)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, e := range s.entries {
+		topic, file, _ := strings.Cut(k, "/")
+		f(topic, file, e)
+	}
+}
+
 // Len is how many files the state holds.
 func (s *Store) Len() int {
 	s.mu.Lock()
@@ -133,6 +148,8 @@ func (s *Store) Len() int {
 // Save writes the state if it changed since the last save: a temporary
 // file, fsync, rename, fsync of the directory.
 func (s *Store) Save() error {
+	s.saving.Lock()
+	defer s.saving.Unlock()
 	s.mu.Lock()
 	if !s.dirty {
 		s.mu.Unlock()

@@ -85,9 +85,7 @@ type Config struct {
 	// Rotated: the file has already left the name it was found under (the
 	// topic's globs no longer match Path): it is read to its end and
 	// finished once idle for RotatedIdle, even while Path still names it.
-	Rotated bool
-	// Shared: the file is on a shared volume (identities ignore the device).
-	Shared           bool
+	Rotated          bool
 	FingerprintBytes int
 	// Offset is where reading starts (a checkpoint, 0, or the file's size).
 	Offset int64
@@ -126,7 +124,7 @@ type Tailer struct {
 	cfg    Config
 	log    *slog.Logger
 	f      *os.File
-	head   []byte       // the file's first FingerprintBytes bytes, as opened
+	head   []byte       // the file's first FingerprintBytes bytes, as opened or read since (see grow)
 	buf    []byte       // scratch for headSame (Run's goroutine only)
 	offset atomic.Int64 // End of the last emitted line; read by other goroutines
 }
@@ -154,7 +152,21 @@ func (v verifiedReader) ReadAt(p []byte, off int64) (int, error) {
 	if n > 0 && !v.t.headSame() {
 		return 0, errRewritten
 	}
+	v.t.grow(p[:n], off)
 	return n, err
+}
+
+// grow extends the head, up to the fingerprint length, with bytes just
+// read at off and found to follow an unchanged head. A file opened short,
+// or empty, then tells a later rewrite from growth by every byte read of
+// its start, not only by those it had when it was opened.
+func (t *Tailer) grow(p []byte, off int64) {
+	have := int64(len(t.head))
+	if have >= int64(t.cfg.FingerprintBytes) || off > have || off+int64(len(p)) <= have {
+		return
+	}
+	end := min(off+int64(len(p)), int64(t.cfg.FingerprintBytes))
+	t.head = append(t.head, p[have-off:end-off]...)
 }
 
 // New checks cfg; it opens nothing.
@@ -244,10 +256,14 @@ func (t *Tailer) run(ctx context.Context, emit func(Line) error) (err error) {
 		f.Close()
 	}()
 	t.f = f
+	// A file shorter than the fingerprint has a shorter head: appends
+	// leave it as it is, so it still tells a rewrite from growth.
 	t.head = make([]byte, t.cfg.FingerprintBytes)
-	if _, err := f.ReadAt(t.head, 0); err != nil {
+	n, err := f.ReadAt(t.head, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("%w: read the head of %s: %v", ErrGone, t.cfg.Path, err)
 	}
+	t.head = t.head[:n]
 	r := newReader(verifiedReader{t: t}, f.Name(), t.cfg.MaxLineBytes, t.cfg.Truncate)
 	emit = t.emitter(emit)
 	var idleSince time.Time
@@ -337,15 +353,15 @@ func (t *Tailer) openIfOurs(path string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	id, err := fileid.Of(f, t.cfg.FingerprintBytes)
+	same, err := fileid.Check(f, t.cfg.Identity, t.cfg.FingerprintBytes)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%w: identify %s: %w", ErrMismatch, path, err)
 	}
-	if !fileid.Same(id, t.cfg.Identity, t.cfg.Shared) {
+	if !same {
 		f.Close()
-		return nil, fmt.Errorf("%w: %s has inode %d, fingerprint %.12s; want inode %d, fingerprint %.12s",
-			ErrMismatch, path, id.Inode, id.Fingerprint, t.cfg.Identity.Inode, t.cfg.Identity.Fingerprint)
+		return nil, fmt.Errorf("%w: %s is not the file with inode %d, fingerprint %.12s",
+			ErrMismatch, path, t.cfg.Identity.Inode, t.cfg.Identity.Fingerprint)
 	}
 	return f, nil
 }
@@ -387,8 +403,7 @@ func (t *Tailer) checkTruncation(r *reader) error {
 		return fmt.Errorf("stat %s: %w", t.cfg.Path, err)
 	}
 	offset := t.Offset()
-	id, err := fileid.Of(t.f, t.cfg.FingerprintBytes)
-	if err != nil || !fileid.Same(id, t.cfg.Identity, t.cfg.Shared) {
+	if same, err := fileid.Check(t.f, t.cfg.Identity, t.cfg.FingerprintBytes); err != nil || !same {
 		t.log.Warn("file rewritten; its identity is gone", "offset", offset, "size", fi.Size())
 		return fmt.Errorf("%w: %s (offset %d, now %d bytes)", ErrGone, t.cfg.Path, offset, fi.Size())
 	}
@@ -409,8 +424,8 @@ func (t *Tailer) changed() bool {
 	if err != nil || fi.Size() < t.Offset() || t.pathState() != pathOurs {
 		return true
 	}
-	id, err := fileid.Of(t.f, t.cfg.FingerprintBytes)
-	return err != nil || !fileid.Same(id, t.cfg.Identity, t.cfg.Shared)
+	same, err := fileid.Check(t.f, t.cfg.Identity, t.cfg.FingerprintBytes)
+	return err != nil || !same
 }
 
 // follow runs nxadm/tail from t.offset until it stops by itself, the path
@@ -490,6 +505,9 @@ func (t *Tailer) follow(ctx context.Context, emit func(Line) error) error {
 				// A line we cannot place, or one that may come from content
 				// that replaced the file: the descriptor path decides.
 				return nil
+			}
+			if len(t.head) < t.cfg.FingerprintBytes {
+				t.grow([]byte(l.Text+"\n"), start)
 			}
 			linesSinceCheck++
 			if err := splitLine(start, end, []byte(l.Text), t.cfg.MaxLineBytes, t.cfg.Truncate, emit); err != nil {

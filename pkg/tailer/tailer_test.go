@@ -75,7 +75,7 @@ func startTailerWith(t *testing.T, path string, offset int64, mod func(*Config, 
 	t.Helper()
 	f, err := os.Open(path)
 	require.NoError(t, err)
-	id, err := fileid.Of(f, fpBytes)
+	id, err := fileid.Of(f, fpBytes, false)
 	f.Close()
 	require.NoError(t, err)
 	cfg := Config{Path: path, Identity: id, FingerprintBytes: fpBytes, Offset: offset, MaxLineBytes: 1 << 20,
@@ -233,7 +233,7 @@ func TestRotatedBeforeOpenFoundByIdentity(t *testing.T) {
 	path := filepath.Join(dir, "app.log")
 	appendTo(t, path, header()+"a\nb\n")
 	f, _ := os.Open(path)
-	id, _ := fileid.Of(f, fpBytes)
+	id, _ := fileid.Of(f, fpBytes, false)
 	f.Close()
 	require.NoError(t, os.Rename(path, path+".1"))
 	appendTo(t, path, strings.Repeat("n", 40)+"\n")
@@ -295,7 +295,7 @@ func TestMismatch(t *testing.T) {
 	path := filepath.Join(dir, "app.log")
 	appendTo(t, path, header())
 	f, _ := os.Open(path)
-	id, _ := fileid.Of(f, fpBytes)
+	id, _ := fileid.Of(f, fpBytes, false)
 	f.Close()
 	require.NoError(t, os.Remove(path))
 	appendTo(t, path, strings.Repeat("other head ", 5)+"\n")
@@ -311,7 +311,7 @@ func TestEmitErrorStops(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.log")
 	appendTo(t, path, header()+"a\n")
 	f, _ := os.Open(path)
-	id, _ := fileid.Of(f, fpBytes)
+	id, _ := fileid.Of(f, fpBytes, false)
 	f.Close()
 	tl, err := New(Config{Path: path, Identity: id, FingerprintBytes: fpBytes, MaxLineBytes: 100, Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
@@ -401,7 +401,7 @@ func heldAndDeleted(t *testing.T) (string, *os.File, protocol.FileIdentity) {
 	require.NoError(t, os.Rename(path, path+".1"))
 	require.NoError(t, os.Remove(path+".1"))
 	appendTo(t, path, header()+"another file\n")
-	id, err := fileid.Of(fd, fpBytes)
+	id, err := fileid.Of(fd, fpBytes, false)
 	require.NoError(t, err)
 	return path, fd, id
 }
@@ -488,4 +488,26 @@ func TestFlushErrorEndsRun(t *testing.T) {
 	})
 	require.ErrorIs(t, r.wait(t, "the tailer to end"), boom)
 	require.Len(t, r.col.get(), 3)
+}
+
+// A file opened empty has a head of no bytes: the head grows from the
+// bytes read of its start, so that a later rewrite is still told from
+// growth.
+func TestHeadGrowsFromWhatWasRead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendTo(t, path, "")
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	tl := &Tailer{cfg: Config{FingerprintBytes: 8}, f: f}
+	appendTo(t, path, "old 1\nold 2\n")
+	require.True(t, tl.headSame())
+	tl.grow([]byte("old 1\n"), 0)
+	tl.grow([]byte("old 2\n"), 6)
+	require.Equal(t, "old 1\nol", string(tl.head), "up to the fingerprint length")
+	tl.grow([]byte("x"), 20) // not contiguous: ignored
+	require.Equal(t, "old 1\nol", string(tl.head))
+	require.True(t, tl.headSame())
+	require.NoError(t, os.WriteFile(path, []byte("new 1\nnew 2\nnew 3\n"), 0o644))
+	require.False(t, tl.headSame(), "rewritten")
 }

@@ -1,0 +1,154 @@
+package discovery
+
+import (
+	"crypto/sha256"
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/logferry/logferry/pkg/fileid"
+	"github.com/logferry/logferry/pkg/protocol"
+)
+
+// SharedQuiet is how long a file shorter than the fingerprint must have
+// gone unwritten before a scan identifies it on a shared topic. Members
+// scan at different moments: a file still being written would be hashed
+// over different lengths, so each would compute another key and the file
+// would be shipped twice. Once it is quiet they all hash the same bytes.
+// Local topics need no wait: one agent sees the file, and it remembers
+// the identity it gave.
+const SharedQuiet = 5 * time.Second
+
+// forgetShortAfter is how long the scanner remembers a short file's
+// identity after the last time it saw it. A file that leaves every glob
+// for longer and comes back, grown, is identified again, under another
+// key; files being read are followed by identity, not by scans, and so
+// keep theirs.
+const forgetShortAfter = time.Hour
+
+// inodeRef names a file on this host; dev is 0 for shared topics'
+// identities, which leave the device out (as the identities do, so that a
+// remembered identity is found under the same inodeRef).
+type inodeRef struct{ dev, ino uint64 }
+
+type shortFile struct {
+	id   protocol.FileIdentity
+	seen time.Time
+	// The file's first bytes as far as the scanner has seen them (up to
+	// the fingerprint length): the identity covers fewer, and an empty
+	// file's none, so a rewrite is told from growth by these.
+	checked int
+	sum     [32]byte
+}
+
+// shortFiles remembers the partial identities the scanner gave, so that a
+// file identified while short keeps its identity, and key, as it grows
+// past the fingerprint length. Scans and the watcher share it.
+type shortFiles struct {
+	mu     sync.Mutex
+	ids    map[inodeRef]shortFile
+	pruned time.Time
+}
+
+// Remember makes the scanner give id again to the file it names while its
+// first bytes still match: for partial identities read back from
+// checkpoints when the agent starts. Full identities need no memory.
+func (s *Scanner) Remember(id protocol.FileIdentity) {
+	if !id.Partial {
+		return
+	}
+	s.short.mu.Lock()
+	defer s.short.mu.Unlock()
+	sf := shortFile{id: id, seen: s.now(), checked: -1} // the fingerprint alone, until seen
+	s.short.ids[inodeRef{dev: id.Device, ino: id.Inode}] = sf
+}
+
+// identify returns f's identity: the remembered partial one while it
+// still matches, else a new one. ok is false for a short file on a shared
+// topic that is not SharedQuiet yet.
+func (s *Scanner) identify(f *os.File, shared bool) (id protocol.FileIdentity, ok bool, err error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return id, false, err
+	}
+	st, isUnix := fi.Sys().(*syscall.Stat_t)
+	if !isUnix {
+		id, err := fileid.Of(f, s.fingerprintBytes, shared) // fails with its reason
+		return id, err == nil, err
+	}
+	ref := inodeRef{ino: st.Ino}
+	if !shared {
+		ref.dev = uint64(st.Dev) //nolint:unconvert // Dev is not uint64 on every platform
+	}
+	now := s.now()
+	s.short.mu.Lock()
+	known, remembered := s.short.ids[ref]
+	s.short.mu.Unlock()
+	if remembered {
+		same, err := fileid.Check(f, known.id, s.fingerprintBytes)
+		if err != nil {
+			return id, false, err
+		}
+		head, err := s.head(f)
+		if err != nil {
+			return id, false, err
+		}
+		if same && (known.checked < 0 || (len(head) >= known.checked && sha256.Sum256(head[:known.checked]) == known.sum)) {
+			s.short.mu.Lock()
+			s.short.ids[ref] = shortFile{id: known.id, seen: now, checked: len(head), sum: sha256.Sum256(head)}
+			s.short.mu.Unlock()
+			return known.id, true, nil
+		}
+	}
+	id, err = fileid.Of(f, s.fingerprintBytes, shared)
+	if err != nil {
+		return id, false, err
+	}
+	if !id.Partial {
+		if remembered {
+			s.forget(ref) // rewritten: the short file it was is gone
+		}
+		return id, true, nil
+	}
+	if shared && now.Sub(fi.ModTime()) < SharedQuiet {
+		return id, false, nil
+	}
+	s.short.mu.Lock()
+	defer s.short.mu.Unlock()
+	s.short.ids[ref] = shortFile{id: id, seen: now, checked: -1}
+	s.pruneLocked(now)
+	return id, true, nil
+}
+
+// head is f's first bytes, up to the fingerprint length.
+func (s *Scanner) head(f *os.File) ([]byte, error) {
+	buf := make([]byte, s.fingerprintBytes)
+	n, err := f.ReadAt(buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+func (s *Scanner) forget(ref inodeRef) {
+	s.short.mu.Lock()
+	defer s.short.mu.Unlock()
+	delete(s.short.ids, ref)
+}
+
+// pruneLocked forgets, at most once a minute, the files not seen for
+// forgetShortAfter.
+func (s *Scanner) pruneLocked(now time.Time) {
+	if now.Sub(s.short.pruned) < time.Minute {
+		return
+	}
+	s.short.pruned = now
+	for ref, sf := range s.short.ids {
+		if now.Sub(sf.seen) > forgetShortAfter {
+			delete(s.short.ids, ref)
+		}
+	}
+}
