@@ -82,6 +82,8 @@ type Agent struct {
 	lapsed chan struct{}
 	// local is the state file, the local checkpoint tier (nil: none).
 	local *statefile.Store
+	// origins are the files copytruncate copies may continue (copies.go).
+	origins *origins
 
 	started time.Time
 }
@@ -167,6 +169,7 @@ func New(cfg Config) (*Agent, error) {
 		board:   newTopicBoard(),
 		lapsed:  make(chan struct{}, 1),
 		local:   local,
+		origins: newOrigins(),
 	}, nil
 }
 
@@ -369,8 +372,12 @@ func (a *Agent) tail(ctx context.Context, fr *fileRun) error {
 		return err // fr.held stays for the next start
 	}
 	fr.held = nil // the tailer's now
+	n := a.cfg.FingerprintBytes
 	if js == nil {
-		return tl.Run(ctx, func(line tailer.Line) error { return sink.emit(ctx, line) })
+		return tl.Run(ctx, func(line tailer.Line) error {
+			fr.noteHead(line, n)
+			return sink.emit(ctx, line)
+		})
 	}
 	tctx, stop := context.WithCancel(ctx)
 	timeouts := make(chan struct{})
@@ -378,7 +385,10 @@ func (a *Agent) tail(ctx context.Context, fr *fileRun) error {
 		defer close(timeouts)
 		js.runTimeouts(tctx)
 	}()
-	err = tl.Run(ctx, func(line tailer.Line) error { return js.emit(ctx, line) })
+	err = tl.Run(ctx, func(line tailer.Line) error {
+		fr.noteHead(line, n)
+		return js.emit(ctx, line)
+	})
 	stop()
 	<-timeouts
 	if errors.Is(err, tailer.ErrFinished) || errors.Is(err, tailer.ErrGone) {
@@ -400,6 +410,11 @@ type start struct{ offset, etcd int64 }
 // save is at most a checkpoint interval old), or where start_at says for a
 // file never seen.
 func (a *Agent) startOffset(ctx context.Context, fr *fileRun) (start, error) {
+	if a.scanner.Superseded(fr.identity) {
+		// A short file written anew since it was found: its inode holds
+		// another file now, with a key of its own.
+		return start{}, fmt.Errorf("%w: %s was truncated and written again since it was found", tailer.ErrGone, fr.pathNow())
+	}
 	cp, found, err := a.getCheckpoint(ctx, fr.ref())
 	if err != nil {
 		return start{}, err
@@ -415,6 +430,13 @@ func (a *Agent) startOffset(ctx context.Context, fr *fileRun) (start, error) {
 			a.log.Info("resuming from the local checkpoint, newer than etcd's", "topic", fr.topic, "path", fr.pathNow(),
 				"offset", e.Offset, "etcd_offset", st.etcd)
 			st.offset = e.Offset
+			return st, nil
+		}
+	}
+	if !found {
+		if off, ok := a.copiedFrom(ctx, fr); ok {
+			st.offset = off
+			a.saveShortIdentity(fr, st.offset)
 			return st, nil
 		}
 	}

@@ -254,6 +254,7 @@ func (c *controller) reconcile(ctx context.Context) {
 				fr.size = w.file.Size
 				c.held.claim(ref)
 				c.runs[ref] = fr
+				c.a.origins.add(fr)
 			}
 			c.takeHeld(fr)
 			if fr.state == stateTailing && fr.cfgRev != w.cfgRev {
@@ -308,6 +309,13 @@ func (c *controller) startTailer(ctx context.Context, fr *fileRun) {
 	fr.to(stateTailing)
 	go func() {
 		err := c.a.tail(tctx, fr)
+		if errors.Is(err, tailer.ErrGone) || errors.Is(err, tailer.ErrMismatch) {
+			// Its content replaced, or its path another file's before it
+			// could be opened: a copy may hold it (copies.go). Set before
+			// anything waits on done.
+			fr.rewritten.Store(true)
+			c.a.scanner.Forget(fr.identity)
+		}
 		// done closes before the exit is reported: halt waits on it from
 		// the controller, which may not be receiving exits meanwhile.
 		close(done)
@@ -368,6 +376,7 @@ func (c *controller) drop(fr *fileRun) {
 	fr.closeHeld()
 	if c.runs[fr.ref()] == fr {
 		delete(c.runs, fr.ref())
+		c.a.origins.remove(fr)
 		c.held.unclaim(fr.ref())
 		if c.a.local != nil {
 			// The file is another's now (or assigned anew): etcd has the

@@ -42,6 +42,17 @@ type fileRun struct {
 	// to etcd at the next checkpoint, not the next etcd round, so the
 	// other agents that list it see it shipped within finishedGrace.
 	urgent atomic.Bool
+	// rewritten is set when the tailer found the file's content replaced
+	// (truncated and written again): a copy of it may continue its offset
+	// (copies.go).
+	rewritten atomic.Bool
+	// seen is what this run's tailers read of the file's first bytes (up
+	// to the fingerprint length): a copy of the file starts with them,
+	// whatever its identity covers (copies.go). headBuf collects them, on
+	// the tailer goroutine, until there are enough.
+	seen     atomic.Pointer[seenHead]
+	headBuf  []byte
+	headDone bool
 
 	mu sync.Mutex
 	// path is where the file was last found: the controller moves it

@@ -20,6 +20,7 @@ type metrics struct {
 	fencedOut       prometheus.Counter
 	selfFences      prometheus.Counter
 	releases        *prometheus.CounterVec // result
+	copiesContinued prometheus.Counter
 	tailers         prometheus.Gauge
 	filesHeld       prometheus.Gauge
 	watchedDirs     prometheus.Gauge
@@ -88,6 +89,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "logagent_local_checkpoint_duration_seconds", Help: "Latency of one save of the local state file (write, fsync, rename).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
+		copiesContinued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "logagent_copies_continued_total",
+			Help: "New files found to be copytruncate copies of a file being read, started at its acknowledged offset instead of 0.",
+		}),
 		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "logagent_releases_total", Help: "Handover releases of files, by result (released, fenced, error).",
 		}, []string{"result"}),
@@ -112,7 +117,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.linesRead, m.bytesRead, m.linesShipped, m.bytesShipped, m.rejected,
-		m.flagged, m.bytesBehind, m.lostBytes, m.checkpointDur, m.checkpointErr, m.fencedOut, m.selfFences, m.scans, m.etcdCheckpoints, m.etcdInterval, m.localSaveDur, m.releases, m.tailers,
+		m.flagged, m.bytesBehind, m.lostBytes, m.checkpointDur, m.checkpointErr, m.fencedOut, m.selfFences, m.scans, m.etcdCheckpoints, m.etcdInterval, m.localSaveDur, m.releases, m.copiesContinued, m.tailers,
 		m.filesHeld, m.watchedDirs, m.topicsRefused, m.filesSeen} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("agent: register metrics: %w", err)

@@ -203,13 +203,14 @@ func TestWriterOutrunsReaderAcrossTwoRotations(t *testing.T) {
 
 // TestCopytruncate: logrotate's copytruncate copies app.log to app.log.1 and
 // truncates app.log, and the application at once writes past the old size.
-// Nothing is lost; the lines written after the truncation arrive exactly
-// once (the copy is another file: its lines may arrive again, under its own
-// file key).
+// The glob matches the copy. Nothing is lost and nothing is shipped twice:
+// the copy continues the original's offset (its lines before it were
+// shipped under the original's key), and the truncated original is read
+// again from 0 as new content.
 func TestCopytruncate(t *testing.T) {
 	e := newEnv(t)
 	e.putTopic("ct", topics.Config{Paths: []string{e.dir + "/app.log*"}})
-	e.startAgent("h1")
+	ag := e.startAgent("h1")
 	e.autoAssign("ct", "h1")
 	old := header("old")
 	for i := range 2000 {
@@ -227,26 +228,23 @@ func TestCopytruncate(t *testing.T) {
 	}
 	e.write("app.log", b.String())
 
-	want := 2000 + 4000
+	want := 1 + 2000 + 1 + 4000 // with both headers
 	var recs []testenv.Record
 	testenv.WaitFor(t, 60*time.Second, "every old and new line", func() bool {
 		recs = e.records("ct")
 		distinct := map[string]bool{}
 		for _, r := range recs {
-			if !strings.HasPrefix(r.Value, "#") {
-				distinct[r.Value] = true
-			}
+			distinct[r.Value] = true
 		}
 		return len(distinct) >= want
 	})
-	newCount := map[string]int{}
+	count := map[string]int{}
 	for _, r := range recs {
-		if strings.HasPrefix(r.Value, "new line") {
-			newCount[r.Value]++
-		}
+		count[r.Value]++
 	}
-	require.Len(t, newCount, 4000)
-	for v, n := range newCount {
+	require.Len(t, count, want)
+	for v, n := range count {
 		require.Equal(t, 1, n, "%q shipped %d times", v, n)
 	}
+	require.Equal(t, 1.0, counterValue(t, ag.reg, "logagent_copies_continued_total", ""))
 }

@@ -66,6 +66,40 @@ func (s *Scanner) Remember(id protocol.FileIdentity) {
 	s.short.ids[inodeRef{dev: id.Device, ino: id.Inode}] = sf
 }
 
+// Superseded reports whether the scanner has identified id's file anew
+// since: same inode and birth time, another identity. A partial identity
+// covers few bytes (an empty file's none), so a file truncated and written
+// again still matches it; the scanner saw the rewrite. A file deleted
+// (and perhaps held open) whose inode now holds another file, born later,
+// is not superseded: it still is itself. Without birth times the two
+// cannot be told apart, and nothing is superseded (reading a rewritten
+// file again beats losing a deleted one).
+func (s *Scanner) Superseded(id protocol.FileIdentity) bool {
+	if !id.Partial || id.Birth == 0 {
+		return false
+	}
+	s.short.mu.Lock()
+	defer s.short.mu.Unlock()
+	sf, ok := s.short.ids[inodeRef{dev: id.Device, ino: id.Inode}]
+	return ok && sf.id != id && sf.id.Birth == id.Birth
+}
+
+// Forget drops id, a partial identity whose file a reader found written
+// anew (truncated and written again between two scans, which only see
+// the start of it): the next scan identifies the file afresh, under a new
+// key.
+func (s *Scanner) Forget(id protocol.FileIdentity) {
+	if !id.Partial {
+		return
+	}
+	s.short.mu.Lock()
+	defer s.short.mu.Unlock()
+	ref := inodeRef{dev: id.Device, ino: id.Inode}
+	if sf, ok := s.short.ids[ref]; ok && sf.id == id {
+		delete(s.short.ids, ref)
+	}
+}
+
 // identify returns f's identity: the remembered partial one while it
 // still matches, else a new one. ok is false for a short file on a shared
 // topic that is not SharedQuiet yet.
@@ -84,9 +118,11 @@ func (s *Scanner) identify(f *os.File, shared bool) (id protocol.FileIdentity, o
 		ref.dev = uint64(st.Dev) //nolint:unconvert // Dev is not uint64 on every platform
 	}
 	now := s.now()
+	// Held while the file is read: the watcher and a scan identifying the
+	// same new short file at once would each find it anew, under two keys.
 	s.short.mu.Lock()
+	defer s.short.mu.Unlock()
 	known, remembered := s.short.ids[ref]
-	s.short.mu.Unlock()
 	if remembered {
 		same, err := fileid.Check(f, known.id, s.fingerprintBytes)
 		if err != nil {
@@ -97,9 +133,7 @@ func (s *Scanner) identify(f *os.File, shared bool) (id protocol.FileIdentity, o
 			return id, false, err
 		}
 		if same && (known.checked < 0 || (len(head) >= known.checked && sha256.Sum256(head[:known.checked]) == known.sum)) {
-			s.short.mu.Lock()
 			s.short.ids[ref] = shortFile{id: known.id, seen: now, checked: len(head), sum: sha256.Sum256(head)}
-			s.short.mu.Unlock()
 			return known.id, true, nil
 		}
 	}
@@ -108,16 +142,12 @@ func (s *Scanner) identify(f *os.File, shared bool) (id protocol.FileIdentity, o
 		return id, false, err
 	}
 	if !id.Partial {
-		if remembered {
-			s.forget(ref) // rewritten: the short file it was is gone
-		}
+		delete(s.short.ids, ref) // if remembered: rewritten, the short file it was is gone
 		return id, true, nil
 	}
 	if shared && now.Sub(fi.ModTime()) < SharedQuiet {
 		return id, false, nil
 	}
-	s.short.mu.Lock()
-	defer s.short.mu.Unlock()
 	s.short.ids[ref] = shortFile{id: id, seen: now, checked: -1}
 	s.pruneLocked(now)
 	return id, true, nil
@@ -131,12 +161,6 @@ func (s *Scanner) head(f *os.File) ([]byte, error) {
 		return nil, err
 	}
 	return buf[:n], nil
-}
-
-func (s *Scanner) forget(ref inodeRef) {
-	s.short.mu.Lock()
-	defer s.short.mu.Unlock()
-	delete(s.short.ids, ref)
 }
 
 // pruneLocked forgets, at most once a minute, the files not seen for

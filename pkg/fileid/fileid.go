@@ -20,8 +20,10 @@
 //     key for the same file. On a local topic it includes them, since
 //     inodes repeat across hosts and disks.
 //   - A full identity's key is computed as it always was (one key scheme
-//     across versions); a partial identity's key also covers its length
-//     and birth time.
+//     across versions); a partial identity's key also covers its length,
+//     and on a local topic its birth time and when it was found, so a
+//     short file truncated and written again is a new file even when its
+//     first bytes are the same.
 //   - Keys are 32 lower-case hex digits: valid keyspace file keys.
 package fileid
 
@@ -35,6 +37,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -66,6 +69,7 @@ func Of(f *os.File, n int, shared bool) (protocol.FileIdentity, error) {
 		id.Partial, id.Bytes = true, got
 		if !shared {
 			id.Birth = birth(f)
+			id.Found = time.Now().UnixNano()
 		}
 	}
 	if shared {
@@ -162,6 +166,8 @@ func Key(id protocol.FileIdentity, shared bool, agent string) string {
 		if !shared {
 			binary.BigEndian.PutUint64(b[:], uint64(id.Birth))
 			h.Write(b[:])
+			binary.BigEndian.PutUint64(b[:], uint64(id.Found))
+			h.Write(b[:])
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
@@ -190,7 +196,7 @@ func FindByInode(dir string, inode uint64) (path string, size int64, ok bool) {
 // Same reports whether two identities name the same file. For shared
 // topics the device is not compared: NFS clients see different devices.
 func Same(a, b protocol.FileIdentity, shared bool) bool {
-	if a.Fingerprint != b.Fingerprint || a.Inode != b.Inode || a.Partial != b.Partial || a.Bytes != b.Bytes || a.Birth != b.Birth {
+	if a.Fingerprint != b.Fingerprint || a.Inode != b.Inode || a.Partial != b.Partial || a.Bytes != b.Bytes || a.Birth != b.Birth || a.Found != b.Found {
 		return false
 	}
 	return shared || a.Device == b.Device

@@ -40,6 +40,12 @@ type FileIdentity struct {
 	// reused inode whose first bytes happen to match is then still another
 	// file.
 	Birth int64 `json:"birth,omitempty"`
+	// Found is when an agent identified a local topic's short file (Unix
+	// nanoseconds): a file truncated and written again keeps its inode and
+	// birth time, and may start with the same few bytes, yet is another
+	// file with another key. Nothing computes a partial identity again
+	// (agents remember them), so the key need not be reproducible.
+	Found int64 `json:"found,omitempty"`
 }
 
 // SeenFile is one file an agent reports for a topic. In a heartbeat only

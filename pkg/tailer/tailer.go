@@ -403,7 +403,9 @@ func (t *Tailer) checkTruncation(r *reader) error {
 		return fmt.Errorf("stat %s: %w", t.cfg.Path, err)
 	}
 	offset := t.Offset()
-	if same, err := fileid.Check(t.f, t.cfg.Identity, t.cfg.FingerprintBytes); err != nil || !same {
+	// The head too: a short file's identity covers few bytes (none, if it
+	// was found empty), the head all those read since.
+	if same, err := fileid.Check(t.f, t.cfg.Identity, t.cfg.FingerprintBytes); err != nil || !same || !t.headSame() {
 		t.log.Warn("file rewritten; its identity is gone", "offset", offset, "size", fi.Size())
 		return fmt.Errorf("%w: %s (offset %d, now %d bytes)", ErrGone, t.cfg.Path, offset, fi.Size())
 	}
@@ -425,7 +427,7 @@ func (t *Tailer) changed() bool {
 		return true
 	}
 	same, err := fileid.Check(t.f, t.cfg.Identity, t.cfg.FingerprintBytes)
-	return err != nil || !same
+	return err != nil || !same || !t.headSame()
 }
 
 // follow runs nxadm/tail from t.offset until it stops by itself, the path

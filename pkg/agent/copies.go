@@ -1,0 +1,263 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/logferry/logferry/internal/ctxwait"
+	"github.com/logferry/logferry/pkg/fileid"
+	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/tailer"
+)
+
+// copyWait bounds how long the first run of a new file whose first bytes
+// are those of a file being read here waits for that file to be truncated.
+// logrotate's copytruncate copies a file, then truncates it at once: the
+// copy then continues the original's offset instead of shipping its lines
+// again under its own key. An original that is not truncated within
+// copyWait was not copied that way, and the new file is a file of its own
+// (a copy kept beside it, or a file that starts with the same bytes),
+// read from its start.
+const copyWait = 5 * time.Second
+
+// copyPoll is how often a waiting copy looks at its original.
+const copyPoll = 20 * time.Millisecond
+
+// origins are the runs of this agent whose files a new file may have been
+// copied from: every run with an identity of at least one byte, by topic.
+// The controller adds and removes runs; the tailer goroutines of new
+// files read it.
+type origins struct {
+	mu      sync.Mutex
+	byTopic map[string]map[*fileRun]struct{}
+}
+
+func newOrigins() *origins { return &origins{byTopic: map[string]map[*fileRun]struct{}{}} }
+
+func (o *origins) add(fr *fileRun) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	runs := o.byTopic[fr.topic]
+	if runs == nil {
+		runs = map[*fileRun]struct{}{}
+		o.byTopic[fr.topic] = runs
+	}
+	runs[fr] = struct{}{}
+}
+
+func (o *origins) remove(fr *fileRun) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.byTopic[fr.topic], fr)
+	if len(o.byTopic[fr.topic]) == 0 {
+		delete(o.byTopic, fr.topic)
+	}
+}
+
+// match returns the runs of fr's topic, other than of fr's own file, whose
+// identity, or first bytes as their tailers read them, head (fr's file's
+// first bytes, up to the fingerprint length n) starts with.
+func (o *origins) match(fr *fileRun, head []byte, n int) []*fileRun {
+	var full string
+	if len(head) >= n {
+		sum := sha256.Sum256(head[:n])
+		full = hex.EncodeToString(sum[:])
+	}
+	dir := filepath.Dir(fr.pathNow())
+	var out, unread []*fileRun
+	o.mu.Lock()
+	for cand := range o.byTopic[fr.topic] {
+		id := cand.identity
+		if cand == fr || (id.Inode == fr.identity.Inode && id.Device == fr.identity.Device) {
+			continue
+		}
+		seen := cand.seen.Load()
+		switch {
+		case startsWith(head, n, full, id) || startsWithSeen(head, seen):
+			out = append(out, cand)
+		case (seen == nil || seen.n < n) && !cand.rewritten.Load() && filepath.Dir(cand.pathNow()) == dir:
+			// (A rewritten file's inode holds other content now.)
+			unread = append(unread, cand)
+		}
+	}
+	o.mu.Unlock()
+	// A file beside it whose tailer has not read its start yet (it was
+	// found moments ago, empty perhaps): its start is in the file itself.
+	for _, cand := range unread {
+		if continues(cand, head) {
+			out = append(out, cand)
+		}
+	}
+	return out
+}
+
+// continues reports whether cand's file, read now, starts with head (one
+// byte at least).
+func continues(cand *fileRun, head []byte) bool {
+	if len(head) == 0 {
+		return false
+	}
+	f, err := openByInode(cand.pathNow(), cand.identity.Inode)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	buf := make([]byte, len(head))
+	if _, err := io.ReadFull(io.NewSectionReader(f, 0, int64(len(head))), buf); err != nil {
+		return false
+	}
+	return bytes.Equal(buf, head)
+}
+
+// startsWith reports whether head starts with the bytes id covers (at
+// least one).
+func startsWith(head []byte, n int, full string, id protocol.FileIdentity) bool {
+	covered := fileid.Covered(id, n)
+	switch {
+	case id.Fingerprint == "" || covered == 0 || len(head) < covered:
+		return false
+	case covered == n:
+		return full == id.Fingerprint
+	default:
+		sum := sha256.Sum256(head[:covered])
+		return hex.EncodeToString(sum[:]) == id.Fingerprint
+	}
+}
+
+func startsWithSeen(head []byte, s *seenHead) bool {
+	return s != nil && s.n > 0 && len(head) >= s.n && sha256.Sum256(head[:s.n]) == s.sum
+}
+
+// copiedFrom reports where a file never shipped before starts if it is a
+// copytruncate copy of a file this agent was reading: at the offset Kafka
+// acknowledged of the original once the original was truncated (or at the
+// copy's end, if the original was read past it before the truncation).
+// Lines before it were shipped under the original's key; those after it
+// are only in the copy. It reports false when the file is no such copy.
+func (a *Agent) copiedFrom(ctx context.Context, fr *fileRun) (int64, bool) {
+	deadline := time.Now().Add(copyWait)
+	var cands []*fileRun
+	var size int64
+	for {
+		head, sz, growing, err := a.copyHead(fr)
+		if err != nil {
+			return 0, false
+		}
+		size = sz
+		if cands = a.origins.match(fr, head, a.cfg.FingerprintBytes); len(cands) > 0 || !growing || len(head) >= a.cfg.FingerprintBytes {
+			break
+		}
+		// Still being written, and too short to tell yet: perhaps a copy
+		// in progress.
+		if !waitUntil(ctx, deadline) {
+			return 0, false
+		}
+	}
+	if len(cands) == 0 {
+		return 0, false
+	}
+	for {
+		for _, o := range cands {
+			if !o.rewritten.Load() {
+				continue
+			}
+			dctx, cancel := context.WithDeadline(ctx, deadline.Add(copyWait))
+			_ = o.waitDrained(dctx) // else what was acknowledged by then: at worst lines again, never lost
+			cancel()
+			off := min(o.ackedOffset(), size)
+			a.log.Info("a copy of a truncated file (copytruncate) continues its offset", "topic", fr.topic,
+				"path", fr.pathNow(), "copy_of", o.pathNow(), "offset", off, "file", fr.key, "copy_of_file", o.key)
+			a.m.copiesContinued.Inc()
+			return off, true
+		}
+		if !waitUntil(ctx, deadline) {
+			a.log.Info("starts with the bytes of a file being read, which was not truncated: read from its start",
+				"topic", fr.topic, "path", fr.pathNow(), "like", cands[0].pathNow(), "file", fr.key, "like_file", cands[0].key)
+			return 0, false
+		}
+	}
+}
+
+// copyHead reads the first bytes of fr's file (up to the fingerprint
+// length), its size, and whether it was written in the last copyPoll*5.
+func (a *Agent) copyHead(fr *fileRun) (head []byte, size int64, growing bool, err error) {
+	f, err := openByInode(fr.pathNow(), fr.identity.Inode)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, false, err
+	}
+	buf := make([]byte, a.cfg.FingerprintBytes)
+	n, err := f.ReadAt(buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, 0, false, err
+	}
+	return buf[:n], fi.Size(), time.Since(fi.ModTime()) < 5*copyPoll, nil
+}
+
+// openByInode opens the file with inode at path, or, if path names
+// another file by now (rotated: app.log.1 -> app.log.2), beside it.
+func openByInode(path string, inode uint64) (*os.File, error) {
+	for range 2 {
+		f, err := os.Open(path)
+		if err == nil {
+			fi, err := f.Stat()
+			if st, ok := fi.Sys().(*syscall.Stat_t); err == nil && ok && st.Ino == inode {
+				return f, nil
+			}
+			f.Close()
+		}
+		p, _, found := fileid.FindByInode(filepath.Dir(path), inode)
+		if !found {
+			return nil, fmt.Errorf("%s: inode %d: %w", path, inode, fs.ErrNotExist)
+		}
+		path = p
+	}
+	return nil, fmt.Errorf("%s: inode %d keeps moving", path, inode)
+}
+
+// waitUntil waits copyPoll, and reports false once deadline or ctx is
+// past.
+func waitUntil(ctx context.Context, deadline time.Time) bool {
+	return time.Now().Before(deadline) && ctxwait.Sleep(ctx, copyPoll)
+}
+
+// seenHead is a hash of a file's first n bytes.
+type seenHead struct {
+	n   int
+	sum [32]byte
+}
+
+// noteHead adds line to what fr's tailer read of the file's first n
+// bytes, if it continues them. Tailer goroutine only.
+func (fr *fileRun) noteHead(line tailer.Line, n int) {
+	have := len(fr.headBuf)
+	if fr.headDone || line.Start != int64(have) {
+		return
+	}
+	if fr.headBuf == nil {
+		fr.headBuf = make([]byte, 0, n)
+	}
+	fr.headBuf = append(fr.headBuf, line.Data[:min(len(line.Data), n-have)]...)
+	if line.End > line.Start+int64(len(line.Data)) && len(fr.headBuf) < n {
+		fr.headBuf = append(fr.headBuf, '\n')
+	}
+	fr.seen.Store(&seenHead{n: len(fr.headBuf), sum: sha256.Sum256(fr.headBuf)})
+	if len(fr.headBuf) == n {
+		fr.headBuf, fr.headDone = nil, true
+	}
+}
