@@ -1,0 +1,177 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/logferry/logferry/internal/testenv"
+	"github.com/logferry/logferry/pkg/protocol"
+)
+
+const localCfg = `{"paths":["/var/log/*.log"]}`
+
+func withRetention(d time.Duration) option {
+	return func(c *Config) { c.CheckpointRetention = d }
+}
+
+// putCheckpoint writes the checkpoint of file as agent wrote it and
+// returns its mod revision.
+func putCheckpoint(t *testing.T, cli *clientv3.Client, topic, file, agent string, offset int64) int64 {
+	t.Helper()
+	raw, err := protocol.Marshal(&protocol.Checkpoint{Offset: offset, Path: "/var/log/" + file + ".log", Agent: agent,
+		Size: offset, Identity: protocol.FileIdentity{Fingerprint: "fp-" + file, Inode: 1}})
+	require.NoError(t, err)
+	resp, err := cli.Put(context.Background(), ks.Offset(topic, file), string(raw))
+	require.NoError(t, err)
+	return resp.Header.Revision
+}
+
+func hasCheckpoint(t *testing.T, cli *clientv3.Client, topic, file string) bool {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), ks.Offset(topic, file))
+	require.NoError(t, err)
+	return len(resp.Kvs) > 0
+}
+
+func checkpointOffset(t *testing.T, cli *clientv3.Client, topic, file string) int64 {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), ks.Offset(topic, file))
+	require.NoError(t, err)
+	require.Len(t, resp.Kvs, 1, "checkpoint %s/%s", topic, file)
+	var cp protocol.Checkpoint
+	require.NoError(t, protocol.Unmarshal(string(resp.Kvs[0].Key), resp.Kvs[0].Value, &cp))
+	return cp.Offset
+}
+
+// waitSweepsPast waits until the leader swept several times after d more
+// has passed: whatever was due by then has been acted on.
+func waitSweepsPast(t *testing.T, c *coord, d time.Duration) {
+	t.Helper()
+	until := time.Now().Add(d)
+	var base float64
+	testenv.WaitFor(t, d+15*time.Second, fmt.Sprintf("the leader to sweep %v from now", d), func() bool {
+		n := testutil.ToFloat64(c.rm.sweeps)
+		if time.Now().Before(until) {
+			base = n
+			return false
+		}
+		return n >= base+3
+	})
+}
+
+// TestGoneCheckpointsAreDeletedHostDownKept: on a local topic, the
+// checkpoints of files their live writer no longer lists, and nobody
+// holds, are deleted after the retention; a file still listed keeps its
+// checkpoint; so does every file of a host that is down, however long,
+// until it is back.
+func TestGoneCheckpointsAreDeletedHostDownKept(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	putTopic(t, cli, "web", localCfg)
+	joinAgent(t, cli, "web", "h1", []string{"f1"})
+	putCheckpoint(t, cli, "web", "f1", "h1", 10)
+	putCheckpoint(t, cli, "web", "g1", "h1", 20) // rotated away and shipped
+	putCheckpoint(t, cli, "web", "g2", "h1", 30)
+	putCheckpoint(t, cli, "web", "x1", "h2", 40) // h2 is down
+	putCheckpoint(t, cli, "web", "x2", "h2", 50)
+	const retention = time.Second
+	c := startCoord(t, e, "c1", withRetention(retention))
+	waitLeader(t, c)
+
+	testenv.WaitFor(t, 15*time.Second, "the gone files' checkpoints deleted", func() bool {
+		return !hasCheckpoint(t, cli, "web", "g1") && !hasCheckpoint(t, cli, "web", "g2")
+	})
+	require.Equal(t, 2.0, testutil.ToFloat64(c.rm.deleted))
+
+	waitSweepsPast(t, c, 3*retention)
+	require.True(t, hasCheckpoint(t, cli, "web", "f1"), "a listed file keeps its checkpoint")
+	require.True(t, hasCheckpoint(t, cli, "web", "x1"), "a down host keeps its checkpoints")
+	require.True(t, hasCheckpoint(t, cli, "web", "x2"), "a down host keeps its checkpoints")
+	require.Equal(t, 2.0, testutil.ToFloat64(c.rm.held.WithLabelValues(heldHostDown)))
+	require.Equal(t, 2.0, testutil.ToFloat64(c.rm.deleted))
+
+	// h2 comes back and lists x1: x1 is its to resume; x2, gone while h2
+	// was down, goes once h2 has been back for the retention.
+	joinAgent(t, cli, "web", "h2", []string{"x1"})
+	testenv.WaitFor(t, 15*time.Second, "x2 deleted once its writer is back", func() bool {
+		return !hasCheckpoint(t, cli, "web", "x2")
+	})
+	waitSweepsPast(t, c, 2*retention)
+	require.Equal(t, int64(40), checkpointOffset(t, cli, "web", "x1"))
+	require.True(t, hasCheckpoint(t, cli, "web", "f1"))
+	require.Equal(t, 3.0, testutil.ToFloat64(c.rm.deleted))
+}
+
+// TestSharedTopicWithoutMembersKeepsCheckpoints: a shared topic's files
+// count as gone only while someone is live to see them.
+func TestSharedTopicWithoutMembersKeepsCheckpoints(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	putTopic(t, cli, "sh", sharedCfg)
+	putCheckpoint(t, cli, "sh", "s1", "h1", 10)
+	putCheckpoint(t, cli, "sh", "s2", "h2", 20)
+	const retention = time.Second
+	c := startCoord(t, e, "c1", withRetention(retention))
+	waitLeader(t, c)
+
+	waitSweepsPast(t, c, 3*retention)
+	require.True(t, hasCheckpoint(t, cli, "sh", "s1"))
+	require.True(t, hasCheckpoint(t, cli, "sh", "s2"))
+	require.Equal(t, 2.0, testutil.ToFloat64(c.rm.held.WithLabelValues(heldNoMembers)))
+	require.Zero(t, testutil.ToFloat64(c.rm.deleted))
+
+	// A member that lists s2 only: s1 is gone.
+	joinAgent(t, cli, "sh", "h3", []string{"s2"})
+	testenv.WaitFor(t, 15*time.Second, "s1 deleted", func() bool { return !hasCheckpoint(t, cli, "sh", "s1") })
+	waitSweepsPast(t, c, 2*retention)
+	require.True(t, hasCheckpoint(t, cli, "sh", "s2"))
+}
+
+// TestRewrittenCheckpointIsNotDeleted: a checkpoint written again while
+// its clock runs is not deleted when the clock it had runs out (the
+// deletion's guard on its mod revision refuses); its clock restarts.
+func TestRewrittenCheckpointIsNotDeleted(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	putTopic(t, cli, "web", localCfg)
+	joinAgent(t, cli, "web", "h1", []string{"f1"})
+	putCheckpoint(t, cli, "web", "g1", "h1", 20)
+	const retention = 3 * time.Second
+	c := startCoord(t, e, "c1", withRetention(retention))
+	waitLeader(t, c)
+
+	testenv.WaitFor(t, 10*time.Second, "g1's clock to run", func() bool {
+		return testutil.ToFloat64(c.rm.pending) == 1
+	})
+	putCheckpoint(t, cli, "web", "g1", "h1", 25) // an agent wrote it again
+	testenv.WaitFor(t, 15*time.Second, "the deletion refused", func() bool {
+		return testutil.ToFloat64(c.rm.refusals.WithLabelValues(refusedRewritten)) == 1
+	})
+	require.Equal(t, int64(25), checkpointOffset(t, cli, "web", "g1"), "the rewritten checkpoint stays")
+	require.Zero(t, testutil.ToFloat64(c.rm.deleted))
+	// Still gone: deleted after a whole retention of its own.
+	testenv.WaitFor(t, 15*time.Second, "g1 deleted after a fresh retention", func() bool {
+		return !hasCheckpoint(t, cli, "web", "g1")
+	})
+}
+
+// TestRetentionOffKeepsEverything: a negative retention (the flag's 0)
+// deletes nothing.
+func TestRetentionOffKeepsEverything(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	putTopic(t, cli, "web", localCfg)
+	joinAgent(t, cli, "web", "h1", []string{"f1"})
+	putCheckpoint(t, cli, "web", "g1", "h1", 20)
+	c := startCoord(t, e, "c1", withRetention(-1))
+	waitLeader(t, c)
+	waitConverged(t, cli, "web", 10*time.Second)
+	require.Zero(t, testutil.ToFloat64(c.rm.sweeps))
+	require.True(t, hasCheckpoint(t, cli, "web", "g1"))
+}
