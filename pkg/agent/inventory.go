@@ -246,7 +246,7 @@ func (inv *inventory) scan(ctx context.Context) {
 			}
 		}
 		if !inv.seeded[name] {
-			inv.seeded[name] = inv.seedFromCheckpoints(ctx, name, e.Config)
+			inv.seeded[name] = inv.seedFromCheckpoints(ctx, name, e.Config, view)
 		}
 		dirs := dirIndex{}
 		inv.reportUnfinished(ctx, name, e.Config, files, dirs, view)
