@@ -114,10 +114,12 @@ func newRetention(t *term) *retention {
 func (r *retention) enabled() bool { return r.keep > 0 }
 
 // interval is how often the reconciler sweeps: an eighth of the retention
-// (so a deletion is at most that late), between 100 ms and 10 s. A sweep
-// walks every checkpoint key the State holds (about 50 ms at a million).
+// (so a deletion is at most that late), between 100 ms and a minute. A
+// sweep walks every checkpoint key the State holds, on the reconciler's
+// goroutine (BenchmarkRetentionSweep: a few tenths of a second at a
+// million files), so it must not run often.
 func (r *retention) interval() time.Duration {
-	return min(max(r.keep/8, 100*time.Millisecond), 10*time.Second)
+	return min(max(r.keep/8, 100*time.Millisecond), time.Minute)
 }
 
 // deletion is one checkpoint due for deletion.
@@ -154,7 +156,9 @@ func (r *retention) sweep(ctx context.Context, st *plan.State, now time.Time) er
 			c.epoch = r.epoch
 			cs[f] = c
 		}
-		if len(cs) > 0 {
+		shared := t.Config.Config.Shared
+		if len(cs) > 0 && shared {
+			// Any member may list a shared file.
 			for _, m := range t.Members {
 				for _, f := range m.Keys {
 					delete(cs, f)
@@ -169,12 +173,19 @@ func (r *retention) sweep(ctx context.Context, st *plan.State, now time.Time) er
 			case c.modRev == 0:
 				reads = append(reads, deletion{topic: name, file: f})
 				continue
+			case !shared && listedBy(t, c.agent, f):
+				// A local file's key carries its host's id: only its
+				// writer can list it, so only the writer's heartbeat is
+				// looked at (a walk over every member's files would cost
+				// a million lookups a sweep at a million files).
+				delete(cs, f)
+				continue
 			}
 			reason := block
 			switch {
 			case c.bad:
 				reason = heldUnknown
-			case reason == "" && !t.Config.Config.Shared:
+			case reason == "" && !shared:
 				reason = writerBlock(t, c.agent)
 			}
 			if reason != "" {
@@ -237,6 +248,16 @@ func topicBlock(t *plan.Topic) (reason string, frozen bool) {
 		}
 	}
 	return "", false
+}
+
+// listedBy reports whether agent's heartbeat under t lists file.
+func listedBy(t *plan.Topic, agent, file string) bool {
+	m := t.Members[agent]
+	if m == nil {
+		return false
+	}
+	_, ok := m.Path(file)
+	return ok
 }
 
 // writerBlock reports why a local file's checkpoint written by agent is
