@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/logferry/logferry/internal/testenv"
 	"github.com/logferry/logferry/pkg/coordinator/plan"
 	"github.com/logferry/logferry/pkg/mirror"
 	"github.com/logferry/logferry/pkg/protocol"
@@ -61,7 +62,7 @@ func BenchmarkRetentionSweep(b *testing.B) {
 		r := newRetention(&term{c: c, log: slog.New(slog.DiscardHandler)})
 		// The candidates as a first sweep and its reads leave them, built
 		// between two heap measurements.
-		before := heapAfterGC()
+		before := testenv.HeapAfterGC()
 		cs := map[string]candidate{}
 		t := s.Topic("pods")
 		for f := range t.Offsets {
@@ -70,7 +71,7 @@ func BenchmarkRetentionSweep(b *testing.B) {
 			}
 		}
 		r.cands["pods"] = cs
-		kept := heapAfterGC() - before
+		kept := testenv.HeapAfterGC() - before
 		require.Len(b, cs, members*gone)
 
 		var ms runtime.MemStats
@@ -88,12 +89,4 @@ func BenchmarkRetentionSweep(b *testing.B) {
 		runtime.KeepAlive(r)
 		runtime.KeepAlive(writer)
 	}
-}
-
-func heapAfterGC() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
 }

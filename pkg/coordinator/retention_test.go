@@ -49,6 +49,17 @@ func checkpointOffset(t *testing.T, cli *clientv3.Client, topic, file string) in
 	return cp.Offset
 }
 
+// localTopicWithH1 starts etcd with the local topic web, where agent h1
+// is live and lists f1.
+func localTopicWithH1(t *testing.T) (*testenv.Etcd, *clientv3.Client) {
+	t.Helper()
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	putTopic(t, cli, "web", localCfg)
+	joinAgent(t, cli, "web", "h1", []string{"f1"})
+	return e, cli
+}
+
 // waitSweepsPast waits until the leader swept several times after d more
 // has passed: whatever was due by then has been acted on.
 func waitSweepsPast(t *testing.T, c *coord, d time.Duration) {
@@ -71,10 +82,7 @@ func waitSweepsPast(t *testing.T, c *coord, d time.Duration) {
 // checkpoint; so does every file of a host that is down, however long,
 // until it is back.
 func TestGoneCheckpointsAreDeletedHostDownKept(t *testing.T) {
-	e := testenv.StartEtcd(t)
-	cli := e.Client()
-	putTopic(t, cli, "web", localCfg)
-	joinAgent(t, cli, "web", "h1", []string{"f1"})
+	e, cli := localTopicWithH1(t)
 	putCheckpoint(t, cli, "web", "f1", "h1", 10)
 	putCheckpoint(t, cli, "web", "g1", "h1", 20) // rotated away and shipped
 	putCheckpoint(t, cli, "web", "g2", "h1", 30)
@@ -137,10 +145,7 @@ func TestSharedTopicWithoutMembersKeepsCheckpoints(t *testing.T) {
 // its clock runs is not deleted when the clock it had runs out (the
 // deletion's guard on its mod revision refuses); its clock restarts.
 func TestRewrittenCheckpointIsNotDeleted(t *testing.T) {
-	e := testenv.StartEtcd(t)
-	cli := e.Client()
-	putTopic(t, cli, "web", localCfg)
-	joinAgent(t, cli, "web", "h1", []string{"f1"})
+	e, cli := localTopicWithH1(t)
 	putCheckpoint(t, cli, "web", "g1", "h1", 20)
 	const retention = 3 * time.Second
 	c := startCoord(t, e, "c1", withRetention(retention))
@@ -164,10 +169,7 @@ func TestRewrittenCheckpointIsNotDeleted(t *testing.T) {
 // TestRetentionOffKeepsEverything: a negative retention (the flag's 0)
 // deletes nothing.
 func TestRetentionOffKeepsEverything(t *testing.T) {
-	e := testenv.StartEtcd(t)
-	cli := e.Client()
-	putTopic(t, cli, "web", localCfg)
-	joinAgent(t, cli, "web", "h1", []string{"f1"})
+	e, cli := localTopicWithH1(t)
 	putCheckpoint(t, cli, "web", "g1", "h1", 20)
 	c := startCoord(t, e, "c1", withRetention(-1))
 	waitLeader(t, c)
