@@ -32,8 +32,14 @@ import (
 // nothing about the files it does not list: its topic (shared) or its
 // agent's files (local) are held back.
 //
-// The clock of a file starts when a sweep first finds every condition true
-// and restarts whenever one is false at a sweep, and with every term (the
+// The reconciler calls sweep every second (tick): every interval it walks
+// the State (walk), and every time it deletes what is due, within the
+// rate, after checking each file against the State as it is then
+// (drain), so the walk's cost is paid rarely and a backlog of deletions
+// is spread evenly.
+//
+// The clock of a file starts when a walk first finds every condition true
+// and restarts whenever one is false at a walk, and with every term (the
 // clocks live in the leader's memory only; a failover restarts them, which
 // only delays deletions). It also restarts when the checkpoint was written
 // again meanwhile: the deletion is guarded by the mod revision the leader
@@ -98,8 +104,12 @@ type retention struct {
 	rate    float64
 	cands   map[string]map[string]candidate // topic -> file -> candidate
 	epoch   uint32
+	walked  time.Time  // the last walk over the State
+	queue   []deletion // due at the last walk, the longest gone first
+	pending int        // clocks running at the last walk, less those since deleted
+	held    map[string]int
 	tokens  float64
-	last    time.Time // of the last sweep, for the token bucket
+	last    time.Time // of the last drain, for the token bucket
 	summary time.Time // of the last summary log
 	deleted int       // since the last summary log
 	refused int
@@ -122,17 +132,38 @@ func (r *retention) interval() time.Duration {
 	return min(max(r.keep/8, 100*time.Millisecond), time.Minute)
 }
 
+// tick is how often the reconciler calls sweep: every second (or
+// interval, if shorter) deletions are drained from the queue within the
+// rate, so a backlog is spread evenly instead of written in one burst
+// per walk; the walk itself runs every interval.
+func (r *retention) tick() time.Duration { return min(r.interval(), time.Second) }
+
 // deletion is one checkpoint due for deletion.
 type deletion struct {
 	topic, file string
 	c           candidate
 }
 
-// sweep finds the gone checkpoints in st, starts and checks their clocks,
-// reads the writers of new candidates and deletes those due, within the
-// rate. It returns election.ErrLost when a guard shows the leadership
-// lost; other errors are logged and the sweep is tried again later.
+// sweep walks st every interval (see walk), then deletes what is due
+// and still gone, within the rate. It returns election.ErrLost when a
+// guard shows the leadership lost; other errors are logged and the work
+// is tried again later.
 func (r *retention) sweep(ctx context.Context, st *plan.State, now time.Time) error {
+	if r.walked.IsZero() || now.Sub(r.walked) >= r.interval() {
+		r.walked = now
+		r.walk(ctx, st, now)
+	}
+	before := r.deleted + r.refused
+	err := r.drain(ctx, st, now)
+	r.pending -= r.deleted + r.refused - before
+	r.t.c.rm.pending.Set(float64(r.pending))
+	r.logSummary(now)
+	return err
+}
+
+// walk finds the gone checkpoints in st, starts, resets and checks their
+// clocks, reads the writers of new candidates, and queues those due.
+func (r *retention) walk(ctx context.Context, st *plan.State, now time.Time) {
 	r.epoch++
 	held := map[string]int{}
 	pending := 0
@@ -214,18 +245,84 @@ func (r *retention) sweep(ctx context.Context, st *plan.State, now time.Time) er
 	for _, reason := range heldReasons {
 		m.held.WithLabelValues(reason).Set(float64(held[reason]))
 	}
-	if err := r.read(ctx, reads[:min(len(reads), maxRetentionReads)]); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
+	if err := r.read(ctx, reads[:min(len(reads), maxRetentionReads)]); err != nil && ctx.Err() == nil {
 		r.t.log.Warn("checkpoint retention: cannot read the writers of gone files' checkpoints; trying again at the next sweep", "err", err)
 	}
-	before := r.deleted + r.refused
-	err := r.deleteDue(ctx, due, now)
-	pending -= r.deleted + r.refused - before
-	m.pending.Set(float64(pending))
-	r.logSummary(now, pending, held)
-	return err
+	slices.SortFunc(due, func(a, b deletion) int { return cmp.Compare(a.c.since, b.c.since) })
+	r.queue, r.pending, r.held = due, pending, held
+}
+
+// drain deletes the queued checkpoints the rate allows, each checked
+// against st first: the walk may be up to an interval old, and the file
+// must still be gone now.
+func (r *retention) drain(ctx context.Context, st *plan.State, now time.Time) error {
+	burst := r.rate * r.tick().Seconds()
+	if !r.last.IsZero() {
+		r.tokens = min(burst, r.tokens+r.rate*now.Sub(r.last).Seconds())
+	}
+	r.last = now
+	n := min(len(r.queue), int(r.tokens))
+	if n == 0 {
+		return nil
+	}
+	take := r.queue[:n]
+	r.queue = r.queue[n:]
+	var ok []deletion
+	listed := map[string]map[string]bool{} // shared topic -> files a member lists
+	for _, d := range take {
+		t := st.Topic(d.topic)
+		if t == nil || !r.stillGone(t, d) {
+			continue
+		}
+		if t.Config.Config.Shared {
+			l, walked := listed[d.topic]
+			if !walked {
+				l = listedIn(t, take)
+				listed[d.topic] = l
+			}
+			if l[d.file] {
+				continue
+			}
+		}
+		ok = append(ok, d)
+	}
+	return r.deleteDue(ctx, ok)
+}
+
+// stillGone checks a queued deletion against t as it is now: nothing in
+// it may have changed since the walk but the time.
+func (r *retention) stillGone(t *plan.Topic, d deletion) bool {
+	if block, frozen := topicBlock(t); frozen || block != "" {
+		return false
+	}
+	if _, ok := t.Offsets[d.file]; !ok || len(t.Assigns[d.file]) > 0 {
+		return false
+	}
+	c, ok := r.cands[d.topic][d.file]
+	if !ok || c.since == 0 || c.modRev != d.c.modRev {
+		return false
+	}
+	return t.Config.Config.Shared || (writerBlock(t, c.agent) == "" && !listedBy(t, c.agent, d.file))
+}
+
+// listedIn returns which of the files of ds (those of topic t) a member of
+// t lists: one walk over the members' keys, done only while deletions of
+// the shared topic are queued.
+func listedIn(t *plan.Topic, ds []deletion) map[string]bool {
+	want := map[string]bool{}
+	for _, d := range ds {
+		if d.topic == t.Name {
+			want[d.file] = false
+		}
+	}
+	for _, m := range t.Members {
+		for _, f := range m.Keys {
+			if _, ok := want[f]; ok {
+				want[f] = true
+			}
+		}
+	}
+	return want
 }
 
 // topicBlock reports whether none of t's checkpoints may be deleted now
@@ -313,21 +410,13 @@ func (r *retention) read(ctx context.Context, todo []deletion) error {
 	return nil
 }
 
-// deleteDue deletes the due checkpoints, the longest gone first, as many
-// as the rate allows: each in a Txn guarded by the leader key, by the mod
-// revision read when its clock started, and by the absence of its
-// writer's assignment key. (Only the leader creates assignment keys, and
+// deleteDue deletes the due checkpoints, each in a Txn guarded by the
+// leader key, by the mod revision read when its clock started, and by the
+// absence of its writer's assignment key. (Only the leader creates assignment keys, and
 // this Txn carries the leader guard: the State, which holds every
 // assignment this term wrote, shows none for the file; the compare covers
 // the key an agent could have been given by hand.)
-func (r *retention) deleteDue(ctx context.Context, due []deletion, now time.Time) error {
-	burst := r.rate * max(r.interval().Seconds(), 1)
-	if !r.last.IsZero() {
-		r.tokens = min(burst, r.tokens+r.rate*now.Sub(r.last).Seconds())
-	}
-	r.last = now
-	slices.SortFunc(due, func(a, b deletion) int { return cmp.Compare(a.c.since, b.c.since) })
-	due = due[:min(len(due), int(r.tokens))]
+func (r *retention) deleteDue(ctx context.Context, due []deletion) error {
 	for chunk := range slices.Chunk(due, deletesPerTxn) {
 		ok, err := r.txn(ctx, chunk)
 		if err != nil {
@@ -425,13 +514,13 @@ func (r *retention) txn(ctx context.Context, ds []deletion) (bool, error) {
 
 // logSummary logs what the lifecycle did, at most once a minute and only
 // when it deleted or was refused something.
-func (r *retention) logSummary(now time.Time, pending int, held map[string]int) {
+func (r *retention) logSummary(now time.Time) {
 	if r.deleted+r.refused == 0 || now.Sub(r.summary) < time.Minute {
 		return
 	}
-	args := []any{"deleted", r.deleted, "refused", r.refused, "pending", pending, "retention", r.keep}
-	for _, reason := range slices.Sorted(maps.Keys(held)) {
-		args = append(args, "held_"+reason, held[reason])
+	args := []any{"deleted", r.deleted, "refused", r.refused, "pending", r.pending, "retention", r.keep}
+	for _, reason := range slices.Sorted(maps.Keys(r.held)) {
+		args = append(args, "held_"+reason, r.held[reason])
 	}
 	r.t.log.Info("checkpoint retention: deleted the checkpoints of gone files", args...)
 	r.summary, r.deleted, r.refused = now, 0, 0

@@ -177,3 +177,30 @@ func TestRetentionOffKeepsEverything(t *testing.T) {
 	require.Zero(t, testutil.ToFloat64(c.rm.sweeps))
 	require.True(t, hasCheckpoint(t, cli, "web", "g1"))
 }
+
+// TestCheckpointDeletionsAreRateLimited: 40 gone files, a rate of 10 a
+// second: between any two looks, no more were deleted than the bucket
+// holds (a second's worth at most) plus the rate times the time between.
+func TestCheckpointDeletionsAreRateLimited(t *testing.T) {
+	e, cli := localTopicWithH1(t)
+	const n, rate = 40, 10.0
+	for i := range n {
+		putCheckpoint(t, cli, "web", fmt.Sprintf("g%02d", i), "h1", 20)
+	}
+	c := startCoord(t, e, "c1", withRetention(time.Second), func(cfg *Config) { cfg.CheckpointDeleteRate = rate })
+	waitLeader(t, c)
+	burst := rate * (&retention{keep: time.Second}).tick().Seconds()
+	var first time.Time
+	var base float64
+	testenv.WaitFor(t, 30*time.Second, "every gone checkpoint deleted", func() bool {
+		now, got := time.Now(), testutil.ToFloat64(c.rm.deleted)
+		if got == 0 {
+			return false
+		}
+		if first.IsZero() {
+			first, base = now, got
+		}
+		require.LessOrEqual(t, got-base, burst+1+rate*now.Sub(first).Seconds(), "deleted faster than --checkpoint-delete-rate")
+		return got == n
+	})
+}

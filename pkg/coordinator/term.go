@@ -294,7 +294,7 @@ func (t *term) reconcileLoop(ctx context.Context) error {
 	// from the State the passes plan from (retention.go).
 	var sweepC <-chan time.Time
 	if t.ret.enabled() {
-		sweepTick := time.NewTicker(t.ret.interval())
+		sweepTick := time.NewTicker(t.ret.tick())
 		defer sweepTick.Stop()
 		sweepC = sweepTick.C
 	}
