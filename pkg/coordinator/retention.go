@@ -123,9 +123,9 @@ func newRetention(t *term) *retention {
 // enabled reports whether checkpoints are deleted at all.
 func (r *retention) enabled() bool { return r.keep > 0 }
 
-// interval is how often the reconciler sweeps: an eighth of the retention
+// interval is how often the State is walked: an eighth of the retention
 // (so a deletion is at most that late), between 100 ms and a minute. A
-// sweep walks every checkpoint key the State holds, on the reconciler's
+// walk visits every checkpoint key the State holds, on the reconciler's
 // goroutine (BenchmarkRetentionSweep: a few tenths of a second at a
 // million files), so it must not run often.
 func (r *retention) interval() time.Duration {
