@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/logferry/logferry/internal/testenv"
+	"github.com/logferry/logferry/pkg/coordinator/election"
 	"github.com/logferry/logferry/pkg/protocol"
 )
 
@@ -207,4 +208,58 @@ func TestCheckpointDeletionsAreRateLimited(t *testing.T) {
 		return got == n
 	})
 	require.GreaterOrEqual(t, time.Since(first).Seconds(), n/2/rate, "40 deletions spread at the rate (half of it, for the looks' lag)")
+}
+
+// retentionOf builds a term's retention for leader key l, without a
+// running coordinator: the deletion Txn alone, against a real etcd.
+func retentionOf(t *testing.T, cli *clientv3.Client, l election.Leadership) *retention {
+	t.Helper()
+	reg := newRegistry()
+	m, err := newMetrics(reg)
+	require.NoError(t, err)
+	rm, err := newRetentionMetrics(reg)
+	require.NoError(t, err)
+	c := &Coordinator{cfg: Config{Client: cli, Space: ks, CheckpointRetention: time.Second, CheckpointDeleteRate: 1}, m: m, rm: rm}
+	return newRetention(&term{c: c, l: l, log: testLogger(t)})
+}
+
+// TestDeposedLeaderDeletesNoCheckpoint: a deletion carries the leader
+// guard: a term whose leader key is gone deletes nothing and ends.
+func TestDeposedLeaderDeletesNoCheckpoint(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	rev := putCheckpoint(t, cli, "web", "g1", "h1", 20)
+	// A leader key that no longer exists: the term was deposed.
+	r := retentionOf(t, cli, election.Leadership{Key: ks.ElectionPrefix() + "694d", Rev: 2})
+	_, err := r.txn(context.Background(), []deletion{{topic: "web", file: "g1", c: candidate{modRev: rev, agent: "h1"}}})
+	require.ErrorIs(t, err, election.ErrLost)
+	require.True(t, hasCheckpoint(t, cli, "web", "g1"))
+	require.Zero(t, testutil.ToFloat64(r.t.c.rm.deleted))
+}
+
+// TestAssignedCheckpointIsNotDeleted: the deletion's guard refuses while
+// the writer holds an assignment key for the file (one given by hand,
+// which the leader's State would not show yet).
+func TestAssignedCheckpointIsNotDeleted(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	lk := ks.ElectionPrefix() + "694d"
+	resp, err := cli.Put(context.Background(), lk, "c1")
+	require.NoError(t, err)
+	r := retentionOf(t, cli, election.Leadership{Key: lk, Rev: resp.Header.Revision})
+	rev := putCheckpoint(t, cli, "web", "g1", "h1", 20)
+	_, err = cli.Put(context.Background(), ks.Assign("h1", "web", "g1"), `{"v":1,"state":"active"}`)
+	require.NoError(t, err)
+	ok, err := r.txn(context.Background(), []deletion{{topic: "web", file: "g1", c: candidate{modRev: rev, agent: "h1"}}})
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.True(t, hasCheckpoint(t, cli, "web", "g1"))
+	require.Equal(t, 1.0, testutil.ToFloat64(r.t.c.rm.refusals.WithLabelValues(refusedAssigned)))
+	// Without the assignment, the same deletion goes through.
+	_, err = cli.Delete(context.Background(), ks.Assign("h1", "web", "g1"))
+	require.NoError(t, err)
+	ok, err = r.txn(context.Background(), []deletion{{topic: "web", file: "g1", c: candidate{modRev: rev, agent: "h1"}}})
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.False(t, hasCheckpoint(t, cli, "web", "g1"))
 }
