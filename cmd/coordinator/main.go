@@ -68,6 +68,8 @@ type options struct {
 	resyncInterval    time.Duration
 	compactInterval   time.Duration
 	ownerGoneRate     float64
+	retention         time.Duration
+	deleteRate        float64
 	statusInterval    time.Duration
 	logLevel          string
 	logFormat         string
@@ -91,6 +93,8 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 	fs.DurationVar(&o.resyncInterval, "resync-interval", 0, "how often the leader re-reads all of /topics/, /assign/ and /offsets/ from scratch (in pages) and reconciles; 0, the default, never: the watches re-list by themselves whenever they break")
 	fs.DurationVar(&o.compactInterval, "compact-interval", coordinator.DefaultCompactInterval, "how often the leader compacts etcd's history, to the revision it saw one interval earlier; 0 never (then compact etcd by other means)")
 	fs.Float64Var(&o.ownerGoneRate, "owner-gone-rate", coordinator.DefaultOwnerGoneRate, "most files per second whose assignment the leader deletes and hands on because their agent's heartbeat is gone (one agent's files always go at once; a mass lease loss is spread out); 0 for no bound")
+	fs.DurationVar(&o.retention, "checkpoint-retention", coordinator.DefaultCheckpointRetention, "how long a file must have been gone (no live agent lists it, no assignment) before the leader deletes its checkpoint; a down host's local checkpoints are never deleted; 0 never deletes any")
+	fs.Float64Var(&o.deleteRate, "checkpoint-delete-rate", coordinator.DefaultCheckpointDeleteRate, "most checkpoints of gone files the leader deletes per second")
 	fs.DurationVar(&o.statusInterval, "status-interval", coordinator.DefaultStatusInterval, "how often /status/coordinator is refreshed when nothing else changed")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -200,6 +204,18 @@ func (o *options) validate(stderr io.Writer) (*slog.Logger, coordinator.Config, 
 	if math.IsNaN(o.ownerGoneRate) || o.ownerGoneRate < 0 {
 		return nil, coordinator.Config{}, fmt.Errorf("--owner-gone-rate %v: want 0 (no bound) or a positive number of files per second", o.ownerGoneRate)
 	}
+	if o.retention < 0 {
+		return nil, coordinator.Config{}, fmt.Errorf("--checkpoint-retention %v: want 0 (never delete) or a positive duration", o.retention)
+	}
+	if o.retention > 0 && o.retention < time.Hour {
+		// An agent remembers a rotated file for minutes only: a writer
+		// appending to a finished rotated file after its checkpoint was
+		// deleted would have it shipped again from its start.
+		log.Warn("--checkpoint-retention under an hour: a file that comes back after its checkpoint was deleted is shipped again from its start", "checkpoint_retention", o.retention)
+	}
+	if math.IsNaN(o.deleteRate) || o.deleteRate <= 0 {
+		return nil, coordinator.Config{}, fmt.Errorf("--checkpoint-delete-rate %v: want a positive number of checkpoints per second", o.deleteRate)
+	}
 	if o.handoverTimeout <= o.reconcileInterval {
 		return nil, coordinator.Config{}, fmt.Errorf("--handover-timeout %v must exceed --reconcile-interval %v", o.handoverTimeout, o.reconcileInterval)
 	}
@@ -208,6 +224,7 @@ func (o *options) validate(stderr io.Writer) (*slog.Logger, coordinator.Config, 
 		LeaseTTL: o.leaseTTL, HandoverTimeout: o.handoverTimeout,
 		ReconcileInterval: o.reconcileInterval, ResyncInterval: o.resyncInterval, StatusInterval: o.statusInterval,
 		CompactInterval: offIfZero(o.compactInterval), OwnerGoneRate: offIfZero(o.ownerGoneRate),
+		CheckpointRetention: offIfZero(o.retention), CheckpointDeleteRate: o.deleteRate,
 		Logger: log,
 	}, nil
 }

@@ -28,7 +28,7 @@ func TestHelpVersionAndCheckConfig(t *testing.T) {
 	require.Equal(t, 0, run(context.Background(), []string{"--help"}, &out, &errb))
 	for _, want := range []string{"--etcd-endpoints", "COORDINATOR_ETCD_ENDPOINTS", "--id", "COORDINATOR_ID", "--listen",
 		"--etcd-prefix", "--lease-ttl", "COORDINATOR_LEASE_TTL", "--handover-timeout", "--reconcile-interval",
-		"--resync-interval", "--compact-interval", "COORDINATOR_COMPACT_INTERVAL", "--owner-gone-rate", "--log-level", "--etcd-ca", "--etcd-user", "--check-config", "--version"} {
+		"--resync-interval", "--compact-interval", "COORDINATOR_COMPACT_INTERVAL", "--owner-gone-rate", "--checkpoint-retention", "COORDINATOR_CHECKPOINT_RETENTION", "--checkpoint-delete-rate", "--log-level", "--etcd-ca", "--etcd-user", "--check-config", "--version"} {
 		require.Contains(t, errb.String(), want)
 	}
 
@@ -50,6 +50,8 @@ func TestHelpVersionAndCheckConfig(t *testing.T) {
 		{"--check-config", "--etcd-cert", "/x.pem"},
 		{"--check-config", "--owner-gone-rate", "-5"},
 		{"--check-config", "--compact-interval", "10s"},
+		{"--check-config", "--checkpoint-retention", "-1h"},
+		{"--check-config", "--checkpoint-delete-rate", "0"},
 		{"--no-such-flag"},
 		{"stray"},
 	} {
@@ -173,13 +175,14 @@ func TestBinarySIGTERM(t *testing.T) {
 
 func TestZeroTurnsCompactionAndDampingOff(t *testing.T) {
 	for _, c := range []struct {
-		args    []string
-		compact time.Duration
-		rate    float64
+		args      []string
+		compact   time.Duration
+		rate      float64
+		retention time.Duration
 	}{
-		{nil, coordinator.DefaultCompactInterval, coordinator.DefaultOwnerGoneRate},
-		{[]string{"--compact-interval", "0", "--owner-gone-rate", "0"}, -1, -1},
-		{[]string{"--compact-interval", "1h", "--owner-gone-rate", "50"}, time.Hour, 50},
+		{nil, coordinator.DefaultCompactInterval, coordinator.DefaultOwnerGoneRate, coordinator.DefaultCheckpointRetention},
+		{[]string{"--compact-interval", "0", "--owner-gone-rate", "0", "--checkpoint-retention", "0"}, -1, -1, -1},
+		{[]string{"--compact-interval", "1h", "--owner-gone-rate", "50", "--checkpoint-retention", "168h"}, time.Hour, 50, 168 * time.Hour},
 	} {
 		var o options
 		var errb bytes.Buffer
@@ -189,6 +192,7 @@ func TestZeroTurnsCompactionAndDampingOff(t *testing.T) {
 		require.NoError(t, err, "%v", c.args)
 		require.Equal(t, c.compact, cfg.CompactInterval, "%v", c.args)
 		require.Equal(t, c.rate, cfg.OwnerGoneRate, "%v", c.args)
+		require.Equal(t, c.retention, cfg.CheckpointRetention, "%v", c.args)
 	}
 }
 

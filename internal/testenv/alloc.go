@@ -15,3 +15,13 @@ func Allocated(n int, f func()) (allocs, bytes uint64) {
 	runtime.ReadMemStats(&after)
 	return after.Mallocs - before.Mallocs, after.TotalAlloc - before.TotalAlloc
 }
+
+// HeapAfterGC is the live heap after two collections: what a benchmark
+// compares before and after building a structure to measure what it keeps.
+func HeapAfterGC() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}

@@ -71,6 +71,9 @@
 //     assignment arrived.
 //   - Lost bytes are counted once per file, whoever notices, and only from
 //     a checkpoint that could be read.
+//   - Start-up reads on a local topic with a state file are this agent's
+//     own: the state file and the checkpoints of its own assignments,
+//     never the topic's checkpoints (every host's, and their history).
 //   - A clean stop stops every tailer, waits (bounded by --stop-timeout) for
 //     the releases and Kafka's acks, writes final checkpoints, and revokes
 //     the lease: at most --stop-timeout + 3 s, whatever etcd and Kafka do.

@@ -218,7 +218,7 @@ func (inv *inventory) scan(ctx context.Context) {
 		if !inv.seeded[name] {
 			// Before the scan: the checkpoints hold the identities of
 			// short files, which the scanner must give again.
-			inv.seeded[name] = inv.seedFromCheckpoints(ctx, name, e.Config)
+			inv.seeded[name] = inv.seedFromCheckpoints(ctx, name, e.Config, view)
 		}
 		res := a.scanner.Scan(name, e.Config)
 		found = append(found, res.Problems...)

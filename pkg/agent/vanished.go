@@ -9,9 +9,11 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/logferry/logferry/pkg/fileid"
+	"github.com/logferry/logferry/pkg/mirror"
 	"github.com/logferry/logferry/pkg/protocol"
 	"github.com/logferry/logferry/pkg/topics"
 )
@@ -126,35 +128,99 @@ func (inv *inventory) reportUnfinished(ctx context.Context, topic string, cfg to
 }
 
 // seedFromCheckpoints remembers, as if a scan had seen them, the files of
-// topic that have a checkpoint (this agent's own, on a local topic), so
-// that reportUnfinished finds those rotated out of the globs and not
-// shipped to their end, whoever was reading them. It reports whether the
-// checkpoints could be read.
-func (inv *inventory) seedFromCheckpoints(ctx context.Context, topic string, cfg topics.Config) bool {
+// topic that this agent may have to finish after a restart, so that
+// reportUnfinished finds those rotated out of the globs while it was down
+// and not shipped to their end. It reports whether they could be read.
+//
+// What it reads must not grow with the history of rotations, nor, on a
+// local topic, with the other hosts' files (a local topic of 10,000 hosts
+// holds every host's checkpoints):
+//   - local topic with a state file: this agent's own files only, from the
+//     state file (the files it was shipping when it stopped, no etcd read)
+//     and from the checkpoints of its active assignments (one read each,
+//     in Txns);
+//   - shared topic, or no state file (--state-dir ""): every checkpoint of
+//     the topic, in pages. A shared file may have been another member's,
+//     and without a state file etcd is the only record; the coordinator
+//     deletes the checkpoints of files gone for --checkpoint-retention, so
+//     this grows with the topic's files, not with its history.
+func (inv *inventory) seedFromCheckpoints(ctx context.Context, topic string, cfg topics.Config, view *runView) bool {
+	if !cfg.Shared && inv.a.local != nil {
+		return inv.seedFromOwn(ctx, topic, view)
+	}
+	return inv.seedFromTopic(ctx, topic, cfg)
+}
+
+// seedFromOwn seeds a local topic from the state file and from the
+// checkpoints of this agent's own active assignments.
+func (inv *inventory) seedFromOwn(ctx context.Context, topic string, view *runView) bool {
 	a := inv.a
-	prefix := a.cfg.Space.OffsetsPrefix() + topic + "/"
-	resp, err := a.cfg.Client.Get(ctx, prefix, clientv3.WithPrefix())
+	now := time.Now()
+	remember := func(file, path string, id protocol.FileIdentity) {
+		a.scanner.Remember(id) // a short file's identity, which the scanner cannot compute again
+		ref := fileRef{topic, file}
+		if _, known := inv.recent[ref]; !known && id.Fingerprint != "" && path != "" {
+			inv.recent[ref] = vanishedFile{SeenFile: protocol.SeenFile{Key: file, Path: path, Identity: id}, at: now}
+		}
+	}
+	for file, e := range a.local.Topic(topic) {
+		remember(file, e.Path, e.Identity)
+	}
+	var assigned []string
+	for ref, active := range view.assigned {
+		if _, known := inv.recent[ref]; ref.topic == topic && active && !known {
+			assigned = append(assigned, ref.file)
+		}
+	}
+	slices.Sort(assigned)
+	cps, err := inv.readCheckpointValues(ctx, topic, assigned)
 	if err != nil {
-		a.log.Warn("cannot read the topic's checkpoints; retrying at the next scan", "topic", topic, "err", err)
+		a.log.Warn("cannot read the checkpoints of this agent's assigned files; retrying at the next scan", "topic", topic, "err", err)
 		return false
 	}
-	now := time.Now()
-	for _, kv := range resp.Kvs {
-		var cp protocol.Checkpoint
-		if protocol.Unmarshal(string(kv.Key), kv.Value, &cp) != nil || cp.Identity.Fingerprint == "" || cp.Path == "" {
-			continue
-		}
-		if !cfg.Shared && cp.Agent != a.cfg.ID {
-			continue // another host's file
-		}
-		a.scanner.Remember(cp.Identity)
-		ref := fileRef{topic, string(kv.Key[len(prefix):])}
-		if _, known := inv.recent[ref]; !known {
-			inv.recent[ref] = vanishedFile{SeenFile: protocol.SeenFile{Key: ref.file, Path: cp.Path, Identity: cp.Identity}, at: now}
+	for file, cp := range cps {
+		if cp.Agent == a.cfg.ID {
+			remember(file, cp.Path, cp.Identity)
 		}
 	}
 	return true
 }
+
+// seedFromTopic seeds from every checkpoint of the topic (this agent's
+// own only, on a local topic), read in pages.
+func (inv *inventory) seedFromTopic(ctx context.Context, topic string, cfg topics.Config) bool {
+	a := inv.a
+	prefix := a.cfg.Space.TopicOffsetsPrefix(topic)
+	if !cfg.Shared {
+		a.log.Info("no state file (--state-dir): reading every checkpoint of the local topic to find files rotated while the agent was down", "topic", topic)
+	}
+	now := time.Now()
+	_, err := mirror.ListPages(ctx, a.cfg.Client, []string{prefix}, seedPageSize, nil, func(_ int64, page []*mvccpb.KeyValue) error {
+		for _, kv := range page {
+			var cp protocol.Checkpoint
+			if protocol.Unmarshal(string(kv.Key), kv.Value, &cp) != nil || cp.Identity.Fingerprint == "" || cp.Path == "" {
+				continue
+			}
+			if !cfg.Shared && cp.Agent != a.cfg.ID {
+				continue // another host's file
+			}
+			a.scanner.Remember(cp.Identity)
+			ref := fileRef{topic, string(kv.Key[len(prefix):])}
+			if _, known := inv.recent[ref]; !known {
+				inv.recent[ref] = vanishedFile{SeenFile: protocol.SeenFile{Key: ref.file, Path: cp.Path, Identity: cp.Identity}, at: now}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		a.log.Warn("cannot read the topic's checkpoints; retrying at the next scan", "topic", topic, "err", err)
+		return false
+	}
+	return true
+}
+
+// seedPageSize is the most checkpoints one read of seedFromTopic returns.
+const seedPageSize = 1000
 
 // countGoneAssigned counts the unshipped bytes of the files assigned to
 // this agent for topic that nobody can read any more: not listed (neither
@@ -204,6 +270,7 @@ func (inv *inventory) noteVanished(ctx context.Context, topic string, cfg topics
 	for ref, v := range inv.recent {
 		if now.Sub(v.at) > vanishedMemory {
 			delete(inv.recent, ref)
+			inv.forgetLocal(ref, view)
 		}
 	}
 	for key, f := range files {
@@ -237,6 +304,21 @@ func (inv *inventory) noteVanished(ctx context.Context, topic string, cfg topics
 			delete(inv.recent, ref)
 		}
 	}
+}
+
+// forgetLocal drops the state file's entry of a file forgotten here (not
+// seen for vanishedMemory) that no run reads and this agent is not
+// assigned: a stop while a file was being read leaves its entry, and
+// nothing else would ever remove it once the file is gone, so the state
+// file, which the start-up reads, would grow with every such restart.
+func (inv *inventory) forgetLocal(ref fileRef, view *runView) {
+	if inv.a.local == nil {
+		return
+	}
+	if _, running := view.runs[ref]; running || view.assigned[ref] {
+		return
+	}
+	inv.a.local.Delete(ref.topic, ref.file)
 }
 
 // countLost counts the bytes of a deleted file past its checkpoint, once
@@ -282,7 +364,18 @@ func (a *Agent) getCheckpoint(ctx context.Context, ref fileRef) (protocol.Checkp
 // readCheckpoints reads the offsets of files of topic, in Txns of at most
 // maxTxnOps reads. A missing or unreadable checkpoint is left out.
 func (inv *inventory) readCheckpoints(ctx context.Context, topic string, files []string) (map[string]int64, error) {
-	out := map[string]int64{}
+	cps, err := inv.readCheckpointValues(ctx, topic, files)
+	out := make(map[string]int64, len(cps))
+	for f, cp := range cps {
+		out[f] = cp.Offset
+	}
+	return out, err
+}
+
+// readCheckpointValues reads the checkpoints of files of topic, in Txns of
+// at most maxTxnOps reads. A missing or unreadable checkpoint is left out.
+func (inv *inventory) readCheckpointValues(ctx context.Context, topic string, files []string) (map[string]protocol.Checkpoint, error) {
+	out := map[string]protocol.Checkpoint{}
 	for chunk := range slices.Chunk(files, maxTxnOps) {
 		ops := make([]clientv3.Op, len(chunk))
 		for i, f := range chunk {
@@ -299,7 +392,7 @@ func (inv *inventory) readCheckpoints(ctx context.Context, topic string, files [
 			}
 			var cp protocol.Checkpoint
 			if protocol.Unmarshal(string(kvs[0].Key), kvs[0].Value, &cp) == nil {
-				out[chunk[i]] = cp.Offset
+				out[chunk[i]] = cp
 			}
 		}
 	}

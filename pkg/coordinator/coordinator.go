@@ -72,6 +72,13 @@ type Config struct {
 	// heartbeat is gone are deleted and handed on, in files per second: 0
 	// means DefaultOwnerGoneRate, a negative value no bound.
 	OwnerGoneRate float64
+	// CheckpointRetention is how long a file must have been gone before
+	// the leader deletes its checkpoint (retention.go): 0 means
+	// DefaultCheckpointRetention, a negative value never.
+	CheckpointRetention time.Duration
+	// CheckpointDeleteRate bounds those deletions, in keys per second: 0
+	// means DefaultCheckpointDeleteRate.
+	CheckpointDeleteRate float64
 	// StatusInterval is how often /status/coordinator is rewritten when
 	// only its timestamps changed.
 	StatusInterval time.Duration
@@ -91,6 +98,7 @@ type Coordinator struct {
 	cfg     Config
 	log     *slog.Logger
 	m       *metrics
+	rm      *retentionMetrics
 	elector *election.Elector
 	// planner outlives terms: its consistent rings are expensive, and a
 	// standby keeps them in step with the members (see standby.go).
@@ -138,6 +146,15 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.OwnerGoneRate == 0 {
 		cfg.OwnerGoneRate = DefaultOwnerGoneRate
 	}
+	if cfg.CheckpointRetention == 0 {
+		cfg.CheckpointRetention = DefaultCheckpointRetention
+	}
+	if cfg.CheckpointDeleteRate == 0 {
+		cfg.CheckpointDeleteRate = DefaultCheckpointDeleteRate
+	}
+	if cfg.CheckpointDeleteRate < 0 {
+		return nil, fmt.Errorf("%w: checkpoint delete rate %v is negative", ErrConfig, cfg.CheckpointDeleteRate)
+	}
 	if cfg.LeaseTTL < time.Second {
 		return nil, fmt.Errorf("%w: lease TTL %v: etcd leases need at least 1s", ErrConfig, cfg.LeaseTTL)
 	}
@@ -162,7 +179,11 @@ func New(cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register coordinator metrics: %w", err)
 	}
-	return &Coordinator{cfg: cfg, log: log, m: m, elector: el, planner: p, rings: newRingKeeper(log, m)}, nil
+	rm, err := newRetentionMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("register coordinator metrics: %w", err)
+	}
+	return &Coordinator{cfg: cfg, log: log, m: m, rm: rm, elector: el, planner: p, rings: newRingKeeper(log, m)}, nil
 }
 
 // Run campaigns for leadership and, while leader, reconciles assignments;
@@ -173,6 +194,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	c.log.Info("starting", "lease_ttl", c.cfg.LeaseTTL, "handover_timeout", c.cfg.HandoverTimeout,
 		"reconcile_interval", c.cfg.ReconcileInterval, "resync_interval", c.cfg.ResyncInterval,
 		"compact_interval", c.cfg.CompactInterval, "owner_gone_rate", c.cfg.OwnerGoneRate,
+		"checkpoint_retention", c.cfg.CheckpointRetention, "checkpoint_delete_rate", c.cfg.CheckpointDeleteRate,
 		"election_prefix", c.cfg.Space.ElectionPrefix())
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.rings.run(gctx) })
@@ -213,6 +235,7 @@ func (c *Coordinator) lead(ctx context.Context, l election.Leadership) error {
 		c.m.pending.Set(0)
 		c.m.invalidTopics.Set(0)
 		c.m.junkKeys.Set(0)
+		c.rm.reset()
 	}()
 	return newTerm(c, l).run(ctx)
 }

@@ -31,9 +31,22 @@
 // topic waits for a ring build. Owner-gone deletions are damped by
 // OwnerGoneRate (see package plan).
 //
+// Checkpoint lifecycle (retention.go). Between passes, from the State it
+// plans from, the reconciler sweeps for checkpoints of gone files (no
+// assignment, listed by no live heartbeat; on a local topic the writer is
+// live and does not list it, on a shared topic the topic has members) and
+// deletes each once it has been gone for CheckpointRetention, within
+// CheckpointDeleteRate. Only candidates are remembered, by the term.
+//
 // Invariants:
 //   - Every write of a term is a Txn guarded by the leader key's create
-//     revision, at most 128 compares and 128 operations. A Txn refused with
+//     revision, at most 128 compares and 128 operations. A checkpoint
+//     deletion is guarded as well by the checkpoint's mod revision as read
+//     when its clock started and by its writer's assignment key being
+//     absent.
+//   - A local file's checkpoint is never deleted while the agent that
+//     wrote it has no heartbeat under the topic; a shared topic's none
+//     while the topic has no live member. A Txn refused with
 //     the leader key gone or replaced ends the term at once (election.ErrLost);
 //     so does the session ending (the term's context is cancelled).
 //   - Read your writes: the reconciler never plans from a State that lacks

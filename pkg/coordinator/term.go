@@ -58,6 +58,7 @@ type term struct {
 	// key: the reconciler plans only from a State that holds all of them.
 	pending map[string]pendingWrite
 	last    *pass // the last plan, for status refreshes
+	ret     *retention
 }
 
 type queued struct {
@@ -83,7 +84,7 @@ func newTerm(c *Coordinator, l election.Leadership) *term {
 	// standby, or by an earlier term); the rest it forgets.
 	c.planner.Reset()
 	log := c.log.With("term", l.Rev)
-	return &term{
+	t := &term{
 		c: c, l: l, log: log, planner: c.planner,
 		status:    newStatusWriter(c, l, log),
 		dirty:     make(chan struct{}, 1),
@@ -92,6 +93,8 @@ func newTerm(c *Coordinator, l election.Leadership) *term {
 		needGen:   1,
 		pending:   map[string]pendingWrite{},
 	}
+	t.ret = newRetention(t)
+	return t
 }
 
 func (t *term) run(ctx context.Context) error {
@@ -287,6 +290,15 @@ func (t *term) reconcileLoop(ctx context.Context) error {
 	defer deadline.Stop()
 	var last time.Time // end of the last pass
 	want, statusDue := true, false
+	// The checkpoint lifecycle sweeps on this goroutine, between passes,
+	// from the State the passes plan from (retention.go).
+	var sweepC <-chan time.Time
+	if t.ret.enabled() {
+		sweepTick := time.NewTicker(t.ret.tick())
+		defer sweepTick.Stop()
+		sweepC = sweepTick.C
+	}
+	sweepDue := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -296,9 +308,17 @@ func (t *term) reconcileLoop(ctx context.Context) error {
 			want = true
 		case <-statusTick.C:
 			statusDue = true
+		case <-sweepC:
+			sweepDue = true
 		}
 		if t.drain() {
 			want = true
+		}
+		if sweepDue && t.fit() {
+			sweepDue = false
+			if err := t.ret.sweep(ctx, t.state, time.Now()); err != nil {
+				return err
+			}
 		}
 		if !want || !t.fit() {
 			if statusDue && t.last != nil {

@@ -17,10 +17,12 @@
 //     agent watches its assignments and deletes one to release it, in the
 //     Txn that writes the final checkpoint) and the key /status/agents/<id>.
 //     etcd has no delete-only permission, so "write" is what deleting needs.
-//   - logferry-coordinator: read /topics/ and /offsets/; read and write
-//     /assign/ (assignments, revocations, deletions after a handover
-//     timeout), /coordinator/election/ (concurrency.Election), /status/topics/
-//     and the key /status/coordinator.
+//   - logferry-coordinator: read /topics/; read and write /offsets/ (the
+//     leader deletes the checkpoints of files gone for
+//     --checkpoint-retention; it never puts one), /assign/ (assignments,
+//     revocations, deletions after a handover timeout),
+//     /coordinator/election/ (concurrency.Election), /status/topics/ and
+//     the key /status/coordinator.
 //   - logferry-operator, for logctl and people: read and write /topics/
 //     (topic configs) and /assign/ (to remove a stuck assignment by hand);
 //     read /offsets/, /status/ and /coordinator/.

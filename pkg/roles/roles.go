@@ -87,7 +87,9 @@ func AgentOwnPerms(ks keyspace.Space, id string) []Perm {
 func CoordinatorPerms(ks keyspace.Space) []Perm {
 	return []Perm{
 		prefix(ks.TopicsPrefix(), Read),
-		prefix(ks.OffsetsPrefix(), Read),
+		// Write: etcd has no delete-only permission, and the leader
+		// deletes the checkpoints of files gone for the retention.
+		prefix(ks.OffsetsPrefix(), ReadWrite),
 		prefix(ks.AssignPrefix(), ReadWrite),
 		prefix(ks.ElectionPrefix(), ReadWrite),
 		prefix(ks.TopicStatusPrefix(), ReadWrite),

@@ -106,6 +106,20 @@ func (s *Store) Get(topic, file string) (Entry, bool) {
 	return e, ok
 }
 
+// Topic returns the saved checkpoints of topic's files, by file key.
+func (s *Store) Topic(topic string) map[string]Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]Entry{}
+	prefix := topic + "/"
+	for k, e := range s.entries {
+		if file, ok := strings.CutPrefix(k, prefix); ok {
+			out[file] = e
+		}
+	}
+	return out
+}
+
 // Set records a file's checkpoint; Save makes it durable.
 func (s *Store) Set(topic, file string, e Entry) {
 	s.mu.Lock()

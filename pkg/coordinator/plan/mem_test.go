@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/logferry/logferry/internal/testenv"
 	"github.com/logferry/logferry/pkg/mirror"
 	"github.com/logferry/logferry/pkg/protocol"
 )
@@ -26,7 +27,7 @@ import (
 func BenchmarkStateMemory(b *testing.B) {
 	members, per := benchFleet()
 	for b.Loop() {
-		before := heapAfterGC()
+		before := testenv.HeapAfterGC()
 		s := NewState(ks)
 		rev := int64(0)
 		apply := func(key string, value []byte) {
@@ -62,7 +63,7 @@ func BenchmarkStateMemory(b *testing.B) {
 		runtime.ReadMemStats(&ms)
 		passAlloc := ms.TotalAlloc - allocBefore
 		pl = nil
-		kept := heapAfterGC() - before
+		kept := testenv.HeapAfterGC() - before
 		if f := os.Getenv("BENCH_HEAPPROFILE"); f != "" {
 			out, err := os.Create(f)
 			require.NoError(b, err)
@@ -76,14 +77,6 @@ func BenchmarkStateMemory(b *testing.B) {
 		runtime.KeepAlive(s)
 		runtime.KeepAlive(p)
 	}
-}
-
-func heapAfterGC() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
 }
 
 func fileKey(m, f int) string {
