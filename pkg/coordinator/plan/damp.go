@@ -29,7 +29,7 @@ func (p *Planner) dampGone(s *State, now time.Time, out *Plan) {
 			continue // frozen: nothing is deleted anyway
 		}
 		for _, hs := range t.Assigns {
-			for _, a := range hs {
+			for a := range hs.All() {
 				if t.Members[a.Agent] == nil {
 					units[goneUnit{name, a.Agent}]++
 				}

@@ -152,7 +152,7 @@ func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
 		out.Pending += st.Pending
 		assignments := 0
 		for _, hs := range t.Assigns {
-			assignments += len(hs)
+			assignments += hs.Len()
 		}
 		out.Assignments += assignments
 		if st.State == protocol.TopicInvalid {
@@ -226,8 +226,8 @@ func (p *Planner) assigner(topic string) (*assign.Assigner, error) {
 }
 
 // revokeSince returns when key a was first seen revoking (now if just now).
-func (p *Planner) revokeSince(a *Assignment, now time.Time, seen map[string]bool) time.Time {
-	key := a.Key()
+func (p *Planner) revokeSince(t *Topic, a *Assignment, now time.Time, seen map[string]bool) time.Time {
+	key := t.Key(a)
 	seen[key] = true
 	m, ok := p.revoking[key]
 	if !ok || m.createRev != a.CreateRev {
@@ -255,9 +255,9 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 		// Frozen: keep every assignment as it is. Keep the handover clocks
 		// running so that a fix does not restart them.
 		for _, hs := range t.Assigns {
-			for _, a := range hs {
+			for a := range hs.All() {
 				if a.Revoking() {
-					p.revokeSince(a, now, seenRevoking)
+					p.revokeSince(t, a, now, seenRevoking)
 				}
 			}
 		}
@@ -269,7 +269,7 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 	// to anyone else.
 	frozen := map[string]bool{}
 	for f, hs := range t.Assigns {
-		for _, a := range hs {
+		for a := range hs.All() {
 			if m := t.Members[a.Agent]; m != nil && m.Err != nil {
 				frozen[f] = true
 			}
@@ -281,9 +281,23 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 		p.next[t.Name] = next
 	}
 
-	desired := map[string]string{}
+	var desired *assign.Result // nil: nobody should hold anything
 	if st.State == protocol.TopicOK {
-		in := assign.Input{Shared: st.Shared, Sees: make(map[string][]string, len(t.Members)), Current: make(map[string]string, len(t.Assigns))}
+		// The current assignment is read from t.Assigns as assign asks,
+		// not copied into a map of every file (about 70 MB a pass at a
+		// million files). After a release and before the new owner's key
+		// is written, the file is the next owner's: the plan does not
+		// change its mind.
+		current := func(f string) string {
+			if frozen[f] {
+				return ""
+			}
+			if hs, held := t.Assigns[f]; held {
+				return currentHolder(t, hs)
+			}
+			return next[f].to
+		}
+		in := assign.Input{Shared: st.Shared, Sees: make(map[string][]string, len(t.Members)), CurrentOf: current}
 		for agent, m := range t.Members {
 			if m.Err != nil {
 				continue
@@ -294,21 +308,6 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 				keys = slices.DeleteFunc(slices.Clone(keys), func(f string) bool { return frozen[f] })
 			}
 			in.Sees[agent] = keys
-		}
-		for f, hs := range t.Assigns {
-			if frozen[f] {
-				continue
-			}
-			if h := currentHolder(t, hs); h != "" {
-				in.Current[f] = h
-			}
-		}
-		// After a release and before the new owner's key is written, the
-		// file is the next owner's: the plan does not change its mind.
-		for f, h := range next {
-			if _, held := t.Assigns[f]; !held && !frozen[f] {
-				in.Current[f] = h.to
-			}
 		}
 		a, err := p.assigner(t.Name)
 		if err != nil {
@@ -322,9 +321,9 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 			} else if st.Added+st.Removed > 0 {
 				out.RingSyncs = append(out.RingSyncs, RingSynced{Topic: t.Name, Members: len(members), Stats: st})
 			}
-			desired, err = a.ComputeNow(in)
+			desired, err = a.ComputeNowResult(in)
 		} else {
-			desired, err = a.Compute(in)
+			desired, err = a.ComputeResult(in)
 		}
 		if err != nil {
 			st.Problems = appendProblem(st.Problems, fmt.Sprintf("assignment not computed: %v", err))
@@ -333,7 +332,7 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 	}
 
 	for f := range next {
-		_, want := desired[f]
+		_, want := desired.Owner(f)
 		if _, held := t.Assigns[f]; !want && !held {
 			delete(next, f)
 		}
@@ -342,16 +341,16 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 	// groups are sorted at the end (sorting a million file keys on every
 	// pass cost a second; the groups are usually few).
 	n := len(out.Groups)
-	visit := func(f string) {
+	visit := func(f, want string) {
 		if frozen[f] {
-			for _, a := range t.Assigns[f] {
+			for a := range t.Assigns[f].All() {
 				if a.Revoking() {
-					p.revokeSince(a, now, seenRevoking)
+					p.revokeSince(t, a, now, seenRevoking)
 				}
 			}
 			return
 		}
-		g, deadline := p.planFile(t, f, desired[f], st.State, now, seenRevoking)
+		g, deadline := p.planFile(t, f, want, st.State, now, seenRevoking)
 		if !deadline.IsZero() && (out.NextDeadline.IsZero() || deadline.Before(out.NextDeadline)) {
 			out.NextDeadline = deadline
 		}
@@ -359,12 +358,12 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 			out.Groups = append(out.Groups, g)
 		}
 	}
-	for f := range desired {
-		visit(f)
+	for f, want := range desired.All() {
+		visit(f, want)
 	}
 	for f := range t.Assigns {
-		if _, ok := desired[f]; !ok {
-			visit(f)
+		if _, ok := desired.Owner(f); !ok {
+			visit(f, "")
 		}
 	}
 	slices.SortFunc(out.Groups[n:], func(a, b Group) int { return strings.Compare(a.File, b.File) })
@@ -379,7 +378,7 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 // two), else the next owner of a handover under way.
 func currentHolder(t *Topic, hs Holders) string {
 	var best *Assignment
-	for _, a := range hs {
+	for a := range hs.All() {
 		if m := t.Members[a.Agent]; m == nil || m.Err != nil || a.Revoking() {
 			continue
 		}
@@ -390,7 +389,7 @@ func currentHolder(t *Topic, hs Holders) string {
 	if best != nil {
 		return best.Agent
 	}
-	for _, a := range hs {
+	for a := range hs.All() {
 		if a.Revoking() && a.Value.Revoking != "" {
 			return a.Value.Revoking
 		}
@@ -410,13 +409,13 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 	next := p.next[t.Name]
 
 	remove := func(a *Assignment, reason string) {
-		key := a.Key()
+		key := t.Key(a)
 		g.Cmps = append(g.Cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", a.CreateRev))
 		g.Ops = append(g.Ops, clientv3.OpDelete(key))
 		g.Actions = append(g.Actions, Action{Kind: Delete, Key: key, Agent: a.Agent, Reason: reason, To: want})
 		deleted[key] = true
 	}
-	for _, a := range keys {
+	for a := range keys.All() {
 		if len(g.Ops) >= MaxGroupOps {
 			return g, deadline
 		}
@@ -431,9 +430,9 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 			remove(a, ReasonOwnerGone)
 		case a.Revoking():
 			if a.Value.Revoking != "" {
-				next[f] = handoff{to: a.Value.Revoking, fromKey: a.Key()}
+				next[f] = handoff{to: a.Value.Revoking, fromKey: t.Key(a)}
 			}
-			since := p.revokeSince(a, now, seenRevoking)
+			since := p.revokeSince(t, a, now, seenRevoking)
 			if end := since.Add(p.opt.HandoverTimeout); !now.Before(end) {
 				remove(a, ReasonHandoverTimeout)
 			} else {
@@ -448,7 +447,7 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 		delete(next, f)
 	}
 	revoked := false
-	for _, a := range keys {
+	for a := range keys.All() {
 		m := t.Members[a.Agent]
 		if m == nil || a.Revoking() || a.Agent == holder {
 			continue
@@ -467,10 +466,10 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 			reason = ReasonUnreported
 		}
 		v := protocol.Assignment{State: protocol.StateRevoking, Path: a.Value.Path, Leader: p.opt.Leader, Revoking: to}
-		if a.Err != nil {
+		if a.Bad {
 			v.Path = path
 		}
-		key := a.Key()
+		key := t.Key(a)
 		raw, err := protocol.Marshal(&v)
 		if err != nil {
 			panic(fmt.Sprintf("marshal assignment %s: %v", key, err)) // a struct of strings always marshals

@@ -82,9 +82,9 @@ func (w *world) release() int {
 	n := 0
 	for _, name := range w.s.TopicNames() {
 		for _, hs := range w.s.Topic(name).Assigns {
-			for _, a := range hs {
+			for a := range hs.All() {
 				if a.Revoking() {
-					defer w.del(a.Key())
+					defer w.del(w.s.Topic(name).Key(a))
 					n++
 				}
 			}
