@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -69,6 +70,8 @@ type options struct {
 	compactInterval   time.Duration
 	ownerGoneRate     float64
 	statusInterval    time.Duration
+	memoryLimit       string
+	pprof             bool
 	logLevel          string
 	logFormat         string
 	checkConfig       bool
@@ -92,6 +95,9 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 	fs.DurationVar(&o.compactInterval, "compact-interval", coordinator.DefaultCompactInterval, "how often the leader compacts etcd's history, to the revision it saw one interval earlier; 0 never (then compact etcd by other means)")
 	fs.Float64Var(&o.ownerGoneRate, "owner-gone-rate", coordinator.DefaultOwnerGoneRate, "most files per second whose assignment the leader deletes and hands on because their agent's heartbeat is gone (one agent's files always go at once; a mass lease loss is spread out); 0 for no bound")
 	fs.DurationVar(&o.statusInterval, "status-interval", coordinator.DefaultStatusInterval, "how often /status/coordinator is refreshed when nothing else changed")
+	fs.StringVar(&o.memoryLimit, "memory-limit", memoryLimitAuto, "soft limit of the Go heap (runtime/debug.SetMemoryLimit), a backstop near which the collector works harder: "+
+		"a size (900MiB, 2GiB), 0 for none, or auto: GOMEMLIMIT if set, else 90% of the cgroup's memory limit (systemd MemoryMax=), else none")
+	fs.BoolVar(&o.pprof, "pprof", false, "also serve the Go runtime profiles (/debug/pprof/) on --listen, for a diagnosis of the leader")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	cliflags.DocumentEnv(fs, envPrefix)
@@ -162,6 +168,9 @@ func (o *options) validate(stderr io.Writer) (*slog.Logger, coordinator.Config, 
 	if err != nil {
 		return nil, coordinator.Config{}, err
 	}
+	if _, err := o.memLimit(); err != nil {
+		return nil, coordinator.Config{}, err
+	}
 	if strings.TrimSpace(o.id) == "" || strings.ContainsAny(o.id, " \t\n/") {
 		return nil, coordinator.Config{}, fmt.Errorf("--id %q: want a non-empty name without spaces or slashes", o.id)
 	}
@@ -212,6 +221,11 @@ func (o *options) validate(stderr io.Writer) (*slog.Logger, coordinator.Config, 
 	}, nil
 }
 
+// memLimit resolves --memory-limit in this process's environment.
+func (o *options) memLimit() (memoryLimit, error) {
+	return resolveMemoryLimit(o.memoryLimit, os.Getenv, cgroupMemoryLimit)
+}
+
 // offIfZero maps a flag's 0 ("off") to Config's negative ("off"; its 0
 // selects the default).
 func offIfZero[T time.Duration | float64](v T) T {
@@ -234,6 +248,9 @@ func serve(ctx context.Context, o *options, log *slog.Logger, cfg coordinator.Co
 		}
 		return c.Ready()
 	}, log)
+	if o.pprof {
+		ops.EnablePprof()
+	}
 	if err := ops.Listen(); err != nil {
 		return err
 	}
@@ -253,6 +270,14 @@ func serve(ctx context.Context, o *options, log *slog.Logger, cfg coordinator.Co
 	info.WithLabelValues(version.Version, version.Commit).Set(1)
 	reg.MustRegister(info)
 
+	lim, err := o.memLimit()
+	if err != nil {
+		return err
+	}
+	if lim.bytes > 0 {
+		debug.SetMemoryLimit(lim.bytes)
+	}
+	log.Info("memory limit", "bytes", lim.bytes, "from", lim.why)
 	cfg.Client, cfg.Registerer = cli, reg
 	if c, err = coordinator.New(cfg); err != nil {
 		return err

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,7 +30,8 @@ func TestHelpVersionAndCheckConfig(t *testing.T) {
 	require.Equal(t, 0, run(context.Background(), []string{"--help"}, &out, &errb))
 	for _, want := range []string{"--etcd-endpoints", "COORDINATOR_ETCD_ENDPOINTS", "--id", "COORDINATOR_ID", "--listen",
 		"--etcd-prefix", "--lease-ttl", "COORDINATOR_LEASE_TTL", "--handover-timeout", "--reconcile-interval",
-		"--resync-interval", "--compact-interval", "COORDINATOR_COMPACT_INTERVAL", "--owner-gone-rate", "--log-level", "--etcd-ca", "--etcd-user", "--check-config", "--version"} {
+		"--resync-interval", "--compact-interval", "COORDINATOR_COMPACT_INTERVAL", "--owner-gone-rate", "--memory-limit",
+		"COORDINATOR_MEMORY_LIMIT", "--pprof", "COORDINATOR_PPROF", "--log-level", "--etcd-ca", "--etcd-user", "--check-config", "--version"} {
 		require.Contains(t, errb.String(), want)
 	}
 
@@ -50,6 +53,8 @@ func TestHelpVersionAndCheckConfig(t *testing.T) {
 		{"--check-config", "--etcd-cert", "/x.pem"},
 		{"--check-config", "--owner-gone-rate", "-5"},
 		{"--check-config", "--compact-interval", "10s"},
+		{"--check-config", "--memory-limit", "lots"},
+		{"--check-config", "--memory-limit", "-1GiB"},
 		{"--no-such-flag"},
 		{"stray"},
 	} {
@@ -84,21 +89,24 @@ func TestRunLeadsServesAndStops(t *testing.T) {
 	var out, errb testenv.Buffer
 	code := make(chan int, 1)
 	go func() {
-		code <- run(ctx, []string{"--id", "c1", "--listen", addr, "--lease-ttl", "2s", "--log-format", "json"}, &out, &errb)
+		code <- run(ctx, []string{"--id", "c1", "--listen", addr, "--lease-ttl", "2s", "--log-format", "json", "--memory-limit", "3GiB"}, &out, &errb)
 	}()
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
 	testenv.WaitFor(t, 10*time.Second, "/readyz to answer 200", func() bool {
 		c, _ := testenv.HTTPGet("http://" + addr + "/readyz")
 		return c == http.StatusOK
 	})
 	c, body := testenv.HTTPGet("http://" + addr + "/healthz")
 	require.Equal(t, http.StatusOK, c, body)
+	require.Equal(t, int64(3<<30), debug.SetMemoryLimit(-1), "--memory-limit sets the runtime's soft limit")
 	testenv.WaitFor(t, 10*time.Second, "the leader gauge", func() bool {
 		_, body := testenv.HTTPGet("http://" + addr + "/metrics")
 		return strings.Contains(body, "\ncoordinator_leader 1\n")
 	})
 	_, body = testenv.HTTPGet("http://" + addr + "/metrics")
 	for _, m := range []string{"coordinator_reconcile_duration_seconds_bucket", `coordinator_files_moved_total{reason="owner_gone"}`,
-		`coordinator_watch_resyncs_total{reason="compacted"}`, "coordinator_handover_timeouts_total", "coordinator_build_info", "go_goroutines"} {
+		`coordinator_watch_resyncs_total{reason="compacted"}`, "coordinator_handover_timeouts_total", "coordinator_build_info", "go_goroutines", "go_gc_gomemlimit_bytes"} {
 		require.Contains(t, body, m)
 	}
 	testenv.WaitFor(t, 10*time.Second, "/status/coordinator", func() bool {
@@ -189,6 +197,79 @@ func TestZeroTurnsCompactionAndDampingOff(t *testing.T) {
 		require.NoError(t, err, "%v", c.args)
 		require.Equal(t, c.compact, cfg.CompactInterval, "%v", c.args)
 		require.Equal(t, c.rate, cfg.OwnerGoneRate, "%v", c.args)
+	}
+}
+
+// The profiles are served only with --pprof: they reveal internals and a
+// profile costs CPU while it runs.
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	t.Setenv("COORDINATOR_ETCD_ENDPOINTS", e.Endpoint())
+	for _, enabled := range []bool{false, true} {
+		t.Run(fmt.Sprint("enabled=", enabled), func(t *testing.T) {
+			addr := testenv.FreeAddr(t)
+			args := []string{"--id", "c1", "--listen", addr, "--lease-ttl", "2s"}
+			if enabled {
+				args = append(args, "--pprof")
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			var out, errb testenv.Buffer
+			code := make(chan int, 1)
+			go func() { code <- run(ctx, args, &out, &errb) }()
+			defer func() {
+				cancel()
+				require.Equal(t, 0, <-code, errb.String())
+			}()
+			testenv.WaitFor(t, 10*time.Second, "/healthz to answer 200", func() bool {
+				c, _ := testenv.HTTPGet("http://" + addr + "/healthz")
+				return c == http.StatusOK
+			})
+			c, body := testenv.HTTPGet("http://" + addr + "/debug/pprof/goroutine?debug=1")
+			if enabled {
+				require.Equal(t, http.StatusOK, c, body)
+				require.Contains(t, body, "goroutine profile")
+			} else {
+				require.Equal(t, http.StatusNotFound, c, body)
+			}
+		})
+	}
+}
+
+func TestMemoryLimit(t *testing.T) {
+	const mib = 1 << 20
+	noCgroup := func() (int64, bool) { return 0, false }
+	cgroup := func() (int64, bool) { return 2000 * mib, true }
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "GOMEMLIMIT" {
+				return v
+			}
+			return ""
+		}
+	}
+	for _, c := range []struct {
+		flag, env string
+		cgroup    func() (int64, bool)
+		want      int64
+		why       string
+	}{
+		{"auto", "", noCgroup, 0, "off"},
+		{"auto", "", cgroup, 1800 * mib, "cgroup"},
+		{"auto", "1GiB", cgroup, 0, "GOMEMLIMIT=1GiB"},
+		{"0", "", cgroup, 0, "off"},
+		{"900MiB", "1GiB", cgroup, 900 * mib, "--memory-limit"},
+		{"1.5GiB", "", noCgroup, 1536 * mib, "--memory-limit"},
+		{"123456", "", noCgroup, 123456, "--memory-limit"},
+		{"64KiB", "", noCgroup, 64 << 10, "--memory-limit"},
+	} {
+		got, err := resolveMemoryLimit(c.flag, env(c.env), c.cgroup)
+		require.NoError(t, err, c.flag)
+		require.Equal(t, c.want, got.bytes, "%+v", c)
+		require.Contains(t, got.why, c.why, "%+v", c)
+	}
+	for _, bad := range []string{"", "lots", "-1", "1GB", "NaNMiB", "1e30TiB"} {
+		_, err := resolveMemoryLimit(bad, env(""), noCgroup)
+		require.ErrorContains(t, err, fmt.Sprintf("--memory-limit %q", bad))
 	}
 }
 
