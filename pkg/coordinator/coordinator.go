@@ -32,6 +32,11 @@ const (
 	// plan.Options.OwnerGoneRate): one agent's files go at once, a mass
 	// lease loss is spread out.
 	DefaultOwnerGoneRate = 1000
+	// maxGroupsPerPass bounds the files one reconcile pass changes (see
+	// plan.Options.MaxGroups): about 40 MB of planned operations and 400
+	// Txns. A cold start of a million files takes twenty passes instead
+	// of one, and never holds the whole million's operations at once.
+	maxGroupsPerPass = 50_000
 	// txnTimeout bounds one leader Txn: a leader that cannot write for
 	// this long is better off noticing it and re-listing.
 	txnTimeout = 5 * time.Second
@@ -145,7 +150,7 @@ func New(cfg Config) (*Coordinator, error) {
 		return nil, fmt.Errorf("%w: handover timeout %v must exceed the reconcile interval %v", ErrConfig, cfg.HandoverTimeout, cfg.ReconcileInterval)
 	}
 	p, err := plan.NewPlanner(cfg.Space, plan.Options{Leader: cfg.ID, HandoverTimeout: cfg.HandoverTimeout, Assign: cfg.Assign,
-		AsyncRings: true, OwnerGoneRate: max(cfg.OwnerGoneRate, 0)})
+		AsyncRings: true, OwnerGoneRate: max(cfg.OwnerGoneRate, 0), MaxGroups: maxGroupsPerPass})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}

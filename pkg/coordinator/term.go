@@ -368,8 +368,12 @@ func (t *term) reconcile(ctx context.Context) (time.Time, error) {
 	t.c.m.pending.Set(float64(p.Pending))
 	t.c.m.invalidTopics.Set(float64(p.InvalidTopics))
 	t.c.m.junkKeys.Set(float64(len(p.Junk)))
+	t.c.m.capped.Set(float64(p.Capped))
 	t.log.Debug("reconciled", "revision", rev, "groups", len(p.Groups), "pending_handovers", p.Pending,
 		"members", p.Members, "files", p.Files, "topics_skipped", p.Skipped, "duration", dur)
+	if p.Capped > 0 {
+		t.log.Info("pass full: the rest is left for the next pass", "files_changed", len(p.Groups), "files_left", p.Capped, "duration", dur)
+	}
 	if werr != nil {
 		return p.NextDeadline, werr
 	}

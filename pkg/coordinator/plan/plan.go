@@ -39,6 +39,7 @@ type Planner struct {
 	// nothing, to skip them while they do not change (see Plan).
 	quiet map[string]quietMemo
 	ring  map[string][]string // this pass: each shared topic's ring members
+	room  int                 // this pass: groups it may still plan (MaxGroups), < 0 without a bound
 
 	// Damping of owner_gone (OwnerGoneRate).
 	gone      map[goneUnit]goneMemo
@@ -86,6 +87,9 @@ func NewPlanner(ks keyspace.Space, opt Options) (*Planner, error) {
 	if err := opt.Assign.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrOptions, err)
 	}
+	if opt.MaxGroups < 0 {
+		return nil, fmt.Errorf("%w: max groups %d must be 0 (no bound) or positive", ErrOptions, opt.MaxGroups)
+	}
 	if math.IsNaN(opt.OwnerGoneRate) || opt.OwnerGoneRate < 0 {
 		return nil, fmt.Errorf("%w: owner-gone rate %v must be 0 (no bound) or positive", ErrOptions, opt.OwnerGoneRate)
 	}
@@ -114,6 +118,10 @@ func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
 	p.dampGone(s, now, out)
 	var shared []Group
 	p.ring = map[string][]string{}
+	p.room = -1
+	if p.opt.MaxGroups > 0 {
+		p.room = p.opt.MaxGroups
+	}
 	for _, name := range s.TopicNames() {
 		t := s.topics[name]
 		for a, m := range t.Members {
@@ -136,7 +144,7 @@ func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
 			out.Skipped++
 			continue
 		}
-		n, ns := len(out.Groups), len(shared)
+		n, ns, capped := len(out.Groups), len(shared), out.Capped
 		st, err := p.planTopic(t, now, out, seenRevoking)
 		if err != nil {
 			return nil, err
@@ -158,7 +166,7 @@ func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
 		if st.State == protocol.TopicInvalid {
 			out.InvalidTopics++
 		}
-		if len(out.Groups) == n && len(shared) == ns && st.Pending == 0 && len(p.next[name]) == 0 && !p.goneTopic[name] {
+		if len(out.Groups) == n && len(shared) == ns && out.Capped == capped && st.Pending == 0 && len(p.next[name]) == 0 && !p.goneTopic[name] {
 			p.quiet[name] = quietMemo{t: t, gen: t.gen, st: st, assignments: assignments, ring: p.ring[name]}
 		} else {
 			delete(p.quiet, name)
@@ -313,7 +321,13 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 		if err != nil {
 			return st, err
 		}
-		if p.opt.AsyncRings {
+		switch {
+		case !st.Shared:
+			// A local topic's files go to the member that sees them: no
+			// ring is consulted, so none is built (a cold one of 10,000
+			// members took minutes of a core, starving etcd beside it).
+			desired, err = a.ComputeNowResult(in)
+		case p.opt.AsyncRings:
 			members := assign.RingMembers(in)
 			p.ring[t.Name] = members
 			if st, ok := a.TrySync(members, inlineRingWork); !ok {
@@ -322,7 +336,7 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 				out.RingSyncs = append(out.RingSyncs, RingSynced{Topic: t.Name, Members: len(members), Stats: st})
 			}
 			desired, err = a.ComputeNowResult(in)
-		} else {
+		default:
 			desired, err = a.ComputeResult(in)
 		}
 		if err != nil {
@@ -342,7 +356,13 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 	// pass cost a second; the groups are usually few).
 	n := len(out.Groups)
 	visit := func(f, want string) {
-		if frozen[f] {
+		if frozen[f] || p.room == 0 {
+			// Left as it is; a handover's clock keeps running. A pass
+			// that is full (MaxGroups) counts what it leaves: the writes
+			// it made wake the next pass, which plans the rest.
+			if p.room == 0 && p.wouldChange(t, f, want) {
+				out.Capped++
+			}
 			for a := range t.Assigns[f].All() {
 				if a.Revoking() {
 					p.revokeSince(t, a, now, seenRevoking)
@@ -356,6 +376,9 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 		}
 		if len(g.Ops) > 0 {
 			out.Groups = append(out.Groups, g)
+			if p.room > 0 {
+				p.room--
+			}
 		}
 	}
 	for f, want := range desired.All() {
@@ -371,6 +394,14 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 		delete(p.next, t.Name)
 	}
 	return st, nil
+}
+
+// wouldChange reports, cheaply, whether planFile would do something for f
+// (it may answer true for a file waiting on a handover): f is not held by
+// exactly its desired owner with an active key.
+func (p *Planner) wouldChange(t *Topic, f, want string) bool {
+	hs := t.Assigns[f]
+	return hs.head == nil || hs.head.next != nil || hs.head.Agent != want || hs.head.Revoking() || t.Members[want] == nil
 }
 
 // currentHolder is the member that counts as holding f for assign's

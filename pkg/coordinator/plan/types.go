@@ -95,6 +95,9 @@ type Plan struct {
 	// agent) pairs they belong to; NewlyDeferred those of pairs deferred
 	// for the first time.
 	GoneDeferred, GoneAgents, NewlyDeferred int
+	// Capped counts the files that need a change left for a later pass
+	// by Options.MaxGroups.
+	Capped int
 }
 
 // RingSynced reports a ring update made by Plan.
@@ -141,4 +144,9 @@ type Options struct {
 	// second's worth) is positive; the rest wait, and come back to life
 	// untouched if their agent returns meanwhile.
 	OwnerGoneRate float64
+	// MaxGroups bounds the groups one Plan returns (0: no bound). The
+	// files past it are left for the next pass, which the writes of this
+	// one wake: a cold start of a million files planned at once held about
+	// 800 MB of operations, more than the rest of the leader.
+	MaxGroups int
 }
