@@ -421,8 +421,8 @@ func currentHolder(t *Topic, hs Holders) string {
 		return best.Agent
 	}
 	for a := range hs.All() {
-		if a.Revoking() && a.Value.Revoking != "" {
-			return a.Value.Revoking
+		if a.Revoking() && a.Next != "" {
+			return a.Next
 		}
 	}
 	return ""
@@ -460,8 +460,8 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 			// A dead agent cannot release: delete its key now.
 			remove(a, ReasonOwnerGone)
 		case a.Revoking():
-			if a.Value.Revoking != "" {
-				next[f] = handoff{to: a.Value.Revoking, fromKey: t.Key(a)}
+			if a.Next != "" {
+				next[f] = handoff{to: a.Next, fromKey: t.Key(a)}
 			}
 			since := p.revokeSince(t, a, now, seenRevoking)
 			if end := since.Add(p.opt.HandoverTimeout); !now.Before(end) {
@@ -496,7 +496,7 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 		case !sees || want == "":
 			reason = ReasonUnreported
 		}
-		v := protocol.Assignment{State: protocol.StateRevoking, Path: a.Value.Path, Leader: p.opt.Leader, Revoking: to}
+		v := protocol.Assignment{State: protocol.StateRevoking, Path: a.Path, Leader: p.opt.Leader, Revoking: to}
 		if a.Bad {
 			v.Path = path
 		}

@@ -20,7 +20,6 @@ type State struct {
 	ks     keyspace.Space
 	topics map[string]*Topic
 	junk   map[string]string // key -> why it is ignored
-	strs   map[string]string // interned short values
 	rev    int64
 	gen    uint64 // last Topic.gen given; never reset, so gens are never reused
 }
@@ -70,22 +69,28 @@ type Member struct {
 	Bad []string
 }
 
-// Assignment is one key /assign/<agent>/<P>/<file>.
+// Assignment is one key /assign/<agent>/<P>/<file>, with what planning
+// needs of its value (not the leader that wrote it, not its version).
 //
 // The key itself is not kept (Key builds it): at a million files its string
-// was about 80 bytes a file, and Agent and File are copies shared with the
-// agent's heartbeat, not slices of the key. There is one per file, so every
-// field counts: the struct is 128 bytes (it was 160 with a key space, the
-// topic's name, the mod revision and an error of its own).
+// was about 80 bytes a file, and Agent, File and Path are copies shared
+// with the agent's heartbeat, not slices of the key. There is one per file,
+// so every field counts: the struct is 96 bytes (it was 160 with a key
+// space, the topic's name, the mod revision, an error of its own and the
+// whole decoded value).
 type Assignment struct {
 	Agent, File string
-	CreateRev   int64
-	Value       protocol.Assignment
+	// Path is the value's path; Next its revoking field: the agent the
+	// file goes to next, while revoking.
+	Path, Next string
+	CreateRev  int64
 	// next is the file's next holder, in agent order (see Holders).
 	next *Assignment
-	// Bad is set when the value does not decode (the reason is in the
-	// State's junk list); such a key counts as an active assignment (the
-	// agent may be shipping the file).
+	// revoking is the value's state: revoking, or active.
+	revoking bool
+	// Bad is set when the value does not decode or has an unknown state
+	// (the reason is in the State's junk list); such a key counts as an
+	// active assignment (the agent may be shipping the file).
 	Bad bool
 }
 
@@ -174,18 +179,17 @@ func (h Holders) agents() []string {
 }
 
 // Revoking reports whether the key is marked for handover.
-func (a *Assignment) Revoking() bool { return !a.Bad && a.Value.State == protocol.StateRevoking }
+func (a *Assignment) Revoking() bool { return !a.Bad && a.revoking }
 
 // NewState returns an empty State for key space ks.
 func NewState(ks keyspace.Space) *State {
-	return &State{ks: ks, topics: map[string]*Topic{}, junk: map[string]string{}, strs: map[string]string{}}
+	return &State{ks: ks, topics: map[string]*Topic{}, junk: map[string]string{}}
 }
 
 // Reset empties the state, before a full snapshot is applied.
 func (s *State) Reset() {
 	s.topics = map[string]*Topic{}
 	s.junk = map[string]string{}
-	s.strs = map[string]string{}
 	s.rev = 0
 }
 
@@ -293,8 +297,8 @@ func (s *State) Apply(ev mirror.Event) bool {
 		t.Members[k.Agent] = m
 		// The agent's assignments name the same paths: keep one copy.
 		for i, f := range m.Keys {
-			if a := t.Assigns[f].get(k.Agent); a != nil && a.Value.Path == m.Paths[i] {
-				a.Value.Path = m.Paths[i]
+			if a := t.Assigns[f].get(k.Agent); a != nil && a.Path == m.Paths[i] {
+				a.Path = m.Paths[i]
 			}
 		}
 		return true
@@ -310,17 +314,15 @@ func (s *State) Apply(ev mirror.Event) bool {
 			return true
 		}
 		a := &Assignment{Agent: k.Agent, File: k.File, CreateRev: ev.KV.CreateRevision}
-		if err := protocol.Unmarshal(key, ev.KV.Value, &a.Value); err != nil {
+		var v protocol.Assignment
+		if err := protocol.Unmarshal(key, ev.KV.Value, &v); err != nil {
 			a.Bad = true
 			s.junk[key] = err.Error()
-		} else if a.Value.State != protocol.StateActive && a.Value.State != protocol.StateRevoking {
+		} else if v.State != protocol.StateActive && v.State != protocol.StateRevoking {
 			a.Bad = true
-			s.junk[key] = fmt.Sprintf("assignment %s: unknown state %q", key, a.Value.State)
+			s.junk[key] = fmt.Sprintf("assignment %s: unknown state %q", key, v.State)
 		}
-		// A million assignments name a handful of states and leaders: keep
-		// one copy of each instead of one per key.
-		a.Value.State = s.intern(a.Value.State)
-		a.Value.Leader = s.intern(a.Value.Leader)
+		a.Path, a.Next, a.revoking = v.Path, v.Revoking, v.State == protocol.StateRevoking
 		// Share the strings the agent's heartbeat holds (the coordinator
 		// lists /topics/ before /assign/, so it is there), and never keep
 		// a slice of the key, which would keep all of the key alive.
@@ -331,8 +333,8 @@ func (s *State) Apply(ev mirror.Event) bool {
 			a.Agent = m.Agent
 			if i, ok := slices.BinarySearch(m.Keys, k.File); ok {
 				a.File = m.Keys[i]
-				if m.Paths[i] == a.Value.Path {
-					a.Value.Path = m.Paths[i]
+				if m.Paths[i] == a.Path {
+					a.Path = m.Paths[i]
 				}
 			}
 		}
@@ -369,21 +371,6 @@ func (s *State) Apply(ev mirror.Event) bool {
 		s.junk[key] = fmt.Sprintf("unexpected %v key under a watched prefix", k.Kind)
 	}
 	return true
-}
-
-// intern returns the State's copy of v (kept for short values only, so a
-// stray long one cannot grow the table much).
-func (s *State) intern(v string) string {
-	if len(v) > 64 {
-		return v
-	}
-	if c, ok := s.strs[v]; ok {
-		return c
-	}
-	if len(s.strs) < 1024 {
-		s.strs[v] = v
-	}
-	return v
 }
 
 func decodeHeartbeat(key, agent string, kv mirror.KV) *Member {

@@ -45,5 +45,5 @@ func TestHoldersChain(t *testing.T) {
 // One Assignment per file at a million files: its size is the leader's
 // memory (BenchmarkStateMemory has the whole figure).
 func TestAssignmentSize(t *testing.T) {
-	require.LessOrEqual(t, unsafe.Sizeof(Assignment{}), uintptr(128))
+	require.LessOrEqual(t, unsafe.Sizeof(Assignment{}), uintptr(96))
 }
