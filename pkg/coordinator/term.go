@@ -21,6 +21,9 @@ import (
 // most operations, one Txn may carry.
 const maxTxnOps = 128
 
+// maxWritePause bounds the pause between two Txns of one pass (see exec).
+const maxWritePause = time.Second
+
 // pendingTimeout: a write the mirror has not shown for this long is
 // assumed lost to the watch; the leader re-lists. Never expected.
 const pendingTimeout = 10 * time.Second
@@ -384,13 +387,22 @@ func (t *term) reconcile(ctx context.Context) (time.Time, error) {
 }
 
 // exec writes the groups in Txns of at most maxTxnOps compares and
-// operations, each guarded by the leader key.
+// operations, each guarded by the leader key. Between two Txns it waits as
+// long as the last one took (at most maxWritePause): a pass of thousands
+// of Txns (a cold start, a mass move) then takes at most half of etcd's
+// time, and the lease renewals of the fleet and of this very leader,
+// which wait behind the writes, still get through. On a quick etcd the
+// pauses are milliseconds.
 func (t *term) exec(ctx context.Context, groups []plan.Group) error {
 	var batch []plan.Group
 	nc, no := 1, 0
 	for _, g := range groups {
 		if len(batch) > 0 && (nc+len(g.Cmps) > maxTxnOps || no+len(g.Ops) > maxTxnOps) {
+			start := time.Now()
 			if err := t.commit(ctx, batch); err != nil {
+				return err
+			}
+			if err := pause(ctx, min(time.Since(start), maxWritePause)); err != nil {
 				return err
 			}
 			batch, nc, no = batch[:0], 1, 0
@@ -403,6 +415,18 @@ func (t *term) exec(ctx context.Context, groups []plan.Group) error {
 		return t.commit(ctx, batch)
 	}
 	return nil
+}
+
+// pause waits for d, or until ctx is done (its error).
+func pause(ctx context.Context, d time.Duration) error {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // commit writes batch in one Txn; if a file's guard fails (etcd changed
