@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/logferry/logferry/internal/ctxwait"
 	"github.com/logferry/logferry/pkg/coordinator/election"
 	"github.com/logferry/logferry/pkg/coordinator/plan"
 	"github.com/logferry/logferry/pkg/mirror"
@@ -402,8 +403,8 @@ func (t *term) exec(ctx context.Context, groups []plan.Group) error {
 			if err := t.commit(ctx, batch); err != nil {
 				return err
 			}
-			if err := pause(ctx, min(time.Since(start), maxWritePause)); err != nil {
-				return err
+			if !ctxwait.Sleep(ctx, min(time.Since(start), maxWritePause)) {
+				return ctx.Err()
 			}
 			batch, nc, no = batch[:0], 1, 0
 		}
@@ -415,18 +416,6 @@ func (t *term) exec(ctx context.Context, groups []plan.Group) error {
 		return t.commit(ctx, batch)
 	}
 	return nil
-}
-
-// pause waits for d, or until ctx is done (its error).
-func pause(ctx context.Context, d time.Duration) error {
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // commit writes batch in one Txn; if a file's guard fails (etcd changed
