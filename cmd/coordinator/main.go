@@ -69,6 +69,7 @@ type options struct {
 	resyncInterval    time.Duration
 	compactInterval   time.Duration
 	ownerGoneRate     float64
+	ownerGoneGrace    time.Duration
 	statusInterval    time.Duration
 	memoryLimit       string
 	pprof             bool
@@ -94,6 +95,8 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 	fs.DurationVar(&o.resyncInterval, "resync-interval", 0, "how often the leader re-reads all of /topics/, /assign/ and /offsets/ from scratch (in pages) and reconciles; 0, the default, never: the watches re-list by themselves whenever they break")
 	fs.DurationVar(&o.compactInterval, "compact-interval", coordinator.DefaultCompactInterval, "how often the leader compacts etcd's history, to the revision it saw one interval earlier; 0 never (then compact etcd by other means)")
 	fs.Float64Var(&o.ownerGoneRate, "owner-gone-rate", coordinator.DefaultOwnerGoneRate, "most files per second whose assignment the leader deletes and hands on because their agent's heartbeat is gone (one agent's files always go at once; a mass lease loss is spread out); 0 for no bound")
+	fs.DurationVar(&o.ownerGoneGrace, "owner-gone-grace", 0, "how long an agent's heartbeat may be gone before the leader touches its assignments at all: "+
+		"an agent whose lease comes back within it keeps its files untouched, one that died keeps them from everyone that much longer; 0, the default, none (the agents' --lease-ttl is a sensible value)")
 	fs.DurationVar(&o.statusInterval, "status-interval", coordinator.DefaultStatusInterval, "how often /status/coordinator is refreshed when nothing else changed")
 	fs.StringVar(&o.memoryLimit, "memory-limit", memoryLimitAuto, "soft limit of the Go heap (runtime/debug.SetMemoryLimit), a backstop near which the collector works harder: "+
 		"a size (900MiB, 2GiB), 0 for none, or auto: GOMEMLIMIT if set, else 90% of the cgroup's memory limit (systemd MemoryMax=), else none")
@@ -195,6 +198,7 @@ func (o *options) validate(stderr io.Writer) (*slog.Logger, coordinator.Config, 
 		{"--resync-interval", o.resyncInterval, time.Second},
 		{"--compact-interval", o.compactInterval, time.Minute},
 		{"--status-interval", o.statusInterval, 100 * time.Millisecond},
+		{"--owner-gone-grace", o.ownerGoneGrace, 0},
 	} {
 		if d.v == 0 && (d.flag == "--resync-interval" || d.flag == "--compact-interval") {
 			continue // off
@@ -216,7 +220,7 @@ func (o *options) validate(stderr io.Writer) (*slog.Logger, coordinator.Config, 
 		Space: ks, ID: o.id, Version: version.Version,
 		LeaseTTL: o.leaseTTL, HandoverTimeout: o.handoverTimeout,
 		ReconcileInterval: o.reconcileInterval, ResyncInterval: o.resyncInterval, StatusInterval: o.statusInterval,
-		CompactInterval: offIfZero(o.compactInterval), OwnerGoneRate: offIfZero(o.ownerGoneRate),
+		CompactInterval: offIfZero(o.compactInterval), OwnerGoneRate: offIfZero(o.ownerGoneRate), OwnerGoneGrace: o.ownerGoneGrace,
 		Logger: log,
 	}, nil
 }

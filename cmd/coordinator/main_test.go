@@ -30,7 +30,7 @@ func TestHelpVersionAndCheckConfig(t *testing.T) {
 	require.Equal(t, 0, run(context.Background(), []string{"--help"}, &out, &errb))
 	for _, want := range []string{"--etcd-endpoints", "COORDINATOR_ETCD_ENDPOINTS", "--id", "COORDINATOR_ID", "--listen",
 		"--etcd-prefix", "--lease-ttl", "COORDINATOR_LEASE_TTL", "--handover-timeout", "--reconcile-interval",
-		"--resync-interval", "--compact-interval", "COORDINATOR_COMPACT_INTERVAL", "--owner-gone-rate", "--memory-limit",
+		"--resync-interval", "--compact-interval", "COORDINATOR_COMPACT_INTERVAL", "--owner-gone-rate", "--owner-gone-grace", "COORDINATOR_OWNER_GONE_GRACE", "--memory-limit",
 		"COORDINATOR_MEMORY_LIMIT", "--pprof", "COORDINATOR_PPROF", "--log-level", "--etcd-ca", "--etcd-user", "--check-config", "--version"} {
 		require.Contains(t, errb.String(), want)
 	}
@@ -54,6 +54,7 @@ func TestHelpVersionAndCheckConfig(t *testing.T) {
 		{"--check-config", "--owner-gone-rate", "-5"},
 		{"--check-config", "--compact-interval", "10s"},
 		{"--check-config", "--memory-limit", "lots"},
+		{"--check-config", "--owner-gone-grace", "-1s"},
 		{"--check-config", "--memory-limit", "-1GiB"},
 		{"--no-such-flag"},
 		{"stray"},
@@ -187,7 +188,7 @@ func TestZeroTurnsCompactionAndDampingOff(t *testing.T) {
 	}{
 		{nil, coordinator.DefaultCompactInterval, coordinator.DefaultOwnerGoneRate},
 		{[]string{"--compact-interval", "0", "--owner-gone-rate", "0"}, -1, -1},
-		{[]string{"--compact-interval", "1h", "--owner-gone-rate", "50"}, time.Hour, 50},
+		{[]string{"--compact-interval", "1h", "--owner-gone-rate", "50", "--owner-gone-grace", "10s"}, time.Hour, 50},
 	} {
 		var o options
 		var errb bytes.Buffer
@@ -197,6 +198,11 @@ func TestZeroTurnsCompactionAndDampingOff(t *testing.T) {
 		require.NoError(t, err, "%v", c.args)
 		require.Equal(t, c.compact, cfg.CompactInterval, "%v", c.args)
 		require.Equal(t, c.rate, cfg.OwnerGoneRate, "%v", c.args)
+		if len(c.args) == 6 {
+			require.Equal(t, 10*time.Second, cfg.OwnerGoneGrace)
+		} else {
+			require.Zero(t, cfg.OwnerGoneGrace, "no grace by default")
+		}
 	}
 }
 

@@ -77,6 +77,10 @@ type Config struct {
 	// heartbeat is gone are deleted and handed on, in files per second: 0
 	// means DefaultOwnerGoneRate, a negative value no bound.
 	OwnerGoneRate float64
+	// OwnerGoneGrace is how long an agent's heartbeat may be gone before
+	// its assignments are touched at all (plan.Options.OwnerGoneGrace);
+	// 0, the default, none.
+	OwnerGoneGrace time.Duration
 	// StatusInterval is how often /status/coordinator is rewritten when
 	// only its timestamps changed.
 	StatusInterval time.Duration
@@ -129,6 +133,7 @@ func New(cfg Config) (*Coordinator, error) {
 		{"reconcile interval", &cfg.ReconcileInterval, DefaultReconcileInterval},
 		{"resync interval", &cfg.ResyncInterval, 0},
 		{"status interval", &cfg.StatusInterval, DefaultStatusInterval},
+		{"owner-gone grace", &cfg.OwnerGoneGrace, 0},
 	} {
 		if *d.v < 0 {
 			return nil, fmt.Errorf("%w: %s %v is negative", ErrConfig, d.name, *d.v)
@@ -150,7 +155,7 @@ func New(cfg Config) (*Coordinator, error) {
 		return nil, fmt.Errorf("%w: handover timeout %v must exceed the reconcile interval %v", ErrConfig, cfg.HandoverTimeout, cfg.ReconcileInterval)
 	}
 	p, err := plan.NewPlanner(cfg.Space, plan.Options{Leader: cfg.ID, HandoverTimeout: cfg.HandoverTimeout, Assign: cfg.Assign,
-		AsyncRings: true, OwnerGoneRate: max(cfg.OwnerGoneRate, 0), MaxGroups: maxGroupsPerPass})
+		AsyncRings: true, OwnerGoneRate: max(cfg.OwnerGoneRate, 0), OwnerGoneGrace: cfg.OwnerGoneGrace, MaxGroups: maxGroupsPerPass})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
@@ -177,7 +182,7 @@ func New(cfg Config) (*Coordinator, error) {
 func (c *Coordinator) Run(ctx context.Context) error {
 	c.log.Info("starting", "lease_ttl", c.cfg.LeaseTTL, "handover_timeout", c.cfg.HandoverTimeout,
 		"reconcile_interval", c.cfg.ReconcileInterval, "resync_interval", c.cfg.ResyncInterval,
-		"compact_interval", c.cfg.CompactInterval, "owner_gone_rate", c.cfg.OwnerGoneRate,
+		"compact_interval", c.cfg.CompactInterval, "owner_gone_rate", c.cfg.OwnerGoneRate, "owner_gone_grace", c.cfg.OwnerGoneGrace,
 		"election_prefix", c.cfg.Space.ElectionPrefix())
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.rings.run(gctx) })

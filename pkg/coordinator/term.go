@@ -511,6 +511,7 @@ func (t *term) applied(groups []plan.Group, rev int64) {
 // (--owner-gone-rate): a gauge every pass, a warning when more are deferred.
 func (t *term) damped(p *plan.Plan) {
 	t.c.m.goneDeferred.Set(float64(p.GoneDeferred))
+	t.c.m.goneInGrace.Set(float64(p.GoneInGrace))
 	if p.NewlyDeferred > 0 {
 		t.c.m.goneDeferredTotal.Add(float64(p.NewlyDeferred))
 		t.log.Warn("agents gone faster than --owner-gone-rate: their assignments stay until the budget allows, or until they return",

@@ -90,6 +90,9 @@ func NewPlanner(ks keyspace.Space, opt Options) (*Planner, error) {
 	if opt.MaxGroups < 0 {
 		return nil, fmt.Errorf("%w: max groups %d must be 0 (no bound) or positive", ErrOptions, opt.MaxGroups)
 	}
+	if opt.OwnerGoneGrace < 0 {
+		return nil, fmt.Errorf("%w: owner-gone grace %v must be 0 (none) or positive", ErrOptions, opt.OwnerGoneGrace)
+	}
 	if math.IsNaN(opt.OwnerGoneRate) || opt.OwnerGoneRate < 0 {
 		return nil, fmt.Errorf("%w: owner-gone rate %v must be 0 (no bound) or positive", ErrOptions, opt.OwnerGoneRate)
 	}
