@@ -78,8 +78,9 @@
 // counts the files it left (Plan.Capped); a topic that left any is never
 // taken as quiet, so the next pass (woken by this one's writes) plans them.
 // A file left out keeps its handover clock running, as a frozen one does.
-// Since every group stands on its own (see above), planning the rest later
-// changes when files move, never where to.
+// Every group stands on its own (see above), and files under way count as
+// their next owner's, so the passes that follow compute the same targets
+// for the rest unless the members changed meanwhile.
 //
 // # Bad input
 //
