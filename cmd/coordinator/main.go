@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -70,7 +71,10 @@ type options struct {
 	ownerGoneRate     float64
 	retention         time.Duration
 	deleteRate        float64
+	ownerGoneGrace    time.Duration
 	statusInterval    time.Duration
+	memoryLimit       string
+	pprof             bool
 	logLevel          string
 	logFormat         string
 	checkConfig       bool
@@ -95,7 +99,12 @@ func newFlagSet(o *options, stderr io.Writer) *pflag.FlagSet {
 	fs.Float64Var(&o.ownerGoneRate, "owner-gone-rate", coordinator.DefaultOwnerGoneRate, "most files per second whose assignment the leader deletes and hands on because their agent's heartbeat is gone (one agent's files always go at once; a mass lease loss is spread out); 0 for no bound")
 	fs.DurationVar(&o.retention, "checkpoint-retention", coordinator.DefaultCheckpointRetention, "how long a file must have been gone (no live agent lists it, no assignment) before the leader deletes its checkpoint; a down host's local checkpoints are never deleted; 0 never deletes any")
 	fs.Float64Var(&o.deleteRate, "checkpoint-delete-rate", coordinator.DefaultCheckpointDeleteRate, "most checkpoints of gone files the leader deletes per second")
+	fs.DurationVar(&o.ownerGoneGrace, "owner-gone-grace", 0, "how long an agent's heartbeat may be gone before the leader touches its assignments at all: "+
+		"an agent whose lease comes back within it keeps its files untouched, one that died keeps them from everyone that much longer; 0, the default, none (the agents' --lease-ttl is a sensible value)")
 	fs.DurationVar(&o.statusInterval, "status-interval", coordinator.DefaultStatusInterval, "how often /status/coordinator is refreshed when nothing else changed")
+	fs.StringVar(&o.memoryLimit, "memory-limit", memoryLimitAuto, "soft limit of the Go heap (runtime/debug.SetMemoryLimit), a backstop near which the collector works harder: "+
+		"a size (900MiB, 2GiB), 0 for none, or auto: GOMEMLIMIT if set, else 90% of the cgroup's memory limit (systemd MemoryMax=), else none")
+	fs.BoolVar(&o.pprof, "pprof", false, "also serve the Go runtime profiles (/debug/pprof/) on --listen, for a diagnosis of the leader")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	cliflags.DocumentEnv(fs, envPrefix)
@@ -166,6 +175,9 @@ func (o *options) validate(stderr io.Writer) (*slog.Logger, coordinator.Config, 
 	if err != nil {
 		return nil, coordinator.Config{}, err
 	}
+	if _, err := o.memLimit(); err != nil {
+		return nil, coordinator.Config{}, err
+	}
 	if strings.TrimSpace(o.id) == "" || strings.ContainsAny(o.id, " \t\n/") {
 		return nil, coordinator.Config{}, fmt.Errorf("--id %q: want a non-empty name without spaces or slashes", o.id)
 	}
@@ -190,6 +202,7 @@ func (o *options) validate(stderr io.Writer) (*slog.Logger, coordinator.Config, 
 		{"--resync-interval", o.resyncInterval, time.Second},
 		{"--compact-interval", o.compactInterval, time.Minute},
 		{"--status-interval", o.statusInterval, 100 * time.Millisecond},
+		{"--owner-gone-grace", o.ownerGoneGrace, 0},
 	} {
 		if d.v == 0 && (d.flag == "--resync-interval" || d.flag == "--compact-interval") {
 			continue // off
@@ -223,10 +236,15 @@ func (o *options) validate(stderr io.Writer) (*slog.Logger, coordinator.Config, 
 		Space: ks, ID: o.id, Version: version.Version,
 		LeaseTTL: o.leaseTTL, HandoverTimeout: o.handoverTimeout,
 		ReconcileInterval: o.reconcileInterval, ResyncInterval: o.resyncInterval, StatusInterval: o.statusInterval,
-		CompactInterval: offIfZero(o.compactInterval), OwnerGoneRate: offIfZero(o.ownerGoneRate),
+		CompactInterval: offIfZero(o.compactInterval), OwnerGoneRate: offIfZero(o.ownerGoneRate), OwnerGoneGrace: o.ownerGoneGrace,
 		CheckpointRetention: offIfZero(o.retention), CheckpointDeleteRate: o.deleteRate,
 		Logger: log,
 	}, nil
+}
+
+// memLimit resolves --memory-limit in this process's environment.
+func (o *options) memLimit() (memoryLimit, error) {
+	return resolveMemoryLimit(o.memoryLimit, os.Getenv, cgroupMemoryLimit)
 }
 
 // offIfZero maps a flag's 0 ("off") to Config's negative ("off"; its 0
@@ -251,6 +269,9 @@ func serve(ctx context.Context, o *options, log *slog.Logger, cfg coordinator.Co
 		}
 		return c.Ready()
 	}, log)
+	if o.pprof {
+		ops.EnablePprof()
+	}
 	if err := ops.Listen(); err != nil {
 		return err
 	}
@@ -270,6 +291,14 @@ func serve(ctx context.Context, o *options, log *slog.Logger, cfg coordinator.Co
 	info.WithLabelValues(version.Version, version.Commit).Set(1)
 	reg.MustRegister(info)
 
+	lim, err := o.memLimit()
+	if err != nil {
+		return err
+	}
+	if lim.bytes > 0 {
+		debug.SetMemoryLimit(lim.bytes)
+	}
+	log.Info("memory limit", "bytes", lim.bytes, "from", lim.why)
 	cfg.Client, cfg.Registerer = cli, reg
 	if c, err = coordinator.New(cfg); err != nil {
 		return err

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,7 +31,9 @@ func TestHelpVersionAndCheckConfig(t *testing.T) {
 	require.Equal(t, 0, run(context.Background(), []string{"--help"}, &out, &errb))
 	for _, want := range []string{"--etcd-endpoints", "COORDINATOR_ETCD_ENDPOINTS", "--id", "COORDINATOR_ID", "--listen",
 		"--etcd-prefix", "--lease-ttl", "COORDINATOR_LEASE_TTL", "--handover-timeout", "--reconcile-interval",
-		"--resync-interval", "--compact-interval", "COORDINATOR_COMPACT_INTERVAL", "--owner-gone-rate", "--checkpoint-retention", "COORDINATOR_CHECKPOINT_RETENTION", "--checkpoint-delete-rate", "--log-level", "--etcd-ca", "--etcd-user", "--check-config", "--version"} {
+		"--resync-interval", "--compact-interval", "COORDINATOR_COMPACT_INTERVAL", "--owner-gone-rate", "--owner-gone-grace", "COORDINATOR_OWNER_GONE_GRACE", "--memory-limit",
+		"COORDINATOR_MEMORY_LIMIT", "--pprof", "COORDINATOR_PPROF", "--checkpoint-retention", "COORDINATOR_CHECKPOINT_RETENTION", "--checkpoint-delete-rate",
+		"--log-level", "--etcd-ca", "--etcd-user", "--check-config", "--version"} {
 		require.Contains(t, errb.String(), want)
 	}
 
@@ -52,6 +57,9 @@ func TestHelpVersionAndCheckConfig(t *testing.T) {
 		{"--check-config", "--compact-interval", "10s"},
 		{"--check-config", "--checkpoint-retention", "-1h"},
 		{"--check-config", "--checkpoint-delete-rate", "0"},
+		{"--check-config", "--memory-limit", "lots"},
+		{"--check-config", "--owner-gone-grace", "-1s"},
+		{"--check-config", "--memory-limit", "-1GiB"},
 		{"--no-such-flag"},
 		{"stray"},
 	} {
@@ -86,21 +94,24 @@ func TestRunLeadsServesAndStops(t *testing.T) {
 	var out, errb testenv.Buffer
 	code := make(chan int, 1)
 	go func() {
-		code <- run(ctx, []string{"--id", "c1", "--listen", addr, "--lease-ttl", "2s", "--log-format", "json"}, &out, &errb)
+		code <- run(ctx, []string{"--id", "c1", "--listen", addr, "--lease-ttl", "2s", "--log-format", "json", "--memory-limit", "3GiB"}, &out, &errb)
 	}()
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
 	testenv.WaitFor(t, 10*time.Second, "/readyz to answer 200", func() bool {
 		c, _ := testenv.HTTPGet("http://" + addr + "/readyz")
 		return c == http.StatusOK
 	})
 	c, body := testenv.HTTPGet("http://" + addr + "/healthz")
 	require.Equal(t, http.StatusOK, c, body)
+	require.Equal(t, int64(3<<30), debug.SetMemoryLimit(-1), "--memory-limit sets the runtime's soft limit")
 	testenv.WaitFor(t, 10*time.Second, "the leader gauge", func() bool {
 		_, body := testenv.HTTPGet("http://" + addr + "/metrics")
 		return strings.Contains(body, "\ncoordinator_leader 1\n")
 	})
 	_, body = testenv.HTTPGet("http://" + addr + "/metrics")
 	for _, m := range []string{"coordinator_reconcile_duration_seconds_bucket", `coordinator_files_moved_total{reason="owner_gone"}`,
-		`coordinator_watch_resyncs_total{reason="compacted"}`, "coordinator_handover_timeouts_total", "coordinator_build_info", "go_goroutines"} {
+		`coordinator_watch_resyncs_total{reason="compacted"}`, "coordinator_handover_timeouts_total", "coordinator_build_info", "go_goroutines", "go_gc_gomemlimit_bytes"} {
 		require.Contains(t, body, m)
 	}
 	testenv.WaitFor(t, 10*time.Second, "/status/coordinator", func() bool {
@@ -182,7 +193,7 @@ func TestZeroTurnsCompactionAndDampingOff(t *testing.T) {
 	}{
 		{nil, coordinator.DefaultCompactInterval, coordinator.DefaultOwnerGoneRate, coordinator.DefaultCheckpointRetention},
 		{[]string{"--compact-interval", "0", "--owner-gone-rate", "0", "--checkpoint-retention", "0"}, -1, -1, -1},
-		{[]string{"--compact-interval", "1h", "--owner-gone-rate", "50", "--checkpoint-retention", "168h"}, time.Hour, 50, 168 * time.Hour},
+		{[]string{"--compact-interval", "1h", "--owner-gone-rate", "50", "--checkpoint-retention", "168h", "--owner-gone-grace", "10s"}, time.Hour, 50, 168 * time.Hour},
 	} {
 		var o options
 		var errb bytes.Buffer
@@ -193,6 +204,84 @@ func TestZeroTurnsCompactionAndDampingOff(t *testing.T) {
 		require.Equal(t, c.compact, cfg.CompactInterval, "%v", c.args)
 		require.Equal(t, c.rate, cfg.OwnerGoneRate, "%v", c.args)
 		require.Equal(t, c.retention, cfg.CheckpointRetention, "%v", c.args)
+		if slices.Contains(c.args, "--owner-gone-grace") {
+			require.Equal(t, 10*time.Second, cfg.OwnerGoneGrace)
+		} else {
+			require.Zero(t, cfg.OwnerGoneGrace, "no grace by default")
+		}
+	}
+}
+
+// The profiles are served only with --pprof: they reveal internals and a
+// profile costs CPU while it runs.
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	t.Setenv("COORDINATOR_ETCD_ENDPOINTS", e.Endpoint())
+	for _, enabled := range []bool{false, true} {
+		t.Run(fmt.Sprint("enabled=", enabled), func(t *testing.T) {
+			addr := testenv.FreeAddr(t)
+			args := []string{"--id", "c1", "--listen", addr, "--lease-ttl", "2s"}
+			if enabled {
+				args = append(args, "--pprof")
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			var out, errb testenv.Buffer
+			code := make(chan int, 1)
+			go func() { code <- run(ctx, args, &out, &errb) }()
+			defer func() {
+				cancel()
+				require.Equal(t, 0, <-code, errb.String())
+			}()
+			testenv.WaitFor(t, 10*time.Second, "/healthz to answer 200", func() bool {
+				c, _ := testenv.HTTPGet("http://" + addr + "/healthz")
+				return c == http.StatusOK
+			})
+			c, body := testenv.HTTPGet("http://" + addr + "/debug/pprof/goroutine?debug=1")
+			if enabled {
+				require.Equal(t, http.StatusOK, c, body)
+				require.Contains(t, body, "goroutine profile")
+			} else {
+				require.Equal(t, http.StatusNotFound, c, body)
+			}
+		})
+	}
+}
+
+func TestMemoryLimit(t *testing.T) {
+	const mib = 1 << 20
+	noCgroup := func() (int64, bool) { return 0, false }
+	cgroup := func() (int64, bool) { return 2000 * mib, true }
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "GOMEMLIMIT" {
+				return v
+			}
+			return ""
+		}
+	}
+	for _, c := range []struct {
+		flag, env string
+		cgroup    func() (int64, bool)
+		want      int64
+		why       string
+	}{
+		{"auto", "", noCgroup, 0, "off"},
+		{"auto", "", cgroup, 1800 * mib, "cgroup"},
+		{"auto", "1GiB", cgroup, 0, "GOMEMLIMIT=1GiB"},
+		{"0", "", cgroup, 0, "off"},
+		{"900MiB", "1GiB", cgroup, 900 * mib, "--memory-limit"},
+		{"1.5GiB", "", noCgroup, 1536 * mib, "--memory-limit"},
+		{"123456", "", noCgroup, 123456, "--memory-limit"},
+		{"64KiB", "", noCgroup, 64 << 10, "--memory-limit"},
+	} {
+		got, err := resolveMemoryLimit(c.flag, env(c.env), c.cgroup)
+		require.NoError(t, err, c.flag)
+		require.Equal(t, c.want, got.bytes, "%+v", c)
+		require.Contains(t, got.why, c.why, "%+v", c)
+	}
+	for _, bad := range []string{"", "lots", "-1", "1GB", "NaNMiB", "1e30TiB"} {
+		_, err := resolveMemoryLimit(bad, env(""), noCgroup)
+		require.ErrorContains(t, err, fmt.Sprintf("--memory-limit %q", bad))
 	}
 }
 

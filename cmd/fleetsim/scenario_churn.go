@@ -24,8 +24,8 @@ func joinStorm(ctx context.Context, s *sim, r *result) error {
 		return err
 	}
 	r.add("agents joining", "%d within %s", n, secs(time.Since(start)))
-	tLocal, ok := s.await(ctx, func() bool { return s.fl.localDone(joiners) })
-	tLocal = time.Since(start)
+	_, ok := s.await(ctx, func() bool { return s.fl.localDone(joiners) })
+	tLocal := time.Since(start)
 	if !ok {
 		r.fail("the joiners' local files are not all assigned %v after the join started", tLocal)
 		return nil
@@ -79,7 +79,7 @@ func revokeLeases(ctx context.Context, s *sim, r *result) error {
 		}
 	}
 	r.add("leases revoked", "%d of %d agents in %s", revoked, len(all), secs(time.Since(start)))
-	tBack, ok := s.await(ctx, func() bool {
+	_, ok := s.await(ctx, func() bool {
 		for i, a := range victims {
 			if l := a.reg.Lease(); l == 0 || l == old[i] {
 				return false
@@ -87,7 +87,7 @@ func revokeLeases(ctx context.Context, s *sim, r *result) error {
 		}
 		return true
 	})
-	tBack = time.Since(start)
+	tBack := time.Since(start)
 	if !ok {
 		r.fail("the agents have not re-granted their leases %v after the revocation", tBack)
 		return nil

@@ -37,11 +37,11 @@ func failover(ctx context.Context, s *sim, r *result) error {
 		return err
 	}
 	var leader string
-	tLead, ok := s.await(ctx, func() bool {
+	_, ok := s.await(ctx, func() bool {
 		leader, _ = s.leaderNow(ctx)
 		return leader != "" && leader != old
 	})
-	tLead = time.Since(start)
+	tLead := time.Since(start)
 	r.add("killed (kill -9)", "%s, leading %d assignments", old, len(before))
 	r.add("coordinator lease TTL", "%s", secs(s.o.coordTTL))
 	if !ok {
@@ -49,8 +49,8 @@ func failover(ctx context.Context, s *sim, r *result) error {
 		return s.e.co.start(old)
 	}
 	r.add("kill -> standby leads (election key)", "%s (%s)", secs(tLead), leader)
-	tNew, ok := s.await(ctx, func() bool { return s.fl.localDone(newcomer) })
-	tNew = time.Since(start)
+	_, ok = s.await(ctx, func() bool { return s.fl.localDone(newcomer) })
+	tNew := time.Since(start)
 	if !ok {
 		r.fail("the newcomer's %d files are not assigned %v after the kill", s.o.files, tNew)
 		return s.e.co.start(old)

@@ -18,18 +18,26 @@ import (
 // them later (a failover right then would take the blame). So the leader
 // must also say, in /status/coordinator, that it has planned with every
 // member and file and has no handover pending, from a pass that started
-// after the scenario's change (stim) and after the fleet's own view was
-// last unsettled: a leader busy for minutes still shows its last pass's
-// status, from before the change. With nothing changed (stim zero, the
-// fleet settled from the start) an old pass will do: an idle leader runs
-// none. (The coordinators run with --status-interval 1s, so a status is
-// never more than a second behind its pass.)
+// after the scenario's change (stim) and after the fleet last changed
+// something the leader must see (an agent without its lease and keys, a
+// file not yet released): a leader busy for minutes still shows its last
+// pass's status, from before the change. Files the fleet's view does not
+// yet show assigned are not such a change: the leader wrote those keys,
+// and its status counts them; at a million files the fleet's watch lags
+// the leader's writes by minutes, and a leader with nothing left to do
+// runs no pass that could start after the view caught up. With nothing
+// changed (stim zero, the fleet settled from the start) an old pass will
+// do: an idle leader runs none. (The coordinators run with
+// --status-interval 1s, so a status is never more than a second behind
+// its pass.)
 func (s *sim) settle(ctx context.Context, r *result, what string, stim time.Time) time.Duration {
 	why := ""
 	after := stim
 	took, ok := s.await(ctx, func() bool {
 		if why = s.fleetUnsettled(); why != "" {
-			after = time.Now()
+			if s.fl.leasesHeld() < len(s.fl.all()) || s.fl.counts().revoking > 0 {
+				after = time.Now()
+			}
 			return false
 		}
 		why = s.leaderUnsettled(ctx, after)

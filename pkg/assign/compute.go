@@ -27,6 +27,12 @@ type Input struct {
 	// files nobody sees, for members that are not live or that do not see
 	// the file are ignored (the file counts as unassigned).
 	Current map[string]string
+	// CurrentOf, when set, is used instead of Current: it returns the
+	// current member of a file ("" for none), and is asked only about the
+	// files of the input. A caller that holds the assignment in a structure
+	// of its own saves building a map of every file (about 70 MB a pass at
+	// a million files).
+	CurrentOf func(file string) string
 }
 
 // Assigner computes assignments and keeps the consistent ring between calls,
@@ -66,6 +72,15 @@ func Compute(cfg Config, in Input) (map[string]string, error) {
 // Compute, reusing the ring of the previous call: it first Syncs the ring to
 // the input's members.
 func (a *Assigner) Compute(in Input) (map[string]string, error) {
+	r, err := a.compute(in, true)
+	if err != nil {
+		return nil, err
+	}
+	return r.Map(), nil
+}
+
+// ComputeResult is Compute returning a Result instead of a map.
+func (a *Assigner) ComputeResult(in Input) (*Result, error) {
 	return a.compute(in, true)
 }
 
@@ -78,19 +93,32 @@ func (a *Assigner) Compute(in Input) (map[string]string, error) {
 // own none, and without any ring every file is placed by the member ring
 // walk. Since valid assignments are kept, the lag moves nothing later.
 func (a *Assigner) ComputeNow(in Input) (map[string]string, error) {
+	r, err := a.compute(in, false)
+	if err != nil {
+		return nil, err
+	}
+	return r.Map(), nil
+}
+
+// ComputeNowResult is ComputeNow returning a Result instead of a map.
+func (a *Assigner) ComputeNowResult(in Input) (*Result, error) {
 	return a.compute(in, false)
 }
 
-func (a *Assigner) compute(in Input, sync bool) (map[string]string, error) {
+func (a *Assigner) compute(in Input, sync bool) (*Result, error) {
 	x, err := buildIndex(in)
 	if err != nil {
 		return nil, err
 	}
 	if len(x.names) == 0 || len(x.keys) == 0 {
-		return map[string]string{}, nil
+		return &Result{}, nil
 	}
 	s := newState(x)
-	s.keep(in.Current)
+	if in.CurrentOf != nil {
+		s.keepOf(in.CurrentOf)
+	} else {
+		s.keep(in.Current)
+	}
 	if !in.Shared {
 		s.placeLocal()
 		return s.result(), nil
@@ -199,6 +227,18 @@ func (s *state) keep(current map[string]string) {
 	}
 }
 
+// keepOf is keep with the current assignment as a function.
+func (s *state) keepOf(current func(string) string) {
+	for f, key := range s.x.keys {
+		if name := current(key); name != "" {
+			if m, ok := s.x.ix[name]; ok && s.x.eligible(m, int32(f)) {
+				s.holder[f] = m
+				s.load[m]++
+			}
+		}
+	}
+}
+
 // placeLocal gives each unassigned file of a local topic to the smallest
 // member id (name order) that sees it. Normally exactly one member sees a
 // file of a local topic; when several report the same key, the current
@@ -216,20 +256,14 @@ func (s *state) placeLocal() {
 	}
 }
 
-func (s *state) result() map[string]string {
+func (s *state) result() *Result {
 	n := 0
 	for _, h := range s.holder {
 		if h >= 0 {
 			n++
 		}
 	}
-	out := make(map[string]string, n)
-	for f, h := range s.holder {
-		if h >= 0 {
-			out[s.x.keys[f]] = s.x.names[h]
-		}
-	}
-	return out
+	return &Result{x: s.x, holder: s.holder, n: n}
 }
 
 // smallView: views with at most this many members are scanned member by

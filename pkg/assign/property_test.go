@@ -146,3 +146,29 @@ func TestPropStable(t *testing.T) {
 		}
 	})
 }
+
+// CurrentOf and Result are another shape for the same computation: the
+// same input as a function gives the same assignment, and the Result
+// answers as the map does.
+func TestPropCurrentOfAndResultMatchCompute(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		cfg, in := genCase(t)
+		want := computeT(t, cfg, in)
+		byFunc := in
+		current := in.Current
+		byFunc.Current = nil
+		byFunc.CurrentOf = func(f string) string { return current[f] }
+		a, err := NewAssigner(cfg)
+		require.NoError(t, err)
+		r, err := a.ComputeResult(byFunc)
+		require.NoError(t, err)
+		require.Equal(t, want, r.Map())
+		require.Equal(t, len(want), r.Len())
+		for _, f := range append(slices.Collect(maps.Keys(in.Current)), "never-seen") {
+			m, ok := r.Owner(f)
+			wm, wok := want[f]
+			require.Equalf(t, wok, ok, "Owner(%q)", f)
+			require.Equalf(t, wm, m, "Owner(%q)", f)
+		}
+	})
+}

@@ -32,6 +32,11 @@ const (
 	// plan.Options.OwnerGoneRate): one agent's files go at once, a mass
 	// lease loss is spread out.
 	DefaultOwnerGoneRate = 1000
+	// maxGroupsPerPass bounds the files one reconcile pass changes (see
+	// plan.Options.MaxGroups): about 40 MB of planned operations and 400
+	// Txns. A cold start of a million files takes twenty passes instead
+	// of one, and never holds the whole million's operations at once.
+	maxGroupsPerPass = 50_000
 	// txnTimeout bounds one leader Txn: a leader that cannot write for
 	// this long is better off noticing it and re-listing.
 	txnTimeout = 5 * time.Second
@@ -79,6 +84,10 @@ type Config struct {
 	// CheckpointDeleteRate bounds those deletions, in keys per second: 0
 	// means DefaultCheckpointDeleteRate.
 	CheckpointDeleteRate float64
+	// OwnerGoneGrace is how long an agent's heartbeat may be gone before
+	// its assignments are touched at all (plan.Options.OwnerGoneGrace);
+	// 0, the default, none.
+	OwnerGoneGrace time.Duration
 	// StatusInterval is how often /status/coordinator is rewritten when
 	// only its timestamps changed.
 	StatusInterval time.Duration
@@ -132,6 +141,7 @@ func New(cfg Config) (*Coordinator, error) {
 		{"reconcile interval", &cfg.ReconcileInterval, DefaultReconcileInterval},
 		{"resync interval", &cfg.ResyncInterval, 0},
 		{"status interval", &cfg.StatusInterval, DefaultStatusInterval},
+		{"owner-gone grace", &cfg.OwnerGoneGrace, 0},
 	} {
 		if *d.v < 0 {
 			return nil, fmt.Errorf("%w: %s %v is negative", ErrConfig, d.name, *d.v)
@@ -162,7 +172,7 @@ func New(cfg Config) (*Coordinator, error) {
 		return nil, fmt.Errorf("%w: handover timeout %v must exceed the reconcile interval %v", ErrConfig, cfg.HandoverTimeout, cfg.ReconcileInterval)
 	}
 	p, err := plan.NewPlanner(cfg.Space, plan.Options{Leader: cfg.ID, HandoverTimeout: cfg.HandoverTimeout, Assign: cfg.Assign,
-		AsyncRings: true, OwnerGoneRate: max(cfg.OwnerGoneRate, 0)})
+		AsyncRings: true, OwnerGoneRate: max(cfg.OwnerGoneRate, 0), OwnerGoneGrace: cfg.OwnerGoneGrace, MaxGroups: maxGroupsPerPass})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
@@ -193,7 +203,7 @@ func New(cfg Config) (*Coordinator, error) {
 func (c *Coordinator) Run(ctx context.Context) error {
 	c.log.Info("starting", "lease_ttl", c.cfg.LeaseTTL, "handover_timeout", c.cfg.HandoverTimeout,
 		"reconcile_interval", c.cfg.ReconcileInterval, "resync_interval", c.cfg.ResyncInterval,
-		"compact_interval", c.cfg.CompactInterval, "owner_gone_rate", c.cfg.OwnerGoneRate,
+		"compact_interval", c.cfg.CompactInterval, "owner_gone_rate", c.cfg.OwnerGoneRate, "owner_gone_grace", c.cfg.OwnerGoneGrace,
 		"checkpoint_retention", c.cfg.CheckpointRetention, "checkpoint_delete_rate", c.cfg.CheckpointDeleteRate,
 		"election_prefix", c.cfg.Space.ElectionPrefix())
 	g, gctx := errgroup.WithContext(ctx)

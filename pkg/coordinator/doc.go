@@ -13,8 +13,10 @@
 // (which only it touches, and which is rebuilt from each list as its pages
 // arrive), waits out ReconcileInterval since the end of its last pass (so a
 // burst of events, say a thousand agents starting, is handled by one or two
-// passes), plans, and writes only the differences, local topics first.
-// Checkpoint changes update status counts but never trigger a pass. A
+// passes), plans, and writes only the differences, local topics first:
+// at most 50,000 files a pass (the rest wait for the next pass, which the
+// writes wake), with a pause as long as the last Txn between two Txns so
+// that a bulk pass leaves etcd time for lease renewals. Checkpoint changes update status counts but never trigger a pass. A
 // compacted or broken watch re-lists on its own (pkg/mirror) and is
 // counted; a periodic re-list (ResyncInterval) is off unless configured,
 // since it repairs nothing the watches miss. The leader also compacts
@@ -28,8 +30,9 @@
 // first pass as leader is incremental. Rings are synced by one ring keeper
 // goroutine (rings.go), never by a pass beyond a few milliseconds of work:
 // the planner computes with a lagging ring meanwhile (AsyncRings), so no
-// topic waits for a ring build. Owner-gone deletions are damped by
-// OwnerGoneRate (see package plan).
+// topic waits for a ring build; local topics have none. Owner-gone
+// deletions are damped by OwnerGoneRate, and wait OwnerGoneGrace first if
+// set (see package plan).
 //
 // Checkpoint lifecycle (retention.go). Between passes, from the State it
 // plans from, the reconciler sweeps for checkpoints of gone files (no

@@ -35,6 +35,8 @@ type metrics struct {
 	ringSyncDuration  prometheus.Histogram
 	ringsLagging      prometheus.Gauge
 	goneDeferred      prometheus.Gauge
+	goneInGrace       prometheus.Gauge
+	capped            prometheus.Gauge
 	goneDeferredTotal prometheus.Counter
 	compactions       prometheus.Counter
 	compactionErrors  prometheus.Counter
@@ -109,6 +111,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "coordinator_rings_lagging",
 			Help: "Shared topics whose consistent ring lagged their members at the last pass (files placed meanwhile go by the member walk).",
 		}),
+		capped: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coordinator_files_left_for_next_pass",
+			Help: "Files needing a change that the last pass left for the next one, having planned as many as a pass may (leader only).",
+		}),
+		goneInGrace: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coordinator_owner_gone_in_grace",
+			Help: "Assignments of agents whose heartbeat is gone for less than --owner-gone-grace, left untouched at the last pass (leader only).",
+		}),
 		goneDeferred: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "coordinator_owner_gone_deferred",
 			Help: "Assignments of agents whose heartbeat is gone, left in place at the last pass by --owner-gone-rate (leader only).",
@@ -140,7 +150,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.leader, m.terms, m.reconciles, m.reconcileDuration, m.moved, m.assigned,
 		m.resyncs, m.handoverTimeouts, m.conflicts, m.writeErrors, m.pending, m.invalidTopics, m.junkKeys,
-		m.ringSyncs, m.ringSyncDuration, m.ringsLagging, m.goneDeferred, m.goneDeferredTotal,
+		m.ringSyncs, m.ringSyncDuration, m.ringsLagging, m.goneDeferred, m.goneDeferredTotal, m.capped, m.goneInGrace,
 		m.compactions, m.compactionErrors, m.compactedRevision} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

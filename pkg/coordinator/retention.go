@@ -180,7 +180,7 @@ func (r *retention) walk(ctx context.Context, st *plan.State, now time.Time) {
 			cs = map[string]candidate{}
 		}
 		for f := range t.Offsets {
-			if len(t.Assigns[f]) > 0 {
+			if t.Assigns[f].Len() > 0 {
 				continue
 			}
 			c := cs[f]
@@ -295,7 +295,7 @@ func (r *retention) stillGone(t *plan.Topic, d deletion) bool {
 	if block, frozen := topicBlock(t); frozen || block != "" {
 		return false
 	}
-	if _, ok := t.Offsets[d.file]; !ok || len(t.Assigns[d.file]) > 0 {
+	if _, ok := t.Offsets[d.file]; !ok || t.Assigns[d.file].Len() > 0 {
 		return false
 	}
 	c, ok := r.cands[d.topic][d.file]

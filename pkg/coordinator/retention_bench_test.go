@@ -66,7 +66,7 @@ func BenchmarkRetentionSweep(b *testing.B) {
 		cs := map[string]candidate{}
 		t := s.Topic("pods")
 		for f := range t.Offsets {
-			if len(t.Assigns[f]) == 0 {
+			if t.Assigns[f].Len() == 0 {
 				cs[f] = candidate{modRev: 1, agent: t.Members[writer[f]].Agent}
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/logferry/logferry/internal/ctxwait"
 	"github.com/logferry/logferry/pkg/coordinator/election"
 	"github.com/logferry/logferry/pkg/coordinator/plan"
 	"github.com/logferry/logferry/pkg/mirror"
@@ -20,6 +21,9 @@ import (
 // maxTxnOps is etcd's default --max-txn-ops: the most compares, and the
 // most operations, one Txn may carry.
 const maxTxnOps = 128
+
+// maxWritePause bounds the pause between two Txns of one pass (see exec).
+const maxWritePause = time.Second
 
 // pendingTimeout: a write the mirror has not shown for this long is
 // assumed lost to the watch; the leader re-lists. Never expected.
@@ -388,8 +392,12 @@ func (t *term) reconcile(ctx context.Context) (time.Time, error) {
 	t.c.m.pending.Set(float64(p.Pending))
 	t.c.m.invalidTopics.Set(float64(p.InvalidTopics))
 	t.c.m.junkKeys.Set(float64(len(p.Junk)))
+	t.c.m.capped.Set(float64(p.Capped))
 	t.log.Debug("reconciled", "revision", rev, "groups", len(p.Groups), "pending_handovers", p.Pending,
 		"members", p.Members, "files", p.Files, "topics_skipped", p.Skipped, "duration", dur)
+	if p.Capped > 0 {
+		t.log.Info("pass full: the rest is left for the next pass", "files_changed", len(p.Groups), "files_left", p.Capped, "duration", dur)
+	}
 	if werr != nil {
 		return p.NextDeadline, werr
 	}
@@ -400,14 +408,23 @@ func (t *term) reconcile(ctx context.Context) (time.Time, error) {
 }
 
 // exec writes the groups in Txns of at most maxTxnOps compares and
-// operations, each guarded by the leader key.
+// operations, each guarded by the leader key. Between two Txns it waits as
+// long as the last one took (at most maxWritePause): a pass of thousands
+// of Txns (a cold start, a mass move) then takes at most half of etcd's
+// time, and the lease renewals of the fleet and of this very leader,
+// which wait behind the writes, still get through. On a quick etcd the
+// pauses are milliseconds.
 func (t *term) exec(ctx context.Context, groups []plan.Group) error {
 	var batch []plan.Group
 	nc, no := 1, 0
 	for _, g := range groups {
 		if len(batch) > 0 && (nc+len(g.Cmps) > maxTxnOps || no+len(g.Ops) > maxTxnOps) {
+			start := time.Now()
 			if err := t.commit(ctx, batch); err != nil {
 				return err
+			}
+			if !ctxwait.Sleep(ctx, min(time.Since(start), maxWritePause)) {
+				return ctx.Err()
 			}
 			batch, nc, no = batch[:0], 1, 0
 		}
@@ -514,6 +531,7 @@ func (t *term) applied(groups []plan.Group, rev int64) {
 // (--owner-gone-rate): a gauge every pass, a warning when more are deferred.
 func (t *term) damped(p *plan.Plan) {
 	t.c.m.goneDeferred.Set(float64(p.GoneDeferred))
+	t.c.m.goneInGrace.Set(float64(p.GoneInGrace))
 	if p.NewlyDeferred > 0 {
 		t.c.m.goneDeferredTotal.Add(float64(p.NewlyDeferred))
 		t.log.Warn("agents gone faster than --owner-gone-rate: their assignments stay until the budget allows, or until they return",

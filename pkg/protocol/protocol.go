@@ -214,12 +214,11 @@ func (s *AgentStatus) setV() { s.V = Version }
 // have their type, and the version must be one this build reads. what names
 // the value in errors (usually its key).
 func Unmarshal(what string, data []byte, v Value) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("decode %s: %w", what, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("decode %s: trailing data after the JSON value", what)
+	// json.Unmarshal, not a Decoder: a leader listing a million values
+	// allocated a Decoder and its read buffer for each, over 1 GB at a
+	// million files. A Decoder only words the error when there is one.
+	if err := json.Unmarshal(data, v); err != nil {
+		return decodeError(what, data, v, err)
 	}
 	if got := v.version(); got != Version {
 		return fmt.Errorf("%w: %s has v=%d, this build reads v=%d", ErrVersion, what, got, Version)
@@ -228,6 +227,19 @@ func Unmarshal(what string, data []byte, v Value) error {
 		return h.expand(what)
 	}
 	return nil
+}
+
+// decodeError words why data does not decode (trailing data named as
+// such), decoding it again with a Decoder; err is json.Unmarshal's.
+func decodeError(what string, data []byte, v Value, err error) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if derr := dec.Decode(v); derr != nil {
+		return fmt.Errorf("decode %s: %w", what, derr)
+	}
+	if _, terr := dec.Token(); terr != io.EOF {
+		return fmt.Errorf("decode %s: trailing data after the JSON value", what)
+	}
+	return fmt.Errorf("decode %s: %w", what, err)
 }
 
 func (h *Heartbeat) version() int   { return h.V }

@@ -20,7 +20,9 @@ import (
 // tears the first ones down at once (a single crash is handled as fast as
 // ever) and leaves the rest to come back untouched, at the price that the
 // files of agents that really died wait longer: (files gone) / rate seconds
-// for the last one.
+// for the last one. A grace (Options.OwnerGoneGrace) goes further for
+// agents that come back soon: their files are not touched at all until
+// they have been gone that long.
 func (p *Planner) dampGone(s *State, now time.Time, out *Plan) {
 	units := map[goneUnit]int{}
 	for _, name := range s.TopicNames() {
@@ -29,7 +31,7 @@ func (p *Planner) dampGone(s *State, now time.Time, out *Plan) {
 			continue // frozen: nothing is deleted anyway
 		}
 		for _, hs := range t.Assigns {
-			for _, a := range hs {
+			for a := range hs.All() {
 				if t.Members[a.Agent] == nil {
 					units[goneUnit{name, a.Agent}]++
 				}
@@ -62,6 +64,13 @@ func (p *Planner) dampGone(s *State, now time.Time, out *Plan) {
 	p.refilled = now
 	for _, u := range order {
 		n := units[u]
+		if end := p.gone[u].since.Add(p.opt.OwnerGoneGrace); now.Before(end) {
+			// Within the grace: not gone yet, and not charged to the
+			// budget. Plan again when it ends.
+			out.GoneInGrace += n
+			out.NextDeadline = minTime(out.NextDeadline, end)
+			continue
+		}
 		if rate == 0 || p.tokens > 0 {
 			// A whole unit at a time, even beyond the budget (which then goes
 			// into debt): an agent with more files than a second's worth is

@@ -228,3 +228,45 @@ func TestQuietTopicsAreSkipped(t *testing.T) {
 	require.Equal(t, 2, pl.Topics[0].Files)
 	require.Equal(t, first.Assignments, pl.Assignments)
 }
+
+// Within the grace no gone agent loses anything, and none is charged to the
+// rate; an agent back within it keeps its files; after it, the rest go as
+// the rate allows.
+func TestOwnerGoneGraceKeepsReturningAgents(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	p, err := NewPlanner(ks, Options{Leader: "L", HandoverTimeout: time.Minute, OwnerGoneRate: 1000, OwnerGoneGrace: 10 * time.Second})
+	require.NoError(t, err)
+	w := fleet(t, p, 10, 10, t0)
+	for i := range 8 {
+		w.del(ks.Heartbeat("logs", fmt.Sprintf("a%02d", i)))
+	}
+	pl, err := p.Plan(w.s, t0)
+	require.NoError(t, err)
+	require.Empty(t, pl.Groups, "nothing torn down within the grace")
+	require.Equal(t, 80, pl.GoneInGrace)
+	require.Zero(t, pl.GoneDeferred)
+	require.Equal(t, t0.Add(10*time.Second), pl.NextDeadline, "a pass is due when the grace ends")
+
+	// Seven come back within the grace, with the same files.
+	for i := range 7 {
+		agent := fmt.Sprintf("a%02d", i)
+		var fs []string
+		for j := range 10 {
+			fs = append(fs, fmt.Sprintf("%s-f%02d", agent, j))
+		}
+		w.heartbeat("logs", agent, fs...)
+	}
+	pl, err = p.Plan(w.s, t0.Add(9*time.Second))
+	require.NoError(t, err)
+	require.Empty(t, pl.Groups, "the returning agents keep their files")
+	require.Equal(t, 10, pl.GoneInGrace)
+
+	// The one still gone after the grace is torn down.
+	pl, err = p.Plan(w.s, t0.Add(10*time.Second))
+	require.NoError(t, err)
+	require.Equal(t, 10, countKind(pl, Delete, ReasonOwnerGone))
+	require.Zero(t, pl.GoneInGrace)
+
+	_, err = NewPlanner(ks, Options{Leader: "L", HandoverTimeout: time.Minute, OwnerGoneGrace: -time.Second})
+	require.ErrorIs(t, err, ErrOptions)
+}

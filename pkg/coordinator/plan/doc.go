@@ -18,7 +18,9 @@
 //     (a single agent's are always taken at once); the others keep their
 //     keys, so nobody else gets those files yet, and if A comes back they
 //     were never touched. Plan counts them (GoneDeferred) and asks to be run
-//     again when the budget refills (NextDeadline).
+//     again when the budget refills (NextDeadline). With
+//     Options.OwnerGoneGrace an agent gone for less than the grace is not
+//     counted against the budget at all: its keys wait (GoneInGrace).
 //   - the key is revoking: the leader waits for A's release (A deletes the
 //     key in the Txn that writes its final offset); after HandoverTimeout
 //     it deletes the key itself (reason handover_timeout).
@@ -67,7 +69,18 @@
 // caller to sync elsewhere; see assign.Assigner.ComputeNow for what a lagging
 // ring changes (the preferred member of files placed meanwhile, never
 // validity, the bound or stickiness). Groups of local topics come first in
-// Plan.Groups, so their writes never wait behind a shared topic's.
+// Plan.Groups, so their writes never wait behind a shared topic's. Local
+// topics have no ring: their files go to the member that sees them.
+//
+// # Bounded passes
+//
+// With Options.MaxGroups a pass returns at most that many groups and
+// counts the files it left (Plan.Capped); a topic that left any is never
+// taken as quiet, so the next pass (woken by this one's writes) plans them.
+// A file left out keeps its handover clock running, as a frozen one does.
+// Every group stands on its own (see above), and files under way count as
+// their next owner's, so the passes that follow compute the same targets
+// for the rest unless the members changed meanwhile.
 //
 // # Bad input
 //

@@ -39,6 +39,7 @@ type Planner struct {
 	// nothing, to skip them while they do not change (see Plan).
 	quiet map[string]quietMemo
 	ring  map[string][]string // this pass: each shared topic's ring members
+	room  int                 // this pass: groups it may still plan (MaxGroups), < 0 without a bound
 
 	// Damping of owner_gone (OwnerGoneRate).
 	gone      map[goneUnit]goneMemo
@@ -86,6 +87,12 @@ func NewPlanner(ks keyspace.Space, opt Options) (*Planner, error) {
 	if err := opt.Assign.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrOptions, err)
 	}
+	if opt.MaxGroups < 0 {
+		return nil, fmt.Errorf("%w: max groups %d must be 0 (no bound) or positive", ErrOptions, opt.MaxGroups)
+	}
+	if opt.OwnerGoneGrace < 0 {
+		return nil, fmt.Errorf("%w: owner-gone grace %v must be 0 (none) or positive", ErrOptions, opt.OwnerGoneGrace)
+	}
 	if math.IsNaN(opt.OwnerGoneRate) || opt.OwnerGoneRate < 0 {
 		return nil, fmt.Errorf("%w: owner-gone rate %v must be 0 (no bound) or positive", ErrOptions, opt.OwnerGoneRate)
 	}
@@ -114,6 +121,10 @@ func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
 	p.dampGone(s, now, out)
 	var shared []Group
 	p.ring = map[string][]string{}
+	p.room = -1
+	if p.opt.MaxGroups > 0 {
+		p.room = p.opt.MaxGroups
+	}
 	for _, name := range s.TopicNames() {
 		t := s.topics[name]
 		for a, m := range t.Members {
@@ -136,7 +147,7 @@ func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
 			out.Skipped++
 			continue
 		}
-		n, ns := len(out.Groups), len(shared)
+		n, ns, capped := len(out.Groups), len(shared), out.Capped
 		st, err := p.planTopic(t, now, out, seenRevoking)
 		if err != nil {
 			return nil, err
@@ -152,13 +163,13 @@ func (p *Planner) Plan(s *State, now time.Time) (*Plan, error) {
 		out.Pending += st.Pending
 		assignments := 0
 		for _, hs := range t.Assigns {
-			assignments += len(hs)
+			assignments += hs.Len()
 		}
 		out.Assignments += assignments
 		if st.State == protocol.TopicInvalid {
 			out.InvalidTopics++
 		}
-		if len(out.Groups) == n && len(shared) == ns && st.Pending == 0 && len(p.next[name]) == 0 && !p.goneTopic[name] {
+		if len(out.Groups) == n && len(shared) == ns && out.Capped == capped && st.Pending == 0 && len(p.next[name]) == 0 && !p.goneTopic[name] {
 			p.quiet[name] = quietMemo{t: t, gen: t.gen, st: st, assignments: assignments, ring: p.ring[name]}
 		} else {
 			delete(p.quiet, name)
@@ -226,8 +237,8 @@ func (p *Planner) assigner(topic string) (*assign.Assigner, error) {
 }
 
 // revokeSince returns when key a was first seen revoking (now if just now).
-func (p *Planner) revokeSince(a *Assignment, now time.Time, seen map[string]bool) time.Time {
-	key := a.Key()
+func (p *Planner) revokeSince(t *Topic, a *Assignment, now time.Time, seen map[string]bool) time.Time {
+	key := t.Key(a)
 	seen[key] = true
 	m, ok := p.revoking[key]
 	if !ok || m.createRev != a.CreateRev {
@@ -255,9 +266,9 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 		// Frozen: keep every assignment as it is. Keep the handover clocks
 		// running so that a fix does not restart them.
 		for _, hs := range t.Assigns {
-			for _, a := range hs {
+			for a := range hs.All() {
 				if a.Revoking() {
-					p.revokeSince(a, now, seenRevoking)
+					p.revokeSince(t, a, now, seenRevoking)
 				}
 			}
 		}
@@ -269,7 +280,7 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 	// to anyone else.
 	frozen := map[string]bool{}
 	for f, hs := range t.Assigns {
-		for _, a := range hs {
+		for a := range hs.All() {
 			if m := t.Members[a.Agent]; m != nil && m.Err != nil {
 				frozen[f] = true
 			}
@@ -281,9 +292,23 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 		p.next[t.Name] = next
 	}
 
-	desired := map[string]string{}
+	var desired *assign.Result // nil: nobody should hold anything
 	if st.State == protocol.TopicOK {
-		in := assign.Input{Shared: st.Shared, Sees: make(map[string][]string, len(t.Members)), Current: make(map[string]string, len(t.Assigns))}
+		// The current assignment is read from t.Assigns as assign asks,
+		// not copied into a map of every file (about 70 MB a pass at a
+		// million files). After a release and before the new owner's key
+		// is written, the file is the next owner's: the plan does not
+		// change its mind.
+		current := func(f string) string {
+			if frozen[f] {
+				return ""
+			}
+			if hs, held := t.Assigns[f]; held {
+				return currentHolder(t, hs)
+			}
+			return next[f].to
+		}
+		in := assign.Input{Shared: st.Shared, Sees: make(map[string][]string, len(t.Members)), CurrentOf: current}
 		for agent, m := range t.Members {
 			if m.Err != nil {
 				continue
@@ -295,26 +320,17 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 			}
 			in.Sees[agent] = keys
 		}
-		for f, hs := range t.Assigns {
-			if frozen[f] {
-				continue
-			}
-			if h := currentHolder(t, hs); h != "" {
-				in.Current[f] = h
-			}
-		}
-		// After a release and before the new owner's key is written, the
-		// file is the next owner's: the plan does not change its mind.
-		for f, h := range next {
-			if _, held := t.Assigns[f]; !held && !frozen[f] {
-				in.Current[f] = h.to
-			}
-		}
 		a, err := p.assigner(t.Name)
 		if err != nil {
 			return st, err
 		}
-		if p.opt.AsyncRings {
+		switch {
+		case !st.Shared:
+			// A local topic's files go to the member that sees them: no
+			// ring is consulted, so none is built (a cold one of 10,000
+			// members took minutes of a core, starving etcd beside it).
+			desired, err = a.ComputeNowResult(in)
+		case p.opt.AsyncRings:
 			members := assign.RingMembers(in)
 			p.ring[t.Name] = members
 			if st, ok := a.TrySync(members, inlineRingWork); !ok {
@@ -322,9 +338,9 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 			} else if st.Added+st.Removed > 0 {
 				out.RingSyncs = append(out.RingSyncs, RingSynced{Topic: t.Name, Members: len(members), Stats: st})
 			}
-			desired, err = a.ComputeNow(in)
-		} else {
-			desired, err = a.Compute(in)
+			desired, err = a.ComputeNowResult(in)
+		default:
+			desired, err = a.ComputeResult(in)
 		}
 		if err != nil {
 			st.Problems = appendProblem(st.Problems, fmt.Sprintf("assignment not computed: %v", err))
@@ -333,7 +349,7 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 	}
 
 	for f := range next {
-		_, want := desired[f]
+		_, want := desired.Owner(f)
 		if _, held := t.Assigns[f]; !want && !held {
 			delete(next, f)
 		}
@@ -342,29 +358,38 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 	// groups are sorted at the end (sorting a million file keys on every
 	// pass cost a second; the groups are usually few).
 	n := len(out.Groups)
-	visit := func(f string) {
-		if frozen[f] {
-			for _, a := range t.Assigns[f] {
+	visit := func(f, want string) {
+		if frozen[f] || p.room == 0 {
+			// Left as it is; a handover's clock keeps running. A pass
+			// that is full (MaxGroups) counts what it leaves: the writes
+			// it made wake the next pass, which plans the rest.
+			if p.room == 0 && p.wouldChange(t, f, want) {
+				out.Capped++
+			}
+			for a := range t.Assigns[f].All() {
 				if a.Revoking() {
-					p.revokeSince(a, now, seenRevoking)
+					p.revokeSince(t, a, now, seenRevoking)
 				}
 			}
 			return
 		}
-		g, deadline := p.planFile(t, f, desired[f], st.State, now, seenRevoking)
+		g, deadline := p.planFile(t, f, want, st.State, now, seenRevoking)
 		if !deadline.IsZero() && (out.NextDeadline.IsZero() || deadline.Before(out.NextDeadline)) {
 			out.NextDeadline = deadline
 		}
 		if len(g.Ops) > 0 {
 			out.Groups = append(out.Groups, g)
+			if p.room > 0 {
+				p.room--
+			}
 		}
 	}
-	for f := range desired {
-		visit(f)
+	for f, want := range desired.All() {
+		visit(f, want)
 	}
 	for f := range t.Assigns {
-		if _, ok := desired[f]; !ok {
-			visit(f)
+		if _, ok := desired.Owner(f); !ok {
+			visit(f, "")
 		}
 	}
 	slices.SortFunc(out.Groups[n:], func(a, b Group) int { return strings.Compare(a.File, b.File) })
@@ -374,12 +399,20 @@ func (p *Planner) planTopic(t *Topic, now time.Time, out *Plan, seenRevoking map
 	return st, nil
 }
 
+// wouldChange reports, cheaply, whether planFile would do something for f
+// (it may answer true for a file waiting on a handover): f is not held by
+// exactly its desired owner with an active key.
+func (p *Planner) wouldChange(t *Topic, f, want string) bool {
+	hs := t.Assigns[f]
+	return hs.head == nil || hs.head.next != nil || hs.head.Agent != want || hs.head.Revoking() || t.Members[want] == nil
+}
+
 // currentHolder is the member that counts as holding f for assign's
 // Current input: the agent of its active key (the oldest, if an error left
 // two), else the next owner of a handover under way.
 func currentHolder(t *Topic, hs Holders) string {
 	var best *Assignment
-	for _, a := range hs {
+	for a := range hs.All() {
 		if m := t.Members[a.Agent]; m == nil || m.Err != nil || a.Revoking() {
 			continue
 		}
@@ -390,9 +423,9 @@ func currentHolder(t *Topic, hs Holders) string {
 	if best != nil {
 		return best.Agent
 	}
-	for _, a := range hs {
-		if a.Revoking() && a.Value.Revoking != "" {
-			return a.Value.Revoking
+	for a := range hs.All() {
+		if a.Revoking() && a.Next != "" {
+			return a.Next
 		}
 	}
 	return ""
@@ -410,13 +443,13 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 	next := p.next[t.Name]
 
 	remove := func(a *Assignment, reason string) {
-		key := a.Key()
+		key := t.Key(a)
 		g.Cmps = append(g.Cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", a.CreateRev))
 		g.Ops = append(g.Ops, clientv3.OpDelete(key))
 		g.Actions = append(g.Actions, Action{Kind: Delete, Key: key, Agent: a.Agent, Reason: reason, To: want})
 		deleted[key] = true
 	}
-	for _, a := range keys {
+	for a := range keys.All() {
 		if len(g.Ops) >= MaxGroupOps {
 			return g, deadline
 		}
@@ -430,10 +463,10 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 			// A dead agent cannot release: delete its key now.
 			remove(a, ReasonOwnerGone)
 		case a.Revoking():
-			if a.Value.Revoking != "" {
-				next[f] = handoff{to: a.Value.Revoking, fromKey: a.Key()}
+			if a.Next != "" {
+				next[f] = handoff{to: a.Next, fromKey: t.Key(a)}
 			}
-			since := p.revokeSince(a, now, seenRevoking)
+			since := p.revokeSince(t, a, now, seenRevoking)
 			if end := since.Add(p.opt.HandoverTimeout); !now.Before(end) {
 				remove(a, ReasonHandoverTimeout)
 			} else {
@@ -448,7 +481,7 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 		delete(next, f)
 	}
 	revoked := false
-	for _, a := range keys {
+	for a := range keys.All() {
 		m := t.Members[a.Agent]
 		if m == nil || a.Revoking() || a.Agent == holder {
 			continue
@@ -466,11 +499,11 @@ func (p *Planner) planFile(t *Topic, f, want, state string, now time.Time, seenR
 		case !sees || want == "":
 			reason = ReasonUnreported
 		}
-		v := protocol.Assignment{State: protocol.StateRevoking, Path: a.Value.Path, Leader: p.opt.Leader, Revoking: to}
-		if a.Err != nil {
+		v := protocol.Assignment{State: protocol.StateRevoking, Path: a.Path, Leader: p.opt.Leader, Revoking: to}
+		if a.Bad {
 			v.Path = path
 		}
-		key := a.Key()
+		key := t.Key(a)
 		raw, err := protocol.Marshal(&v)
 		if err != nil {
 			panic(fmt.Sprintf("marshal assignment %s: %v", key, err)) // a struct of strings always marshals

@@ -82,9 +82,9 @@ func (w *world) release() int {
 	n := 0
 	for _, name := range w.s.TopicNames() {
 		for _, hs := range w.s.Topic(name).Assigns {
-			for _, a := range hs {
+			for a := range hs.All() {
 				if a.Revoking() {
-					defer w.del(a.Key())
+					defer w.del(w.s.Topic(name).Key(a))
 					n++
 				}
 			}
@@ -476,4 +476,61 @@ func TestStatusJSONRoundTrips(t *testing.T) {
 	require.NoError(t, protocol.Unmarshal("status", raw, &back))
 	require.Equal(t, pl.Topics[0].Files, back.Files)
 	require.True(t, json.Valid(raw))
+}
+
+// MaxGroups bounds what one pass plans; the passes its writes wake plan
+// the rest, a topic left out entirely included, and the result is the
+// unbounded one.
+func TestMaxGroupsSpreadsAPassOverSeveral(t *testing.T) {
+	build := func() *world {
+		w := newWorld(t)
+		w.topic("a-local", `{"paths":["/shared/*.log"]}`)
+		w.heartbeat("a-local", "x", "l0", "l1", "l2")
+		w.topic("b-web", sharedCfg)
+		for _, a := range []string{"x", "y"} {
+			w.heartbeat("b-web", a, "s0", "s1", "s2", "s3")
+		}
+		return w
+	}
+	want := build()
+	converge(t, want, newPlanner(t, time.Minute), time.Now())
+
+	w := build()
+	p, err := NewPlanner(ks, Options{Leader: "L", HandoverTimeout: time.Minute, MaxGroups: 3})
+	require.NoError(t, err)
+	var groups, capped []int
+	for range 10 {
+		pl, err := p.Plan(w.s, time.Now())
+		require.NoError(t, err)
+		if len(pl.Groups) == 0 {
+			require.Zero(t, pl.Capped)
+			break
+		}
+		groups, capped = append(groups, len(pl.Groups)), append(capped, pl.Capped)
+		w.apply(pl)
+	}
+	require.Equal(t, []int{3, 3, 1}, groups, "groups per pass")
+	require.Equal(t, []int{4, 1, 0}, capped, "files left for later passes")
+	require.Equal(t, want.holders("a-local"), w.holders("a-local"))
+	require.Equal(t, want.holders("b-web"), w.holders("b-web"))
+
+	_, err = NewPlanner(ks, Options{Leader: "L", HandoverTimeout: time.Minute, MaxGroups: -1})
+	require.ErrorIs(t, err, ErrOptions)
+}
+
+// A local topic never consults a consistent ring, so none is built or
+// asked for, however many members it has.
+func TestLocalTopicBuildsNoRing(t *testing.T) {
+	w := newWorld(t)
+	w.topic("app", `{"paths":["/shared/*.log"]}`)
+	for i := range 300 {
+		w.heartbeat("app", fmt.Sprintf("agent-%03d", i), fmt.Sprintf("f%03d", i))
+	}
+	p, err := NewPlanner(ks, Options{Leader: "L", HandoverTimeout: time.Minute, AsyncRings: true})
+	require.NoError(t, err)
+	pl, err := p.Plan(w.s, time.Now())
+	require.NoError(t, err)
+	require.Len(t, pl.Groups, 300)
+	require.Empty(t, pl.Rings, "no ring work for a local topic")
+	require.Empty(t, pl.RingSyncs, "no ring work for a local topic")
 }

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"iter"
 	"maps"
 	"slices"
 	"strings"
@@ -19,7 +20,6 @@ type State struct {
 	ks     keyspace.Space
 	topics map[string]*Topic
 	junk   map[string]string // key -> why it is ignored
-	strs   map[string]string // interned short values
 	rev    int64
 	gen    uint64 // last Topic.gen given; never reset, so gens are never reused
 }
@@ -33,6 +33,7 @@ type Topic struct {
 	Members map[string]*Member
 	// Assigns are the keys /assign/<agent>/<P>/<file>, by file.
 	Assigns map[string]Holders
+	ks      *keyspace.Space // for Assignment.Key
 	// Offsets are the files with a checkpoint /offsets/<P>/<file>.
 	Offsets map[string]struct{}
 
@@ -68,23 +69,33 @@ type Member struct {
 	Bad []string
 }
 
-// Assignment is one key /assign/<agent>/<P>/<file>.
+// Assignment is one key /assign/<agent>/<P>/<file>, with what planning
+// needs of its value (not the leader that wrote it, not its version).
 //
 // The key itself is not kept (Key builds it): at a million files its string
-// was about 80 bytes a file, and Agent, Topic and File are copies shared
-// with the agent's heartbeat and the topic, not slices of it.
+// was about 80 bytes a file, and Agent, File and Path are copies shared
+// with the agent's heartbeat, not slices of the key. There is one per file,
+// so every field counts: the struct is 96 bytes (it was 160 with a key
+// space, the topic's name, the mod revision, an error of its own and the
+// whole decoded value).
 type Assignment struct {
-	ks                 *keyspace.Space
-	Agent, Topic, File string
-	CreateRev, ModRev  int64
-	Value              protocol.Assignment
-	// Err is set when the value does not decode; such a key counts as an
+	Agent, File string
+	// Path is the value's path; Next its revoking field: the agent the
+	// file goes to next, while revoking.
+	Path, Next string
+	CreateRev  int64
+	// next is the file's next holder, in agent order (see Holders).
+	next *Assignment
+	// revoking is the value's state: revoking, or active.
+	revoking bool
+	// Bad is set when the value does not decode or has an unknown state
+	// (the reason is in the State's junk list); such a key counts as an
 	// active assignment (the agent may be shipping the file).
-	Err error
+	Bad bool
 }
 
-// Key is the assignment's etcd key.
-func (a *Assignment) Key() string { return a.ks.Assign(a.Agent, a.Topic, a.File) }
+// Key is the etcd key of a, one of t's assignments.
+func (t *Topic) Key(a *Assignment) string { return t.ks.Assign(a.Agent, t.Name, a.File) }
 
 // Path returns the path the agent reports for file f, and whether it
 // reports f at all.
@@ -97,12 +108,35 @@ func (m *Member) Path(f string) (string, bool) {
 }
 
 // Holders are the assignment keys of one file, in agent order: almost
-// always one. (A map per file cost about 250 bytes a file.)
-type Holders []*Assignment
+// always one. They are a chain through Assignment.next, so that the map of
+// a topic's files holds one pointer a file: a slice there cost 24 bytes
+// more a file in the map and an array of its own, a map per file about
+// 250 bytes.
+type Holders struct{ head *Assignment }
+
+// Len is the number of keys.
+func (h Holders) Len() int {
+	n := 0
+	for a := h.head; a != nil; a = a.next {
+		n++
+	}
+	return n
+}
+
+// All yields the keys in agent order.
+func (h Holders) All() iter.Seq[*Assignment] {
+	return func(yield func(*Assignment) bool) {
+		for a := h.head; a != nil; a = a.next {
+			if !yield(a) {
+				return
+			}
+		}
+	}
+}
 
 // get returns the key of agent, or nil.
 func (h Holders) get(agent string) *Assignment {
-	for _, a := range h {
+	for a := h.head; a != nil; a = a.next {
 		if a.Agent == agent {
 			return a
 		}
@@ -112,41 +146,50 @@ func (h Holders) get(agent string) *Assignment {
 
 // with returns h with a in place of agent's key, or added in order.
 func (h Holders) with(a *Assignment) Holders {
-	i, found := slices.BinarySearchFunc(h, a.Agent, func(x *Assignment, agent string) int { return strings.Compare(x.Agent, agent) })
-	if found {
-		h[i] = a
-		return h
+	link := &h.head
+	for *link != nil && (*link).Agent < a.Agent {
+		link = &(*link).next
 	}
-	return slices.Insert(h, i, a)
+	a.next = *link
+	if a.next != nil && a.next.Agent == a.Agent {
+		a.next = a.next.next // replaces it
+	}
+	*link = a
+	return h
 }
 
 // without returns h without agent's key.
 func (h Holders) without(agent string) Holders {
-	return slices.DeleteFunc(h, func(a *Assignment) bool { return a.Agent == agent })
+	for link := &h.head; *link != nil; link = &(*link).next {
+		if (*link).Agent == agent {
+			*link = (*link).next
+			break
+		}
+	}
+	return h
 }
 
 // agents returns the holders' agents, in order.
 func (h Holders) agents() []string {
-	out := make([]string, len(h))
-	for i, a := range h {
-		out[i] = a.Agent
+	var out []string
+	for a := range h.All() {
+		out = append(out, a.Agent)
 	}
 	return out
 }
 
 // Revoking reports whether the key is marked for handover.
-func (a *Assignment) Revoking() bool { return a.Err == nil && a.Value.State == protocol.StateRevoking }
+func (a *Assignment) Revoking() bool { return !a.Bad && a.revoking }
 
 // NewState returns an empty State for key space ks.
 func NewState(ks keyspace.Space) *State {
-	return &State{ks: ks, topics: map[string]*Topic{}, junk: map[string]string{}, strs: map[string]string{}}
+	return &State{ks: ks, topics: map[string]*Topic{}, junk: map[string]string{}}
 }
 
 // Reset empties the state, before a full snapshot is applied.
 func (s *State) Reset() {
 	s.topics = map[string]*Topic{}
 	s.junk = map[string]string{}
-	s.strs = map[string]string{}
 	s.rev = 0
 }
 
@@ -194,7 +237,7 @@ func (s *State) AssignKV(key string) (*Assignment, bool) {
 func (s *State) topic(p string) *Topic {
 	t := s.topics[p]
 	if t == nil {
-		t = &Topic{Name: p, Members: map[string]*Member{}, Assigns: map[string]Holders{}, Offsets: map[string]struct{}{}}
+		t = &Topic{Name: p, Members: map[string]*Member{}, Assigns: map[string]Holders{}, Offsets: map[string]struct{}{}, ks: &s.ks}
 		s.topics[p] = t
 	}
 	return t
@@ -254,15 +297,15 @@ func (s *State) Apply(ev mirror.Event) bool {
 		t.Members[k.Agent] = m
 		// The agent's assignments name the same paths: keep one copy.
 		for i, f := range m.Keys {
-			if a := t.Assigns[f].get(k.Agent); a != nil && a.Value.Path == m.Paths[i] {
-				a.Value.Path = m.Paths[i]
+			if a := t.Assigns[f].get(k.Agent); a != nil && a.Path == m.Paths[i] {
+				a.Path = m.Paths[i]
 			}
 		}
 		return true
 	case keyspace.KindAssign:
 		t := s.topic(k.Topic)
 		if ev.Type == mirror.Delete {
-			if hs := t.Assigns[k.File].without(k.Agent); len(hs) > 0 {
+			if hs := t.Assigns[k.File].without(k.Agent); hs.head != nil {
 				t.Assigns[k.File] = hs
 			} else {
 				delete(t.Assigns, k.File)
@@ -270,19 +313,16 @@ func (s *State) Apply(ev mirror.Event) bool {
 			s.dropIfEmpty(t)
 			return true
 		}
-		a := &Assignment{ks: &s.ks, Agent: k.Agent, Topic: t.Name, File: k.File,
-			CreateRev: ev.KV.CreateRevision, ModRev: ev.KV.ModRevision}
-		if err := protocol.Unmarshal(key, ev.KV.Value, &a.Value); err != nil {
-			a.Err = err
+		a := &Assignment{Agent: k.Agent, File: k.File, CreateRev: ev.KV.CreateRevision}
+		var v protocol.Assignment
+		if err := protocol.Unmarshal(key, ev.KV.Value, &v); err != nil {
+			a.Bad = true
 			s.junk[key] = err.Error()
-		} else if a.Value.State != protocol.StateActive && a.Value.State != protocol.StateRevoking {
-			a.Err = fmt.Errorf("assignment %s: unknown state %q", key, a.Value.State)
-			s.junk[key] = a.Err.Error()
+		} else if v.State != protocol.StateActive && v.State != protocol.StateRevoking {
+			a.Bad = true
+			s.junk[key] = fmt.Sprintf("assignment %s: unknown state %q", key, v.State)
 		}
-		// A million assignments name a handful of states and leaders: keep
-		// one copy of each instead of one per key.
-		a.Value.State = s.intern(a.Value.State)
-		a.Value.Leader = s.intern(a.Value.Leader)
+		a.Path, a.Next, a.revoking = v.Path, v.Revoking, v.State == protocol.StateRevoking
 		// Share the strings the agent's heartbeat holds (the coordinator
 		// lists /topics/ before /assign/, so it is there), and never keep
 		// a slice of the key, which would keep all of the key alive.
@@ -293,20 +333,20 @@ func (s *State) Apply(ev mirror.Event) bool {
 			a.Agent = m.Agent
 			if i, ok := slices.BinarySearch(m.Keys, k.File); ok {
 				a.File = m.Keys[i]
-				if m.Paths[i] == a.Value.Path {
-					a.Value.Path = m.Paths[i]
+				if m.Paths[i] == a.Path {
+					a.Path = m.Paths[i]
 				}
 			}
 		}
 		if hs, ok := t.Assigns[k.File]; ok {
-			a.File = hs[0].File
+			a.File = hs.head.File
 			t.Assigns[k.File] = hs.with(a)
 			return true
 		}
 		if a.File == "" {
 			a.File = strings.Clone(k.File)
 		}
-		t.Assigns[a.File] = Holders{a}
+		t.Assigns[a.File] = Holders{head: a}
 		return true
 	case keyspace.KindOffset:
 		t := s.topic(k.Topic)
@@ -318,8 +358,8 @@ func (s *State) Apply(ev mirror.Event) bool {
 			// assignment's), not by a slice of this key, which would keep
 			// all of it alive: about 50 bytes a file.
 			f := strings.Clone(k.File)
-			if hs := t.Assigns[k.File]; len(hs) > 0 {
-				f = hs[0].File
+			if hs := t.Assigns[k.File]; hs.head != nil {
+				f = hs.head.File
 			}
 			t.Offsets[f] = struct{}{}
 		}
@@ -331,21 +371,6 @@ func (s *State) Apply(ev mirror.Event) bool {
 		s.junk[key] = fmt.Sprintf("unexpected %v key under a watched prefix", k.Kind)
 	}
 	return true
-}
-
-// intern returns the State's copy of v (kept for short values only, so a
-// stray long one cannot grow the table much).
-func (s *State) intern(v string) string {
-	if len(v) > 64 {
-		return v
-	}
-	if c, ok := s.strs[v]; ok {
-		return c
-	}
-	if len(s.strs) < 1024 {
-		s.strs[v] = v
-	}
-	return v
 }
 
 func decodeHeartbeat(key, agent string, kv mirror.KV) *Member {
