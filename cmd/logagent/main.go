@@ -29,6 +29,7 @@ import (
 	"github.com/logferry/logferry/pkg/agent"
 	"github.com/logferry/logferry/pkg/fileid"
 	"github.com/logferry/logferry/pkg/ship"
+	"github.com/logferry/logferry/pkg/tailer"
 )
 
 const envPrefix = "LOGAGENT"
@@ -144,6 +145,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if o.tailMode != "poll" && o.tailMode != "inotify" {
 		return fmt.Errorf("%w: --tail-mode %q: want poll or inotify", errUsage, o.tailMode)
+	}
+	if o.tailMode == "inotify" {
+		// nxadm/tail's shared inotify watcher ends the process if it
+		// cannot get an instance: check first, and poll instead.
+		if err := tailer.InotifyAvailable(); err != nil {
+			log.Warn("--tail-mode inotify unavailable; polling followed files instead", "err", err)
+			o.tailMode = "poll"
+		}
 	}
 	if o.id == "" {
 		if o.id, err = hostIP(); err != nil {
