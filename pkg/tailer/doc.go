@@ -35,4 +35,8 @@
 //     a long line, held until a part is full) plus a 64 KiB read buffer,
 //     whatever the length of a line: a line of a GiB without a newline is
 //     emitted in parts as it is read, never held whole.
+//   - The read buffer is borrowed from a pool of the process for one read
+//     (from the offset to the end of the file) and given back before the
+//     tailer waits: a tailer waiting for its file to grow holds no read
+//     buffer, and no line buffer unless a line is unfinished.
 package tailer

@@ -417,17 +417,21 @@ func (t *Tailer) checkTruncation(r *reader) error {
 // reader reads lines from the tailer's own descriptor with positional reads
 // (io.SectionReader), so it never shares a file position with anyone.
 // Memory stays bounded by max plus the buffer, whatever the line length.
+//
+// It holds no read buffer between reads: readAvailable borrows one from
+// the pool and gives it back before it returns. Only the bytes of an
+// unfinished line stay (acc, at most max), and acc is dropped when empty.
 type reader struct {
-	src      io.ReaderAt
-	name     string
-	max      int
-	truncate bool
-	br       *bufio.Reader
-	pos      int64  // offset of the next byte br returns
-	acc      []byte // bytes of the current line not emitted yet
-	accStart int64  // offset of acc[0]: where the current line (or part) starts
-	part     int    // parts of the current line emitted so far
-	dropped  bool   // truncate mode: bytes past max of the current line were dropped
+	src        io.ReaderAt
+	name       string
+	max        int
+	truncate   bool
+	positioned bool   // pos, acc and accStart describe the read so far
+	pos        int64  // offset of the next byte to read
+	acc        []byte // bytes of the current line not emitted yet
+	accStart   int64  // offset of acc[0]: where the current line (or part) starts
+	part       int    // parts of the current line emitted so far
+	dropped    bool   // truncate mode: bytes past max of the current line were dropped
 }
 
 func newReader(src io.ReaderAt, name string, max int, truncate bool) *reader {
@@ -435,24 +439,25 @@ func newReader(src io.ReaderAt, name string, max int, truncate bool) *reader {
 }
 
 // reset forgets the read state; the next readAvailable starts afresh.
-func (r *reader) reset() { r.br = nil }
+func (r *reader) reset() { r.positioned = false }
 
 // partial reports whether bytes of an unfinished last line were read and
 // not emitted yet.
-func (r *reader) partial() bool { return r.br != nil && r.pos != r.accStart }
+func (r *reader) partial() bool { return r.positioned && r.pos != r.accStart }
 
 // readAvailable emits every complete line from offset to the current end of
 // the file and keeps an unfinished last line for later. It returns how many
 // bytes it consumed from the file.
 func (r *reader) readAvailable(offset int64, emit func(Line) error) (int64, error) {
-	if r.br == nil || offset != r.accStart {
-		r.br = bufio.NewReaderSize(io.NewSectionReader(r.src, offset, math.MaxInt64-offset), 64<<10)
+	if !r.positioned || offset != r.accStart {
+		r.positioned = true
 		r.pos, r.accStart, r.acc, r.part, r.dropped = offset, offset, r.acc[:0], 0, false
 	}
+	br := readBufs.get(io.NewSectionReader(r.src, r.pos, math.MaxInt64-r.pos))
+	defer readBufs.put(br)
 	var consumed int64
 	for {
-		// bufio does not latch EOF: after the file grows, ReadSlice reads on.
-		chunk, err := r.br.ReadSlice('\n')
+		chunk, err := br.ReadSlice('\n')
 		r.pos += int64(len(chunk))
 		consumed += int64(len(chunk))
 		complete := err == nil
@@ -484,6 +489,9 @@ func (r *reader) readAvailable(offset int64, emit func(Line) error) (int64, erro
 			r.acc, r.accStart, r.part, r.dropped = r.acc[:0], r.pos, 0, false
 		case errors.Is(err, bufio.ErrBufferFull):
 		case errors.Is(err, io.EOF):
+			if len(r.acc) == 0 {
+				r.acc = nil // a file waiting for more keeps no line buffer
+			}
 			return consumed, nil
 		default:
 			return consumed, fmt.Errorf("read %s at %d: %w", r.name, r.pos, err)
@@ -519,7 +527,7 @@ func (r *reader) accumulate(data []byte, emit func(Line) error) error {
 // flushPartial emits the unfinished last line, if any, as a final line
 // flagged NoNewline. Call it right after readAvailable reached the end.
 func (r *reader) flushPartial(emit func(Line) error) error {
-	if r.br == nil || r.pos == r.accStart {
+	if !r.positioned || r.pos == r.accStart {
 		return nil
 	}
 	l := Line{Start: r.accStart, End: r.pos, Data: r.acc, Last: true, Truncated: r.dropped, NoNewline: true}

@@ -613,3 +613,26 @@ func TestNotifiedWithoutTheCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestIdleTailerHoldsNoReadBuffer: tailers whose files wait for more hold
+// no read buffer (the pool lent none that is not back), in both modes;
+// one borrows a buffer only while it reads.
+func TestIdleTailerHoldsNoReadBuffer(t *testing.T) {
+	for _, poll := range []bool{false, true} {
+		t.Run(fmt.Sprintf("poll=%v", poll), func(t *testing.T) {
+			dir := t.TempDir()
+			var runs []*run
+			for i := range 3 {
+				path := filepath.Join(dir, fmt.Sprintf("app%d.log", i))
+				appendTo(t, path, header()+"a\nb\n")
+				runs = append(runs, startTailer(t, path, 0, func(c *Config) { c.Poll = poll }))
+			}
+			for i, r := range runs {
+				testenv.WaitFor(t, 5*time.Second, "the lines", func() bool { return r.col.count() == 3 })
+				appendTo(t, filepath.Join(dir, fmt.Sprintf("app%d.log", i)), "c\nno newline yet")
+				testenv.WaitFor(t, 5*time.Second, "the new line", func() bool { return r.col.count() == 4 })
+			}
+			testenv.WaitFor(t, 5*time.Second, "every read buffer back in the pool", func() bool { return ReadBuffersInUse() == 0 })
+		})
+	}
+}
