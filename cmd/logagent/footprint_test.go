@@ -42,7 +42,9 @@ import (
 //     time it was written and is timed when a consumer of the broker
 //     receives it.
 //
-// FOOTPRINT_TAIL_MODE sets --tail-mode (default: the agent's default).
+// FOOTPRINT_TAIL_MODE sets --tail-mode (default: the agent's default);
+// FOOTPRINT_HEAPPROFILE=FILE saves the idle agent's heap profile in
+// FILE.<N>.
 // Run with `make bench`, or alone:
 //
 //	go test -run '^$' -bench Footprint -benchtime 1x ./cmd/logagent
@@ -130,7 +132,7 @@ func measureFootprint(b *testing.B, bin string, n int) footprint {
 	defer func() { ccancel(); <-cdone }()
 
 	args := []string{"--etcd-endpoints", e.Endpoint(), "--kafka-brokers", strings.Join(k.Brokers(), ","), "--id", "fp",
-		"--allow-path", dir, "--state-dir", b.TempDir(), "--log-level", "warn"}
+		"--allow-path", dir, "--state-dir", b.TempDir(), "--log-level", "warn", "--pprof"}
 	if m := os.Getenv("FOOTPRINT_TAIL_MODE"); m != "" {
 		args = append(args, "--tail-mode", m)
 	}
@@ -180,6 +182,9 @@ func measureFootprint(b *testing.B, bin string, n int) footprint {
 	}
 	fp.fds = len(ents)
 	fp.goroutines = int(metricValue(b, listen, "go_goroutines"))
+	if out := os.Getenv("FOOTPRINT_HEAPPROFILE"); out != "" {
+		saveHeapProfile(b, listen, fmt.Sprintf("%s.%d", out, n))
+	}
 
 	fp.latFiles = min(n, envInt(b, "FOOTPRINT_LATENCY_FILES", 1000))
 	lat := measureLatency(b, k.Brokers(), topic, paths[:fp.latFiles], time.Duration(envInt(b, "FOOTPRINT_LATENCY_SECONDS", 10))*time.Second)
@@ -366,6 +371,22 @@ func metricValue(b *testing.B, listen, name string) float64 {
 	}
 	b.Fatalf("no %s on /metrics", name)
 	return 0
+}
+
+// saveHeapProfile writes the agent's heap profile (/debug/pprof/heap) to
+// out, relative to cmd/logagent: `go tool pprof -sample_index=inuse_space
+// -top FILE` shows what holds the idle agent's memory.
+func saveHeapProfile(b *testing.B, listen, out string) {
+	b.Helper()
+	code, body := testenv.HTTPGet("http://" + listen + "/debug/pprof/heap")
+	if code != 200 {
+		b.Logf("heap profile: status %d", code)
+		return
+	}
+	if err := os.WriteFile(out, []byte(body), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("heap profile of the idle agent written to %s", out)
 }
 
 // envString is the environment variable name, or def if it is empty.
