@@ -44,7 +44,8 @@ import (
 //
 // FOOTPRINT_TAIL_MODE sets --tail-mode (default: the agent's default);
 // FOOTPRINT_HEAPPROFILE=FILE saves the idle agent's heap profile in
-// FILE.<N>.
+// FILE.<N>, FOOTPRINT_CPUPROFILE=FILE a CPU profile of its idle time
+// (BENCH_CPUPROFILE_SECONDS, default 5).
 // Run with `make bench`, or alone:
 //
 //	go test -run '^$' -bench Footprint -benchtime 1x ./cmd/logagent
@@ -173,7 +174,12 @@ func measureFootprint(b *testing.B, bin string, n int) footprint {
 	settle(5 * time.Second)
 	fp.idleOver = time.Duration(envInt(b, "FOOTPRINT_IDLE_SECONDS", 20)) * time.Second
 	cpu0, t0 := procCPU(b, pid), time.Now()
+	profiled := func() {}
+	if out := os.Getenv("FOOTPRINT_CPUPROFILE"); out != "" {
+		profiled = startCPUProfile(b, listen, fmt.Sprintf("%s.%d", out, n))
+	}
 	settle(fp.idleOver)
+	profiled()
 	fp.idleCPU = (procCPU(b, pid) - cpu0).Seconds() / time.Since(t0).Seconds() * 100
 	fp.rss, fp.hwm = procMem(b, pid)
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
