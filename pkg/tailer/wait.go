@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync/atomic"
 	"time"
+
+	"github.com/nxadm/tail/watch"
 )
 
 // maxCheckBackoff bounds how far the safety-net check of a quiet file
@@ -54,7 +56,11 @@ func (w *waiter) wait(ctx context.Context, read int64, partial bool) error {
 			if notifierWarned.CompareAndSwap(false, true) {
 				lvl = w.t.log.Warn
 			}
-			lvl("no change notification; the file is checked every few seconds", "err", err)
+			if n != nil {
+				lvl("no inotify watch for a followed file; polling it", "err", err, "poll_interval", watch.POLL_DURATION)
+			} else {
+				lvl("no change notification for a followed file; it is read again every check interval", "err", err)
+			}
 		}
 		w.n = n
 	}
