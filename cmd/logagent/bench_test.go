@@ -220,21 +220,8 @@ func median(xs []float64) float64 {
 // peakRSS is the high-water mark of pid's resident memory (VmHWM), in MiB.
 func peakRSS(b *testing.B, pid int) float64 {
 	b.Helper()
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatalf("peak memory of the agent: %v", err)
-	}
-	for line := range strings.Lines(string(status)) {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			var kb float64
-			if _, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), &kb); err != nil {
-				b.Fatalf("VmHWM %q: %v", rest, err)
-			}
-			return kb / 1024
-		}
-	}
-	b.Fatalf("no VmHWM in /proc/%d/status", pid)
-	return 0
+	_, hwm := procMem(b, pid)
+	return hwm
 }
 
 // startCPUProfile starts a CPU profile of the agent (its
@@ -303,18 +290,24 @@ func waitRecords(b *testing.B, brokers []string, topic string, n int64) {
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	testenv.WaitFor(b, 10*time.Minute, fmt.Sprintf("%d records in %s", n, topic), func() bool {
-		ends, err := adm.ListEndOffsets(context.Background(), topic)
-		if err != nil {
-			return false
-		}
-		var got int64
-		ends.Each(func(o kadm.ListedOffset) {
-			if o.Err == nil {
-				got += o.Offset
-			}
-		})
-		return got >= n
+		return endOffsets(adm, topic) >= n
 	})
+}
+
+// endOffsets is the number of records in topic (the sum of its
+// partitions' end offsets); 0 if they cannot be listed.
+func endOffsets(adm *kadm.Client, topic string) int64 {
+	ends, err := adm.ListEndOffsets(context.Background(), topic)
+	if err != nil {
+		return 0
+	}
+	var got int64
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			got += o.Offset
+		}
+	})
+	return got
 }
 
 // benchCompression is BENCH_COMPRESSION, default lz4 (the agent's default).

@@ -29,6 +29,7 @@ import (
 	"github.com/logferry/logferry/pkg/agent"
 	"github.com/logferry/logferry/pkg/fileid"
 	"github.com/logferry/logferry/pkg/ship"
+	"github.com/logferry/logferry/pkg/tailer"
 )
 
 const envPrefix = "LOGAGENT"
@@ -66,6 +67,7 @@ type options struct {
 	rotatedIdle        time.Duration
 	stopTimeout        time.Duration
 	tailMode           string
+	tailPoll           time.Duration
 	watchDirs          bool
 	partialTimeout     time.Duration
 	pprof              bool
@@ -98,8 +100,11 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.fingerprintBytes, "fingerprint-bytes", fileid.DefaultFingerprintBytes, "leading bytes that identify a file; shorter files wait until they grow")
 	fs.DurationVar(&o.rotatedIdle, "rotated-idle", 5*time.Second, "a rotated or renamed file that stopped growing this long is finished")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 5*time.Second, "on SIGTERM or handover, how long to wait for Kafka to acknowledge what was sent")
-	fs.StringVar(&o.tailMode, "tail-mode", "poll", "how followed files are watched for appends: poll (every 250ms; robust, the default) or inotify "+
-		"(nxadm/tail's shared watcher; a watchdog still re-reads every second if a notification is lost)")
+	fs.StringVar(&o.tailMode, "tail-mode", "inotify", "how followed files are watched for appends: inotify (one inotify watch per followed "+
+		"file: wakes within milliseconds, costs nothing while idle; the default) or poll (a stat every --tail-poll-interval). Files of "+
+		"shared topics (network volumes, where inotify misses other hosts' writes) are always polled; either way a file that sent no "+
+		"notification is read again after 1s, backing off to 8s while it stays quiet")
+	fs.DurationVar(&o.tailPoll, "tail-poll-interval", 250*time.Millisecond, "how often a polled file (--tail-mode poll, shared topics) is checked for appends")
 	fs.BoolVar(&o.watchDirs, "watch-dirs", true, "watch the topics' directories (inotify) and open new files the moment they appear, so a file "+
 		"renamed away or deleted milliseconds later is still read; false: new files are found by the scans only")
 	fs.DurationVar(&o.partialTimeout, "partial-line-timeout", 0, "ship a last line that has no newline once its file has not grown for this long "+
@@ -144,6 +149,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if o.tailMode != "poll" && o.tailMode != "inotify" {
 		return fmt.Errorf("%w: --tail-mode %q: want poll or inotify", errUsage, o.tailMode)
+	}
+	if o.tailPoll <= 0 {
+		return fmt.Errorf("%w: --tail-poll-interval %v: want a positive duration", errUsage, o.tailPoll)
+	}
+	tailer.SetPollInterval(o.tailPoll)
+	if o.tailMode == "inotify" {
+		// nxadm/tail's shared inotify watcher ends the process if it
+		// cannot get an instance: check first, and poll instead.
+		if err := tailer.InotifyAvailable(); err != nil {
+			log.Warn("--tail-mode inotify unavailable; polling followed files instead", "err", err)
+			o.tailMode = "poll"
+		}
 	}
 	if o.id == "" {
 		if o.id, err = hostIP(); err != nil {

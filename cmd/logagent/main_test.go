@@ -89,6 +89,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--etcd-prefix", "x"}, "--etcd-prefix"},
 		{[]string{"stray"}, "stray"},
 		{[]string{"--listen", "nonsense", "--id", "a"}, "nonsense"},
+		{[]string{"--tail-mode", "fast"}, "fast"},
+		{[]string{"--tail-poll-interval", "0s"}, "--tail-poll-interval"},
 	} {
 		err := run(context.Background(), tc.args, io.Discard, io.Discard)
 		require.Error(t, err, "%v", tc.args)
@@ -98,6 +100,15 @@ func TestFlagErrors(t *testing.T) {
 	t.Setenv("LOGAGENT_LEASE_TTL", "never")
 	err := run(context.Background(), nil, io.Discard, io.Discard)
 	require.ErrorContains(t, err, "LOGAGENT_LEASE_TTL")
+}
+
+// TestTailDefaults: followed files are watched with inotify by default
+// (the low-latency, idle-free mode), polled every 250 ms on request.
+func TestTailDefaults(t *testing.T) {
+	o, err := parse(nil, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "inotify", o.tailMode)
+	require.Equal(t, 250*time.Millisecond, o.tailPoll)
 }
 
 func TestHelpAndVersion(t *testing.T) {

@@ -53,7 +53,9 @@ type Config struct {
 	// PartialLineTimeout, when positive, ships a last line without newline
 	// once its file has not grown for this long.
 	PartialLineTimeout time.Duration
-	// TailInotify makes nxadm/tail use inotify instead of polling (250 ms).
+	// TailInotify makes nxadm/tail's notifier use inotify instead of
+	// polling, except for the files of shared topics: on a network volume
+	// inotify does not see other hosts' writes.
 	TailInotify bool
 	// NoDirWatch turns off the directory watcher (inotify): new files are
 	// then found by the scans only, so a file that lives under a matched
@@ -358,7 +360,7 @@ func (a *Agent) tail(ctx context.Context, fr *fileRun) error {
 		// rotation) is finished once read to its end and idle.
 		Rotated: !a.scanner.Matches(fr.cfg, path), FingerprintBytes: a.cfg.FingerprintBytes,
 		Offset: offset, MaxLineBytes: fr.cfg.MaxLineBytes, Truncate: fr.cfg.LongLines == topics.LongLinesTruncate,
-		RotatedIdle: a.cfg.RotatedIdle, Poll: !a.cfg.TailInotify, PartialTimeout: a.cfg.PartialLineTimeout, Logger: a.log.With("topic", fr.topic, "file", fr.key),
+		RotatedIdle: a.cfg.RotatedIdle, Poll: !a.cfg.TailInotify || fr.cfg.Shared, PartialTimeout: a.cfg.PartialLineTimeout, Logger: a.log.With("topic", fr.topic, "file", fr.key),
 		OnTruncate: func(old int64) {
 			a.log.Warn("file truncated; shipping it again from 0", "topic", fr.topic, "path", path, "old_offset", old)
 		},

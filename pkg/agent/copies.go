@@ -169,7 +169,7 @@ func (a *Agent) copiedFrom(ctx context.Context, fr *fileRun) (int64, bool) {
 	}
 	for {
 		for _, o := range cands {
-			if !o.rewritten.Load() {
+			if !o.rewritten.Load() && !truncated(o) {
 				continue
 			}
 			dctx, cancel := context.WithDeadline(ctx, deadline.Add(copyWait))
@@ -207,6 +207,19 @@ func (a *Agent) copyHead(fr *fileRun) (head []byte, size int64, growing bool, er
 		return nil, 0, false, err
 	}
 	return buf[:n], fi.Size(), time.Since(fi.ModTime()) < 5*copyPoll, nil
+}
+
+// truncated reports whether o's file is shorter now than what o shipped
+// of it: truncated, and perhaps not written again yet (o's tailer waits to
+// tell a rewrite from the same content written again).
+func truncated(o *fileRun) bool {
+	f, err := openByInode(o.pathNow(), o.identity.Inode)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	return err == nil && fi.Size() < o.ackedOffset()
 }
 
 // openByInode opens the file with inode at path, or, if path names

@@ -147,6 +147,14 @@ func (f *fileRun) noteSize(size int64) {
 	f.mu.Unlock()
 }
 
+// moving reports whether the acknowledged offset differs from the size
+// last seen: bytes are in flight, or unread, or the size is stale.
+func (f *fileRun) moving() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.acked != f.size
+}
+
 func (f *fileRun) lastSize() int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/logferry/logferry/pkg/tailer"
 )
 
 type metrics struct {
@@ -116,9 +118,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
+	// The tailers' read buffers come from one pool of the process.
+	readBuffers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "logagent_read_buffers",
+		Help: "Read buffers (64 KiB each) the tailers hold now: one per file being read at this moment; a file waiting for more holds none.",
+	}, func() float64 { return float64(tailer.ReadBuffersInUse()) })
 	for _, c := range []prometheus.Collector{m.linesRead, m.bytesRead, m.linesShipped, m.bytesShipped, m.rejected,
 		m.flagged, m.bytesBehind, m.lostBytes, m.checkpointDur, m.checkpointErr, m.fencedOut, m.selfFences, m.scans, m.etcdCheckpoints, m.etcdInterval, m.localSaveDur, m.releases, m.copiesContinued, m.tailers,
-		m.filesHeld, m.watchedDirs, m.topicsRefused, m.filesSeen} {
+		m.filesHeld, m.watchedDirs, m.topicsRefused, m.filesSeen, readBuffers} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("agent: register metrics: %w", err)
 		}

@@ -1,9 +1,12 @@
 // Package tailer follows one log file by identity and hands out its lines
 // with exact byte offsets.
 //
-// It wraps github.com/nxadm/tail, and makes up for what that library gets
-// wrong (docs/architecture.md lists it): nxadm/tail follows appends through the
-// path, but the tailer owns identity, rotation and truncation.
+// It reads the file itself, through its own descriptor, and uses
+// github.com/nxadm/tail for one thing only: change notification (the
+// library's watch package, an inotify watch or a stat poll), made on the
+// tailer's own descriptor (/proc/self/fd/<n>) rather than on the path, so
+// that two tailers never share a watch. docs/architecture.md lists what
+// the rest of that library gets wrong and why it is not used.
 //
 // Invariants:
 //   - Lines are emitted in file order; each carries Start (the offset of its
@@ -18,16 +21,22 @@
 //     file (and on while a writer still appends, until the file has been
 //     idle for RotatedIdle) before it returns ErrFinished: a rotated file is
 //     never let go of early, whatever nxadm/tail noticed or missed.
-//   - Lines from nxadm/tail are used only when they continue exactly at the
-//     tailer's offset; anything else (a reopen after truncation) hands
-//     control back to the descriptor.
+//   - Every byte is read through the tailer's descriptor. A notification
+//     only wakes the tailer; a lost one costs at most one check interval
+//     (CheckInterval, doubling while the file is quiet up to 8 times it),
+//     after which the tailer reads whatever is there.
 //   - A file that shrinks below the offset is read again from 0 if its first
 //     bytes are unchanged (plain truncation); if they changed, its identity is
 //     gone (ErrGone) and the new content is a new file for discovery.
 //   - A line's Data is valid only while emit runs: the tailer reuses its
 //     buffer. Before it waits for more (and before Run returns) it calls
 //     Config.Flush, so a sink that gathers lines never holds them back.
-//   - Memory per tailer is bounded by max line bytes plus a 64 KiB buffer on
-//     the descriptor path. nxadm/tail itself holds a whole line in memory
-//     while following, so one huge line costs its length once.
+//   - Memory per tailer is bounded by max line bytes (the pending part of
+//     a long line, held until a part is full) plus a 64 KiB read buffer,
+//     whatever the length of a line: a line of a GiB without a newline is
+//     emitted in parts as it is read, never held whole.
+//   - The read buffer is borrowed from a pool of the process for one read
+//     (from the offset to the end of the file) and given back before the
+//     tailer waits: a tailer waiting for its file to grow holds no read
+//     buffer, and no line buffer unless a line is unfinished.
 package tailer

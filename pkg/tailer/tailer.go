@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"log/slog"
 	"math"
 	"os"
@@ -15,8 +14,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/nxadm/tail"
 
 	"github.com/logferry/logferry/internal/ctxwait"
 	"github.com/logferry/logferry/pkg/fileid"
@@ -64,6 +61,10 @@ var (
 	errPartialIdle = errors.New("tailer: partial line idle")
 	// errRewritten: the file's first bytes changed under a read.
 	errRewritten = errors.New("tailer: file rewritten under the read")
+	// errHeadPending: the file shrank below its fingerprint (truncated,
+	// its new first bytes not written yet): whether it is still the same
+	// file can be told only once it has them.
+	errHeadPending = errors.New("tailer: truncated file not rewritten past its head yet")
 )
 
 // Config describes one file to tail.
@@ -266,12 +267,21 @@ func (t *Tailer) run(ctx context.Context, emit func(Line) error) (err error) {
 	t.head = t.head[:n]
 	r := newReader(verifiedReader{t: t}, f.Name(), t.cfg.MaxLineBytes, t.cfg.Truncate)
 	emit = t.emitter(emit)
+	w := &waiter{t: t, check: t.cfg.CheckInterval, grewAt: time.Now()}
+	defer w.stopNotifier()
 	var idleSince time.Time
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := t.checkTruncation(r); err != nil {
+		if err := t.checkTruncation(r); errors.Is(err, errHeadPending) {
+			// Caught between a truncation and the writes that follow it
+			// (notifications are that fast): wait for them.
+			if err := w.wait(ctx, 0, false); err != nil {
+				return err
+			}
+			continue
+		} else if err != nil {
 			return err
 		}
 		n, err := r.readAvailable(t.Offset(), emit)
@@ -291,13 +301,10 @@ func (t *Tailer) run(ctx context.Context, emit func(Line) error) (err error) {
 		}
 		if st == pathOurs {
 			idleSince = time.Time{}
-			err := t.follow(ctx, emit)
+			err := w.wait(ctx, n, r.partial())
 			if errors.Is(err, errPartialIdle) {
-				// A partial last line waited out its timeout: load it and
-				// ship it as it is.
-				if _, err := r.readAvailable(t.Offset(), emit); err != nil {
-					return err
-				}
+				// A partial last line waited out its timeout: ship it as
+				// it is (readAvailable holds every byte of it by now).
 				if err := r.flushPartial(emit); err != nil {
 					return err
 				}
@@ -308,8 +315,10 @@ func (t *Tailer) run(ctx context.Context, emit func(Line) error) (err error) {
 			}
 			continue
 		}
-		// Rotated away or deleted: drain with our own descriptor until the
-		// file stops growing, then ship a final partial line and finish.
+		// Rotated away or deleted: no more notifications; drain with our
+		// own descriptor until the file stops growing, then ship a final
+		// partial line and finish.
+		w.stopNotifier()
 		if n > 0 || idleSince.IsZero() {
 			idleSince = time.Now()
 		}
@@ -403,6 +412,9 @@ func (t *Tailer) checkTruncation(r *reader) error {
 		return fmt.Errorf("stat %s: %w", t.cfg.Path, err)
 	}
 	offset := t.Offset()
+	if fi.Size() < offset && fi.Size() < int64(len(t.head)) {
+		return errHeadPending
+	}
 	// The head too: a short file's identity covers few bytes (none, if it
 	// was found empty), the head all those read since.
 	if same, err := fileid.Check(t.f, t.cfg.Identity, t.cfg.FingerprintBytes); err != nil || !same || !t.headSame() {
@@ -419,166 +431,24 @@ func (t *Tailer) checkTruncation(r *reader) error {
 	return nil
 }
 
-// changed reports whether the followed file needs the descriptor path:
-// shrunk, rewritten, or no longer at the path.
-func (t *Tailer) changed() bool {
-	fi, err := t.f.Stat()
-	if err != nil || fi.Size() < t.Offset() || t.pathState() != pathOurs {
-		return true
-	}
-	same, err := fileid.Check(t.f, t.cfg.Identity, t.cfg.FingerprintBytes)
-	return err != nil || !same || !t.headSame()
-}
-
-// follow runs nxadm/tail from t.offset until it stops by itself, the path
-// stops naming our file, the file shrinks, or ctx is done. Lines it reads
-// are emitted as long as they continue exactly where t.offset is.
-func (t *Tailer) follow(ctx context.Context, emit func(Line) error) error {
-	tl, err := tail.TailFile(t.cfg.Path, tail.Config{
-		Location:      &tail.SeekInfo{Offset: t.Offset(), Whence: io.SeekStart},
-		Follow:        true,
-		ReOpen:        false, // rotation is ours to handle, with our own descriptor
-		MustExist:     true,
-		CompleteLines: true, // never a partial line as a whole one
-		Poll:          t.cfg.Poll,
-		Logger:        log.New(slogWriter{t.log}, "", 0),
-	})
-	if err != nil {
-		// The path vanished between the check and the open: the caller's
-		// loop sees a rotated path next time round.
-		return nil
-	}
-	// No tl.Cleanup(): nxadm/tail's inotify tracker keys watches by file
-	// name and shares one event channel per name, so cleaning up after a
-	// rotated file would silence the tailer of the new file at that path.
-	defer func() { _ = tl.Stop() }()
-	// nxadm/tail may have opened a different file if a rotation happened
-	// just now; then its lines must not be used.
-	if t.pathState() != pathOurs {
-		return nil
-	}
-	check := time.NewTicker(t.cfg.CheckInterval)
-	defer check.Stop()
-	// The watchdog: if the file grew and nxadm/tail delivered nothing for a
-	// whole check interval, its notifications were lost (a shared inotify
-	// watch removed by another tail of the same path, a missed event); the
-	// descriptor reads what is there and following starts again.
-	linesSinceCheck := 0
-	// partialSize and partialSince track a last line without newline that
-	// stopped growing, for PartialTimeout.
-	var partialSize int64 = -1
-	var partialSince time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-check.C:
-			if t.changed() {
-				return nil
-			}
-			if linesSinceCheck == 0 {
-				fi, err := t.f.Stat()
-				switch {
-				case err != nil:
-				case fi.Size() > t.Offset()+int64(t.cfg.MaxLineBytes):
-					return nil
-				case fi.Size() > t.Offset() && t.stalled(fi.Size()):
-					return nil
-				case t.cfg.PartialTimeout > 0 && fi.Size() > t.Offset():
-					if fi.Size() != partialSize {
-						partialSize, partialSince = fi.Size(), time.Now()
-					} else if time.Since(partialSince) >= t.cfg.PartialTimeout {
-						return errPartialIdle
-					}
-				}
-			}
-			linesSinceCheck = 0
-		case l, ok := <-tl.Lines:
-			if !ok {
-				return nil // nxadm/tail stopped (rename, delete, error)
-			}
-			if l.Err != nil {
-				t.log.Warn("tail reported an error; continuing with our own descriptor", "err", l.Err)
-				return nil
-			}
-			end := l.SeekInfo.Offset
-			start := end - int64(len(l.Text)) - 1
-			if start != t.Offset() || !t.headSame() {
-				// A line we cannot place, or one that may come from content
-				// that replaced the file: the descriptor path decides.
-				return nil
-			}
-			if len(t.head) < t.cfg.FingerprintBytes {
-				t.grow([]byte(l.Text+"\n"), start)
-			}
-			linesSinceCheck++
-			if err := splitLine(start, end, []byte(l.Text), t.cfg.MaxLineBytes, t.cfg.Truncate, emit); err != nil {
-				return err
-			}
-			if len(tl.Lines) == 0 { // about to wait
-				if err := t.flush(); err != nil {
-					return err
-				}
-			}
-		}
-	}
-}
-
-// stalled reports whether the bytes past the offset contain a newline:
-// then a complete line is waiting that nxadm/tail did not deliver. (Bytes
-// without a newline are a partial line that is rightly held back.)
-func (t *Tailer) stalled(size int64) bool {
-	n := min(size-t.Offset(), 64<<10)
-	buf := make([]byte, n)
-	m, _ := t.f.ReadAt(buf, t.Offset())
-	return bytes.IndexByte(buf[:m], '\n') >= 0
-}
-
-// splitLine emits one whole line found at [start, end) (end past its
-// newline), split or truncated to max bytes.
-func splitLine(start, end int64, data []byte, max int, truncate bool, emit func(Line) error) error {
-	if len(data) <= max {
-		return emit(Line{Start: start, End: end, Data: data, Last: true})
-	}
-	if truncate {
-		return emit(Line{Start: start, End: end, Data: data[:max], Last: true, Truncated: true})
-	}
-	for part, off := 1, 0; off < len(data); part++ {
-		n := min(max, len(data)-off)
-		l := Line{Start: start + int64(off), End: start + int64(off+n), Data: data[off : off+n], Part: part}
-		if off+n == len(data) {
-			l.Last, l.End = true, end
-		}
-		if err := emit(l); err != nil {
-			return err
-		}
-		off += n
-	}
-	return nil
-}
-
-// slogWriter adapts nxadm/tail's log.Logger output to slog at debug level.
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Debug("nxadm/tail", "msg", string(p))
-	return len(p), nil
-}
-
 // reader reads lines from the tailer's own descriptor with positional reads
 // (io.SectionReader), so it never shares a file position with anyone.
 // Memory stays bounded by max plus the buffer, whatever the line length.
+//
+// It holds no read buffer between reads: readAvailable borrows one from
+// the pool and gives it back before it returns. Only the bytes of an
+// unfinished line stay (acc, at most max), and acc is dropped when empty.
 type reader struct {
-	src      io.ReaderAt
-	name     string
-	max      int
-	truncate bool
-	br       *bufio.Reader
-	pos      int64  // offset of the next byte br returns
-	acc      []byte // bytes of the current line not emitted yet
-	accStart int64  // offset of acc[0]: where the current line (or part) starts
-	part     int    // parts of the current line emitted so far
-	dropped  bool   // truncate mode: bytes past max of the current line were dropped
+	src        io.ReaderAt
+	name       string
+	max        int
+	truncate   bool
+	positioned bool   // pos, acc and accStart describe the read so far
+	pos        int64  // offset of the next byte to read
+	acc        []byte // bytes of the current line not emitted yet
+	accStart   int64  // offset of acc[0]: where the current line (or part) starts
+	part       int    // parts of the current line emitted so far
+	dropped    bool   // truncate mode: bytes past max of the current line were dropped
 }
 
 func newReader(src io.ReaderAt, name string, max int, truncate bool) *reader {
@@ -586,20 +456,25 @@ func newReader(src io.ReaderAt, name string, max int, truncate bool) *reader {
 }
 
 // reset forgets the read state; the next readAvailable starts afresh.
-func (r *reader) reset() { r.br = nil }
+func (r *reader) reset() { r.positioned = false }
+
+// partial reports whether bytes of an unfinished last line were read and
+// not emitted yet.
+func (r *reader) partial() bool { return r.positioned && r.pos != r.accStart }
 
 // readAvailable emits every complete line from offset to the current end of
 // the file and keeps an unfinished last line for later. It returns how many
 // bytes it consumed from the file.
 func (r *reader) readAvailable(offset int64, emit func(Line) error) (int64, error) {
-	if r.br == nil || offset != r.accStart {
-		r.br = bufio.NewReaderSize(io.NewSectionReader(r.src, offset, math.MaxInt64-offset), 64<<10)
+	if !r.positioned || offset != r.accStart {
+		r.positioned = true
 		r.pos, r.accStart, r.acc, r.part, r.dropped = offset, offset, r.acc[:0], 0, false
 	}
+	br := readBufs.get(io.NewSectionReader(r.src, r.pos, math.MaxInt64-r.pos))
+	defer readBufs.put(br)
 	var consumed int64
 	for {
-		// bufio does not latch EOF: after the file grows, ReadSlice reads on.
-		chunk, err := r.br.ReadSlice('\n')
+		chunk, err := br.ReadSlice('\n')
 		r.pos += int64(len(chunk))
 		consumed += int64(len(chunk))
 		complete := err == nil
@@ -631,6 +506,9 @@ func (r *reader) readAvailable(offset int64, emit func(Line) error) (int64, erro
 			r.acc, r.accStart, r.part, r.dropped = r.acc[:0], r.pos, 0, false
 		case errors.Is(err, bufio.ErrBufferFull):
 		case errors.Is(err, io.EOF):
+			if len(r.acc) == 0 {
+				r.acc = nil // a file waiting for more keeps no line buffer
+			}
 			return consumed, nil
 		default:
 			return consumed, fmt.Errorf("read %s at %d: %w", r.name, r.pos, err)
@@ -666,7 +544,7 @@ func (r *reader) accumulate(data []byte, emit func(Line) error) error {
 // flushPartial emits the unfinished last line, if any, as a final line
 // flagged NoNewline. Call it right after readAvailable reached the end.
 func (r *reader) flushPartial(emit func(Line) error) error {
-	if r.br == nil || r.pos == r.accStart {
+	if !r.positioned || r.pos == r.accStart {
 		return nil
 	}
 	l := Line{Start: r.accStart, End: r.pos, Data: r.acc, Last: true, Truncated: r.dropped, NoNewline: true}

@@ -8,8 +8,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/metrics"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -510,4 +513,148 @@ func TestHeadGrowsFromWhatWasRead(t *testing.T) {
 	require.True(t, tl.headSame())
 	require.NoError(t, os.WriteFile(path, []byte("new 1\nnew 2\nnew 3\n"), 0o644))
 	require.False(t, tl.headSame(), "rewritten")
+}
+
+// TestHugeLineMemoryBounded: a followed file gets one line of 256 MiB
+// (TAILER_HUGE_LINE_MIB) without a newline, then its newline. It is
+// shipped as parts of MaxLineBytes, and the Go heap never holds more than
+// a few times MaxLineBytes plus fixed buffers: the tailer reads the file
+// itself, with a bounded buffer, not through nxadm/tail (which holds a
+// whole line, and copies of it, while following).
+func TestHugeLineMemoryBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes a 256 MiB file")
+	}
+	mib := 256
+	if v := os.Getenv("TAILER_HUGE_LINE_MIB"); v != "" {
+		_, err := fmt.Sscan(v, &mib)
+		require.NoError(t, err, "TAILER_HUGE_LINE_MIB=%q", v)
+	}
+	const maxLine = 1 << 20
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendTo(t, path, header())
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	id, err := fileid.Of(f, fpBytes, false)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	tl, err := New(Config{Path: path, Identity: id, FingerprintBytes: fpBytes, MaxLineBytes: maxLine,
+		CheckInterval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+
+	var parts, bytesSeen, lastParts atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- tl.Run(ctx, func(l Line) error {
+			if l.Part > 0 {
+				parts.Add(1)
+				bytesSeen.Add(int64(len(l.Data)))
+				if l.Last {
+					lastParts.Add(1)
+				}
+			}
+			return nil
+		})
+	}()
+	defer func() { cancel(); <-done }()
+	testenv.WaitFor(t, 5*time.Second, "the header read", func() bool { return tl.Offset() == int64(len(header())) })
+
+	runtime.GC()
+	base := heapBytes()
+	var peak atomic.Uint64
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			peak.Store(max(peak.Load(), heapBytes()))
+			select {
+			case <-stopSampling:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+
+	w, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	chunk := bytes.Repeat([]byte("x"), 1<<20)
+	for range mib {
+		_, err := w.Write(chunk)
+		require.NoError(t, err)
+	}
+	total := int64(mib) << 20
+	testenv.WaitFor(t, 2*time.Minute, "every full part but the last", func() bool { return bytesSeen.Load() == total-maxLine })
+	_, err = w.Write([]byte("\n"))
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	testenv.WaitFor(t, 30*time.Second, "the last part", func() bool { return lastParts.Load() == 1 })
+	close(stopSampling)
+	<-sampled
+
+	require.Equal(t, total, bytesSeen.Load(), "every byte of the line shipped")
+	require.Equal(t, int64(mib), parts.Load(), "parts of MaxLineBytes")
+	require.Equal(t, total+int64(len(header()))+1, tl.Offset())
+	grew := int64(peak.Load()) - int64(base)
+	t.Logf("a %d MiB line: peak Go heap %d MiB above the %d MiB before it (MaxLineBytes %d MiB)", mib, grew>>20, base>>20, maxLine>>20)
+	bound := int64(4*maxLine + 16<<20)
+	require.Less(t, grew, bound, "the heap grew by %d MiB for a %d MiB line; bound %d MiB", grew>>20, mib, bound>>20)
+}
+
+// heapBytes is the Go heap's live and not yet swept objects, in bytes.
+func heapBytes() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// TestNotifiedWithoutTheCheck: with the safety-net check an hour away,
+// appended lines still arrive, in both modes: nxadm/tail's notification
+// (an inotify watch, or a stat poll, of the tailer's own descriptor) wakes
+// the tailer. Two tailers of two files also never share a watch.
+func TestNotifiedWithoutTheCheck(t *testing.T) {
+	for _, poll := range []bool{false, true} {
+		t.Run(fmt.Sprintf("poll=%v", poll), func(t *testing.T) {
+			dir := t.TempDir()
+			var runs []*run
+			for i := range 2 {
+				path := filepath.Join(dir, fmt.Sprintf("app%d.log", i))
+				appendTo(t, path, header())
+				runs = append(runs, startTailer(t, path, 0, func(c *Config) { c.Poll, c.CheckInterval = poll, time.Hour }))
+			}
+			for i, r := range runs {
+				testenv.WaitFor(t, 5*time.Second, "the header", func() bool { return r.col.count() == 1 })
+				for j := range 3 {
+					appendTo(t, filepath.Join(dir, fmt.Sprintf("app%d.log", i)), fmt.Sprintf("line %d\n", j))
+					testenv.WaitFor(t, 5*time.Second, "a notified line", func() bool { return r.col.count() == 2+j })
+				}
+			}
+		})
+	}
+}
+
+// TestIdleTailerHoldsNoReadBuffer: tailers whose files wait for more hold
+// no read buffer (the pool lent none that is not back), in both modes;
+// one borrows a buffer only while it reads.
+func TestIdleTailerHoldsNoReadBuffer(t *testing.T) {
+	for _, poll := range []bool{false, true} {
+		t.Run(fmt.Sprintf("poll=%v", poll), func(t *testing.T) {
+			dir := t.TempDir()
+			var runs []*run
+			for i := range 3 {
+				path := filepath.Join(dir, fmt.Sprintf("app%d.log", i))
+				appendTo(t, path, header()+"a\nb\n")
+				runs = append(runs, startTailer(t, path, 0, func(c *Config) { c.Poll = poll }))
+			}
+			for i, r := range runs {
+				testenv.WaitFor(t, 5*time.Second, "the lines", func() bool { return r.col.count() == 3 })
+				appendTo(t, filepath.Join(dir, fmt.Sprintf("app%d.log", i)), "c\nno newline yet")
+				testenv.WaitFor(t, 5*time.Second, "the new line", func() bool { return r.col.count() == 4 })
+			}
+			testenv.WaitFor(t, 5*time.Second, "every read buffer back in the pool", func() bool { return ReadBuffersInUse() == 0 })
+		})
+	}
 }

@@ -1,0 +1,404 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/logferry/logferry/internal/testenv"
+	"github.com/logferry/logferry/pkg/coordinator"
+	"github.com/logferry/logferry/pkg/keyspace"
+	"github.com/logferry/logferry/pkg/topics"
+)
+
+// BenchmarkFootprint measures what the real logagent binary costs a host
+// that has many quiet files: one local topic, N files of 20 lines each
+// (FOOTPRINT_FILES, a comma-separated list, default "1000,10000"), an
+// in-process coordinator, etcd and broker. For each N it reports:
+//   - files shipped (every line of the file in Kafka) against files present;
+//   - the agent's resident memory (VmRSS) and its high-water mark (VmHWM);
+//   - its CPU while idle: over FOOTPRINT_IDLE_SECONDS (default 20) once
+//     every line is shipped, from /proc/<pid>/stat, in % of one core;
+//   - its open descriptors (/proc/<pid>/fd) and goroutines (go_goroutines
+//     on its /metrics);
+//   - write->Kafka latency p50/p99: FOOTPRINT_LATENCY_FILES (default
+//     1,000, at most N) files each get one line a second, evenly spread,
+//     for FOOTPRINT_LATENCY_SECONDS (default 10); each line carries the
+//     time it was written and is timed when a consumer of the broker
+//     receives it.
+//
+// FOOTPRINT_TAIL_MODE sets --tail-mode (default: the agent's default);
+// FOOTPRINT_HEAPPROFILE=FILE saves the idle agent's heap profile in
+// FILE.<N>, FOOTPRINT_CPUPROFILE=FILE a CPU profile of its idle time
+// (BENCH_CPUPROFILE_SECONDS, default 5).
+// Run with `make bench`, or alone:
+//
+//	go test -run '^$' -bench Footprint -benchtime 1x ./cmd/logagent
+func BenchmarkFootprint(b *testing.B) {
+	if testing.Short() {
+		b.Skip("runs the agent over thousands of files for minutes")
+	}
+	var sizes []int
+	for s := range strings.SplitSeq(envString("FOOTPRINT_FILES", "1000,10000"), ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			b.Fatalf("FOOTPRINT_FILES=%q: want positive integers separated by commas", os.Getenv("FOOTPRINT_FILES"))
+		}
+		sizes = append(sizes, n)
+	}
+	bin := buildAgent(b)
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("files=%d", n), func(b *testing.B) {
+			for range b.N {
+				fp := measureFootprint(b, bin, n)
+				b.ReportMetric(float64(fp.shipped), "files-shipped")
+				b.ReportMetric(float64(fp.present), "files-present")
+				b.ReportMetric(fp.rss, "rss-MiB")
+				b.ReportMetric(fp.hwm, "hwm-MiB")
+				b.ReportMetric(fp.idleCPU, "idle-cpu-%")
+				b.ReportMetric(float64(fp.fds), "fds")
+				b.ReportMetric(float64(fp.goroutines), "goroutines")
+				b.ReportMetric(fp.p50.Seconds()*1000, "p50-ms")
+				b.ReportMetric(fp.p99.Seconds()*1000, "p99-ms")
+				b.Logf("tail mode %s: %d of %d files shipped in %v; RSS %.1f MiB (peak %.1f); idle CPU %.2f %% of a core over %v; "+
+					"%d descriptors; %d goroutines; write->Kafka latency over %d files at 1 line/s: p50 %v, p99 %v (%d lines)",
+					fp.mode, fp.shipped, fp.present, fp.shipTook.Round(time.Millisecond), fp.rss, fp.hwm, fp.idleCPU, fp.idleOver,
+					fp.fds, fp.goroutines, fp.latFiles, fp.p50.Round(100*time.Microsecond), fp.p99.Round(100*time.Microsecond), fp.latLines)
+			}
+		})
+	}
+}
+
+// footprint is one measurement of BenchmarkFootprint.
+type footprint struct {
+	mode             string
+	present, shipped int
+	shipTook         time.Duration
+	rss, hwm         float64 // MiB
+	idleCPU          float64 // % of one core
+	idleOver         time.Duration
+	fds, goroutines  int
+	latFiles         int
+	latLines         int
+	p50, p99         time.Duration
+}
+
+func measureFootprint(b *testing.B, bin string, n int) footprint {
+	b.Helper()
+	fp := footprint{mode: envString("FOOTPRINT_TAIL_MODE", "default"), present: n}
+	dir := b.TempDir()
+	paths := make([]string, n)
+	for i := range n {
+		paths[i] = filepath.Join(dir, fmt.Sprintf("app-%05d.log", i))
+		var sb strings.Builder
+		for l := range 20 {
+			fmt.Fprintf(&sb, "%s file %05d line %02d: GET /api/v1/items/%d HTTP/1.1 200 %d\n",
+				"2026-12-04T20:00:00Z", i, l, i*20+l, 1000+l)
+		}
+		if err := os.WriteFile(paths[i], []byte(sb.String()), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	e := testenv.StartEtcd(b)
+	k := testenv.StartKafka(b)
+	cli, ks := e.Client(), keyspace.Space{}
+	topic := fmt.Sprintf("footprint-%d", n)
+	createTopics(b, k.Brokers(), topic)
+	if _, err := topics.NewStore(cli, ks).Put(context.Background(), "fp", topics.Config{Paths: []string{dir + "/*.log"}, KafkaTopic: topic}); err != nil {
+		b.Fatal(err)
+	}
+	co, err := coordinator.New(coordinator.Config{Client: cli, Space: ks, ID: "c1", LeaseTTL: 5 * time.Second,
+		Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cctx, ccancel := context.WithCancel(context.Background())
+	cdone := make(chan error, 1)
+	go func() { cdone <- co.Run(cctx) }()
+	defer func() { ccancel(); <-cdone }()
+
+	args := []string{"--etcd-endpoints", e.Endpoint(), "--kafka-brokers", strings.Join(k.Brokers(), ","), "--id", "fp",
+		"--allow-path", dir, "--state-dir", b.TempDir(), "--log-level", "warn", "--pprof"}
+	if m := os.Getenv("FOOTPRINT_TAIL_MODE"); m != "" {
+		args = append(args, "--tail-mode", m)
+	}
+	listen := testenv.FreeAddr(b)
+	cmd := exec.Command(bin, append([]string{"--listen", listen}, args...)...)
+	cmd.Stderr = os.Stderr
+	// A benchmark killed midway must not leave an agent behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	pid := cmd.Process.Pid
+
+	// Shipped: every line in the broker, or no progress for a minute.
+	kc, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers()...))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer kc.Close()
+	adm := kadm.NewClient(kc)
+	start := time.Now()
+	want, last, lastChange := int64(n*20), int64(-1), time.Now()
+	testenv.WaitFor(b, 15*time.Minute, "every line shipped, or no progress for a minute", func() bool {
+		got := endOffsets(adm, topic)
+		if got != last {
+			last, lastChange = got, time.Now()
+		}
+		return got >= want || time.Since(lastChange) > time.Minute
+	})
+	fp.shipTook = time.Since(start)
+	fp.shipped = filesComplete(b, k.Brokers(), topic, 20)
+
+	// Idle: once the checkpoints of the burst are written.
+	settle(5 * time.Second)
+	fp.idleOver = time.Duration(envInt(b, "FOOTPRINT_IDLE_SECONDS", 20)) * time.Second
+	cpu0, t0 := procCPU(b, pid), time.Now()
+	profiled := func() {}
+	if out := os.Getenv("FOOTPRINT_CPUPROFILE"); out != "" {
+		profiled = startCPUProfile(b, listen, fmt.Sprintf("%s.%d", out, n))
+	}
+	settle(fp.idleOver)
+	profiled()
+	fp.idleCPU = (procCPU(b, pid) - cpu0).Seconds() / time.Since(t0).Seconds() * 100
+	fp.rss, fp.hwm = procMem(b, pid)
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	fp.fds = len(ents)
+	fp.goroutines = int(metricValue(b, listen, "go_goroutines"))
+	if out := os.Getenv("FOOTPRINT_HEAPPROFILE"); out != "" {
+		saveHeapProfile(b, listen, fmt.Sprintf("%s.%d", out, n))
+	}
+
+	fp.latFiles = min(n, envInt(b, "FOOTPRINT_LATENCY_FILES", 1000))
+	lat := measureLatency(b, k.Brokers(), topic, paths[:fp.latFiles], time.Duration(envInt(b, "FOOTPRINT_LATENCY_SECONDS", 10))*time.Second)
+	fp.latLines = len(lat)
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		fp.p50, fp.p99 = lat[len(lat)*50/100], lat[min(len(lat)-1, len(lat)*99/100)]
+	}
+	return fp
+}
+
+// settle lets d pass: the benchmark measures what the agent does over a
+// window of time, so here waiting is the measurement, not a synchronisation.
+func settle(d time.Duration) { <-time.After(d) }
+
+// measureLatency writes one line a second to each of paths, spread evenly
+// over the second, for d, and returns how long each took to reach a
+// consumer of topic. Lines still missing 10 s after the last write are
+// reported and left out.
+func measureLatency(b *testing.B, brokers []string, topic string, paths []string, d time.Duration) []time.Duration {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	consumer, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()), kgo.FetchMaxWait(time.Second))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer consumer.Close()
+	var (
+		mu  sync.Mutex
+		lat []time.Duration
+	)
+	// The consumer must have its partitions' end offsets before the first
+	// write, or it starts past the first lines.
+	testenv.WaitFor(b, 30*time.Second, "the latency consumer to join", func() bool {
+		consumer.ForceMetadataRefresh()
+		return len(consumer.GetConsumeTopics()) > 0
+	})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			fs := consumer.PollFetches(ctx)
+			now := time.Now()
+			fs.EachRecord(func(r *kgo.Record) {
+				rest, ok := strings.CutPrefix(string(r.Value), "lat ")
+				if !ok {
+					return
+				}
+				ts, err := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				lat = append(lat, now.Sub(time.Unix(0, ts)))
+				mu.Unlock()
+			})
+		}
+	}()
+	// Let the consumer's first fetch reach the broker.
+	settle(time.Second)
+	files := make([]*os.File, len(paths))
+	for i, p := range paths {
+		f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		files[i] = f
+	}
+	every := time.Second / time.Duration(len(paths))
+	tick := time.NewTicker(every)
+	written := 0
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		<-tick.C
+		f := files[written%len(files)]
+		if _, err := fmt.Fprintf(f, "lat %d %s\n", time.Now().UnixNano(), filepath.Base(f.Name())); err != nil {
+			b.Fatal(err)
+		}
+		written++
+	}
+	tick.Stop()
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(lat) }
+	if !testenv.Await(10*time.Second, func() bool { return count() >= written }) {
+		b.Logf("latency: %d of %d lines reached the consumer", count(), written)
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	return slices.Clone(lat)
+}
+
+// filesComplete counts the files of which topic holds lines distinct
+// offsets at least.
+func filesComplete(b *testing.B, brokers []string, topic string, lines int) int {
+	b.Helper()
+	offsets := map[string]map[string]bool{}
+	for _, r := range testenv.ReadAll(b, brokers, topic) {
+		f := r.Headers["path"]
+		if offsets[f] == nil {
+			offsets[f] = map[string]bool{}
+		}
+		offsets[f][r.Headers["offset"]] = true
+	}
+	n := 0
+	for _, o := range offsets {
+		if len(o) >= lines {
+			n++
+		}
+	}
+	return n
+}
+
+// procCPU is pid's user and system CPU time so far, from /proc/<pid>/stat
+// (in clock ticks of 10 ms: the kernel's USER_HZ is 100 on Linux).
+func procCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The command name, in parentheses, may hold spaces: count after it.
+	s := string(stat)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	// Fields 14 and 15 of the whole line (utime, stime) are 12 and 13 here.
+	var ticks int64
+	for _, f := range fields[11:13] {
+		v, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			b.Fatalf("/proc/%d/stat: %q: %v", pid, f, err)
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
+// procMem is pid's resident memory now (VmRSS) and its high-water mark
+// (VmHWM), in MiB.
+func procMem(b *testing.B, pid int) (rss, hwm float64) {
+	b.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.Lines(string(status)) {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || (name != "VmRSS" && name != "VmHWM") {
+			continue
+		}
+		var kb float64
+		if _, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), &kb); err != nil {
+			b.Fatalf("%s %q: %v", name, rest, err)
+		}
+		if name == "VmRSS" {
+			rss = kb / 1024
+		} else {
+			hwm = kb / 1024
+		}
+	}
+	return rss, hwm
+}
+
+// metricValue reads one unlabelled metric from the agent's /metrics; -1
+// (logged) if the agent does not answer: one that ran out of descriptors
+// cannot accept the connection, which is a figure too.
+func metricValue(b *testing.B, listen, name string) float64 {
+	b.Helper()
+	code, body := testenv.HTTPGet("http://" + listen + "/metrics")
+	if code != 200 {
+		b.Logf("%s: /metrics answered status %d: %s", name, code, body)
+		return -1
+	}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("%s %q: %v", name, v, err)
+			}
+			return f
+		}
+	}
+	b.Fatalf("no %s on /metrics", name)
+	return 0
+}
+
+// saveHeapProfile writes the agent's heap profile (/debug/pprof/heap) to
+// out, relative to cmd/logagent: `go tool pprof -sample_index=inuse_space
+// -top FILE` shows what holds the idle agent's memory.
+func saveHeapProfile(b *testing.B, listen, out string) {
+	b.Helper()
+	code, body := testenv.HTTPGet("http://" + listen + "/debug/pprof/heap")
+	if code != 200 {
+		b.Logf("heap profile: status %d", code)
+		return
+	}
+	if err := os.WriteFile(out, []byte(body), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("heap profile of the idle agent written to %s", out)
+}
+
+// envString is the environment variable name, or def if it is empty.
+func envString(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
