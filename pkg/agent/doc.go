@@ -74,6 +74,14 @@
 //   - Start-up reads on a local topic with a state file are this agent's
 //     own: the state file and the checkpoints of its own assignments,
 //     never the topic's checkpoints (every host's, and their history).
+//   - A file never shipped before that starts with the first bytes of a
+//     file being read here (copies.go) starts at that file's acknowledged
+//     offset once that file is truncated within copyWait (copytruncate),
+//     else at its own start: nothing is shipped twice under two keys.
+//   - A short file's identity (pkg/fileid) is saved in the state file
+//     before any line of it is shipped, and given back to the scanner at
+//     start-up and from the checkpoints; a run whose identity the scanner
+//     has since replaced for the same file (rewritten) does not start.
 //   - A clean stop stops every tailer, waits (bounded by --stop-timeout) for
 //     the releases and Kafka's acks, writes final checkpoints, and revokes
 //     the lease: at most --stop-timeout + 3 s, whatever etcd and Kafka do.
