@@ -35,9 +35,8 @@ const copyWait = 5 * time.Second
 const copyPoll = 20 * time.Millisecond
 
 // origins are the runs of this agent whose files a new file may have been
-// copied from: every run with an identity of at least one byte, by topic.
-// The controller adds and removes runs; the tailer goroutines of new
-// files read it.
+// copied from: every run, by topic. The controller adds and removes runs;
+// the tailer goroutines of new files read it.
 type origins struct {
 	mu      sync.Mutex
 	byTopic map[string]map[*fileRun]struct{}
@@ -86,8 +85,11 @@ func (o *origins) match(fr *fileRun, head []byte, n int) []*fileRun {
 		switch {
 		case startsWith(head, n, full, id) || startsWithSeen(head, seen):
 			out = append(out, cand)
-		case (seen == nil || seen.n < n) && !cand.rewritten.Load() && filepath.Dir(cand.pathNow()) == dir:
-			// (A rewritten file's inode holds other content now.)
+		case id.Partial && (seen == nil || seen.n < n) && len(unread) < maxUnread &&
+			!cand.rewritten.Load() && filepath.Dir(cand.pathNow()) == dir:
+			// Found short (empty, after a truncation) and not read yet:
+			// neither its identity nor its tailer knows its start. (A
+			// rewritten file's inode holds other content now.)
 			unread = append(unread, cand)
 		}
 	}
@@ -101,6 +103,9 @@ func (o *origins) match(fr *fileRun, head []byte, n int) []*fileRun {
 	}
 	return out
 }
+
+// maxUnread bounds the files match reads to compare their start.
+const maxUnread = 16
 
 // continues reports whether cand's file, read now, starts with head (one
 // byte at least).
@@ -148,13 +153,18 @@ func startsWithSeen(head []byte, s *seenHead) bool {
 func (a *Agent) copiedFrom(ctx context.Context, fr *fileRun) (int64, bool) {
 	deadline := time.Now().Add(copyWait)
 	var cands []*fileRun
-	var size int64
 	for {
-		head, sz, growing, err := a.copyHead(fr)
+		head, fi, err := a.copyHead(fr)
 		if err != nil {
 			return 0, false
 		}
-		size = sz
+		if fi.ModTime().Before(a.started) {
+			// Written last before this agent started: not a copy of a
+			// file one of its runs was reading (and at a first start on a
+			// host of many files, none is compared with all the others).
+			return 0, false
+		}
+		growing := time.Since(fi.ModTime()) < 5*copyPoll
 		if cands = a.origins.match(fr, head, a.cfg.FingerprintBytes); len(cands) > 0 || !growing || len(head) >= a.cfg.FingerprintBytes {
 			break
 		}
@@ -175,7 +185,11 @@ func (a *Agent) copiedFrom(ctx context.Context, fr *fileRun) (int64, bool) {
 			dctx, cancel := context.WithDeadline(ctx, deadline.Add(copyWait))
 			_ = o.waitDrained(dctx) // else what was acknowledged by then: at worst lines again, never lost
 			cancel()
-			off := min(o.ackedOffset(), size)
+			_, fi, err := a.copyHead(fr) // complete now: the original was truncated after the copy
+			if err != nil {
+				return 0, false
+			}
+			off := min(o.ackedOffset(), fi.Size())
 			a.log.Info("a copy of a truncated file (copytruncate) continues its offset", "topic", fr.topic,
 				"path", fr.pathNow(), "copy_of", o.pathNow(), "offset", off, "file", fr.key, "copy_of_file", o.key)
 			a.m.copiesContinued.Inc()
@@ -190,23 +204,23 @@ func (a *Agent) copiedFrom(ctx context.Context, fr *fileRun) (int64, bool) {
 }
 
 // copyHead reads the first bytes of fr's file (up to the fingerprint
-// length), its size, and whether it was written in the last copyPoll*5.
-func (a *Agent) copyHead(fr *fileRun) (head []byte, size int64, growing bool, err error) {
+// length), and its stat.
+func (a *Agent) copyHead(fr *fileRun) ([]byte, os.FileInfo, error) {
 	f, err := openByInode(fr.pathNow(), fr.identity.Inode)
 	if err != nil {
-		return nil, 0, false, err
+		return nil, nil, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, 0, false, err
+		return nil, nil, err
 	}
 	buf := make([]byte, a.cfg.FingerprintBytes)
 	n, err := f.ReadAt(buf, 0)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, 0, false, err
+		return nil, nil, err
 	}
-	return buf[:n], fi.Size(), time.Since(fi.ModTime()) < 5*copyPoll, nil
+	return buf[:n], fi, nil
 }
 
 // truncated reports whether o's file is shorter now than what o shipped
