@@ -36,13 +36,16 @@ func TestShortFilesShipEveryLineOnce(t *testing.T) {
 			e.putTopic("cron", topics.Config{Paths: []string{e.dir + "/*.log"}})
 			ag := e.startAgent("h1", opts...)
 			keys := map[string]string{}
-			for _, name := range []string{"one.log", "three.log", "empty.log"} {
+			seen := func(name string) {
 				f := e.waitSeen("cron", "h1", name)
 				keys[name] = f.Key
 				e.assign("cron", "h1", f)
 			}
+			seen("one.log")
+			seen("three.log")
 			requireEachOnce(t, e.waitRecords("cron", 4, 20*time.Second), 4, "short files")
 			e.write("empty.log", "written later\n")
+			seen("empty.log")
 			requireEachOnce(t, e.waitRecords("cron", 5, 20*time.Second), 5, "a file created empty, then written")
 
 			// Past the fingerprint length: the same key, nothing read twice.

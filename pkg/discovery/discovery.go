@@ -11,8 +11,8 @@
 //   - Only regular files are reported; a file is reported with its identity
 //     (pkg/fileid), and a file that cannot be opened or read is reported as
 //     a problem, never silently skipped.
-//   - A file shorter than the fingerprint is identified at once on a local
-//     topic, and once it is SharedQuiet old on a shared one (so that every
+//   - An empty file is not reported: nothing to ship yet. A file shorter
+//     than the fingerprint is identified at once on a local topic, and once it is SharedQuiet old on a shared one (so that every
 //     member hashes the same bytes); until then it is reported as a
 //     problem of kind KindUnidentified. The scanner remembers such a
 //     file's partial identity and gives it again while the file grows, so
@@ -195,6 +195,14 @@ func (s *Scanner) open(topic string, cfg topics.Config, path string) (*protocol.
 			return nil, nil, nil, true
 		}
 		return problem(KindUnreadable, err)
+	}
+	if st, err := f.Stat(); err == nil && st.Size() == 0 {
+		// Nothing to ship yet, and its first write (usually a whole
+		// line, often past the fingerprint) identifies it better: an
+		// identity of no bytes is one only this agent's memory can give
+		// again once the file grew.
+		f.Close()
+		return nil, nil, nil, true
 	}
 	id, ok, err := s.identify(f, cfg.Shared)
 	switch {

@@ -143,9 +143,9 @@ func TestShortFilesKeepTheirKeys(t *testing.T) {
 	}
 	local := cfg(t, `{"paths":["`+root+`/*.log"]}`)
 	h1 := scanner("h1")
-	first := h1.Scan("t", local)
-	require.Len(t, first.Files, 1, "an empty file is identified")
-	require.True(t, first.Files[0].Identity.Partial)
+	res := h1.Scan("t", local)
+	require.Empty(t, res.Files, "an empty file: nothing to ship yet")
+	require.Empty(t, res.Problems)
 
 	appendTo := func(s string) {
 		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
@@ -154,9 +154,13 @@ func TestShortFilesKeepTheirKeys(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, f.Close())
 	}
-	appendTo("job started\n")
+	appendTo("job\n")
+	first := h1.Scan("t", local)
+	require.Len(t, first.Files, 1, "a file of one short line is identified")
+	require.True(t, first.Files[0].Identity.Partial)
+	appendTo("started\n")
 	grown := h1.Scan("t", local)
-	require.Equal(t, first.Files[0].Key, grown.Files[0].Key, "written after it was found empty")
+	require.Equal(t, first.Files[0].Key, grown.Files[0].Key, "grown")
 	appendTo(strings.Repeat("job output\n", 10)) // past the fingerprint length
 	grown = h1.Scan("t", local)
 	require.Equal(t, first.Files[0].Key, grown.Files[0].Key, "grown past the fingerprint")
@@ -175,7 +179,7 @@ func TestShortFilesKeepTheirKeys(t *testing.T) {
 	mk(t, other, "ok\n")
 	require.NoError(t, os.Chtimes(other, now, now))
 	m1, m2 := scanner("h1"), scanner("h2")
-	res := m1.Scan("s", cfg(t, `{"paths":["`+other+`"],"shared":true}`))
+	res = m1.Scan("s", cfg(t, `{"paths":["`+other+`"],"shared":true}`))
 	require.Empty(t, res.Files)
 	require.Equal(t, 1, res.Unidentified)
 	require.Len(t, res.Problems, 1)
@@ -190,14 +194,14 @@ func TestShortFilesKeepTheirKeys(t *testing.T) {
 	require.Zero(t, r1.Files[0].Identity.Birth)
 }
 
-// A short file's identity covers few bytes (an empty file's none), so the
-// scanner tells a rewrite from growth by the bytes it saw since: a file
-// found empty, written, then truncated and written again (copytruncate) is
+// A short file's identity covers few bytes, so the scanner tells a rewrite
+// from growth by the bytes it saw since: a file found short, written, then
+// truncated and written again with the same first bytes (copytruncate) is
 // a new file with a new key.
 func TestRewrittenShortFileIsANewFile(t *testing.T) {
 	root := t.TempDir()
 	path := filepath.Join(root, "app.log")
-	mk(t, path, "")
+	mk(t, path, "f")
 	s, err := NewScanner([]string{root}, "h1", fp)
 	require.NoError(t, err)
 	c := cfg(t, `{"paths":["`+path+`"]}`)
@@ -205,6 +209,6 @@ func TestRewrittenShortFileIsANewFile(t *testing.T) {
 	mk(t, path, "first content, long enough\n")
 	require.Equal(t, empty.Key, s.Scan("t", c).Files[0].Key, "grown")
 	require.NoError(t, os.Truncate(path, 0))
-	mk(t, path, "other content, even longer than that\n")
+	mk(t, path, "f is for other content, longer than that\n")
 	require.NotEqual(t, empty.Key, s.Scan("t", c).Files[0].Key, "rewritten")
 }
