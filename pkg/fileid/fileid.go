@@ -192,12 +192,3 @@ func FindByInode(dir string, inode uint64) (path string, size int64, ok bool) {
 	}
 	return "", 0, false
 }
-
-// Same reports whether two identities name the same file. For shared
-// topics the device is not compared: NFS clients see different devices.
-func Same(a, b protocol.FileIdentity, shared bool) bool {
-	if a.Fingerprint != b.Fingerprint || a.Inode != b.Inode || a.Partial != b.Partial || a.Bytes != b.Bytes || a.Birth != b.Birth || a.Found != b.Found {
-		return false
-	}
-	return shared || a.Device == b.Device
-}
