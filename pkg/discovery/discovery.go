@@ -196,19 +196,18 @@ func (s *Scanner) open(topic string, cfg topics.Config, path string) (*protocol.
 		}
 		return problem(KindUnreadable, err)
 	}
-	if st, err := f.Stat(); err == nil && st.Size() == 0 {
-		// Nothing to ship yet, and its first write (usually a whole
-		// line, often past the fingerprint) identifies it better: an
-		// identity of no bytes is one only this agent's memory can give
-		// again once the file grew.
-		f.Close()
-		return nil, nil, nil, true
-	}
 	id, ok, err := s.identify(f, cfg.Shared)
 	switch {
 	case err != nil:
 		f.Close()
 		return problem(KindUnreadable, err)
+	case id.Partial && id.Bytes == 0:
+		// Empty: nothing to ship yet, and its first write (usually a
+		// whole line, often past the fingerprint) identifies it better:
+		// an identity of no bytes is one only this agent's memory could
+		// give again once the file grew.
+		f.Close()
+		return nil, nil, nil, true
 	case !ok:
 		f.Close()
 		return nil, nil, nil, false

@@ -57,7 +57,7 @@ type shortFiles struct {
 // first bytes still match: for partial identities read back from
 // checkpoints when the agent starts. Full identities need no memory.
 func (s *Scanner) Remember(id protocol.FileIdentity) {
-	if !id.Partial {
+	if !id.Partial || id.Bytes == 0 {
 		return
 	}
 	s.short.mu.Lock()
@@ -141,8 +141,10 @@ func (s *Scanner) identify(f *os.File, shared bool) (id protocol.FileIdentity, o
 	if err != nil {
 		return id, false, err
 	}
-	if !id.Partial {
-		delete(s.short.ids, ref) // if remembered: rewritten, the short file it was is gone
+	if !id.Partial || id.Bytes == 0 {
+		// If remembered: rewritten, the short file it was is gone. An
+		// empty file is not identified (the caller skips it).
+		delete(s.short.ids, ref)
 		return id, true, nil
 	}
 	if shared && now.Sub(fi.ModTime()) < SharedQuiet {
