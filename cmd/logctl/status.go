@@ -182,7 +182,7 @@ func (st *state) agentRows() []agentRow {
 	}
 	for id, as := range st.Agents {
 		r := get(id)
-		r.Problems, r.LostBytes = len(as.Problems), as.LostBytes
+		r.Problems, r.LostBytes = len(as.Problems)+as.Unlisted, as.LostBytes
 		if r.Version == "" {
 			r.Version = as.Version
 		}
@@ -364,6 +364,9 @@ func newAgentsCmd(a *app) *cobra.Command {
 				for _, r := range rows {
 					for _, p := range st.Agents[r.Agent].Problems {
 						fmt.Fprintf(a.stdout, "%s: %s %s %s: %s\n", r.Agent, p.Kind, p.Topic, p.Path, p.Error)
+					}
+					if n := st.Agents[r.Agent].Unlisted; n > 0 {
+						fmt.Fprintf(a.stdout, "%s: %d more problems not listed (see the agent's log)\n", r.Agent, n)
 					}
 				}
 				return nil

@@ -86,9 +86,7 @@ func (p *problems) write() {
 	for _, v := range p.m {
 		st.Problems = append(st.Problems, v)
 	}
-	slices.SortFunc(st.Problems, func(x, y protocol.Problem) int {
-		return cmp.Or(strings.Compare(x.Topic, y.Topic), strings.Compare(x.Path, y.Path), strings.Compare(x.Kind, y.Kind))
-	})
+	st.Problems, st.Unlisted = listProblems(st.Problems, maxListedProblems)
 	data, err := protocol.Marshal(&st)
 	if err != nil {
 		a.log.Error("encode agent status", "err", err)
@@ -99,6 +97,24 @@ func (p *problems) write() {
 	}
 	p.last = data
 	a.reg.Set(a.cfg.Space.AgentStatus(a.cfg.ID), data)
+}
+
+// maxListedProblems bounds the problems the status value lists: at a few
+// hundred bytes each, 1,000 stay far below etcd's request limit (1.5 MiB
+// by default), which thousands of unreadable files would pass, and the
+// status would then never be written at all.
+const maxListedProblems = 1000
+
+// listProblems sorts ps (topic-wide problems first within a topic, then by
+// path) and keeps the first max; it returns how many it left out.
+func listProblems(ps []protocol.Problem, max int) ([]protocol.Problem, int) {
+	slices.SortFunc(ps, func(x, y protocol.Problem) int {
+		return cmp.Or(strings.Compare(x.Topic, y.Topic), strings.Compare(x.Path, y.Path), strings.Compare(x.Kind, y.Kind))
+	})
+	if len(ps) <= max {
+		return ps, 0
+	}
+	return ps[:max], len(ps) - max
 }
 
 // lostLedger counts the bytes of files deleted or rewritten before they

@@ -177,6 +177,10 @@ type AgentStatus struct {
 	// Problems are the things an operator should look at, keyed by a stable
 	// id (such as "topic/web" or "file/web/<path>") so they can be updated.
 	Problems []Problem `json:"problems"`
+	// Unlisted counts problems left out of Problems to keep the value
+	// within etcd's request size (thousands of unreadable files); the
+	// agent's log has every one.
+	Unlisted int `json:"unlisted,omitempty"`
 	// LostBytes counts bytes of files deleted before they were shipped.
 	LostBytes int64 `json:"lost_bytes"`
 }
