@@ -44,8 +44,19 @@ func TestShortFilesShipEveryLineOnce(t *testing.T) {
 			seen("one.log")
 			seen("three.log")
 			requireEachOnce(t, e.waitRecords("cron", 4, 20*time.Second), 4, "short files")
+			emptyListed := func() bool {
+				st, _ := e.agentStatus("h1")
+				for _, p := range st.Problems {
+					if p.Kind == discovery.KindEmpty && strings.Contains(p.Error, e.path("empty.log")) {
+						return true
+					}
+				}
+				return false
+			}
+			testenv.WaitFor(t, 10*time.Second, "the empty file named in the status", emptyListed)
 			e.write("empty.log", "written later\n")
 			seen("empty.log")
+			testenv.WaitFor(t, 10*time.Second, "no empty file in the status once written", func() bool { return !emptyListed() })
 			requireEachOnce(t, e.waitRecords("cron", 5, 20*time.Second), 5, "a file created empty, then written")
 
 			// Past the fingerprint length: the same key, nothing read twice.

@@ -34,7 +34,8 @@ func newProblems(a *Agent) *problems { return &problems{a: a, m: map[problemKey]
 // scanKinds are the problems a scan finds afresh each time; the others
 // stay until the agent restarts.
 func scanKind(kind string) bool {
-	return kind == discovery.KindRefused || kind == discovery.KindUnreadable || kind == discovery.KindOutside || kind == discovery.KindUnidentified
+	return kind == discovery.KindRefused || kind == discovery.KindUnreadable || kind == discovery.KindOutside || kind == discovery.KindUnidentified ||
+		kind == discovery.KindEmpty
 }
 
 // add reports a problem a run met.

@@ -11,7 +11,8 @@
 //   - Only regular files are reported; a file is reported with its identity
 //     (pkg/fileid), and a file that cannot be opened or read is reported as
 //     a problem, never silently skipped.
-//   - An empty file is not reported: nothing to ship yet. A file shorter
+//   - An empty file is not reported as a file (nothing to ship yet), only
+//     counted in one problem of kind KindEmpty per topic. A file shorter
 //     than the fingerprint is identified at once on a local topic, and once it is SharedQuiet old on a shared one (so that every
 //     member hashes the same bytes); until then it is reported as a
 //     problem of kind KindUnidentified. The scanner remembers such a
@@ -47,6 +48,9 @@ const (
 	// KindUnidentified: a short file on a shared topic, still being
 	// written (see SharedQuiet).
 	KindUnidentified = "unidentified"
+	// KindEmpty: a topic's empty files, one problem per topic naming a
+	// few: nothing to ship until they are written.
+	KindEmpty = "empty"
 )
 
 // ErrOutsideRoots marks a topic refused for reaching outside the roots.
@@ -91,6 +95,9 @@ type Result struct {
 	// Unidentified counts files not identified yet (see SharedQuiet); each
 	// is also a problem of kind KindUnidentified.
 	Unidentified int
+	// Empty counts empty files (not reported until written); a problem of
+	// kind KindEmpty names the first few.
+	Empty int
 }
 
 // Scan evaluates topic name's config on this host.
@@ -105,6 +112,7 @@ func (s *Scanner) Scan(name string, cfg topics.Config) Result {
 		}
 	}
 	seen := map[string]bool{}
+	var empties []string
 	for _, p := range cfg.Paths {
 		matches, err := doublestar.FilepathGlob(p, doublestar.WithFilesOnly(), doublestar.WithNoFollow())
 		if err != nil {
@@ -119,6 +127,10 @@ func (s *Scanner) Scan(name string, cfg topics.Config) Result {
 			seen[m] = true
 			f, problem, ok := s.inspect(name, cfg, m)
 			switch {
+			case problem != nil && problem.Kind == KindEmpty:
+				if res.Empty++; len(empties) < maxEmptyNamed {
+					empties = append(empties, m)
+				}
 			case problem != nil:
 				res.Problems = append(res.Problems, *problem)
 			case !ok:
@@ -130,6 +142,10 @@ func (s *Scanner) Scan(name string, cfg topics.Config) Result {
 				res.Files = append(res.Files, *f)
 			}
 		}
+	}
+	if res.Empty > 0 {
+		res.Problems = append(res.Problems, protocol.Problem{Topic: name, Kind: KindEmpty,
+			Error: fmt.Sprintf("%d empty files, shipped once written: %s", res.Empty, strings.Join(empties, ", "))})
 	}
 	slices.SortFunc(res.Files, func(a, b protocol.SeenFile) int { return strings.Compare(a.Path, b.Path) })
 	return res
@@ -205,9 +221,9 @@ func (s *Scanner) open(topic string, cfg topics.Config, path string) (*protocol.
 		// Empty: nothing to ship yet, and its first write (usually a
 		// whole line, often past the fingerprint) identifies it better:
 		// an identity of no bytes is one only this agent's memory could
-		// give again once the file grew.
+		// give again once the file grew. Scan counts it.
 		f.Close()
-		return nil, nil, nil, true
+		return nil, nil, &protocol.Problem{Topic: topic, Path: path, Kind: KindEmpty}, true
 	case !ok:
 		f.Close()
 		return nil, nil, nil, false
@@ -225,6 +241,9 @@ func (s *Scanner) open(topic string, cfg topics.Config, path string) (*protocol.
 		Identity: id,
 	}, f, nil, true
 }
+
+// maxEmptyNamed is how many empty files a scan names in its problem.
+const maxEmptyNamed = 5
 
 func (s *Scanner) allowed(path string) bool {
 	path = filepath.Clean(path)

@@ -145,7 +145,10 @@ func TestShortFilesKeepTheirKeys(t *testing.T) {
 	h1 := scanner("h1")
 	res := h1.Scan("t", local)
 	require.Empty(t, res.Files, "an empty file: nothing to ship yet")
-	require.Empty(t, res.Problems)
+	require.Equal(t, 1, res.Empty)
+	require.Len(t, res.Problems, 1, "but said")
+	require.Equal(t, KindEmpty, res.Problems[0].Kind)
+	require.Contains(t, res.Problems[0].Error, path)
 
 	appendTo := func(s string) {
 		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
