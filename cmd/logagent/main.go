@@ -97,7 +97,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		"per second that the sized --etcd-checkpoint-interval aims at (use the same value on every agent)")
 	fs.DurationVar(&o.scanInterval, "scan-interval", 10*time.Second, "how often topic globs are evaluated again (also on every topic change)")
 	fs.StringSliceVar(&o.allowPaths, "allow-path", []string{"/var/log"}, "root under which files may be read (repeatable); topics whose globs reach outside are refused")
-	fs.IntVar(&o.fingerprintBytes, "fingerprint-bytes", fileid.DefaultFingerprintBytes, "leading bytes that identify a file; shorter files wait until they grow")
+	fs.IntVar(&o.fingerprintBytes, "fingerprint-bytes", fileid.DefaultFingerprintBytes, "leading bytes that identify a file (with its inode); a shorter file is identified by all its bytes and keeps that identity as it grows")
 	fs.DurationVar(&o.rotatedIdle, "rotated-idle", 5*time.Second, "a rotated or renamed file that stopped growing this long is finished")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 5*time.Second, "on SIGTERM or handover, how long to wait for Kafka to acknowledge what was sent")
 	fs.StringVar(&o.tailMode, "tail-mode", "inotify", "how followed files are watched for appends: inotify (one inotify watch per followed "+

@@ -144,11 +144,6 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	if local != nil {
-		// Short files' identities, which the scanner cannot compute again
-		// once they grew (pkg/fileid).
-		local.Each(func(_, _ string, e statefile.Entry) { scanner.Remember(e.Identity) })
-	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -438,16 +433,13 @@ func (a *Agent) startOffset(ctx context.Context, fr *fileRun) (start, error) {
 	if !found {
 		if off, ok := a.copiedFrom(ctx, fr); ok {
 			st.offset = off
-			a.saveShortIdentity(fr, st.offset)
-			return st, nil
+		} else if fr.cfg.StartAt == topics.StartEnd {
+			fi, err := os.Stat(fr.pathNow())
+			if err != nil {
+				return start{}, fmt.Errorf("stat %s: %w", fr.pathNow(), err)
+			}
+			st.offset = fi.Size()
 		}
-	}
-	if !found && fr.cfg.StartAt == topics.StartEnd {
-		fi, err := os.Stat(fr.pathNow())
-		if err != nil {
-			return start{}, fmt.Errorf("stat %s: %w", fr.pathNow(), err)
-		}
-		st.offset = fi.Size()
 	}
 	a.saveShortIdentity(fr, st.offset)
 	return st, nil

@@ -126,17 +126,15 @@ func continues(cand *fileRun, head []byte) bool {
 }
 
 // startsWith reports whether head starts with the bytes id covers (at
-// least one).
+// least one). full is head's fingerprint, hashed once for every candidate.
 func startsWith(head []byte, n int, full string, id protocol.FileIdentity) bool {
-	covered := fileid.Covered(id, n)
-	switch {
+	switch covered := fileid.Covered(id, n); {
 	case id.Fingerprint == "" || covered == 0 || len(head) < covered:
 		return false
 	case covered == n:
 		return full == id.Fingerprint
 	default:
-		sum := sha256.Sum256(head[:covered])
-		return hex.EncodeToString(sum[:]) == id.Fingerprint
+		return fileid.Matches(head, id, n)
 	}
 }
 

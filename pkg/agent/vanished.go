@@ -194,6 +194,13 @@ func (inv *inventory) seedFromTopic(ctx context.Context, topic string, cfg topic
 	if !cfg.Shared {
 		a.log.Info("no state file (--state-dir): reading every checkpoint of the local topic to find files rotated while the agent was down", "topic", topic)
 	}
+	if a.local != nil {
+		// A short file's identity may be only here: saved before its
+		// first line shipped, not yet in an etcd checkpoint.
+		for _, e := range a.local.Topic(topic) {
+			a.scanner.Remember(e.Identity)
+		}
+	}
 	now := time.Now()
 	_, err := mirror.ListPages(ctx, a.cfg.Client, []string{prefix}, seedPageSize, nil, func(_ int64, page []*mvccpb.KeyValue) error {
 		for _, kv := range page {

@@ -124,14 +124,13 @@ func (s *Scanner) identify(f *os.File, shared bool) (id protocol.FileIdentity, o
 	defer s.short.mu.Unlock()
 	known, remembered := s.short.ids[ref]
 	if remembered {
-		same, err := fileid.Check(f, known.id, s.fingerprintBytes)
-		if err != nil {
-			return id, false, err
-		}
+		// Same inode (and device) by the map's key; the birth time and the
+		// first bytes, as far as they were seen, tell the rest.
 		head, err := s.head(f)
 		if err != nil {
 			return id, false, err
 		}
+		same := fileid.Matches(head, known.id, s.fingerprintBytes) && (known.id.Birth == 0 || fileid.Birth(f) == known.id.Birth)
 		if same && (known.checked < 0 || (len(head) >= known.checked && sha256.Sum256(head[:known.checked]) == known.sum)) {
 			s.short.ids[ref] = shortFile{id: known.id, seen: now, checked: len(head), sum: sha256.Sum256(head)}
 			return known.id, true, nil

@@ -68,7 +68,7 @@ func Of(f *os.File, n int, shared bool) (protocol.FileIdentity, error) {
 	if got < n {
 		id.Partial, id.Bytes = true, got
 		if !shared {
-			id.Birth = birth(f)
+			id.Birth = Birth(f)
 			id.Found = time.Now().UnixNano()
 		}
 	}
@@ -78,9 +78,9 @@ func Of(f *os.File, n int, shared bool) (protocol.FileIdentity, error) {
 	return id, nil
 }
 
-// birth is f's birth time in Unix nanoseconds, or 0 where the file system
+// Birth is f's birth time in Unix nanoseconds, or 0 where the file system
 // does not record it.
-func birth(f *os.File) int64 {
+func Birth(f *os.File) int64 {
 	var st unix.Statx_t
 	if unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_BTIME, &st) != nil || st.Mask&unix.STATX_BTIME == 0 {
 		return 0
@@ -129,7 +129,7 @@ func Check(f *os.File, want protocol.FileIdentity, n int) (bool, error) {
 	if st.Ino != want.Inode || (want.Device != 0 && uint64(st.Dev) != want.Device) { //nolint:unconvert // Dev is not uint64 on every platform
 		return false, nil
 	}
-	if want.Birth != 0 && birth(f) != want.Birth {
+	if want.Birth != 0 && Birth(f) != want.Birth {
 		return false, nil
 	}
 	buf := make([]byte, Covered(want, n))
@@ -139,8 +139,18 @@ func Check(f *os.File, want protocol.FileIdentity, n int) (bool, error) {
 		}
 		return false, fmt.Errorf("read %s: %w", f.Name(), err)
 	}
-	sum := sha256.Sum256(buf)
-	return hex.EncodeToString(sum[:]) == want.Fingerprint, nil
+	return Matches(buf, want, n), nil
+}
+
+// Matches reports whether head, a file's first bytes, starts with the
+// bytes want's fingerprint covers (Covered(want, n) of them).
+func Matches(head []byte, want protocol.FileIdentity, n int) bool {
+	covered := Covered(want, n)
+	if len(head) < covered {
+		return false
+	}
+	sum := sha256.Sum256(head[:covered])
+	return hex.EncodeToString(sum[:]) == want.Fingerprint
 }
 
 // Key derives the <file> key. agent is ignored for shared topics.

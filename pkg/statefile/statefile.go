@@ -141,17 +141,6 @@ func (s *Store) Delete(topic, file string) {
 	}
 }
 
-// Each calls f for every saved checkpoint, in no particular order, with
-// the store locked: f must not call the store.
-func (s *Store) Each(f func(topic, file string, e Entry)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for k, e := range s.entries {
-		topic, file, _ := strings.Cut(k, "/")
-		f(topic, file, e)
-	}
-}
-
 // Len is how many files the state holds.
 func (s *Store) Len() int {
 	s.mu.Lock()
