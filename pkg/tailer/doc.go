@@ -35,6 +35,12 @@
 //     a long line, held until a part is full) plus a 64 KiB read buffer,
 //     whatever the length of a line: a line of a GiB without a newline is
 //     emitted in parts as it is read, never held whole.
+//   - With Config.Inactive set, a current file that has not grown for
+//     that long ends Run with ErrInactive, every complete line emitted and
+//     the descriptor handed to Keep: the caller parks the file and runs a
+//     tailer again when it changes. ReadEnd tells how much was read, an
+//     unfinished last line included, so that the caller can tell a change
+//     from the state the tailer left.
 //   - The read buffer is borrowed from a pool of the process for one read
 //     (from the offset to the end of the file) and given back before the
 //     tailer waits: a tailer waiting for its file to grow holds no read

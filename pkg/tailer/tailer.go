@@ -55,10 +55,17 @@ var (
 	ErrGone = errors.New("tailer: file truncated and rewritten; its identity is gone")
 	// ErrMismatch: the path does not hold the file with the expected identity.
 	ErrMismatch = errors.New("tailer: path holds a different file")
+	// ErrInactive: the file, still current, has not grown for
+	// Config.Inactive. Everything in it up to ReadEnd was read; the caller
+	// parks it (Keep has its descriptor) and starts a tailer again when it
+	// changes.
+	ErrInactive = errors.New("tailer: file inactive")
 
 	// errPartialIdle: follow saw a last line without newline idle for
 	// PartialTimeout.
 	errPartialIdle = errors.New("tailer: partial line idle")
+	// errInactive: wait saw the file quiet for Config.Inactive.
+	errInactive = errors.New("tailer: inactive")
 	// errRewritten: the file's first bytes changed under a read.
 	errRewritten = errors.New("tailer: file rewritten under the read")
 	// errHeadPending: the file shrank below its fingerprint (truncated,
@@ -76,11 +83,12 @@ type Config struct {
 	// fails, the caller still owns it).
 	File *os.File
 	// Keep, when set, receives the descriptor when Run returns because its
-	// context ended or the file is finished (ErrFinished), instead of Run
-	// closing it: a run stopped for a while (its agent fenced, its topic
-	// paused), or one whose last records must be read again (they were
-	// dropped unwritten), resumes through the same descriptor, so a file
-	// deleted meanwhile is still read.
+	// context ended or the file is finished (ErrFinished) or inactive
+	// (ErrInactive), instead of Run closing it: a run stopped for a while
+	// (its agent fenced, its topic paused, its file parked), or one whose
+	// last records must be read again (they were dropped unwritten),
+	// resumes through the same descriptor, so a file deleted meanwhile is
+	// still read.
 	Keep     func(*os.File)
 	Identity protocol.FileIdentity
 	// Rotated: the file has already left the name it was found under (the
@@ -105,6 +113,10 @@ type Config struct {
 	// appended later start a new line. Zero waits for the newline (or the
 	// file's rotation) for ever.
 	PartialTimeout time.Duration
+	// Inactive, when positive, ends Run with ErrInactive once the file,
+	// still current, has not grown for this long: an idle file then costs
+	// its caller no goroutine, no watch and no buffer until it changes.
+	Inactive time.Duration
 	// Poll makes nxadm/tail poll instead of using inotify.
 	Poll   bool
 	Logger *slog.Logger
@@ -128,6 +140,9 @@ type Tailer struct {
 	head   []byte       // the file's first FingerprintBytes bytes, as opened or read since (see grow)
 	buf    []byte       // scratch for headSame (Run's goroutine only)
 	offset atomic.Int64 // End of the last emitted line; read by other goroutines
+	// readEnd is where the last read stopped: the file's size then, past
+	// an unfinished last line. Run's goroutine only (ReadEnd).
+	readEnd int64
 }
 
 // headSame reports whether the file still starts with the bytes it had
@@ -203,6 +218,12 @@ func New(cfg Config) (*Tailer, error) {
 // Safe to call from any goroutine.
 func (t *Tailer) Offset() int64 { return t.offset.Load() }
 
+// ReadEnd is how much of the file had been read when Run returned: its
+// size at the last read, past an unfinished last line that Offset does not
+// cover. A parked file that is still this long has not changed. Call it
+// only after Run returned.
+func (t *Tailer) ReadEnd() int64 { return t.readEnd }
+
 // emitter wraps emit so that the offset follows every emitted line.
 func (t *Tailer) emitter(emit func(Line) error) func(Line) error {
 	return func(l Line) error {
@@ -250,7 +271,7 @@ func (t *Tailer) run(ctx context.Context, emit func(Line) error) (err error) {
 		return err
 	}
 	defer func() {
-		if t.cfg.Keep != nil && (ctx.Err() != nil || errors.Is(err, ErrFinished)) {
+		if t.cfg.Keep != nil && (ctx.Err() != nil || errors.Is(err, ErrFinished) || errors.Is(err, ErrInactive)) {
 			t.cfg.Keep(f)
 			return
 		}
@@ -292,6 +313,7 @@ func (t *Tailer) run(ctx context.Context, emit func(Line) error) (err error) {
 		if err != nil {
 			return err
 		}
+		t.readEnd = r.end()
 		if err := t.flush(); err != nil {
 			return err
 		}
@@ -309,6 +331,10 @@ func (t *Tailer) run(ctx context.Context, emit func(Line) error) (err error) {
 					return err
 				}
 				continue
+			}
+			if errors.Is(err, errInactive) {
+				t.log.Debug("file inactive; parking it", "offset", t.Offset(), "read_end", t.readEnd)
+				return ErrInactive
 			}
 			if err != nil {
 				return err
@@ -457,6 +483,14 @@ func newReader(src io.ReaderAt, name string, max int, truncate bool) *reader {
 
 // reset forgets the read state; the next readAvailable starts afresh.
 func (r *reader) reset() { r.positioned = false }
+
+// end is the offset past the last byte read.
+func (r *reader) end() int64 {
+	if !r.positioned {
+		return r.accStart
+	}
+	return r.pos
+}
 
 // partial reports whether bytes of an unfinished last line were read and
 // not emitted yet.

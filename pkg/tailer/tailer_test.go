@@ -658,3 +658,46 @@ func TestIdleTailerHoldsNoReadBuffer(t *testing.T) {
 		})
 	}
 }
+
+// TestInactiveFileEndsRunAndKeepsItsDescriptor: a current file quiet for
+// Inactive ends Run with ErrInactive after every complete line was
+// emitted; Keep gets the descriptor (the file can be read on through it,
+// even after it is unlinked), and ReadEnd covers an unfinished last line
+// that Offset does not.
+func TestInactiveFileEndsRunAndKeepsItsDescriptor(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendTo(t, path, header()+"one\n")
+	kept := make(chan *os.File, 1)
+	r := startTailer(t, path, 0, func(c *Config) {
+		c.Inactive = 300 * time.Millisecond
+		c.Keep = func(f *os.File) { kept <- f }
+	})
+	testenv.WaitFor(t, 5*time.Second, "the first lines", func() bool { return r.col.count() == 2 })
+	// Writes within Inactive of each other keep it running.
+	for i := range 5 {
+		appendTo(t, path, fmt.Sprintf("line %d\n", i))
+		testenv.WaitFor(t, 5*time.Second, "each line", func() bool { return r.col.count() == 3+i })
+		select {
+		case err := <-r.done:
+			t.Fatalf("run ended while the file grew: %v", err)
+		default:
+		}
+	}
+	appendTo(t, path, "partial")
+	err := r.wait(t, "the run did not end once the file was quiet")
+	require.ErrorIs(t, err, ErrInactive)
+	content, _ := os.ReadFile(path)
+	require.Equal(t, int64(len(content))-int64(len("partial")), r.tl.Offset(), "every complete line was emitted")
+	require.Equal(t, int64(len(content)), r.tl.ReadEnd(), "the partial line was read")
+	var f *os.File
+	select {
+	case f = <-kept:
+	default:
+		t.Fatal("Keep did not get the descriptor")
+	}
+	defer f.Close()
+	require.NoError(t, os.Remove(path))
+	buf := make([]byte, len(content))
+	n, err := f.ReadAt(buf, 0)
+	require.Equal(t, len(content), n, "the kept descriptor still reads the file: %v", err)
+}

@@ -32,21 +32,31 @@ var notifierWarned atomic.Bool
 
 // wait returns when the file may have changed, the check is due, ctx is
 // done (its error), or a partial last line has waited PartialTimeout since
-// the file last grew (errPartialIdle). read is what the read before it
+// the file last grew (errPartialIdle), or the file has not grown for
+// Inactive (errInactive). read is what the read before it
 // consumed; partial whether a last line without newline is pending.
 func (w *waiter) wait(ctx context.Context, read int64, partial bool) error {
 	now := time.Now()
 	if read > 0 {
 		w.grewAt, w.check = now, w.t.cfg.CheckInterval
 	}
-	d, partialDue := w.check, false
+	d, deadline := w.check, false
 	if partial && w.t.cfg.PartialTimeout > 0 {
 		left := w.grewAt.Add(w.t.cfg.PartialTimeout).Sub(now)
 		if left <= 0 {
 			return errPartialIdle
 		}
 		if left < d {
-			d, partialDue = left, true
+			d, deadline = left, true
+		}
+	}
+	if w.t.cfg.Inactive > 0 {
+		left := w.grewAt.Add(w.t.cfg.Inactive).Sub(now)
+		if left <= 0 {
+			return errInactive
+		}
+		if left < d {
+			d, deadline = left, true
 		}
 	}
 	if w.n == nil {
@@ -83,7 +93,7 @@ func (w *waiter) wait(ctx context.Context, read int64, partial bool) error {
 		// notifier has ended; the caller's pathState decides what next.
 		w.stopNotifier()
 	case <-w.timer.C:
-		if !partialDue {
+		if !deadline {
 			w.check = min(2*w.check, maxCheckBackoff*w.t.cfg.CheckInterval)
 		}
 	}
