@@ -31,6 +31,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/bmatcuk/doublestar/v4"
@@ -63,6 +64,8 @@ type Scanner struct {
 	fingerprintBytes int
 	now              func() time.Time
 	short            shortFiles
+	ids              idCache
+	opened           atomic.Int64 // files opened to be identified, for tests
 }
 
 // NewScanner returns a scanner confined to roots (absolute directories).
@@ -82,7 +85,7 @@ func NewScanner(roots []string, agent string, fingerprintBytes int) (*Scanner, e
 		return nil, fmt.Errorf("discovery: fingerprint size %d must be positive", fingerprintBytes)
 	}
 	return &Scanner{roots: clean, agent: agent, fingerprintBytes: fingerprintBytes, now: time.Now,
-		short: shortFiles{ids: map[inodeRef]shortFile{}}}, nil
+		short: shortFiles{ids: map[inodeRef]shortFile{}}, ids: newIDCache()}, nil
 }
 
 // Result is what one scan of one topic found.
@@ -155,6 +158,9 @@ func (s *Scanner) Scan(name string, cfg topics.Config) Result {
 // a file deliberately skipped (not regular, too old), (nil, nil, false)
 // for one not identified yet.
 func (s *Scanner) inspect(topic string, cfg topics.Config, path string) (*protocol.SeenFile, *protocol.Problem, bool) {
+	if f, ok := s.cached(cfg, path); ok {
+		return f, nil, true
+	}
 	f, fd, problem, ok := s.open(topic, cfg, path)
 	if fd != nil {
 		fd.Close()
@@ -212,6 +218,8 @@ func (s *Scanner) open(topic string, cfg topics.Config, path string) (*protocol.
 		}
 		return problem(KindUnreadable, err)
 	}
+	s.opened.Add(1)
+	before, statErr := f.Stat() // for the cache: taken before the first bytes are read
 	id, ok, err := s.identify(f, cfg.Shared)
 	switch {
 	case err != nil:
@@ -228,18 +236,20 @@ func (s *Scanner) open(topic string, cfg topics.Config, path string) (*protocol.
 		f.Close()
 		return nil, nil, nil, false
 	}
+	if statErr == nil && real == path {
+		s.remember(path, before, id)
+	}
 	// The size of the descriptor's file, not of the path's: the path may
 	// name another file by now.
 	size := fi.Size()
 	if st, err := f.Stat(); err == nil {
 		size = st.Size()
 	}
-	return &protocol.SeenFile{
-		Key:      fileid.Key(id, cfg.Shared, s.agent),
-		Path:     path,
-		Size:     size,
-		Identity: id,
-	}, f, nil, true
+	return s.seenFile(path, size, id, cfg.Shared), f, nil, true
+}
+
+func (s *Scanner) seenFile(path string, size int64, id protocol.FileIdentity, shared bool) *protocol.SeenFile {
+	return &protocol.SeenFile{Key: fileid.Key(id, shared, s.agent), Path: path, Size: size, Identity: id}
 }
 
 // maxEmptyNamed is how many empty files a scan names in its problem.

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -214,4 +215,54 @@ func TestRewrittenShortFileIsANewFile(t *testing.T) {
 	require.NoError(t, os.Truncate(path, 0))
 	mk(t, path, "f is for other content, longer than that\n")
 	require.NotEqual(t, empty.Key, s.Scan("t", c).Files[0].Key, "rewritten")
+}
+
+// TestScanIdentifiesOnlyChangedFiles: a scan opens and fingerprints only
+// the files that changed since the last one (idcache.go); a file rewritten
+// in place (same size, its mtime set back) changed its ctime and gets its
+// new identity.
+func TestScanIdentifiesOnlyChangedFiles(t *testing.T) {
+	root := t.TempDir()
+	head := strings.Repeat("a", fp)
+	for i := range 10 {
+		mk(t, filepath.Join(root, fmt.Sprintf("f%d.log", i)), fmt.Sprintf("%s %d\n", head, i))
+	}
+	s, err := NewScanner([]string{root}, "h1", fp)
+	require.NoError(t, err)
+	c := cfg(t, `{"paths":["`+root+`/*.log"]}`)
+	first := s.Scan("t", c)
+	require.Len(t, first.Files, 10)
+	require.EqualValues(t, 10, s.opened.Load())
+
+	again := s.Scan("t", c)
+	require.Equal(t, first.Files, again.Files)
+	require.EqualValues(t, 10, s.opened.Load(), "unchanged files are not opened again")
+
+	// Grown: opened again.
+	grown := filepath.Join(root, "f1.log")
+	f, err := os.OpenFile(grown, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("more\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	// Rewritten in place, same size, mtime set back: only ctime tells.
+	rewritten := filepath.Join(root, "f2.log")
+	fi, err := os.Stat(rewritten)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(rewritten, []byte(fmt.Sprintf("%s %d\n", strings.Repeat("b", fp), 2)), 0o644))
+	require.NoError(t, os.Chtimes(rewritten, fi.ModTime(), fi.ModTime()))
+
+	third := s.Scan("t", c)
+	require.EqualValues(t, 12, s.opened.Load(), "the grown and the rewritten file are opened again")
+	byPath := map[string]string{}
+	for _, f := range first.Files {
+		byPath[f.Path] = f.Key
+	}
+	for _, f := range third.Files {
+		if f.Path == rewritten {
+			require.NotEqual(t, byPath[f.Path], f.Key, "the rewritten file is a new file")
+		} else {
+			require.Equal(t, byPath[f.Path], f.Key)
+		}
+	}
 }

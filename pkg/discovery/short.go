@@ -66,6 +66,18 @@ func (s *Scanner) Remember(id protocol.FileIdentity) {
 	s.short.ids[inodeRef{dev: id.Device, ino: id.Inode}] = sf
 }
 
+// has reports whether a partial identity is remembered for the file
+// (on a shared topic, by inode alone, as identify looks it up).
+func (m *shortFiles) has(ref inodeRef, shared bool) bool {
+	if shared {
+		ref.dev = 0
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.ids[ref]
+	return ok
+}
+
 // Superseded reports whether the scanner has identified id's file anew
 // since: same inode and birth time, another identity. A partial identity
 // covers few bytes (an empty file's none), so a file truncated and written

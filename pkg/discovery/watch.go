@@ -164,9 +164,12 @@ func (w *Watcher) globDirs(cfg topics.Config) []string {
 }
 
 // Run delivers Found files until ctx ends or found returns false. rescan
-// is called when events were lost (the kernel queue overflowed). It closes
-// the watcher when it returns.
-func (w *Watcher) Run(ctx context.Context, found func(Found) bool, rescan func()) error {
+// is called when events were lost (the kernel queue overflowed). changed,
+// if set, is called with the path of every write, create, rename and
+// delete in the watched directories, before anything else is done with the
+// event (so it must not block): what is known of a file at that path may
+// be stale. It closes the watcher when it returns.
+func (w *Watcher) Run(ctx context.Context, found func(Found) bool, rescan func(), changed func(path string)) error {
 	defer w.fsw.Close()
 	for {
 		select {
@@ -187,6 +190,9 @@ func (w *Watcher) Run(ctx context.Context, found func(Found) bool, rescan func()
 		case ev, ok := <-w.fsw.Events:
 			if !ok {
 				return errors.New("discovery: directory watcher closed")
+			}
+			if changed != nil && ev.Op&^fsnotify.Chmod != 0 {
+				changed(ev.Name)
 			}
 			if !w.handle(ev, found) {
 				return ctx.Err()

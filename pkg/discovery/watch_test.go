@@ -37,7 +37,7 @@ func runWatcher(t *testing.T, w *Watcher) <-chan Found {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = w.Run(ctx, func(f Found) bool { out <- f; return true }, func() {})
+		_ = w.Run(ctx, func(f Found) bool { out <- f; return true }, func() {}, nil)
 	}()
 	t.Cleanup(func() {
 		cancel()
