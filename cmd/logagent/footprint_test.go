@@ -71,13 +71,15 @@ func BenchmarkFootprint(b *testing.B) {
 				b.ReportMetric(fp.rss, "rss-MiB")
 				b.ReportMetric(fp.hwm, "hwm-MiB")
 				b.ReportMetric(fp.idleCPU, "idle-cpu-%")
+				b.ReportMetric(float64(fp.parked), "files-parked")
 				b.ReportMetric(float64(fp.fds), "fds")
 				b.ReportMetric(float64(fp.goroutines), "goroutines")
 				b.ReportMetric(fp.p50.Seconds()*1000, "p50-ms")
 				b.ReportMetric(fp.p99.Seconds()*1000, "p99-ms")
-				b.Logf("tail mode %s: %d of %d files shipped in %v; RSS %.1f MiB (peak %.1f); idle CPU %.2f %% of a core over %v; "+
+				b.Logf("tail mode %s: %d of %d files shipped in %v, %d parked %v later; RSS %.1f MiB (peak %.1f); idle CPU %.2f %% of a core over %v; "+
 					"%d descriptors; %d goroutines; write->Kafka latency over %d files at 1 line/s: p50 %v, p99 %v (%d lines)",
-					fp.mode, fp.shipped, fp.present, fp.shipTook.Round(time.Millisecond), fp.rss, fp.hwm, fp.idleCPU, fp.idleOver,
+					fp.mode, fp.shipped, fp.present, fp.shipTook.Round(time.Millisecond), fp.parked, fp.parkTook.Round(time.Second),
+					fp.rss, fp.hwm, fp.idleCPU, fp.idleOver,
 					fp.fds, fp.goroutines, fp.latFiles, fp.p50.Round(100*time.Microsecond), fp.p99.Round(100*time.Microsecond), fp.latLines)
 			}
 		})
@@ -89,8 +91,10 @@ type footprint struct {
 	mode             string
 	present, shipped int
 	shipTook         time.Duration
-	rss, hwm         float64 // MiB
-	idleCPU          float64 // % of one core
+	parked           int
+	parkTook         time.Duration // from the last line shipped to every file parked
+	rss, hwm         float64       // MiB
+	idleCPU          float64       // % of one core
 	idleOver         time.Duration
 	fds, goroutines  int
 	latFiles         int
@@ -137,6 +141,9 @@ func measureFootprint(b *testing.B, bin string, n int) footprint {
 	if m := os.Getenv("FOOTPRINT_TAIL_MODE"); m != "" {
 		args = append(args, "--tail-mode", m)
 	}
+	if d := os.Getenv("FOOTPRINT_CLOSE_INACTIVE"); d != "" {
+		args = append(args, "--close-inactive", d)
+	}
 	listen := testenv.FreeAddr(b)
 	cmd := exec.Command(bin, append([]string{"--listen", listen}, args...)...)
 	cmd.Stderr = os.Stderr
@@ -170,7 +177,22 @@ func measureFootprint(b *testing.B, bin string, n int) footprint {
 	fp.shipTook = time.Since(start)
 	fp.shipped = filesComplete(b, k.Brokers(), topic, 20)
 
-	// Idle: once the checkpoints of the burst are written.
+	// Idle: once every file is parked (quiet for --close-inactive) and
+	// the checkpoints of the burst are written.
+	parkStart := time.Now()
+	for os.Getenv("FOOTPRINT_CLOSE_INACTIVE") != "0" {
+		// Once a second: a scrape of /metrics at 10,000 files (a series
+		// per file) costs the agent milliseconds; testenv.WaitFor's 10 ms
+		// polling would be most of the CPU measured.
+		if fp.parked = int(metricValue(b, listen, "logagent_files_parked")); fp.parked >= fp.shipped {
+			break
+		}
+		if time.Since(parkStart) > 10*time.Minute {
+			b.Fatalf("%d of %d files parked after 10 minutes", fp.parked, fp.shipped)
+		}
+		settle(time.Second)
+	}
+	fp.parkTook = time.Since(parkStart)
 	settle(5 * time.Second)
 	fp.idleOver = time.Duration(envInt(b, "FOOTPRINT_IDLE_SECONDS", 20)) * time.Second
 	cpu0, t0 := procCPU(b, pid), time.Now()

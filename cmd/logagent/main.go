@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -65,6 +66,7 @@ type options struct {
 	allowPaths         []string
 	fingerprintBytes   int
 	rotatedIdle        time.Duration
+	closeInactive      time.Duration
 	stopTimeout        time.Duration
 	tailMode           string
 	tailPoll           time.Duration
@@ -99,6 +101,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringSliceVar(&o.allowPaths, "allow-path", []string{"/var/log"}, "root under which files may be read (repeatable); topics whose globs reach outside are refused")
 	fs.IntVar(&o.fingerprintBytes, "fingerprint-bytes", fileid.DefaultFingerprintBytes, "leading bytes that identify a file (with its inode); a shorter file is identified by all its bytes and keeps that identity as it grows")
 	fs.DurationVar(&o.rotatedIdle, "rotated-idle", 5*time.Second, "a rotated or renamed file that stopped growing this long is finished")
+	fs.DurationVar(&o.closeInactive, "close-inactive", agent.DefaultCloseInactive, "park a file that has not grown for this long: "+
+		"no goroutine, no buffer, no watch of its own, only its descriptor, until a write, rename or delete in its directory wakes it "+
+		"(within milliseconds through the directory watch; at the next scan without it); 0: never park")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 5*time.Second, "on SIGTERM or handover, how long to wait for Kafka to acknowledge what was sent")
 	fs.StringVar(&o.tailMode, "tail-mode", "inotify", "how followed files are watched for appends: inotify (one inotify watch per followed "+
 		"file: wakes within milliseconds, costs nothing while idle; the default) or poll (a stat every --tail-poll-interval). Files of "+
@@ -149,6 +154,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if o.tailMode != "poll" && o.tailMode != "inotify" {
 		return fmt.Errorf("%w: --tail-mode %q: want poll or inotify", errUsage, o.tailMode)
+	}
+	if o.closeInactive < 0 {
+		return fmt.Errorf("%w: --close-inactive %v: want a duration of 0 (never park) or more", errUsage, o.closeInactive)
 	}
 	if o.tailPoll <= 0 {
 		return fmt.Errorf("%w: --tail-poll-interval %v: want a positive duration", errUsage, o.tailPoll)
@@ -215,8 +223,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ScanInterval: o.scanInterval, CheckpointInterval: o.checkpointInterval, LeaseTTL: o.leaseTTL,
 		StateDir: o.stateDir, EtcdCheckpointInterval: o.etcdCheckpoint, EtcdCheckpointBudget: o.etcdBudget,
 		RotatedIdle: o.rotatedIdle, StopTimeout: o.stopTimeout, TailInotify: o.tailMode == "inotify", NoDirWatch: !o.watchDirs,
-		PartialLineTimeout: o.partialTimeout,
-		Shipper:            shipper, Registerer: reg, Logger: log,
+		PartialLineTimeout: o.partialTimeout, CloseInactive: cmp.Or(o.closeInactive, -1), // the flag's 0: never park
+		Shipper: shipper, Registerer: reg, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)

@@ -64,6 +64,10 @@ type Config struct {
 	// StopTimeout bounds the wait for Kafka's acks on a clean stop and on a
 	// handover release.
 	StopTimeout time.Duration
+	// CloseInactive parks a file that has not grown for this long: its
+	// tailer ends, and a write, rename or delete wakes it (park.go).
+	// 0 means the default; negative never parks.
+	CloseInactive time.Duration
 
 	// Shipper is run by the agent, which controls its shutdown order.
 	Shipper    *ship.Shipper
@@ -86,6 +90,8 @@ type Agent struct {
 	local *statefile.Store
 	// origins are the files copytruncate copies may continue (copies.go).
 	origins *origins
+	// parking wakes parked files (park.go).
+	parking *parking
 
 	started time.Time
 }
@@ -117,6 +123,7 @@ func New(cfg Config) (*Agent, error) {
 	cfg.LeaseTTL = orDefault(cfg.LeaseTTL, 10*time.Second)
 	cfg.RotatedIdle = orDefault(cfg.RotatedIdle, 5*time.Second)
 	cfg.StopTimeout = orDefault(cfg.StopTimeout, 5*time.Second)
+	cfg.CloseInactive = orDefault(cfg.CloseInactive, DefaultCloseInactive)
 	if cfg.EtcdCheckpointInterval < 0 || cfg.EtcdCheckpointBudget < 0 {
 		return nil, fmt.Errorf("%w: --etcd-checkpoint-interval %v and --etcd-checkpoint-budget %v must not be negative",
 			ErrConfig, cfg.EtcdCheckpointInterval, cfg.EtcdCheckpointBudget)
@@ -167,6 +174,7 @@ func New(cfg Config) (*Agent, error) {
 		lapsed:  make(chan struct{}, 1),
 		local:   local,
 		origins: newOrigins(),
+		parking: newParking(),
 	}, nil
 }
 
@@ -174,6 +182,12 @@ func New(cfg Config) (*Agent, error) {
 // per second) the sized etcd interval aims at: a few percent of what a
 // 3-member etcd on SSDs takes, so leases and the coordinator keep room.
 const DefaultEtcdCheckpointBudget = 2000
+
+// DefaultCloseInactive is how long a file must stay quiet before it is
+// parked. Waking a parked file costs a goroutine and an inotify watch,
+// within milliseconds of the write, so a file need not be quiet for long
+// before it costs nothing.
+const DefaultCloseInactive = 30 * time.Second
 
 func orDefault(d, def time.Duration) time.Duration {
 	if d == 0 {
@@ -269,7 +283,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if inv.watcher != nil {
 		go func() {
 			defer close(watchDone)
-			err := inv.watcher.Run(loopCtx, func(f discovery.Found) bool { return inv.hold(loopCtx, f) }, inv.triggerScan)
+			err := inv.watcher.Run(loopCtx, func(f discovery.Found) bool { return inv.hold(loopCtx, f) }, inv.triggerScan, a.parking.touch)
 			if err != nil && loopCtx.Err() == nil {
 				a.log.Error("directory watcher stopped; new files are found by the scans only", "err", err)
 			}
@@ -359,7 +373,8 @@ func (a *Agent) tail(ctx context.Context, fr *fileRun) error {
 		OnTruncate: func(old int64) {
 			a.log.Warn("file truncated; shipping it again from 0", "topic", fr.topic, "path", path, "old_offset", old)
 		},
-		Flush: flush,
+		Flush:    flush,
+		Inactive: max(a.cfg.CloseInactive, 0),
 		// Stopped on purpose (fenced, paused, config changed): the next
 		// run of the file reads on through the same descriptor. The
 		// controller reads fr.held only after this goroutine returned.
@@ -371,10 +386,14 @@ func (a *Agent) tail(ctx context.Context, fr *fileRun) error {
 	fr.held = nil // the tailer's now
 	n := a.cfg.FingerprintBytes
 	if js == nil {
-		return tl.Run(ctx, func(line tailer.Line) error {
+		err = tl.Run(ctx, func(line tailer.Line) error {
 			fr.noteHead(line, n)
 			return sink.emit(ctx, line)
 		})
+		if errors.Is(err, tailer.ErrInactive) {
+			a.parkRun(fr, path, tl.ReadEnd())
+		}
+		return err
 	}
 	tctx, stop := context.WithCancel(ctx)
 	timeouts := make(chan struct{})
@@ -388,11 +407,15 @@ func (a *Agent) tail(ctx context.Context, fr *fileRun) error {
 	})
 	stop()
 	<-timeouts
-	if errors.Is(err, tailer.ErrFinished) || errors.Is(err, tailer.ErrGone) {
-		// Nothing more will come: the last event is complete.
+	if errors.Is(err, tailer.ErrFinished) || errors.Is(err, tailer.ErrGone) || errors.Is(err, tailer.ErrInactive) {
+		// Nothing more will come (or not for --close-inactive, far past
+		// any multiline timeout): the last event is complete.
 		if ferr := js.flush(ctx, false); ferr != nil {
 			return ferr
 		}
+	}
+	if errors.Is(err, tailer.ErrInactive) {
+		a.parkRun(fr, path, tl.ReadEnd())
 	}
 	return err
 }

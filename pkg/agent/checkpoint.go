@@ -89,8 +89,7 @@ func (c *checkpointer) once(ctx context.Context) (fenced []*fileRun) {
 // is set: a clean stop), or only the urgent files otherwise.
 func (c *checkpointer) pass(ctx context.Context, all bool) (fenced []*fileRun) {
 	a := c.a
-	runs := slices.Clone(*c.runs.Load())
-	slices.SortFunc(runs, func(x, y *fileRun) int { return cmp.Compare(x.assignKey, y.assignKey) })
+	runs := *c.runs.Load()
 	if a.local != nil {
 		c.saveLocal(runs)
 	}
@@ -114,11 +113,15 @@ func (c *checkpointer) pass(ctx context.Context, all bool) (fenced []*fileRun) {
 			updateSize(fr)
 		}
 		off, size, ok := fr.checkpointDue()
-		a.m.bytesBehind.WithLabelValues(fr.topic, fr.key).Set(float64(max(0, size-off)))
+		c.showBehind(fr, max(0, size-off))
 		if ok && (round || fr.urgent.Load()) {
 			todo = append(todo, due{fr: fr, offset: off, size: size})
 		}
 	}
+	// In key order, so that Txns of concurrent passes (a clean stop's
+	// final one) lock nothing in a different order; only what is due is
+	// sorted, not every run every pass.
+	slices.SortFunc(todo, func(x, y due) int { return cmp.Compare(x.fr.assignKey, y.fr.assignKey) })
 	for batch := range slices.Chunk(todo, maxTxnOps) {
 		for len(batch) > 0 && ctx.Err() == nil {
 			lost, err := c.write(ctx, batch)
@@ -139,6 +142,21 @@ func (c *checkpointer) pass(ctx context.Context, all bool) (fenced []*fileRun) {
 		}
 	}
 	return fenced
+}
+
+// showBehind sets the file's logagent_file_bytes_behind. The series is
+// looked up once per run and set only when the value moved: at 10,000
+// quiet files, a lookup of every series every pass was a good part of the
+// idle agent's CPU.
+func (c *checkpointer) showBehind(fr *fileRun, behind int64) {
+	if fr.behind == nil {
+		fr.behind = c.a.m.bytesBehind.WithLabelValues(fr.topic, fr.key)
+		fr.behindShown = -1
+	}
+	if behind != fr.behindShown {
+		fr.behind.Set(float64(behind))
+		fr.behindShown = behind
+	}
 }
 
 // write runs one Txn. On a failed guard it reports which files lost their

@@ -42,6 +42,16 @@ type controller struct {
 	snap          *snapshot
 	runs          map[fileRef]*fileRun
 	dirty         chan struct{}
+	// What the next reconcile must look at: everything (full: an input
+	// changed), or only the runs in touched (a tailer ended, a parked file
+	// was woken). At 10,000 files a reconcile of everything takes
+	// milliseconds, and parking makes tailer exits common: each must not
+	// cost one.
+	full    bool
+	touched map[fileRef]bool
+	// publishAt, when not nil, fires the publication of the runs that the
+	// reconciles of touched runs put off (publishDelay).
+	publishAt *time.Timer
 
 	// The lease. fenced: no lease is proved alive, so no run exists and the
 	// assignments are not watched; a watch is started anew (its snapshot
@@ -94,6 +104,7 @@ func newController(a *Agent, inv *inventory, cp *checkpointer, board *topicBoard
 		assigns:     map[fileRef]assignment{},
 		runs:        map[fileRef]*fileRun{},
 		dirty:       make(chan struct{}, 1),
+		touched:     map[fileRef]bool{},
 		fenced:      true,
 		batches:     make(chan genBatch),
 		tailerExits: make(chan tailerExit, 16),
@@ -139,9 +150,25 @@ func (c *controller) run(ctx context.Context, p parts) error {
 			}
 			c.onAssignBatch(gb.b)
 		case s := <-c.inv.Snapshots():
-			c.onSnapshot(s)
+			if c.onSnapshot(s) {
+				c.full = true
+			}
+			poke(c.dirty)
+			continue
 		case ex := <-c.tailerExits:
 			c.onTailerExit(ex)
+			c.touched[ex.fr.ref()] = true
+			poke(c.dirty)
+			continue
+		case <-c.a.parking.wake:
+			if c.onTouched() {
+				poke(c.dirty)
+			}
+			continue
+		case <-publishC(c.publishAt):
+			c.publishAt = nil
+			c.publish()
+			continue
 		case rd := <-c.releases:
 			c.onRelease(rd)
 		case frs := <-c.cp.Fenced():
@@ -149,16 +176,33 @@ func (c *controller) run(ctx context.Context, p parts) error {
 		case <-a.lapsed:
 			c.onLapsed()
 		case <-a.reg.Proofs():
-			c.checkLease(ctx, lease)
+			if !c.checkLease(ctx, lease) {
+				continue
+			}
 		case <-lease.C:
-			c.checkLease(ctx, lease)
+			if !c.checkLease(ctx, lease) {
+				continue
+			}
 		case <-c.dirty:
 			c.reconcile(ctx)
 			continue
 		}
+		c.full = true
 		poke(c.dirty)
 	}
 }
+
+func publishC(t *time.Timer) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+// publishDelay bounds how long a reconcile of touched runs only may put
+// off publishing the runs: it changed states, not the set of runs, which
+// the inventory's listing and the metrics can see a little later.
+const publishDelay = 100 * time.Millisecond
 
 func partEnded(ctx context.Context, what string, err error) error {
 	if ctx.Err() != nil {
@@ -194,23 +238,77 @@ func (c *controller) onAssignBatch(b mirror.Batch) {
 	}
 }
 
-func (c *controller) onSnapshot(s *snapshot) {
+// onSnapshot takes the inventory's new snapshot, and reports whether the
+// runs must all be looked at again. A scan every --scan-interval that
+// found what the one before found changes nothing for runs that exist
+// (only a run's creation reads the snapshot's file), so at 10,000 quiet
+// files it costs no reconcile of them all.
+func (c *controller) onSnapshot(s *snapshot) (full bool) {
+	prev := c.snap
 	c.snap = s
-	for ref, path := range s.grown {
-		// A finished rotated file grew again: read on from what was
+	full = prev == nil || len(s.changed) > 0 || !maps.Equal(prev.refused, s.refused) || c.waiting()
+	for ref, path := range s.changed {
+		// A finished rotated file grew again, or a parked file changed
+		// and no directory event said so: read on from what was
 		// acknowledged.
-		if fr := c.runs[ref]; fr != nil && fr.state == stateFinished {
+		fr := c.runs[ref]
+		switch {
+		case fr == nil:
+		case fr.state == stateFinished:
 			fr.setPath(path)
 			fr.to(stateIdle)
+		case fr.state == stateParked:
+			fr.setPath(path)
+			c.wakeParked(fr, "scan")
 		}
 	}
+	return full
+}
+
+// waiting reports whether an assigned file has no run yet (it waits for a
+// scan to find it here) or a run waits to start again (its tailer failed,
+// or its release): the snapshot may be what it waits for.
+func (c *controller) waiting() bool {
+	for ref := range c.assigns {
+		if _, ok := c.runs[ref]; !ok {
+			return true
+		}
+	}
+	for _, fr := range c.runs {
+		if fr.state == stateIdle {
+			return true
+		}
+	}
+	return false
 }
 
 // reconcile starts, stops and releases tailers so they match the desired
-// runs.
+// runs: all of them after an input changed, else the touched ones only.
 func (c *controller) reconcile(ctx context.Context) {
+	// A poke with nothing touched (a release's retry timer) looks at all.
+	full, touched := c.full || len(c.touched) == 0, c.touched
+	c.full, c.touched = false, map[fileRef]bool{}
 	if c.fenced || !c.assignsLoaded {
 		c.publish()
+		return
+	}
+	now := time.Now()
+	if !full {
+		for _, ref := range slices.SortedFunc(maps.Keys(touched), compareRefs) {
+			fr := c.runs[ref]
+			as, ok := c.assigns[ref]
+			if fr == nil || !ok || as.createRev != fr.createRev {
+				c.full = true // not a run's own change: look at everything
+				continue
+			}
+			c.reconcileRun(ctx, ref, desiredOne(ref, as, c.topics, c.snap), now)
+		}
+		if c.full {
+			poke(c.dirty)
+		}
+		if c.publishAt == nil {
+			c.publishAt = time.NewTimer(publishDelay)
+		}
 		return
 	}
 	wants := desired(c.assigns, c.topics, c.snap)
@@ -226,54 +324,61 @@ func (c *controller) reconcile(ctx context.Context) {
 		c.a.log.Info("assignment gone without release; stopping at once", "topic", fr.topic, "path", fr.pathNow(), "file", fr.key)
 		c.drop(fr)
 	}
-	now := time.Now()
 	for _, ref := range slices.SortedFunc(maps.Keys(wants), compareRefs) {
-		w := wants[ref]
-		fr := c.runs[ref]
-		switch w.kind {
-		case wantRelease:
-			if fr == nil {
-				// Never read here: released without a checkpoint.
-				fr = newFileRun(ref.topic, ref.file, w.assignKey, w.createRev, c.assigns[ref].value.Path, protocol.FileIdentity{}, topics.Config{})
-				c.held.claim(ref)
-				c.runs[ref] = fr
-			}
-			if fr.state != stateReleasing && !now.Before(fr.retryAt) {
-				c.release(fr)
-			}
-		case wantPause:
-			if fr != nil && fr.state == stateTailing {
-				c.stopTailer(fr) // keep the assignment and checkpoint; resume later
-			}
-		case wantTail:
-			if fr == nil {
-				if !w.known {
-					continue // not discovered here (yet): nothing to read from
-				}
-				fr = newFileRun(ref.topic, ref.file, w.assignKey, w.createRev, w.file.Path, w.file.Identity, w.cfg)
-				fr.size = w.file.Size
-				c.held.claim(ref)
-				c.runs[ref] = fr
-				c.a.origins.add(fr)
-			}
-			c.takeHeld(fr)
-			if fr.state == stateTailing && fr.cfgRev != w.cfgRev {
-				// The config key was written again: restart with it if its
-				// content changed (comparing only when the revision moved).
-				if sameConfig(fr.cfg, w.cfg) {
-					fr.cfgRev = w.cfgRev
-				} else {
-					c.stopTailer(fr) // restarted just below with the new config
-				}
-			}
-			if fr.state == stateIdle && !now.Before(fr.retryAt) {
-				// The tailer goroutine reads fr.cfg: it changes only while none runs.
-				fr.cfg, fr.cfgRev = w.cfg, w.cfgRev
-				c.startTailer(ctx, fr)
-			}
-		}
+		c.reconcileRun(ctx, ref, wants[ref], now)
+	}
+	if c.publishAt != nil {
+		c.publishAt.Stop()
+		c.publishAt = nil
 	}
 	c.publish()
+}
+
+// reconcileRun starts, stops or releases the run of ref to match w.
+func (c *controller) reconcileRun(ctx context.Context, ref fileRef, w want, now time.Time) {
+	fr := c.runs[ref]
+	switch w.kind {
+	case wantRelease:
+		if fr == nil {
+			// Never read here: released without a checkpoint.
+			fr = newFileRun(ref.topic, ref.file, w.assignKey, w.createRev, c.assigns[ref].value.Path, protocol.FileIdentity{}, topics.Config{})
+			c.held.claim(ref)
+			c.runs[ref] = fr
+		}
+		if fr.state != stateReleasing && !now.Before(fr.retryAt) {
+			c.release(fr)
+		}
+	case wantPause:
+		if fr != nil && fr.state == stateTailing {
+			c.stopTailer(fr) // keep the assignment and checkpoint; resume later
+		}
+	case wantTail:
+		if fr == nil {
+			if !w.known {
+				return // not discovered here (yet): nothing to read from
+			}
+			fr = newFileRun(ref.topic, ref.file, w.assignKey, w.createRev, w.file.Path, w.file.Identity, w.cfg)
+			fr.size = w.file.Size
+			c.held.claim(ref)
+			c.runs[ref] = fr
+			c.a.origins.add(fr)
+		}
+		c.takeHeld(fr)
+		if fr.state == stateTailing && fr.cfgRev != w.cfgRev {
+			// The config key was written again: restart with it if its
+			// content changed (comparing only when the revision moved).
+			if sameConfig(fr.cfg, w.cfg) {
+				fr.cfgRev = w.cfgRev
+			} else {
+				c.stopTailer(fr) // restarted just below with the new config
+			}
+		}
+		if fr.state == stateIdle && !now.Before(fr.retryAt) {
+			// The tailer goroutine reads fr.cfg: it changes only while none runs.
+			fr.cfg, fr.cfgRev = w.cfg, w.cfgRev
+			c.startTailer(ctx, fr)
+		}
+	}
 }
 
 func compareRefs(x, y fileRef) int {
@@ -288,17 +393,23 @@ func (c *controller) publish() {
 		v.assigned[ref] = as.value.State == protocol.StateActive
 	}
 	list := make([]*fileRun, 0, len(c.runs))
-	tailing := 0
+	tailing, parked := 0, 0
 	for ref, fr := range c.runs {
-		v.runs[ref] = runInfo{fr: fr, state: fr.state, since: fr.since, path: fr.pathNow(), identity: fr.identity}
-		list = append(list, fr)
-		if fr.state == stateTailing {
+		ri := runInfo{fr: fr, state: fr.state, since: fr.since, path: fr.pathNow(), identity: fr.identity}
+		switch fr.state {
+		case stateTailing:
 			tailing++
+		case stateParked:
+			parked++
+			ri.parkedEnd = fr.park.end
 		}
+		v.runs[ref] = ri
+		list = append(list, fr)
 	}
 	c.inv.setView(v)
 	c.cp.setRuns(list)
 	c.a.m.tailers.Set(float64(tailing))
+	c.a.m.parked.Set(float64(parked))
 }
 
 // startTailer runs fr's tailer in its own goroutine.
@@ -309,6 +420,9 @@ func (c *controller) startTailer(ctx context.Context, fr *fileRun) {
 	fr.to(stateTailing)
 	go func() {
 		err := c.a.tail(tctx, fr)
+		// Whatever ended it: a context left uncancelled stays among its
+		// parent's children, one more for every start of a parked file.
+		cancel()
 		if errors.Is(err, tailer.ErrGone) || errors.Is(err, tailer.ErrMismatch) {
 			// Its content replaced, or its path another file's before it
 			// could be opened: a copy may hold it (copies.go). Set before
@@ -398,6 +512,8 @@ func (c *controller) onTailerExit(ex tailerExit) {
 	switch {
 	case errors.Is(err, context.Canceled):
 		fr.to(stateIdle)
+	case errors.Is(err, tailer.ErrInactive):
+		c.onParked(fr)
 	case errors.Is(err, tailer.ErrFinished):
 		// Listed a while longer (finishedGrace); the checkpointer writes
 		// its end meanwhile.

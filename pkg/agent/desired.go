@@ -48,24 +48,29 @@ type want struct {
 func desired(assigns map[fileRef]assignment, tops map[string]topics.Entry, inv *snapshot) map[fileRef]want {
 	out := make(map[fileRef]want, len(assigns))
 	for ref, as := range assigns {
-		w := want{assignKey: as.key, createRev: as.createRev}
-		entry, ok := tops[ref.topic]
-		switch {
-		case as.value.State == protocol.StateRevoking:
-			w.kind = wantRelease
-		case !ok || entry.Err != nil || entry.Config.Paused || (inv != nil && inv.refused[ref.topic]):
-			w.kind = wantPause
-		default:
-			w.kind = wantTail
-			w.cfg, w.cfgRev = entry.Config, entry.ModRevision
-			// Not listed: rotated out of the globs, or deleted, after a
-			// scan saw it; the tailer finds it by inode next to its old
-			// path, or counts its unshipped bytes as lost.
-			w.file, w.known = inv.known(ref)
-		}
-		out[ref] = w
+		out[ref] = desiredOne(ref, as, tops, inv)
 	}
 	return out
+}
+
+// desiredOne is desired's entry for one assignment.
+func desiredOne(ref fileRef, as assignment, tops map[string]topics.Entry, inv *snapshot) want {
+	w := want{assignKey: as.key, createRev: as.createRev}
+	entry, ok := tops[ref.topic]
+	switch {
+	case as.value.State == protocol.StateRevoking:
+		w.kind = wantRelease
+	case !ok || entry.Err != nil || entry.Config.Paused || (inv != nil && inv.refused[ref.topic]):
+		w.kind = wantPause
+	default:
+		w.kind = wantTail
+		w.cfg, w.cfgRev = entry.Config, entry.ModRevision
+		// Not listed: rotated out of the globs, or deleted, after a
+		// scan saw it; the tailer finds it by inode next to its old
+		// path, or counts its unshipped bytes as lost.
+		w.file, w.known = inv.known(ref)
+	}
+	return w
 }
 
 // sameConfig reports whether a running tailer can keep going under cfg.

@@ -16,7 +16,8 @@
 //     and snapshot) with the runs and starts, stops or releases tailers.
 //     It does no disk or etcd I/O, so it can stop a taken file at once.
 //   - A run's state is one value with its transitions in one table
-//     (state.go): idle, tailing, finished, gone, releasing, fenced.
+//     (state.go): idle, tailing, parked, finished, gone, releasing,
+//     fenced.
 //   - The inventory (inventory.go, vanished.go) scans the globs, lists the
 //     files the directory watcher holds, remembers files that left the
 //     globs, counts lost bytes and writes the heartbeats. It publishes full
@@ -82,6 +83,14 @@
 //     before any line of it is shipped, and given back to the scanner at
 //     start-up and from the checkpoints; a run whose identity the scanner
 //     has since replaced for the same file (rewritten) does not start.
+//   - A parked file (quiet for --close-inactive, park.go) has no
+//     goroutine, no buffer and no watch of its own: only its descriptor,
+//     its run and its registration with the directory watcher. It is
+//     registered before the last check that it did not change since its
+//     tailer's last read, so a write is never left unread: any write,
+//     rename or delete at its path wakes it (the scans do where the
+//     directory watch does not reach), and its tailer starts again from
+//     the acknowledged offset through the descriptor it kept.
 //   - A clean stop stops every tailer, waits (bounded by --stop-timeout) for
 //     the releases and Kafka's acks, writes final checkpoints, and revokes
 //     the lease: at most --stop-timeout + 3 s, whatever etcd and Kafka do.

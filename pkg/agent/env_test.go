@@ -112,7 +112,9 @@ func (e *env) startAgent(id string, opts ...agentOpt) *runningAgent {
 		AllowPaths: []string{e.dir}, FingerprintBytes: testFP,
 		ScanInterval: 200 * time.Millisecond, CheckpointInterval: 100 * time.Millisecond,
 		LeaseTTL: 2 * time.Second, RotatedIdle: 300 * time.Millisecond, StopTimeout: 5 * time.Second,
-		Registerer: reg, Logger: testLogger(id),
+		// Short, so that every scenario also parks and wakes files.
+		CloseInactive: 250 * time.Millisecond,
+		Registerer:    reg, Logger: testLogger(id),
 	}
 	for _, o := range opts {
 		o(&cfg, &kcfg)

@@ -11,19 +11,23 @@ import (
 // proved alive, and reads the assignments again before it resumes.
 
 // checkLease fences or unfences the agent as the lease's proof says, and
-// arms the timer for the moment the proof runs out.
-func (c *controller) checkLease(ctx context.Context, timer *time.Timer) {
+// arms the timer for the moment the proof runs out. It reports whether it
+// did either (a proof that changes nothing is most of them).
+func (c *controller) checkLease(ctx context.Context, timer *time.Timer) (changed bool) {
 	a := c.a
 	alive := a.reg.Alive()
 	switch {
 	case alive && c.fenced:
 		c.unfence(ctx)
+		changed = true
 	case !alive && !c.fenced:
 		c.fence()
+		changed = true
 	}
 	if alive {
 		timer.Reset(time.Until(a.reg.AliveUntil()))
 	}
+	return changed
 }
 
 // unfence starts a new watch of the assignments; runs start once its
@@ -110,7 +114,7 @@ func (c *controller) onLapsed() {
 func (c *controller) readAgain(fr *fileRun) {
 	dropped := fr.resetInflight()
 	switch {
-	case fr.state == stateTailing, fr.state == stateFinished && dropped:
+	case fr.state == stateTailing, (fr.state == stateFinished || fr.state == stateParked) && dropped:
 		fr.to(stateIdle)
 	case fr.state == stateGone && dropped:
 		c.a.log.Error("records of a file that is gone were dropped unwritten; they cannot be read again",

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/logferry/logferry/pkg/protocol"
 	"github.com/logferry/logferry/pkg/topics"
 )
@@ -34,6 +36,14 @@ type fileRun struct {
 	// tailer of the file; set by the controller before that tailer
 	// starts, taken by it.
 	held *os.File
+	// park is the registration that wakes the run while parked (park.go):
+	// set on the tailer goroutine as it ends inactive, dropped by to.
+	park *parkToken
+
+	// The checkpointer's own: the file's logagent_file_bytes_behind series
+	// and the value it shows.
+	behind      prometheus.Gauge
+	behindShown int64
 
 	// writable is whether the checkpointer may write the file's offset:
 	// set by the controller as the state changes, read by the checkpointer.
@@ -138,6 +148,17 @@ func (f *fileRun) hasLapsed() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.lapsed
+}
+
+// shed lets go of the run's record queue if nothing is in flight: a parked
+// file keeps no buffer (the queue of a file that had a burst is tens of
+// kilobytes, and at 10,000 files even the smallest adds up).
+func (f *fileRun) shed() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.pending.len() == 0 {
+		f.pending = pendingQueue{}
+	}
 }
 
 // noteSize records a size of the file seen by a scan or a stat.

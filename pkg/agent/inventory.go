@@ -58,10 +58,19 @@ type inventory struct {
 	// lostPending are deleted local files whose lost bytes could not be
 	// counted yet (their checkpoint could not be read): tried each scan.
 	lostPending map[fileRef]protocol.SeenFile
-	// grown are finished runs' files that grew again, by new path, until
-	// the next snapshot.
-	grown      map[fileRef]string
+	// changed are finished runs' files that grew again and parked runs'
+	// files that changed, by their path now, until the next snapshot.
+	changed    map[fileRef]string
 	heartbeats map[string]bool // topics with a heartbeat key set
+	// lastHB is each topic's last heartbeat value and the files it lists
+	// (key -> path): a scan that found the same files reuses it rather
+	// than sort, encode and compress thousands of entries again.
+	lastHB map[string]encodedHeartbeat
+}
+
+type encodedHeartbeat struct {
+	files map[string]string
+	data  []byte
 }
 
 // snapshot is the inventory's published state: everything the controller
@@ -73,8 +82,9 @@ type snapshot struct {
 	files map[fileRef]protocol.SeenFile
 	// recent are files seen lately that are no longer listed.
 	recent map[fileRef]protocol.SeenFile
-	// grown are finished files that grew again: read them on, from path.
-	grown map[fileRef]string
+	// changed are finished files that grew again and parked files that
+	// changed (grew, shrank, or left their path): read them on, from path.
+	changed map[fileRef]string
 }
 
 // known is the file of ref as this host knows it: listed, or remembered.
@@ -102,6 +112,9 @@ type runInfo struct {
 	since    time.Time
 	path     string
 	identity protocol.FileIdentity
+	// parkedEnd is how much of a parked file was read: a scan that finds
+	// another size wakes it.
+	parkedEnd int64
 }
 
 func newInventory(a *Agent, board *topicBoard, held *heldFiles, lost *lostLedger, probs *problems) *inventory {
@@ -114,8 +127,8 @@ func newInventory(a *Agent, board *topicBoard, held *heldFiles, lost *lostLedger
 		out:      make(chan *snapshot, 1),
 		refused:  map[string]bool{}, seen: map[string]map[string]protocol.SeenFile{},
 		recent: map[fileRef]vanishedFile{}, seeded: map[string]bool{},
-		lostPending: map[fileRef]protocol.SeenFile{}, grown: map[fileRef]string{},
-		heartbeats: map[string]bool{},
+		lostPending: map[fileRef]protocol.SeenFile{}, changed: map[fileRef]string{},
+		heartbeats: map[string]bool{}, lastHB: map[string]encodedHeartbeat{},
 	}
 	inv.views.Store(&runView{})
 	return inv
@@ -172,7 +185,7 @@ func (inv *inventory) Run(ctx context.Context) error {
 // Only the inventory goroutine sends, so the send never blocks.
 func (inv *inventory) publish() {
 	s := &snapshot{refused: maps.Clone(inv.refused), files: map[fileRef]protocol.SeenFile{},
-		recent: map[fileRef]protocol.SeenFile{}, grown: inv.grown}
+		recent: map[fileRef]protocol.SeenFile{}, changed: inv.changed}
 	for topic, files := range inv.seen {
 		for key, f := range files {
 			s.files[fileRef{topic, key}] = f
@@ -183,7 +196,7 @@ func (inv *inventory) publish() {
 			s.recent[ref] = v.SeenFile
 		}
 	}
-	inv.grown = map[fileRef]string{}
+	inv.changed = map[fileRef]string{}
 	select {
 	case <-inv.out:
 	default:
@@ -227,6 +240,7 @@ func (inv *inventory) scan(ctx context.Context) {
 			refusedCount++
 			a.log.Error("topic refused on this host", "topic", name, "err", res.Refused)
 			delete(inv.seen, name)
+			delete(inv.lastHB, name)
 			continue
 		}
 		files := map[string]protocol.SeenFile{}
@@ -240,7 +254,15 @@ func (inv *inventory) scan(ctx context.Context) {
 			}
 			if f, ok := files[ref.file]; ok {
 				ri.fr.noteSize(f.Size)
+				if ri.state == stateParked && (f.Size != ri.parkedEnd || f.Path != ri.path) {
+					inv.changed[ref] = f.Path // missed by the directory watch
+				}
 				continue
+			}
+			if ri.state == stateParked {
+				// Left its path (rotated, deleted) unseen by the watch:
+				// its tailer reads it to its end.
+				inv.changed[ref] = ri.path
 			}
 			// Files still being read after they left the globs (rotated to
 			// a name the globs do not match) stay in the heartbeat until
@@ -265,6 +287,7 @@ func (inv *inventory) scan(ctx context.Context) {
 	for name := range inv.seen {
 		if _, ok := inv.topics[name]; !ok || inv.refused[name] {
 			delete(inv.seen, name)
+			delete(inv.lastHB, name)
 		}
 	}
 	for name := range inv.refused {
@@ -304,7 +327,7 @@ func listedWhileRun(ri runInfo, grace time.Duration) bool {
 		return false
 	}
 	switch ri.state {
-	case stateIdle, stateTailing:
+	case stateIdle, stateTailing, stateParked:
 		return true
 	case stateFinished:
 		return time.Since(ri.since) < grace
@@ -415,6 +438,26 @@ func (inv *inventory) expireHeld(ctx context.Context) {
 }
 
 func (inv *inventory) heartbeatValue(topic string, files map[string]protocol.SeenFile, view *runView) []byte {
+	last, ok := inv.lastHB[topic]
+	if ok && maps.EqualFunc(last.files, files, func(path string, f protocol.SeenFile) bool { return path == f.Path }) {
+		return last.data
+	}
+	data, truncated := inv.encodeHeartbeat(topic, files, view)
+	if truncated {
+		delete(inv.lastHB, topic) // what was left out depends on the assignments too
+		return data
+	}
+	enc := encodedHeartbeat{files: make(map[string]string, len(files)), data: data}
+	for key, f := range files {
+		enc.files[key] = f.Path
+	}
+	inv.lastHB[topic] = enc
+	return data
+}
+
+// encodeHeartbeat is the value of topic's heartbeat listing files, within
+// the size etcd takes, and whether some files had to be left out.
+func (inv *inventory) encodeHeartbeat(topic string, files map[string]protocol.SeenFile, view *runView) (_ []byte, truncated bool) {
 	a := inv.a
 	hb := protocol.Heartbeat{Agent: a.cfg.ID, Version: a.cfg.Version, Started: a.started.UTC().Truncate(time.Second)}
 	// Sizes change with every line; the heartbeat is rewritten only when the
@@ -430,10 +473,10 @@ func (inv *inventory) heartbeatValue(topic string, files map[string]protocol.See
 		data, err := protocol.MarshalHeartbeat(&hb)
 		if err != nil {
 			a.log.Error("encode heartbeat", "topic", topic, "err", err)
-			return nil
+			return nil, true
 		}
 		if len(data) <= protocol.MaxHeartbeatBytes || len(hb.Files) == 0 {
-			return data
+			return data, hb.Truncated > 0
 		}
 		// Too many files for one etcd value: report what fits and say how
 		// many were left out; assigned files are kept first.

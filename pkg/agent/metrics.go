@@ -24,6 +24,8 @@ type metrics struct {
 	releases        *prometheus.CounterVec // result
 	copiesContinued prometheus.Counter
 	tailers         prometheus.Gauge
+	parked          prometheus.Gauge
+	wakes           *prometheus.CounterVec // by
 	filesHeld       prometheus.Gauge
 	watchedDirs     prometheus.Gauge
 	topicsRefused   prometheus.Gauge
@@ -101,6 +103,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		tailers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "logagent_tailers", Help: "Files being tailed now.",
 		}),
+		parked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "logagent_files_parked",
+			Help: "Assigned files parked: quiet for --close-inactive, no tailer, woken by a write, rename or delete.",
+		}),
+		wakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "logagent_parked_wakes_total",
+			Help: "Parked files woken, by what saw the change: watch (the directory watcher, within milliseconds) or scan (the fallback, every --scan-interval).",
+		}, []string{"by"}),
 		filesHeld: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "logagent_files_held",
 			Help: "Files the directory watcher found and holds open until their assignment arrives (or another agent's does).",
@@ -124,7 +134,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help: "Read buffers (64 KiB each) the tailers hold now: one per file being read at this moment; a file waiting for more holds none.",
 	}, func() float64 { return float64(tailer.ReadBuffersInUse()) })
 	for _, c := range []prometheus.Collector{m.linesRead, m.bytesRead, m.linesShipped, m.bytesShipped, m.rejected,
-		m.flagged, m.bytesBehind, m.lostBytes, m.checkpointDur, m.checkpointErr, m.fencedOut, m.selfFences, m.scans, m.etcdCheckpoints, m.etcdInterval, m.localSaveDur, m.releases, m.copiesContinued, m.tailers,
+		m.flagged, m.bytesBehind, m.lostBytes, m.checkpointDur, m.checkpointErr, m.fencedOut, m.selfFences, m.scans, m.etcdCheckpoints, m.etcdInterval, m.localSaveDur, m.releases, m.copiesContinued, m.tailers, m.parked, m.wakes,
 		m.filesHeld, m.watchedDirs, m.topicsRefused, m.filesSeen, readBuffers} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("agent: register metrics: %w", err)

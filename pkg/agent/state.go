@@ -17,12 +17,14 @@ func (r fileRef) String() string { return r.topic + "/" + r.file }
 //
 //	          start              read to the end of a rotated file
 //	idle ───────────► tailing ─────────────────────────► finished
-//	  ▲  stop (pause,   │  │ file gone or rewritten          │
-//	  └──config, error)─┘  └──────────────► gone              │ grew again
-//	  ▲                                                       │
+//	  ▲  stop (pause,   │  │ │ file gone or rewritten         │
+//	  └──config, error)─┘  │ └──────────────► gone            │ grew again
+//	  ▲                    │ quiet for --close-inactive       │
+//	  │                    ▼                                  │
+//	  └────── woken ───  parked                               │
 //	  └───────────────────────────────────────────────────────┘
 //
-//	any of idle, tailing, finished, gone ── revoking ──► releasing
+//	any of idle, tailing, parked, finished, gone ── revoking ──► releasing
 //	releasing ── release Txn failed (etcd) ──► idle (the release is retried
 //	             with the same run, so its acknowledged offset is kept)
 //	any ── assignment gone or recreated, guard failed, lease not proved,
@@ -50,9 +52,14 @@ const (
 	// stateFenced: the run may write nothing more. Terminal: the run is
 	// dropped from the controller's map as it enters this state.
 	stateFenced
+	// stateParked: the file, still current, did not grow for
+	// --close-inactive. No tailer runs; the run keeps the descriptor and a
+	// registration (park) through which a change of the file wakes it
+	// (park.go). Listed in the heartbeat like a tailing file.
+	stateParked
 )
 
-var stateNames = [...]string{"idle", "tailing", "finished", "gone", "releasing", "fenced"}
+var stateNames = [...]string{"idle", "tailing", "finished", "gone", "releasing", "fenced", "parked"}
 
 func (s runState) String() string {
 	if int(s) < len(stateNames) {
@@ -64,7 +71,8 @@ func (s runState) String() string {
 // allowed[from] is the set of states a run may go to from from.
 var allowed = [...][]runState{
 	stateIdle:      {stateTailing, stateReleasing, stateFenced},
-	stateTailing:   {stateIdle, stateFinished, stateGone, stateReleasing, stateFenced},
+	stateTailing:   {stateIdle, stateFinished, stateGone, stateReleasing, stateFenced, stateParked},
+	stateParked:    {stateIdle, stateReleasing, stateFenced},
 	stateFinished:  {stateIdle, stateReleasing, stateFenced},
 	stateGone:      {stateReleasing, stateFenced},
 	stateReleasing: {stateIdle, stateFenced},
@@ -81,6 +89,12 @@ func (f *fileRun) to(next runState) {
 	}
 	if !ok {
 		panic(fmt.Sprintf("agent: file run %s/%s: no transition from %v to %v", f.topic, f.key, f.state, next))
+	}
+	if f.park != nil && next != stateParked {
+		// Only a parked run is woken by its file's changes; a tailer that
+		// registered and was stopped before it could park leaves one too.
+		f.park.release()
+		f.park = nil
 	}
 	f.state, f.since = next, time.Now()
 	// Checkpoints follow the acknowledged offset while the run owns the

@@ -122,7 +122,7 @@ func (inv *inventory) reportUnfinished(ctx context.Context, topic string, cfg to
 		if ri, ok := view.runs[ref]; ok && ri.state == stateFinished && ri.fr.ackedOffset() < f.Size {
 			inv.a.log.Info("finished rotated file grew again; reading on", "topic", topic, "path", f.Path,
 				"offset", ri.fr.ackedOffset(), "size", f.Size)
-			inv.grown[ref] = f.Path
+			inv.changed[ref] = f.Path
 		}
 	}
 }
@@ -242,7 +242,7 @@ func (inv *inventory) countGoneAssigned(ctx context.Context, topic string, files
 		if _, ok := files[ref.file]; ok {
 			continue
 		}
-		if ri, ok := view.runs[ref]; inv.held.busy(ref) && (!ok || ri.state == stateTailing || ri.state == stateFinished) {
+		if ri, ok := view.runs[ref]; inv.held.busy(ref) && (!ok || ri.state == stateTailing || ri.state == stateParked || ri.state == stateFinished) {
 			continue // held, being read, or read to its end (a run newer than the view counts as read)
 		}
 		v, ok := inv.recent[ref]
