@@ -153,7 +153,9 @@ func (c *controller) run(ctx context.Context, p parts) error {
 			if c.onSnapshot(s) {
 				c.full = true
 			}
-			poke(c.dirty)
+			if c.full || len(c.touched) > 0 {
+				poke(c.dirty) // an empty poke would look at everything
+			}
 			continue
 		case ex := <-c.tailerExits:
 			c.onTailerExit(ex)
@@ -294,6 +296,7 @@ func (c *controller) reconcile(ctx context.Context) {
 	}
 	now := time.Now()
 	if !full {
+		c.a.m.reconciles.WithLabelValues("runs").Inc()
 		for _, ref := range slices.SortedFunc(maps.Keys(touched), compareRefs) {
 			fr := c.runs[ref]
 			as, ok := c.assigns[ref]
@@ -311,6 +314,7 @@ func (c *controller) reconcile(ctx context.Context) {
 		}
 		return
 	}
+	c.a.m.reconciles.WithLabelValues("all").Inc()
 	wants := desired(c.assigns, c.topics, c.snap)
 	// Runs whose assignment vanished (or was recreated: a new create
 	// revision is a new fence) stop at once and write nothing more.

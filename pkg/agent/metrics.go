@@ -25,6 +25,7 @@ type metrics struct {
 	copiesContinued prometheus.Counter
 	tailers         prometheus.Gauge
 	parked          prometheus.Gauge
+	reconciles      *prometheus.CounterVec // scope
 	wakes           *prometheus.CounterVec // by
 	filesHeld       prometheus.Gauge
 	watchedDirs     prometheus.Gauge
@@ -103,6 +104,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		tailers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "logagent_tailers", Help: "Files being tailed now.",
 		}),
+		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "logagent_reconciles_total",
+			Help: "Reconciles of the file runs, by scope: all (an input changed: assignments, topics, a scan that found something new, the lease) or runs (only the runs whose tailer ended or whose parked file was woken).",
+		}, []string{"scope"}),
 		parked: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "logagent_files_parked",
 			Help: "Assigned files parked: quiet for --close-inactive, no tailer, woken by a write, rename or delete.",
@@ -134,7 +139,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help: "Read buffers (64 KiB each) the tailers hold now: one per file being read at this moment; a file waiting for more holds none.",
 	}, func() float64 { return float64(tailer.ReadBuffersInUse()) })
 	for _, c := range []prometheus.Collector{m.linesRead, m.bytesRead, m.linesShipped, m.bytesShipped, m.rejected,
-		m.flagged, m.bytesBehind, m.lostBytes, m.checkpointDur, m.checkpointErr, m.fencedOut, m.selfFences, m.scans, m.etcdCheckpoints, m.etcdInterval, m.localSaveDur, m.releases, m.copiesContinued, m.tailers, m.parked, m.wakes,
+		m.flagged, m.bytesBehind, m.lostBytes, m.checkpointDur, m.checkpointErr, m.fencedOut, m.selfFences, m.scans, m.etcdCheckpoints, m.etcdInterval, m.localSaveDur, m.releases, m.copiesContinued, m.tailers, m.parked, m.wakes, m.reconciles,
 		m.filesHeld, m.watchedDirs, m.topicsRefused, m.filesSeen, readBuffers} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("agent: register metrics: %w", err)

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -22,12 +23,26 @@ import (
 // At 10,000 quiet files, a scan every 10 s was 80,000 system calls (the
 // symlink walk of every path, stat, open, read, fstat, close); with the
 // cache it is one lstat per file.
+//
+// Where the directory watcher watches a file's directory, every write,
+// rename, delete or chmod of the file drops its entry (invalidate), so an
+// entry that an lstat confirmed is trusted without one for up to
+// trustFor: a scan of quiet files then makes no system call per file but
+// the directory listing. The lstat every trustFor catches what inotify
+// cannot see (a write through a hard link in another directory). Shared
+// topics (network volumes: inotify misses other hosts' writes) always
+// lstat.
 type idCache struct {
 	mu      sync.Mutex
 	byPath  map[string]cachedID
+	watched map[string]bool // directories the watcher watches now
 	swept   time.Time
 	maxIdle time.Duration // an entry not used for this long is dropped
 }
+
+// trustFor is how long an entry that an lstat confirmed is trusted
+// without another, in a watched directory.
+const trustFor = time.Minute
 
 type cachedID struct {
 	dev, ino     uint64
@@ -35,6 +50,7 @@ type cachedID struct {
 	mtime, ctime syscall.Timespec
 	id           protocol.FileIdentity
 	used         time.Time
+	verified     time.Time // last confirmed by an lstat; zero: not yet
 }
 
 func newIDCache() idCache {
@@ -49,6 +65,9 @@ func statOf(fi os.FileInfo) (*syscall.Stat_t, bool) {
 // cached returns path's file as the last identification saw it, if path
 // is still that regular file, unchanged.
 func (s *Scanner) cached(cfg topics.Config, path string) (*protocol.SeenFile, bool) {
+	if f, ok := s.trusted(cfg, path); ok {
+		return f, true
+	}
 	fi, err := os.Lstat(path)
 	if err != nil {
 		return nil, false
@@ -66,7 +85,7 @@ func (s *Scanner) cached(cfg topics.Config, path string) (*protocol.SeenFile, bo
 		ok = false
 	}
 	if ok {
-		e.used = now
+		e.used, e.verified = now, now
 		c.byPath[path] = e
 	}
 	c.sweepLocked(now)
@@ -78,6 +97,57 @@ func (s *Scanner) cached(cfg topics.Config, path string) (*protocol.SeenFile, bo
 		return nil, false // the full path skips it
 	}
 	return s.seenFile(path, st.Size, e.id, cfg.Shared), true
+}
+
+// trusted returns path's cached file without a system call, if its
+// directory is watched and an lstat confirmed the entry less than
+// trustFor ago.
+func (s *Scanner) trusted(cfg topics.Config, path string) (*protocol.SeenFile, bool) {
+	if cfg.Shared {
+		return nil, false
+	}
+	now := s.now()
+	c := &s.ids
+	c.mu.Lock()
+	e, ok := c.byPath[path]
+	ok = ok && c.watched[filepath.Dir(path)] && !e.verified.IsZero() && now.Sub(e.verified) < trustFor
+	if ok {
+		e.used = now
+		c.byPath[path] = e
+	}
+	c.mu.Unlock()
+	if !ok || s.short.has(inodeRef{dev: e.dev, ino: e.ino}, false) {
+		return nil, false
+	}
+	if cfg.IgnoreOlder > 0 && now.Sub(time.Unix(e.mtime.Unix())) > cfg.IgnoreOlder.Std() {
+		return nil, false
+	}
+	return s.seenFile(path, e.size, e.id, false), true
+}
+
+// invalidate drops path's entry: the directory watcher saw it change.
+func (c *idCache) invalidate(path string) {
+	c.mu.Lock()
+	delete(c.byPath, path)
+	c.mu.Unlock()
+}
+
+// distrust makes every entry need an lstat again: events were lost.
+func (c *idCache) distrust() {
+	c.mu.Lock()
+	for p, e := range c.byPath {
+		e.verified = time.Time{}
+		c.byPath[p] = e
+	}
+	c.mu.Unlock()
+}
+
+// watch sets the directories whose events reach invalidate (nil: none,
+// the watcher stopped or lost events).
+func (c *idCache) watch(dirs map[string]bool) {
+	c.mu.Lock()
+	c.watched = dirs
+	c.mu.Unlock()
 }
 
 // remember caches id, the identity of the file whose stat (taken before

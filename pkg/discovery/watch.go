@@ -57,8 +57,9 @@ type Watcher struct {
 	// without a lock while found may block.
 	topics atomic.Pointer[topicSet]
 
-	mu   sync.Mutex
-	dirs map[string]bool // watched now
+	mu      sync.Mutex
+	dirs    map[string]bool // watched now
+	stopped bool            // Run returned: no event reaches the scanner's cache
 
 	// Run's goroutine only.
 	known map[string]bool // paths identified since their last create
@@ -126,6 +127,9 @@ func (w *Watcher) SetTopics(ts map[string]topics.Config) {
 		}
 		w.dirs[d] = true
 	}
+	if !w.stopped {
+		w.s.ids.watch(maps.Clone(w.dirs))
+	}
 }
 
 // Dirs returns the watched directories, sorted.
@@ -171,6 +175,12 @@ func (w *Watcher) globDirs(cfg topics.Config) []string {
 // be stale. It closes the watcher when it returns.
 func (w *Watcher) Run(ctx context.Context, found func(Found) bool, rescan func(), changed func(path string)) error {
 	defer w.fsw.Close()
+	defer func() {
+		w.mu.Lock()
+		w.stopped = true
+		w.s.ids.watch(nil)
+		w.mu.Unlock()
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -181,6 +191,7 @@ func (w *Watcher) Run(ctx context.Context, found func(Found) bool, rescan func()
 			}
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
 				w.log.Warn("directory events lost (queue overflow); scanning")
+				w.s.ids.distrust()
 				clear(w.known)
 				clear(w.unmatched)
 				rescan()
@@ -191,6 +202,7 @@ func (w *Watcher) Run(ctx context.Context, found func(Found) bool, rescan func()
 			if !ok {
 				return errors.New("discovery: directory watcher closed")
 			}
+			w.s.ids.invalidate(ev.Name) // a chmod too: it may make the file unreadable
 			if changed != nil && ev.Op&^fsnotify.Chmod != 0 {
 				changed(ev.Name)
 			}

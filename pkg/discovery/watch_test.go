@@ -198,3 +198,51 @@ func TestSameTopicsKeepTheirSet(t *testing.T) {
 	w.SetTopics(map[string]topics.Config{"app": {Paths: []string{root + "/*.txt"}}})
 	require.NotSame(t, set, w.topics.Load(), "changed topics")
 }
+
+// TestWatchedScansTrustTheCache: in a watched directory, a scan trusts an
+// identity an lstat confirmed for trustFor: a change the watch sees (a
+// write through the file's own path) is noticed at the next scan, one it
+// cannot see (through a hard link in an unwatched directory) once the
+// trust runs out.
+func TestWatchedScansTrustTheCache(t *testing.T) {
+	root := t.TempDir()
+	dir, other := filepath.Join(root, "logs"), filepath.Join(root, "elsewhere")
+	require.NoError(t, os.MkdirAll(other, 0o755))
+	path := filepath.Join(dir, "app.log")
+	mk(t, path, strings.Repeat("a", fp)+"\n")
+	require.NoError(t, os.Link(path, filepath.Join(other, "link.log")))
+	c := cfg(t, `{"paths":["`+dir+`/*.log"]}`)
+	w := newWatcher(t, root, map[string]topics.Config{"t": c})
+	s := w.s
+	now := time.Now()
+	s.now = func() time.Time { return now }
+	runWatcher(t, w)
+	key := func() string {
+		res := s.Scan("t", c)
+		require.Len(t, res.Files, 1)
+		return res.Files[0].Key
+	}
+	rewrite := func(p, b string) {
+		fi, err := os.Stat(p)
+		require.NoError(t, err)
+		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		require.NoError(t, err)
+		_, err = f.WriteAt([]byte(strings.Repeat(b, fp)), 0)
+		require.NoError(t, err)
+		require.NoError(t, f.Close())
+		require.NoError(t, os.Chtimes(p, fi.ModTime(), fi.ModTime())) // only ctime tells
+	}
+	first := key()
+	require.Equal(t, first, key()) // confirmed by an lstat: trusted from now
+
+	rewrite(path, "b")
+	require.Eventually(t, func() bool { return key() != first }, 10*time.Second, 10*time.Millisecond,
+		"a rewrite through the watched path is seen")
+	second := key()
+	key() // confirmed
+
+	rewrite(filepath.Join(other, "link.log"), "c")
+	require.Equal(t, second, key(), "a change the watch cannot see waits for the trust to run out")
+	now = now.Add(trustFor)
+	require.NotEqual(t, second, key(), "then an lstat sees it")
+}
