@@ -44,5 +44,8 @@
 //   - The read buffer is borrowed from a pool of the process for one read
 //     (from the offset to the end of the file) and given back before the
 //     tailer waits: a tailer waiting for its file to grow holds no read
-//     buffer, and no line buffer unless a line is unfinished.
+//     buffer, and no line buffer unless a line is unfinished. At most 64
+//     are lent at once in the process (4 MiB): a tailer waits for one, so
+//     thousands of files read at once (an agent's start) do not hold a
+//     buffer each.
 package tailer

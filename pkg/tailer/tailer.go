@@ -305,7 +305,7 @@ func (t *Tailer) run(ctx context.Context, emit func(Line) error) (err error) {
 		} else if err != nil {
 			return err
 		}
-		n, err := r.readAvailable(t.Offset(), emit)
+		n, err := r.readAvailable(ctx, t.Offset(), emit)
 		if errors.Is(err, errRewritten) {
 			t.log.Warn("file rewritten (copytruncate?) while reading; its identity is gone", "offset", t.Offset())
 			return fmt.Errorf("%w: %s rewritten at offset %d", ErrGone, t.cfg.Path, t.Offset())
@@ -499,12 +499,15 @@ func (r *reader) partial() bool { return r.positioned && r.pos != r.accStart }
 // readAvailable emits every complete line from offset to the current end of
 // the file and keeps an unfinished last line for later. It returns how many
 // bytes it consumed from the file.
-func (r *reader) readAvailable(offset int64, emit func(Line) error) (int64, error) {
+func (r *reader) readAvailable(ctx context.Context, offset int64, emit func(Line) error) (int64, error) {
 	if !r.positioned || offset != r.accStart {
 		r.positioned = true
 		r.pos, r.accStart, r.acc, r.part, r.dropped = offset, offset, r.acc[:0], 0, false
 	}
-	br := readBufs.get(io.NewSectionReader(r.src, r.pos, math.MaxInt64-r.pos))
+	br, err := readBufs.get(ctx, io.NewSectionReader(r.src, r.pos, math.MaxInt64-r.pos))
+	if err != nil {
+		return 0, err
+	}
 	defer readBufs.put(br)
 	var consumed int64
 	for {
