@@ -75,7 +75,7 @@ fuzz: ## run the fuzz targets for FUZZTIME each
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./pkg/topics/
 
 bench: ## run the benchmarks once each and print their figures
-	$(GO) test -run '^$$' -bench . -benchtime 1x -benchmem ./...
+	$(GO) test -run '^$$' -bench . -benchtime 1x -benchmem -timeout 60m ./...
 
 # The agent is built with profile-guided optimisation: go build uses
 # cmd/logagent/default.pgo, a CPU profile of the agent shipping a file
