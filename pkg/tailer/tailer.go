@@ -127,8 +127,8 @@ type Config struct {
 	// Flush, if set, is called whenever the tailer has emitted the lines
 	// it could read and is about to wait for more, and before Run returns:
 	// a sink that gathers lines sends them then. Its error ends Run (and
-	// replaces ErrFinished or ErrGone: the file is not done until its
-	// lines were handed over).
+	// replaces ErrFinished, ErrGone or ErrInactive: a file is not done, or
+	// parked, until its lines were handed over).
 	Flush func() error
 }
 
@@ -247,7 +247,7 @@ func (t *Tailer) emitter(emit func(Line) error) func(Line) error {
 // to its end before the tailer lets go of it.
 func (t *Tailer) Run(ctx context.Context, emit func(Line) error) error {
 	err := t.run(ctx, emit)
-	if ferr := t.flush(); ferr != nil && (err == nil || errors.Is(err, ErrFinished) || errors.Is(err, ErrGone)) {
+	if ferr := t.flush(); ferr != nil && (err == nil || errors.Is(err, ErrFinished) || errors.Is(err, ErrGone) || errors.Is(err, ErrInactive)) {
 		return ferr
 	}
 	return err

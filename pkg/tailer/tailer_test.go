@@ -493,6 +493,28 @@ func TestFlushErrorEndsRun(t *testing.T) {
 	require.Len(t, r.col.get(), 3)
 }
 
+// TestFlushErrorEndsInactiveRun: a file that went quiet is not parked
+// with lines its sink failed to hand over: the final flush's error ends
+// Run instead of ErrInactive, so the caller reads them again now, not at
+// the file's next write.
+func TestFlushErrorEndsInactiveRun(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendTo(t, path, header()+"one\n")
+	boom := errors.New("shipper stopped")
+	var kept atomic.Bool
+	r := startTailer(t, path, 0, func(c *Config) {
+		c.Inactive = 100 * time.Millisecond
+		c.Keep = func(f *os.File) { kept.Store(true); f.Close() }
+		c.Flush = func() error {
+			if kept.Load() { // Run's final flush: after run handed the descriptor over
+				return boom
+			}
+			return nil
+		}
+	})
+	require.ErrorIs(t, r.wait(t, "the tailer to end"), boom)
+}
+
 // A file opened empty has a head of no bytes: the head grows from the
 // bytes read of its start, so that a later rewrite is still told from
 // growth.
