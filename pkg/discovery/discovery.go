@@ -65,7 +65,9 @@ type Scanner struct {
 	now              func() time.Time
 	short            shortFiles
 	ids              idCache
+	listings         listings
 	opened           atomic.Int64 // files opened to be identified, for tests
+	listed           atomic.Int64 // directories listed for one-directory globs, for tests
 }
 
 // NewScanner returns a scanner confined to roots (absolute directories).
@@ -117,7 +119,7 @@ func (s *Scanner) Scan(name string, cfg topics.Config) Result {
 	seen := map[string]bool{}
 	var empties []string
 	for _, p := range cfg.Paths {
-		matches, err := doublestar.FilepathGlob(p, doublestar.WithFilesOnly(), doublestar.WithNoFollow())
+		matches, err := s.glob(p)
 		if err != nil {
 			res.Problems = append(res.Problems, protocol.Problem{Topic: name, Kind: KindUnreadable,
 				Error: fmt.Sprintf("glob %q: %v", p, err)})

@@ -266,3 +266,31 @@ func TestScanIdentifiesOnlyChangedFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestScanListsOnlyChangedDirectories: a one-directory glob is listed
+// again only when the directory's entries changed (listing.go), and not
+// kept while the directory changed within racyWindow.
+func TestScanListsOnlyChangedDirectories(t *testing.T) {
+	root := t.TempDir()
+	mk(t, filepath.Join(root, "a.log"), strings.Repeat("a", fp)+"\n")
+	s, err := NewScanner([]string{root}, "h1", fp)
+	require.NoError(t, err)
+	c := cfg(t, `{"paths":["`+root+`/*.log"]}`)
+
+	// Changed just now: listed at every scan.
+	require.Len(t, s.Scan("t", c).Files, 1)
+	require.Len(t, s.Scan("t", c).Files, 1)
+	require.EqualValues(t, 2, s.listed.Load(), "a directory changed within racyWindow is listed every time")
+
+	defer func(w time.Duration) { racyWindow = w }(racyWindow)
+	racyWindow = -time.Hour // as if the last change were long ago
+	require.Len(t, s.Scan("t", c).Files, 1)
+	require.Len(t, s.Scan("t", c).Files, 1)
+	require.EqualValues(t, 3, s.listed.Load(), "an unchanged directory is not listed again")
+
+	mk(t, filepath.Join(root, "b.log"), strings.Repeat("b", fp)+"\n")
+	require.Len(t, s.Scan("t", c).Files, 2, "a new file changes the directory: listed again")
+	require.NoError(t, os.Rename(filepath.Join(root, "a.log"), filepath.Join(root, "a.old")))
+	require.Equal(t, []string{filepath.Join(root, "b.log")}, paths(s.Scan("t", c)), "a rename too")
+	require.EqualValues(t, 5, s.listed.Load())
+}

@@ -1,0 +1,78 @@
+package discovery
+
+import (
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/bmatcuk/doublestar/v4"
+)
+
+// listings caches the matches of globs confined to one directory
+// (/var/log/app/*.log, not /var/log/**/*.log), by the directory's inode,
+// mtime and ctime: a directory whose entries did not change (no file
+// created, deleted or renamed in it) has the same matches, so a scan of
+// ten thousand quiet files need not list and match them again. A
+// directory's times have the kernel's coarse clock (milliseconds): a
+// listing is kept only if the directory had not changed for racyWindow
+// when it was made, so a change in the same tick as the listing cannot
+// hide behind an unchanged mtime.
+type listings struct {
+	mu sync.Mutex
+	m  map[string]listing // by glob
+}
+
+type listing struct {
+	dev, ino     uint64
+	mtime, ctime syscall.Timespec
+	matches      []string
+}
+
+// racyWindow is how long a directory must have been unchanged for its
+// listing to be kept (a variable for tests).
+var racyWindow = time.Second
+
+// glob returns the regular files p matches (doublestar, no symlinks
+// followed), from the cache when p's directory did not change since.
+// The result is shared: callers must not modify it.
+func (s *Scanner) glob(p string) ([]string, error) {
+	list := func() ([]string, error) {
+		return doublestar.FilepathGlob(p, doublestar.WithFilesOnly(), doublestar.WithNoFollow())
+	}
+	base, pattern := doublestar.SplitPattern(p)
+	if strings.Contains(pattern, "/") {
+		return list() // spans directories
+	}
+	fi, err := os.Stat(base)
+	if err != nil {
+		return list()
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return list()
+	}
+	c := &s.listings
+	c.mu.Lock()
+	e, ok := c.m[p]
+	c.mu.Unlock()
+	if ok && e.dev == uint64(st.Dev) && e.ino == st.Ino && e.mtime == st.Mtim && e.ctime == st.Ctim { //nolint:unconvert // Dev is not uint64 everywhere
+		return e.matches, nil
+	}
+	listedAt := time.Now()
+	s.listed.Add(1)
+	matches, err := list()
+	if err != nil {
+		return nil, err
+	}
+	if listedAt.Sub(time.Unix(st.Mtim.Unix())) > racyWindow && listedAt.Sub(time.Unix(st.Ctim.Unix())) > racyWindow {
+		c.mu.Lock()
+		if c.m == nil {
+			c.m = map[string]listing{}
+		}
+		c.m[p] = listing{dev: uint64(st.Dev), ino: st.Ino, mtime: st.Mtim, ctime: st.Ctim, matches: matches} //nolint:unconvert
+		c.mu.Unlock()
+	}
+	return matches, nil
+}
