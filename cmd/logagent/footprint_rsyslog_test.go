@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -184,21 +185,24 @@ func measureRsyslog(b *testing.B, rsyslog rsyslogBinary, k *testenv.Kafka, n int
 			b.Logf("rsyslogd's own messages:\n%s", msgs)
 		}
 	}()
+	var events func() int // entries created, removed or renamed above dir so far
+	idle := 0
 	measureShipper(b, &fp, shipperRun{pid: cmd.Process.Pid, brokers: k.Brokers(), paths: paths, idle: func() (closed func()) {
-		count := watchAncestors(b, dir)
-		return func() {
-			fp.note = fmt.Sprintf("; %d entries created, removed or renamed in the directories above the files while idle", count())
-		}
+		events = watchAncestors(b, dir)
+		return func() { idle = events() }
 	}})
+	fp.note = fmt.Sprintf("; entries created, removed or renamed in the directories above the files: %d while idle, %d while timing latency",
+		idle, events()-idle)
 	return fp
 }
 
 // watchAncestors counts the entries created, removed or renamed in the
-// directories above dir, up to /, until the function it returns is called,
-// which returns the count. imfile watches each of them, and at each such
-// event reads the directories below again and stats every file of its
-// glob: rsyslog's idle CPU grows with this count (see writeFootprintFiles).
-func watchAncestors(b *testing.B, dir string) (stop func() int) {
+// directories above dir, up to /, from now until the benchmark ends, and
+// returns a function that tells the count so far. imfile watches each of
+// these directories, and at each such event reads the directories below
+// again and stats every file of its glob: rsyslog's idle CPU and latency
+// grow with this count (see writeFootprintFiles).
+func watchAncestors(b *testing.B, dir string) (count func() int) {
 	b.Helper()
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -206,13 +210,14 @@ func watchAncestors(b *testing.B, dir string) (stop func() int) {
 	}
 	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
 		if err := w.Add(d); err != nil {
+			_ = w.Close()
 			b.Fatalf("watch %s: %v", d, err)
 		}
 		if d == filepath.Dir(d) {
 			break
 		}
 	}
-	var n int
+	var n atomic.Int64
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -223,7 +228,7 @@ func watchAncestors(b *testing.B, dir string) (stop func() int) {
 					return
 				}
 				if ev.Has(fsnotify.Create) || ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
-					n++
+					n.Add(1)
 				}
 			case _, ok := <-w.Errors:
 				if !ok {
@@ -232,11 +237,11 @@ func watchAncestors(b *testing.B, dir string) (stop func() int) {
 			}
 		}
 	}()
-	return func() int {
+	b.Cleanup(func() {
 		_ = w.Close()
 		<-done
-		return n
-	}
+	})
+	return func() int { return int(n.Load()) }
 }
 
 // advertiseProduceV0 makes k tell librdkafka clients that it serves
