@@ -270,18 +270,18 @@ func watchAncestors(b *testing.B, dir string) (count func() int) {
 }
 
 // advertiseProduceV0 makes k tell librdkafka clients that it serves
-// Produce from version 0, as every broker before Kafka 4.0 did; other
-// clients get kfake's own answer.
+// Produce from version 0, as Apache Kafka says; other clients get kfake's
+// own answer.
 //
-// kfake, like Kafka 4.0 (KIP-896), serves Produce from version 3.
-// librdkafka before 2.8 (Debian 12 ships 2.0.2) then wrongly concludes
-// that the broker cannot take gzip, snappy or lz4 (it asks for Produce v0
-// rather than for any version) and sends its batches uncompressed,
+// kfake serves Produce from version 3, as Kafka 4.0 does (KIP-896), and
+// says so. librdkafka (Debian 12's 2.0.2, and later releases too: its
+// issue 4956) checks that the broker serves Produce version 0 before it
+// uses gzip, snappy or lz4, and otherwise sends its batches uncompressed,
 // logging "Broker does not support compression type lz4: not compressing
-// batch" (librdkafka issue 4956). Against the brokers rsyslog ships to in
-// production (Kafka 3.x) it compresses with lz4, which is what the
-// comparison is about. librdkafka still sends produce v7 with v2 batches,
-// which kfake serves: the batches the benchmark reports show it.
+// batch". Kafka 4.0 therefore still lists Produce versions 0 to 2 in
+// ApiVersions while refusing them (KAFKA-18659); this does the same for
+// librdkafka. It still sends produce v7 with v2 record batches, which
+// kfake serves: the row's produce requests show version and compression.
 func advertiseProduceV0(b *testing.B, k *testenv.Kafka) {
 	b.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers()...))
