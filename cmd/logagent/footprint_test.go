@@ -190,9 +190,10 @@ func measureFootprint(b *testing.B, bin string, k *testenv.Kafka, n int) footpri
 //
 // The directory is made in FOOTPRINT_DIR, by default /var/tmp (or the
 // test's temporary directory if there is none), not in $TMPDIR: rsyslog's
-// imfile watches every directory above the files and reads the whole
-// directory again at each entry created or removed in one of them, and
-// $TMPDIR is where every go build and test makes and removes its own.
+// imfile watches every directory above the files and, at each entry
+// created or removed in one of them, reads the directories below again and
+// stats every file of its glob; $TMPDIR is where every go build and test
+// makes and removes its own. (The agent watches the files' directory only.)
 func writeFootprintFiles(b *testing.B, n int) (dir string, paths []string) {
 	b.Helper()
 	base := os.Getenv("FOOTPRINT_DIR")
