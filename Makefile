@@ -79,7 +79,7 @@ fuzz: ## run the fuzz targets for FUZZTIME each
 # FOOTPRINT_RSYSLOG=0 leaves rsyslog out.
 FOOTPRINT_RSYSLOG ?= 1
 bench: ## run the benchmarks once each and print their figures (rsyslog next to the agent's footprint if installed)
-	FOOTPRINT_RSYSLOG=$(FOOTPRINT_RSYSLOG) $(GO) test -run '^$$' -bench . -benchtime 1x -benchmem ./...
+	FOOTPRINT_RSYSLOG=$(FOOTPRINT_RSYSLOG) $(GO) test -run '^$$' -bench . -benchtime 1x -benchmem -timeout 60m ./...
 
 # The agent is built with profile-guided optimisation: go build uses
 # cmd/logagent/default.pgo, a CPU profile of the agent shipping a file
