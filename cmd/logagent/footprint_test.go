@@ -29,18 +29,27 @@ import (
 // BenchmarkFootprint measures what the real logagent binary costs a host
 // that has many quiet files: one local topic, N files of 20 lines each
 // (FOOTPRINT_FILES, a comma-separated list, default "1000,10000"), an
-// in-process coordinator, etcd and broker. For each N it reports:
+// in-process coordinator, etcd and broker. For each N, sub-benchmark
+// files=N/agent reports:
 //   - files shipped (every line of the file in Kafka) against files present;
 //   - the agent's resident memory (VmRSS) and its high-water mark (VmHWM);
 //   - its CPU while idle: over FOOTPRINT_IDLE_SECONDS (default 20) once
-//     every line is shipped, from /proc/<pid>/stat, in % of one core;
-//   - its open descriptors (/proc/<pid>/fd) and goroutines (go_goroutines
-//     on its /metrics);
+//     every line is shipped and every file parked (FOOTPRINT_CLOSE_INACTIVE
+//     sets --close-inactive; 0 measures without parking), from
+//     /proc/<pid>/stat, in % of one core;
+//   - its live heap after a collection (go_memstats_heap_inuse_bytes);
+//   - its open descriptors (/proc/<pid>/fd), threads and goroutines
+//     (go_goroutines on its /metrics);
 //   - write->Kafka latency p50/p99: FOOTPRINT_LATENCY_FILES (default
 //     1,000, at most N) files each get one line a second, evenly spread,
 //     for FOOTPRINT_LATENCY_SECONDS (default 10); each line carries the
 //     time it was written and is timed when a consumer of the broker
-//     receives it.
+//     receives it;
+//   - what its produce requests asked of the broker (version, acks,
+//     compression of the batches).
+//
+// With FOOTPRINT_RSYSLOG=1, files=N/rsyslog measures rsyslogd the same way
+// on the same broker (footprint_rsyslog_test.go), or says why it cannot.
 //
 // FOOTPRINT_TAIL_MODE sets --tail-mode (default: the agent's default);
 // FOOTPRINT_HEAPPROFILE=FILE saves the idle agent's heap profile in
@@ -61,71 +70,90 @@ func BenchmarkFootprint(b *testing.B) {
 		}
 		sizes = append(sizes, n)
 	}
-	bin := buildAgent(b)
+	bin, rsyslog := buildAgent(b), findRsyslog(b)
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("files=%d", n), func(b *testing.B) {
-			for range b.N {
-				fp := measureFootprint(b, bin, n)
-				b.ReportMetric(float64(fp.shipped), "files-shipped")
-				b.ReportMetric(float64(fp.present), "files-present")
-				b.ReportMetric(fp.rss, "rss-MiB")
-				b.ReportMetric(fp.hwm, "hwm-MiB")
-				b.ReportMetric(fp.liveHeap, "live-heap-MiB")
-				b.ReportMetric(fp.idleCPU, "idle-cpu-%")
-				b.ReportMetric(float64(fp.parked), "files-parked")
-				b.ReportMetric(float64(fp.fds), "fds")
-				b.ReportMetric(float64(fp.goroutines), "goroutines")
-				b.ReportMetric(fp.p50.Seconds()*1000, "p50-ms")
-				b.ReportMetric(fp.p99.Seconds()*1000, "p99-ms")
-				b.Logf("tail mode %s: %d of %d files shipped in %v, %d parked %v later; RSS %.1f MiB (peak %.1f, live heap %.1f); idle CPU %.2f %% of a core over %v; "+
-					"%d descriptors; %d goroutines; write->Kafka latency over %d files at 1 line/s: p50 %v, p99 %v (%d lines)",
-					fp.mode, fp.shipped, fp.present, fp.shipTook.Round(time.Millisecond), fp.parked, fp.parkTook.Round(time.Second),
-					fp.rss, fp.hwm, fp.liveHeap, fp.idleCPU, fp.idleOver,
-					fp.fds, fp.goroutines, fp.latFiles, fp.p50.Round(100*time.Microsecond), fp.p99.Round(100*time.Microsecond), fp.latLines)
-			}
+			// One broker for every shipper measured, a topic each.
+			k := testenv.StartKafka(b)
+			wire := observeProduce(k)
+			var agent footprint
+			b.Run("agent", func(b *testing.B) {
+				for range b.N {
+					agent = measureFootprint(b, bin, k, n)
+					agent.wire = wire(agent.topic)
+					if rsyslog.skip != "" {
+						agent.note = "; rsyslog not measured: " + rsyslog.skip
+					}
+					reportFootprint(b, agent)
+				}
+			})
+			compareWithRsyslog(b, rsyslog, k, wire, n, agent)
 		})
 	}
 }
 
+// reportFootprint prints fp as the benchmark's metrics and one log line.
+func reportFootprint(b *testing.B, fp footprint) {
+	b.Helper()
+	b.ReportMetric(float64(fp.shipped), "files-shipped")
+	b.ReportMetric(float64(fp.present), "files-present")
+	b.ReportMetric(fp.rss, "rss-MiB")
+	b.ReportMetric(fp.hwm, "hwm-MiB")
+	b.ReportMetric(fp.idleCPU, "idle-cpu-%")
+	b.ReportMetric(float64(fp.fds), "fds")
+	if fp.liveHeap != 0 {
+		b.ReportMetric(fp.liveHeap, "live-heap-MiB")
+		b.ReportMetric(float64(fp.parked), "files-parked")
+	}
+	b.ReportMetric(float64(fp.threads), "threads")
+	goroutines := ""
+	if fp.goroutines != 0 {
+		b.ReportMetric(float64(fp.goroutines), "goroutines")
+		goroutines = fmt.Sprintf("; %d goroutines", fp.goroutines)
+	}
+	b.ReportMetric(fp.p50.Seconds()*1000, "p50-ms")
+	b.ReportMetric(fp.p99.Seconds()*1000, "p99-ms")
+	parked, heap := "", ""
+	if fp.liveHeap != 0 {
+		parked = fmt.Sprintf(", %d parked %v later", fp.parked, fp.parkTook.Round(time.Second))
+		heap = fmt.Sprintf(", live heap %.1f", fp.liveHeap)
+	}
+	b.Logf("%s: %d of %d files shipped in %v%s; RSS %.1f MiB (peak %.1f%s); idle CPU %.2f %% of a core over %v; "+
+		"%d descriptors; %d threads%s; write->Kafka latency over %d files at 1 line/s: p50 %v, p99 %v (%d lines); produce requests: %s%s",
+		fp.mode, fp.shipped, fp.present, fp.shipTook.Round(time.Millisecond), parked, fp.rss, fp.hwm, heap, fp.idleCPU, fp.idleOver,
+		fp.fds, fp.threads, goroutines, fp.latFiles, fp.p50.Round(100*time.Microsecond), fp.p99.Round(100*time.Microsecond), fp.latLines, fp.wire, fp.note)
+}
+
 // footprint is one measurement of BenchmarkFootprint.
 type footprint struct {
-	mode             string
+	mode             string // the shipper and how it runs
+	topic            string
 	present, shipped int
 	shipTook         time.Duration
-	parked           int
+	parked           int           // the agent's files parked before the idle window
 	parkTook         time.Duration // from the last line shipped to every file parked
+	liveHeap         float64       // MiB in use after a collection (a Go shipper)
 	rss, hwm         float64       // MiB
-	liveHeap         float64       // MiB in use after a collection
 	idleCPU          float64       // % of one core
 	idleOver         time.Duration
-	fds, goroutines  int
+	fds, threads     int
+	goroutines       int // 0 for a shipper not written in Go
 	latFiles         int
 	latLines         int
 	p50, p99         time.Duration
+	wire             string // what its produce requests asked of the broker
+	note             string // anything else the shipper's row should say
 }
 
-func measureFootprint(b *testing.B, bin string, n int) footprint {
+func measureFootprint(b *testing.B, bin string, k *testenv.Kafka, n int) footprint {
 	b.Helper()
-	fp := footprint{mode: envString("FOOTPRINT_TAIL_MODE", "default"), present: n}
-	dir := b.TempDir()
-	paths := make([]string, n)
-	for i := range n {
-		paths[i] = filepath.Join(dir, fmt.Sprintf("app-%05d.log", i))
-		var sb strings.Builder
-		for l := range 20 {
-			fmt.Fprintf(&sb, "%s file %05d line %02d: GET /api/v1/items/%d HTTP/1.1 200 %d\n",
-				"2026-12-04T20:00:00Z", i, l, i*20+l, 1000+l)
-		}
-		if err := os.WriteFile(paths[i], []byte(sb.String()), 0o644); err != nil {
-			b.Fatal(err)
-		}
-	}
+	fp := footprint{mode: "logagent, tail mode " + envString("FOOTPRINT_TAIL_MODE", "default"), present: n,
+		topic: fmt.Sprintf("footprint-%d", n)}
+	dir, paths := writeFootprintFiles(b, n)
 	e := testenv.StartEtcd(b)
-	k := testenv.StartKafka(b)
 	cli, ks := e.Client(), keyspace.Space{}
-	topic := fmt.Sprintf("footprint-%d", n)
-	createTopics(b, k.Brokers(), topic)
-	if _, err := topics.NewStore(cli, ks).Put(context.Background(), "fp", topics.Config{Paths: []string{dir + "/*.log"}, KafkaTopic: topic}); err != nil {
+	createTopics(b, k.Brokers(), fp.topic)
+	if _, err := topics.NewStore(cli, ks).Put(context.Background(), "fp", topics.Config{Paths: []string{dir + "/*.log"}, KafkaTopic: fp.topic}); err != nil {
 		b.Fatal(err)
 	}
 	co, err := coordinator.New(coordinator.Config{Client: cli, Space: ks, ID: "c1", LeaseTTL: 5 * time.Second,
@@ -158,78 +186,157 @@ func measureFootprint(b *testing.B, bin string, n int) footprint {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	}()
-	pid := cmd.Process.Pid
+	settled := func() {
+		// Every file parked (quiet for --close-inactive) before the idle
+		// window. Polled once a second: a scrape of /metrics at 10,000
+		// files (a series per file) costs the agent milliseconds, and
+		// testenv.WaitFor's 10 ms polling would be most of what is
+		// measured.
+		start := time.Now()
+		for os.Getenv("FOOTPRINT_CLOSE_INACTIVE") != "0" {
+			if fp.parked = int(metricValue(b, listen, "logagent_files_parked")); fp.parked >= fp.shipped {
+				break
+			}
+			if time.Since(start) > 10*time.Minute {
+				b.Fatalf("%d of %d files parked after 10 minutes", fp.parked, fp.shipped)
+			}
+			settle(time.Second)
+		}
+		fp.parkTook = time.Since(start)
+	}
+	measureShipper(b, &fp, shipperRun{pid: cmd.Process.Pid, brokers: k.Brokers(), paths: paths, settled: settled, idle: func() (closed func()) {
+		profiled := func() {}
+		if out := os.Getenv("FOOTPRINT_CPUPROFILE"); out != "" {
+			profiled = startCPUProfile(b, listen, fmt.Sprintf("%s.%d", out, n))
+		}
+		return func() {
+			profiled()
+			fp.goroutines = int(metricValue(b, listen, "go_goroutines"))
+			// The heap the idle agent needs, after a collection (the
+			// profile's ?gc=1): the RSS also holds what the start-up burst
+			// left for the collector and the scavenger.
+			if out := os.Getenv("FOOTPRINT_HEAPPROFILE"); out != "" {
+				saveHeapProfile(b, listen, fmt.Sprintf("%s.%d", out, n))
+			} else {
+				testenv.HTTPGet("http://" + listen + "/debug/pprof/heap?gc=1")
+			}
+			fp.liveHeap = metricValue(b, listen, "go_memstats_heap_inuse_bytes") / (1 << 20)
+		}
+	}})
+	return fp
+}
 
+// writeFootprintFiles writes n files of 20 lines in a new directory and
+// returns it and their paths. Each line names its file and its number, so
+// that a record tells which line it is whichever shipper sent it.
+//
+// The directory is made in FOOTPRINT_DIR, by default /var/tmp (or the
+// test's temporary directory if there is none), not in $TMPDIR: rsyslog's
+// imfile watches every directory above the files and, at each entry
+// created or removed in one of them, reads the directories below again and
+// stats every file of its glob; $TMPDIR is where every go build and test
+// makes and removes its own. (The agent watches the files' directory only.)
+func writeFootprintFiles(b *testing.B, n int) (dir string, paths []string) {
+	b.Helper()
+	base := os.Getenv("FOOTPRINT_DIR")
+	if st, err := os.Stat("/var/tmp"); base == "" && err == nil && st.IsDir() {
+		base = "/var/tmp"
+	}
+	if base == "" {
+		dir = b.TempDir()
+	} else {
+		var err error
+		if dir, err = os.MkdirTemp(base, "footprint-"); err != nil {
+			b.Fatalf("FOOTPRINT_DIR=%q: %v", base, err)
+		}
+		b.Cleanup(func() { _ = os.RemoveAll(dir) })
+	}
+	paths = make([]string, n)
+	for i := range n {
+		paths[i] = filepath.Join(dir, fmt.Sprintf("app-%05d.log", i))
+		var sb strings.Builder
+		for l := range 20 {
+			fmt.Fprintf(&sb, "%s file %05d line %02d: GET /api/v1/items/%d HTTP/1.1 200 %d\n",
+				"2026-12-04T20:00:00Z", i, l, i*20+l, 1000+l)
+		}
+		if err := os.WriteFile(paths[i], []byte(sb.String()), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return dir, paths
+}
+
+// shipperRun is a log shipper running as process pid that follows paths,
+// files of writeFootprintFiles, into the topic of the footprint.
+type shipperRun struct {
+	pid     int
+	brokers []string
+	paths   []string
+	// settled, if set, is called once every line is shipped and returns
+	// when the shipper is idle by its own measure (the agent: every file
+	// parked); the idle window opens 5 s later.
+	settled func()
+	// idle, if set, is called as the idle window opens; the function it
+	// returns is called once the window's figures are read.
+	idle func() (closed func())
+}
+
+// measureShipper fills fp with the figures of s, the same way for every
+// shipper: how long until every line is in the broker and how many files
+// are whole there; then, once the shipper has settled, its CPU over the
+// idle window, its memory, descriptors and threads; then the write->Kafka
+// latency of up to FOOTPRINT_LATENCY_FILES of its files.
+func measureShipper(b *testing.B, fp *footprint, s shipperRun) {
+	b.Helper()
 	// Shipped: every line in the broker, or no progress for a minute.
-	kc, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers()...))
+	kc, err := kgo.NewClient(kgo.SeedBrokers(s.brokers...))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer kc.Close()
 	adm := kadm.NewClient(kc)
 	start := time.Now()
-	want, last, lastChange := int64(n*20), int64(-1), time.Now()
+	want, last, lastChange := int64(len(s.paths)*20), int64(-1), time.Now()
 	testenv.WaitFor(b, 15*time.Minute, "every line shipped, or no progress for a minute", func() bool {
-		got := endOffsets(adm, topic)
+		got := endOffsets(adm, fp.topic)
 		if got != last {
 			last, lastChange = got, time.Now()
 		}
 		return got >= want || time.Since(lastChange) > time.Minute
 	})
 	fp.shipTook = time.Since(start)
-	fp.shipped = filesComplete(b, k.Brokers(), topic, 20)
+	fp.shipped = filesComplete(b, s.brokers, fp.topic, 20)
 
-	// Idle: once every file is parked (quiet for --close-inactive) and
-	// the checkpoints of the burst are written.
-	parkStart := time.Now()
-	for os.Getenv("FOOTPRINT_CLOSE_INACTIVE") != "0" {
-		// Once a second: a scrape of /metrics at 10,000 files (a series
-		// per file) costs the agent milliseconds; testenv.WaitFor's 10 ms
-		// polling would be most of the CPU measured.
-		if fp.parked = int(metricValue(b, listen, "logagent_files_parked")); fp.parked >= fp.shipped {
-			break
-		}
-		if time.Since(parkStart) > 10*time.Minute {
-			b.Fatalf("%d of %d files parked after 10 minutes", fp.parked, fp.shipped)
-		}
-		settle(time.Second)
+	// Idle: once the shipper says it is, and the checkpoints of the burst
+	// are written.
+	if s.settled != nil {
+		s.settled()
 	}
-	fp.parkTook = time.Since(parkStart)
 	settle(5 * time.Second)
 	fp.idleOver = time.Duration(envInt(b, "FOOTPRINT_IDLE_SECONDS", 20)) * time.Second
-	cpu0, t0 := procCPU(b, pid), time.Now()
-	profiled := func() {}
-	if out := os.Getenv("FOOTPRINT_CPUPROFILE"); out != "" {
-		profiled = startCPUProfile(b, listen, fmt.Sprintf("%s.%d", out, n))
+	cpu0, t0 := procCPU(b, s.pid), time.Now()
+	closed := func() {}
+	if s.idle != nil {
+		closed = s.idle()
 	}
 	settle(fp.idleOver)
-	profiled()
-	fp.idleCPU = (procCPU(b, pid) - cpu0).Seconds() / time.Since(t0).Seconds() * 100
-	fp.rss, fp.hwm = procMem(b, pid)
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	fp.idleCPU = (procCPU(b, s.pid) - cpu0).Seconds() / time.Since(t0).Seconds() * 100
+	fp.rss, fp.hwm = procMem(b, s.pid)
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.pid))
 	if err != nil {
 		b.Fatal(err)
 	}
 	fp.fds = len(ents)
-	fp.goroutines = int(metricValue(b, listen, "go_goroutines"))
-	// The heap the idle agent needs, after a collection (the profile's
-	// ?gc=1): the RSS above also holds what the burst left for the
-	// collector and the scavenger.
-	if out := os.Getenv("FOOTPRINT_HEAPPROFILE"); out != "" {
-		saveHeapProfile(b, listen, fmt.Sprintf("%s.%d", out, n))
-	} else {
-		testenv.HTTPGet("http://" + listen + "/debug/pprof/heap?gc=1")
-	}
-	fp.liveHeap = metricValue(b, listen, "go_memstats_heap_inuse_bytes") / (1 << 20)
+	fp.threads = procThreads(b, s.pid)
+	closed()
 
-	fp.latFiles = min(n, envInt(b, "FOOTPRINT_LATENCY_FILES", 1000))
-	lat := measureLatency(b, k.Brokers(), topic, paths[:fp.latFiles], time.Duration(envInt(b, "FOOTPRINT_LATENCY_SECONDS", 10))*time.Second)
+	fp.latFiles = min(len(s.paths), envInt(b, "FOOTPRINT_LATENCY_FILES", 1000))
+	lat := measureLatency(b, s.brokers, fp.topic, s.paths[:fp.latFiles], time.Duration(envInt(b, "FOOTPRINT_LATENCY_SECONDS", 10))*time.Second)
 	fp.latLines = len(lat)
 	if len(lat) > 0 {
 		slices.Sort(lat)
 		fp.p50, fp.p99 = lat[len(lat)*50/100], lat[min(len(lat)-1, len(lat)*99/100)]
 	}
-	return fp
 }
 
 // settle lets d pass: the benchmark measures what the agent does over a
@@ -316,20 +423,26 @@ func measureLatency(b *testing.B, brokers []string, topic string, paths []string
 }
 
 // filesComplete counts the files of which topic holds lines distinct
-// offsets at least.
+// lines at least. A line is told by the file and line number written in it
+// (writeFootprintFiles), not by the agent's headers, so that any shipper's
+// records are counted alike.
 func filesComplete(b *testing.B, brokers []string, topic string, lines int) int {
 	b.Helper()
-	offsets := map[string]map[string]bool{}
+	seen := map[string]map[string]bool{}
 	for _, r := range testenv.ReadAll(b, brokers, topic) {
-		f := r.Headers["path"]
-		if offsets[f] == nil {
-			offsets[f] = map[string]bool{}
+		// "<time> file <i> line <l>: ..."
+		f := strings.Fields(r.Value)
+		if len(f) < 5 || f[1] != "file" || f[3] != "line" {
+			continue
 		}
-		offsets[f][r.Headers["offset"]] = true
+		if seen[f[2]] == nil {
+			seen[f[2]] = map[string]bool{}
+		}
+		seen[f[2]][f[4]] = true
 	}
 	n := 0
-	for _, o := range offsets {
-		if len(o) >= lines {
+	for _, l := range seen {
+		if len(l) >= lines {
 			n++
 		}
 	}
@@ -383,6 +496,26 @@ func procMem(b *testing.B, pid int) (rss, hwm float64) {
 		}
 	}
 	return rss, hwm
+}
+
+// procThreads is pid's number of threads (Threads in /proc/<pid>/status).
+func procThreads(b *testing.B, pid int) int {
+	b.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				b.Fatalf("/proc/%d/status: Threads %q: %v", pid, v, err)
+			}
+			return n
+		}
+	}
+	b.Fatalf("/proc/%d/status: no Threads", pid)
+	return 0
 }
 
 // metricValue reads one unlabelled metric from the agent's /metrics; -1
