@@ -297,9 +297,15 @@ func (c *Coordinator) standbyLoop(ctx context.Context) error {
 func (c *Coordinator) standBy(ctx context.Context) {
 	f := c.follow
 	log := c.log.With("part", "standby")
+	// due: members may have changed since the rings were last checked
+	// (checkpoints never change them, and come by the thousand a second).
+	due := true
 	for {
-		f.drain(nil, nil)
-		if f.complete() { // an incomplete list says nothing about members
+		if f.drain(nil, nil) {
+			due = true
+		}
+		if due && f.complete() { // an incomplete list says nothing about members
+			due = false
 			work, err := c.planner.Rings(f.state)
 			if err != nil {
 				log.Warn("ring work not computed", "err", err)
