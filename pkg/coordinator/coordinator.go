@@ -115,8 +115,9 @@ type Coordinator struct {
 	planner *plan.Planner
 	rings   *ringKeeper
 	// follow outlives terms: its State is what a term plans from.
-	follow  *follower
-	standby standbyControl
+	follow   *follower
+	standby  standbyControl
+	versions versionCheck
 }
 
 // New validates cfg, fills in defaults and registers the metrics. It starts

@@ -114,6 +114,11 @@ func (f *follower) run(ctx context.Context) error {
 		periodic = tick.C
 	}
 	log := f.c.log.With("part", "follower")
+	// Learn etcd's version while it answers, for a term that starts
+	// when it does not.
+	if ok, why := f.c.progressInOrder(ctx); !ok {
+		log.Info("a new term will list everything instead of trusting etcd's progress notifications", "why", why)
+	}
 	for {
 		f.qmu.Lock()
 		f.snapGen++

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"strings"
@@ -170,4 +171,55 @@ func TestEtcdProgressInOrder(t *testing.T) {
 	} {
 		require.Equal(t, want, etcdProgressInOrder(v), v)
 	}
+}
+
+// fakeStatus answers status requests with a version, or fails them ("").
+type fakeStatus struct {
+	clientv3.Maintenance
+	version string
+}
+
+func (f fakeStatus) Status(ctx context.Context, ep string) (*clientv3.StatusResponse, error) {
+	if f.version == "" {
+		return nil, errors.New("unreachable")
+	}
+	resp, err := f.Maintenance.Status(ctx, ep)
+	if err != nil {
+		return nil, err
+	}
+	resp.Version = f.version
+	return resp, nil
+}
+
+// A term trusts progress notifications only from an etcd that sends them
+// in order; when no member answers, the last answer stands, and with none
+// the term lists.
+func TestProgressTrustFollowsEtcdVersion(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	newCoord := func(version string) (*Coordinator, *clientv3.Client) {
+		cli := e.Client()
+		real := cli.Maintenance
+		cli.Maintenance = fakeStatus{Maintenance: real, version: version}
+		c, err := New(Config{Client: cli, Space: ks, ID: "c", Registerer: newRegistry(), Logger: testLogger(t)})
+		require.NoError(t, err)
+		return c, cli
+	}
+	ctx := context.Background()
+
+	c, cli := newCoord("3.5.13")
+	ok, _ := c.progressInOrder(ctx)
+	require.True(t, ok)
+	cli.Maintenance = fakeStatus{Maintenance: cli.Maintenance, version: ""}
+	ok, _ = c.progressInOrder(ctx)
+	require.True(t, ok, "no answer: the last one stands")
+
+	old, _ := newCoord("3.4.23")
+	ok, why := old.progressInOrder(ctx)
+	require.False(t, ok)
+	require.Contains(t, why, "3.4.23")
+
+	silent, _ := newCoord("")
+	ok, why = silent.progressInOrder(ctx)
+	require.False(t, ok)
+	require.Contains(t, why, "no etcd member answered")
 }
