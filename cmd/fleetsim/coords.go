@@ -120,6 +120,19 @@ func (c *coords) pid(id string) int {
 	return p.cmd.Process.Pid
 }
 
+// running returns the ids of the coordinators running now.
+func (c *coords) running() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for id, p := range c.procs {
+		if p.alive() {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // exited names a coordinator that exited by itself, if any.
 func (c *coords) exited() string {
 	c.mu.Lock()

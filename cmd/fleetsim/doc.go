@@ -40,9 +40,10 @@
 //
 // Throughout, a sampler reads etcd every --sample-interval (revision, for
 // write Txns/s; Maintenance Status DbSize; the mvcc put and delete counters
-// of its /metrics, for keys/s) and the leader process (/proc/<pid>/stat
-// CPU, VmRSS and VmHWM from /proc/<pid>/status); each scenario's table ends
-// with what they did during it.
+// of its /metrics, for keys/s), the leader process (/proc/<pid>/stat
+// CPU, VmRSS and VmHWM from /proc/<pid>/status) and the other
+// coordinator's memory (the standby holds the same state); each
+// scenario's table ends with what they did during it.
 //
 // "Settled" means every agent holds its lease with its keys written, every
 // file is assigned, nothing is revoking, and the leader's

@@ -16,17 +16,20 @@ import (
 
 // sample is one look at etcd and the leader.
 type sample struct {
-	at      time.Time
-	rev     int64   // etcd's revision: one per write Txn that changed something
-	dbSize  int64   // Maintenance Status DbSize (the backend file, history included)
-	keys    float64 // cumulative keys put or deleted (etcd's own counters), -1 unknown
-	leader  string
-	term    string // the leader's election key
-	pid     int
-	rss     int64 // leader VmRSS, bytes
-	hwm     int64 // leader VmHWM, bytes
-	cpu     int64 // leader utime+stime, clock ticks
-	haveCPU bool
+	at     time.Time
+	rev    int64   // etcd's revision: one per write Txn that changed something
+	dbSize int64   // Maintenance Status DbSize (the backend file, history included)
+	keys   float64 // cumulative keys put or deleted (etcd's own counters), -1 unknown
+	leader string
+	term   string // the leader's election key
+	pid    int
+	rss    int64 // leader VmRSS, bytes
+	hwm    int64 // leader VmHWM, bytes
+	// sbRSS and sbHWM are the largest VmRSS and VmHWM of the other
+	// coordinators (the standby, which holds the same state).
+	sbRSS, sbHWM int64
+	cpu          int64 // leader utime+stime, clock ticks
+	haveCPU      bool
 }
 
 // sampler records a sample every interval; scenarios read windows of them.
@@ -92,6 +95,12 @@ func (s *sampler) take(ctx context.Context) sample {
 			sm.cpu, sm.haveCPU = cpu, true
 		}
 	}
+	for _, id := range s.co.running() {
+		if pid := s.co.pid(id); id != sm.leader && pid != 0 {
+			rss, hwm, _ := procMem(pid)
+			sm.sbRSS, sm.sbHWM = max(sm.sbRSS, rss), max(sm.sbHWM, hwm)
+		}
+	}
 	s.mu.Lock()
 	s.samples = append(s.samples, sm)
 	s.mu.Unlock()
@@ -151,17 +160,18 @@ func (s *sampler) writtenKeys(ctx context.Context) float64 {
 
 // window is what the samples between two times say.
 type window struct {
-	secs                float64
-	keysPerSec          float64 // -1 unknown
-	peakKeysPerSec      float64
-	txnPerSec           float64 // write revisions per second
-	peakTxnPerSec       float64
-	revs                int64
-	dbStart, dbEnd      int64
-	leaderRSS, leaderHW int64 // the largest VmRSS and VmHWM of any leader seen
-	leaderCPU           float64
-	leaders             []string // in the order they led
-	terms               int      // distinct leader terms seen
+	secs                  float64
+	keysPerSec            float64 // -1 unknown
+	peakKeysPerSec        float64
+	txnPerSec             float64 // write revisions per second
+	peakTxnPerSec         float64
+	revs                  int64
+	dbStart, dbEnd        int64
+	leaderRSS, leaderHW   int64 // the largest VmRSS and VmHWM of any leader seen
+	standbyRSS, standbyHW int64 // the same of the other coordinators
+	leaderCPU             float64
+	leaders               []string // in the order they led
+	terms                 int      // distinct leader terms seen
 }
 
 func (s *sampler) window(from, to time.Time) window {
@@ -194,6 +204,7 @@ func (s *sampler) window(from, to time.Time) window {
 			lastTerm = sm.term
 		}
 		w.leaderRSS, w.leaderHW = max(w.leaderRSS, sm.rss), max(w.leaderHW, sm.hwm)
+		w.standbyRSS, w.standbyHW = max(w.standbyRSS, sm.sbRSS), max(w.standbyHW, sm.sbHWM)
 		if sm.leader != "" && (len(w.leaders) == 0 || w.leaders[len(w.leaders)-1] != sm.leader) {
 			w.leaders = append(w.leaders, sm.leader)
 		}

@@ -43,6 +43,7 @@ func windowRows(w window) [][2]string {
 		{"etcd history growth", fmt.Sprintf("%d revisions, db %s -> %s", w.revs, mib(w.dbStart), mib(w.dbEnd))},
 		{"leader terms seen", fmt.Sprintf("%d (%s)", w.terms, strings.Join(w.leaders, " -> "))},
 		{"leader VmRSS max / VmHWM", fmt.Sprintf("%s / %s", mib(w.leaderRSS), mib(w.leaderHW))},
+		{"standby VmRSS max / VmHWM", fmt.Sprintf("%s / %s", mib(w.standbyRSS), mib(w.standbyHW))},
 		{"leader CPU", cpu},
 	}
 }
@@ -53,10 +54,10 @@ func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
 func (s *sim) summary() {
 	fmt.Fprintf(s.out, "\n== summary (%d agents x %d files, %d shared files) ==\n", s.o.agents, s.o.files, s.fl.sharedTotal)
 	tw := tabwriter.NewWriter(s.out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  scenario\tresult\tetcd keys/s avg\tleader CPU\tleader RSS max\tleader terms\tstatus")
+	fmt.Fprintln(tw, "  scenario\tresult\tetcd keys/s avg\tleader CPU\tleader RSS max\tstandby RSS max\tleader terms\tstatus")
 	for _, r := range s.results {
 		if r.headline == "skipped" {
-			fmt.Fprintf(tw, "  %s\tskipped\t-\t-\t-\t-\tFAILED: %s\n", r.name, r.failed)
+			fmt.Fprintf(tw, "  %s\tskipped\t-\t-\t-\t-\t-\tFAILED: %s\n", r.name, r.failed)
 			continue
 		}
 		status := "ok"
@@ -71,7 +72,7 @@ func (s *sim) summary() {
 		if r.w.leaderCPU >= 0 {
 			cpu = fmt.Sprintf("%.0f%%", r.w.leaderCPU)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.name, r.headline, keys, cpu, mib(r.w.leaderRSS), r.w.terms, status)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.name, r.headline, keys, cpu, mib(r.w.leaderRSS), mib(r.w.standbyRSS), r.w.terms, status)
 	}
 	tw.Flush()
 }

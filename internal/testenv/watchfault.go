@@ -16,6 +16,7 @@ type WatchFaults struct {
 	mu      sync.Mutex
 	calls   int
 	gate    chan struct{}
+	holds   func(key string) bool // which new watches the gate holds
 	cancels []context.CancelFunc
 }
 
@@ -33,6 +34,9 @@ func (f *WatchFaults) Watch(ctx context.Context, key string, opts ...clientv3.Op
 	f.mu.Lock()
 	f.calls++
 	gate := f.gate
+	if gate != nil && !f.holds(key) {
+		gate = nil
+	}
 	wctx, cancel := context.WithCancel(ctx)
 	f.cancels = append(f.cancels, cancel)
 	f.mu.Unlock()
@@ -57,15 +61,24 @@ func (f *WatchFaults) BreakAll() {
 
 // Hold makes new Watch calls wait until release is called.
 func (f *WatchFaults) Hold() (release func()) {
+	return f.HoldKeys(func(string) bool { return true })
+}
+
+// HoldKeys makes new Watch calls of the keys (or prefixes) that match
+// wait until release is called; others open at once.
+func (f *WatchFaults) HoldKeys(match func(key string) bool) (release func()) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	gate := make(chan struct{})
-	f.gate = gate
-	return func() {
-		f.mu.Lock()
-		f.gate = nil
-		f.mu.Unlock()
-		close(gate)
+	f.gate, f.holds = gate, match
+	var once sync.Once
+	return func() { // idempotent
+		once.Do(func() {
+			f.mu.Lock()
+			f.gate = nil
+			f.mu.Unlock()
+			close(gate)
+		})
 	}
 }
 

@@ -62,8 +62,9 @@ type Config struct {
 	// ReconcileInterval is the least time between two reconcile passes:
 	// events arriving meanwhile are coalesced into the next pass.
 	ReconcileInterval time.Duration
-	// ResyncInterval is how often the leader re-lists everything from
-	// scratch and reconciles; 0 (the default) never. The watches deliver
+	// ResyncInterval is how often the follower re-lists everything from
+	// scratch (leader and standby; the leader then reconciles); 0 (the
+	// default) never. The watches deliver
 	// every change in order and re-list by themselves whenever they break
 	// (compaction, a lost stream), so a periodic re-list repairs nothing
 	// they miss, while at a million keys it is a thousand requests and a
@@ -110,10 +111,13 @@ type Coordinator struct {
 	rm      *retentionMetrics
 	elector *election.Elector
 	// planner outlives terms: its consistent rings are expensive, and a
-	// standby keeps them in step with the members (see standby.go).
+	// standby keeps them in step with the members (see follower.go).
 	planner *plan.Planner
 	rings   *ringKeeper
-	standby standbyControl
+	// follow outlives terms: its State is what a term plans from.
+	follow   *follower
+	standby  standbyControl
+	versions versionCheck
 }
 
 // New validates cfg, fills in defaults and registers the metrics. It starts
@@ -193,13 +197,16 @@ func New(cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register coordinator metrics: %w", err)
 	}
-	return &Coordinator{cfg: cfg, log: log, m: m, rm: rm, elector: el, planner: p, rings: newRingKeeper(log, m)}, nil
+	c := &Coordinator{cfg: cfg, log: log, m: m, rm: rm, elector: el, planner: p, rings: newRingKeeper(log, m)}
+	c.follow = newFollower(c)
+	return c, nil
 }
 
-// Run campaigns for leadership and, while leader, reconciles assignments;
-// while standby, it follows /topics/ to keep the consistent rings warm. It
-// returns nil when ctx is done, after resigning (so a standby takes over at
-// once) and revoking its lease.
+// Run follows /topics/, /assign/ and /offsets/ for as long as it runs, and
+// campaigns for leadership; while leader, it reconciles assignments from
+// what it follows, while standby it keeps that current and the consistent
+// rings warm. It returns nil when ctx is done, after resigning (so a
+// standby takes over at once) and revoking its lease.
 func (c *Coordinator) Run(ctx context.Context) error {
 	c.log.Info("starting", "lease_ttl", c.cfg.LeaseTTL, "handover_timeout", c.cfg.HandoverTimeout,
 		"reconcile_interval", c.cfg.ReconcileInterval, "resync_interval", c.cfg.ResyncInterval,
@@ -208,6 +215,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		"election_prefix", c.cfg.Space.ElectionPrefix())
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.rings.run(gctx) })
+	g.Go(func() error { return c.follow.run(gctx) })
 	g.Go(func() error { return c.standbyLoop(gctx) })
 	g.Go(func() error { return c.elector.Run(gctx, c.lead) })
 	err := g.Wait()
@@ -233,8 +241,9 @@ func (c *Coordinator) Ready() error {
 	}
 }
 
-// lead is one leadership term. The standby's follower stops for the term
-// (the term mirrors everything itself) and resumes after it.
+// lead is one leadership term. The standby loop stops for the term, which
+// holds the follower's State meanwhile, and runs again after it: a
+// deposed leader stands by with the State it led from.
 func (c *Coordinator) lead(ctx context.Context, l election.Leadership) error {
 	c.pauseStandby()
 	defer c.resumeStandby()

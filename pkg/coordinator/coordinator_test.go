@@ -128,7 +128,7 @@ func TestDeposedLeaderCannotWrite(t *testing.T) {
 
 // A running leader whose lease is revoked from outside stops leading at
 // once (it sees its key go, before its session notices) and campaigns
-// again with a new session.
+// again with a new session; its next term starts from the State it kept.
 func TestRevokedLeaseStopsLeaderWork(t *testing.T) {
 	e := testenv.StartEtcd(t)
 	admin := e.Client()
@@ -148,6 +148,11 @@ func TestRevokedLeaseStopsLeaderWork(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, resp.Kvs, 1)
 	require.NotEqual(t, old.Lease, resp.Kvs[0].Lease, "a new session")
+	// The deposed leader kept its State: the new term lists nothing.
+	passes := c.counter("reconciles")
+	putTopic(t, admin, "web", sharedCfg)
+	testenv.WaitFor(t, 5*time.Second, "the second term to reconcile", func() bool { return c.counter("reconciles") > passes })
+	require.Equal(t, 1.0, testToFloat(c.m.stateLists), "one list in the process's life")
 }
 
 // Agents join and leave a shared topic; every graceful move goes through a

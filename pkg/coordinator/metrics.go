@@ -15,6 +15,9 @@ const (
 	resyncCancelled = "cancelled"   // the server cancelled the watch
 	resyncPeriodic  = "periodic"    // --resync-interval
 	resyncWrite     = "write_error" // a write's outcome is unknown
+	// A new term could not be shown a current State without a list:
+	resyncEtcdVersion = "etcd_version"     // etcd too old for exact progress notifications
+	resyncNoProgress  = "progress_timeout" // no progress notification within progressTimeout
 )
 
 type metrics struct {
@@ -25,6 +28,7 @@ type metrics struct {
 	moved             *prometheus.CounterVec
 	assigned          prometheus.Counter
 	resyncs           *prometheus.CounterVec
+	stateLists        prometheus.Counter
 	handoverTimeouts  prometheus.Counter
 	conflicts         prometheus.Counter
 	writeErrors       prometheus.Counter
@@ -72,8 +76,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "coordinator_watch_resyncs_total",
-			Help: "Re-lists of /topics/, /assign/ and /offsets/, by reason (compacted, closed, cancelled, periodic, write_error).",
+			Help: "Re-lists of /topics/, /assign/ and /offsets/, leader or standby, by reason (compacted, closed, cancelled, periodic, write_error, etcd_version, progress_timeout).",
 		}, []string{"reason"}),
+		stateLists: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coordinator_state_lists_total",
+			Help: "Complete lists of /topics/, /assign/ and /offsets/ applied to this coordinator's state: the first, then every re-list (see coordinator_watch_resyncs_total). A new leader term lists nothing unless a re-list is due.",
+		}),
 		handoverTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "coordinator_handover_timeouts_total",
 			Help: "Revoked assignments deleted by the leader because the owner did not release them within --handover-timeout.",
@@ -145,11 +153,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range plan.Reasons {
 		m.moved.WithLabelValues(r)
 	}
-	for _, r := range []string{resyncCompacted, resyncClosed, resyncCancelled, resyncPeriodic, resyncWrite} {
+	for _, r := range []string{resyncCompacted, resyncClosed, resyncCancelled, resyncPeriodic, resyncWrite, resyncEtcdVersion, resyncNoProgress} {
 		m.resyncs.WithLabelValues(r)
 	}
 	for _, c := range []prometheus.Collector{m.leader, m.terms, m.reconciles, m.reconcileDuration, m.moved, m.assigned,
-		m.resyncs, m.handoverTimeouts, m.conflicts, m.writeErrors, m.pending, m.invalidTopics, m.junkKeys,
+		m.resyncs, m.stateLists, m.handoverTimeouts, m.conflicts, m.writeErrors, m.pending, m.invalidTopics, m.junkKeys,
 		m.ringSyncs, m.ringSyncDuration, m.ringsLagging, m.goneDeferred, m.goneDeferredTotal, m.capped, m.goneInGrace,
 		m.compactions, m.compactionErrors, m.compactedRevision} {
 		if err := reg.Register(c); err != nil {

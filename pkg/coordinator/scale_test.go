@@ -44,7 +44,7 @@ func waitSettled(t *testing.T, cli *clientv3.Client, topic string, n int) {
 	})
 }
 
-// The standby follows /topics/ and builds the shared topic's ring while
+// The standby follows the state and builds the shared topic's ring while
 // the leader leads; when it takes over, its first pass reuses that ring
 // (no cold build in the new term) and moves nothing; a later join is an
 // incremental ring update.

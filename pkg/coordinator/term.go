@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -29,9 +28,15 @@ const maxWritePause = time.Second
 // assumed lost to the watch; the leader re-lists. Never expected.
 const pendingTimeout = 10 * time.Second
 
-// term is one leadership term: a mirror of /topics/, /assign/ and
-// /offsets/ queueing batches, and a throttled reconciler that applies them
-// to its State, plans and writes fenced Txns.
+// progressTimeout: a new term whose State has not been shown current (a
+// progress notification at or after the term's first revision) this long
+// after it asked re-lists instead. Expected only of an etcd, or a proxy,
+// that never answers progress requests.
+const progressTimeout = 30 * time.Second
+
+// term is one leadership term: a throttled reconciler that borrows the
+// follower's State (kept current by the follower's mirror since long
+// before the term, so a term lists nothing), plans and writes fenced Txns.
 //
 // The State, the pending writes and the planner belong to the reconciler
 // goroutine alone: the mirror only queues batches (never blocked by a slow
@@ -39,35 +44,24 @@ const pendingTimeout = 10 * time.Second
 // pending writes, no batch can land between a Txn and its bookkeeping.
 type term struct {
 	c       *Coordinator
+	f       *follower
 	l       election.Leadership
 	log     *slog.Logger
 	planner *plan.Planner
 	status  *statusWriter
 
-	dirty     chan struct{} // capacity 1: "a batch is queued"
-	resyncReq chan struct{} // capacity 1: "re-list now"
-
-	qmu   sync.Mutex // guards queue, snapGen and needGen
-	queue []queued
-	// snapGen counts the mirror (re)starts; needGen is the start whose
-	// snapshot the reconciler waits for (after a write whose outcome is
-	// unknown it must see a list made after the write).
-	snapGen, needGen int64
-
 	// Owned by the reconciler goroutine.
-	state   *plan.State
-	listing bool  // a list is being applied: the state is incomplete
-	haveGen int64 // the start whose snapshot is applied
+	state *plan.State // the follower's
+	// current is set once the State has been shown to hold every change
+	// up to the term's first revision (l.Confirmed); asked is when the
+	// term last asked for that.
+	current bool
+	asked   time.Time
 	// pending are this term's writes not yet seen through the mirror, by
 	// key: the reconciler plans only from a State that holds all of them.
 	pending map[string]pendingWrite
 	last    *pass // the last plan, for status refreshes
 	ret     *retention
-}
-
-type queued struct {
-	b   mirror.Batch
-	gen int64
 }
 
 type pendingWrite struct {
@@ -89,157 +83,65 @@ func newTerm(c *Coordinator, l election.Leadership) *term {
 	c.planner.Reset()
 	log := c.log.With("term", l.Rev)
 	t := &term{
-		c: c, l: l, log: log, planner: c.planner,
-		status:    newStatusWriter(c, l, log),
-		dirty:     make(chan struct{}, 1),
-		resyncReq: make(chan struct{}, 1),
-		state:     plan.NewState(c.cfg.Space),
-		needGen:   1,
-		pending:   map[string]pendingWrite{},
+		c: c, f: c.follow, l: l, log: log, planner: c.planner,
+		status:  newStatusWriter(c, l, log),
+		state:   c.follow.state,
+		pending: map[string]pendingWrite{},
 	}
 	t.ret = newRetention(t)
 	return t
 }
 
 func (t *term) run(ctx context.Context) error {
-	t.log.Info("leader term started", "leader_key", t.l.Key)
+	t.log.Info("leader term started", "leader_key", t.l.Key, "confirmed_revision", t.l.Confirmed)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return t.mirrorLoop(gctx) })
 	g.Go(func() error { return t.reconcileLoop(gctx) })
 	g.Go(func() error { return t.compactLoop(gctx) })
 	return g.Wait()
 }
 
-func (t *term) markDirty() {
-	select {
-	case t.dirty <- struct{}{}:
-	default:
-	}
-}
+// requestResync makes the follower re-list and the reconciler wait for that
+// list.
+func (t *term) requestResync(reason string) { t.f.requestResync(reason) }
 
-// requestResync makes the mirror re-list and the reconciler wait for that
-// snapshot.
-func (t *term) requestResync() {
-	t.qmu.Lock()
-	t.needGen = t.snapGen + 1
-	t.qmu.Unlock()
-	select {
-	case t.resyncReq <- struct{}{}:
-	default:
+// catchUp starts the term's read barrier. Every write of an earlier
+// leader is at or below l.Confirmed (its writes need its key, deleted
+// before this term's key could lead), so the term plans only from a State
+// that holds every change up to there: the follower's mirror is asked for
+// a progress notification (answered at the current revision, after every
+// change below it), or, with an etcd too old for that to be exact, for a
+// fresh list.
+func (t *term) catchUp(ctx context.Context) {
+	t.asked = time.Now()
+	if t.f.synced >= t.l.Confirmed {
+		return
 	}
-}
-
-// mirrorLoop runs the mirror, restarting it (a full re-list) whenever a
-// resync is requested, and every ResyncInterval if set.
-//
-// The mirror keeps nothing (WithoutState): the State decodes what it needs
-// and keeps that, and is rebuilt from every list, which arrives page by
-// page, so a list never holds more than a page of values at once. A
-// million keys kept by the mirror as well cost about 60 bytes each, and a
-// list handed over whole held every value of it at once. /offsets/ is
-// listed keys-only: planning and status need only which checkpoints
-// exist, and a million checkpoint values are hundreds of megabytes to read.
-func (t *term) mirrorLoop(ctx context.Context) error {
-	ks := t.c.cfg.Space
-	var periodic <-chan time.Time
-	if iv := t.c.cfg.ResyncInterval; iv > 0 {
-		tick := time.NewTicker(iv)
-		defer tick.Stop()
-		periodic = tick.C
+	if ok, why := t.c.progressInOrder(ctx); !ok {
+		t.log.Warn("etcd's progress notifications cannot be trusted here: the term lists everything instead", "why", why)
+		t.requestResync(resyncEtcdVersion)
+		return
 	}
-	for {
-		t.qmu.Lock()
-		t.snapGen++
-		gen := t.snapGen
-		t.qmu.Unlock()
-		m, err := mirror.New(t.c.cfg.Client, []string{ks.TopicsPrefix(), ks.AssignPrefix(), ks.OffsetsPrefix()},
-			mirror.WithLogger(t.log),
-			mirror.WithoutState(), mirror.WithKeysOnly(ks.OffsetsPrefix()),
-			mirror.WithBackoff(50*time.Millisecond, 2*time.Second),
-			mirror.WithResyncHook(func(reason string) {
-				t.c.m.resyncs.WithLabelValues(resyncReason(reason)).Inc()
-			}))
-		if err != nil {
-			return err
-		}
-		mctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() {
-			done <- m.Run(mctx, func(b mirror.Batch) error {
-				t.qmu.Lock()
-				t.queue = append(t.queue, queued{b: b, gen: gen})
-				t.qmu.Unlock()
-				t.markDirty()
-				return nil
-			})
-		}()
-		var reason string
-		select {
-		case err := <-done:
-			cancel()
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("mirror stopped: %w", err)
-		case <-ctx.Done():
-			cancel()
-			<-done
-			return nil
-		case <-periodic:
-			reason = resyncPeriodic
-		case <-t.resyncReq:
-			reason = resyncWrite
-		}
-		cancel()
-		<-done
-		t.c.m.resyncs.WithLabelValues(reason).Inc()
-		t.log.Debug("re-listing", "reason", reason)
-	}
+	t.f.requestProgress()
+	t.f.markDirty()
 }
 
 // drain applies every queued batch to the state. It reports whether any
 // could change a plan.
 func (t *term) drain() bool {
-	t.qmu.Lock()
-	q := t.queue
-	t.queue = nil
-	t.qmu.Unlock()
-	relevant := false
-	for _, e := range q {
-		if t.apply(e.b, e.gen) {
-			relevant = true
-		}
-	}
-	return relevant
+	return t.f.drain(t.observed, t.synced)
 }
 
-// apply applies one batch. A list comes page by page (mirror.WithoutState):
-// the first page resets the state, and until the last one the state is
-// incomplete (listing), so nothing is planned from it.
-func (t *term) apply(b mirror.Batch, gen int64) bool {
-	if b.Snapshot {
-		t.state.Reset()
-		t.listing = true
-	}
-	relevant := b.Snapshot || b.Resync
-	for _, ev := range b.Events {
-		if t.state.Apply(ev) {
-			relevant = true
+// synced clears the pending writes the State now holds for sure: every
+// change at or below rev is in it.
+func (t *term) synced(rev int64) {
+	for k, p := range t.pending {
+		if p.rev <= rev {
+			delete(t.pending, k)
 		}
-		t.observed(ev)
 	}
-	t.state.SetRevision(b.Revision)
-	if t.listing && !b.Partial {
-		t.listing = false
-		// A list at b.Revision holds every write made at or before it.
-		for k, p := range t.pending {
-			if p.rev <= b.Revision {
-				delete(t.pending, k)
-			}
-		}
-		t.haveGen = max(t.haveGen, gen)
+	if !t.current && rev < t.l.Confirmed && t.f.complete() {
+		t.f.requestProgress() // an answer older than the term: ask again
 	}
-	return relevant
 }
 
 // observed clears the pending write that ev shows. Events of one key come
@@ -257,16 +159,28 @@ func (t *term) observed(ev mirror.Event) {
 	}
 }
 
-// fit reports whether the state may be planned from: a snapshot taken
-// after any write of unknown outcome is applied, and every write of this
-// term is visible in it. Planning from a state that lacks one of our own
-// writes could, say, give a file a second owner.
+// fit reports whether the state may be planned from: it holds a whole
+// list (one made after any write of unknown outcome), every change up to
+// the term's first revision, and every write of this term. Planning from
+// a state that lacks one of the leaders' own writes could, say, give a
+// file a second owner.
 func (t *term) fit() bool {
-	t.qmu.Lock()
-	need := t.needGen
-	t.qmu.Unlock()
-	if t.haveGen < need || t.listing {
+	if !t.f.complete() {
 		return false
+	}
+	if !t.current {
+		if t.f.synced < t.l.Confirmed {
+			if time.Since(t.asked) > progressTimeout {
+				t.log.Warn("the state was not shown current in time; re-listing", "waited", time.Since(t.asked),
+					"synced_revision", t.f.synced, "confirmed_revision", t.l.Confirmed)
+				t.asked = time.Now()
+				t.requestResync(resyncNoProgress)
+			}
+			return false
+		}
+		t.current = true
+		t.log.Info("state current: planning", "waited", time.Since(t.l.Since), "revision", t.state.Revision(),
+			"synced_revision", t.f.synced)
 	}
 	if len(t.pending) == 0 {
 		return true
@@ -280,7 +194,7 @@ func (t *term) fit() bool {
 	if time.Since(oldest) > pendingTimeout {
 		t.log.Warn("own writes not seen through the watch; re-listing", "pending", len(t.pending))
 		clear(t.pending)
-		t.requestResync()
+		t.requestResync(resyncWrite)
 	}
 	return false
 }
@@ -294,6 +208,8 @@ func (t *term) reconcileLoop(ctx context.Context) error {
 	defer deadline.Stop()
 	var last time.Time // end of the last pass
 	want, statusDue := true, false
+	t.catchUp(ctx)
+	t.f.markDirty() // the State may be current already: plan at once
 	// The checkpoint lifecycle sweeps on this goroutine, between passes,
 	// from the State the passes plan from (retention.go).
 	var sweepC <-chan time.Time
@@ -307,7 +223,7 @@ func (t *term) reconcileLoop(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.dirty:
+		case <-t.f.dirty:
 		case <-deadline.C:
 			want = true
 		case <-statusTick.C:
@@ -346,7 +262,7 @@ func (t *term) reconcileLoop(ctx context.Context) error {
 			}
 		}
 		select {
-		case <-t.dirty:
+		case <-t.f.dirty:
 		default:
 		}
 		t.drain()
@@ -486,7 +402,7 @@ func (t *term) txn(ctx context.Context, groups []plan.Group) (bool, int64, error
 			return false, 0, ctx.Err()
 		}
 		t.c.m.writeErrors.Inc()
-		t.requestResync()
+		t.requestResync(resyncWrite)
 		return false, 0, fmt.Errorf("write %d operations (first %s): %w", len(ops), groups[0].Actions[0].Key, err)
 	}
 	if resp.Succeeded {

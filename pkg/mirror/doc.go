@@ -27,5 +27,14 @@
 //     Memory then holds at most one page of a list, not two whole copies.
 //   - Watches carry clientv3.WithRequireLeader, so a member cut off from its
 //     cluster breaks the watch instead of hanging it silently.
+//   - With WithProgressRequests, a Progress batch at revision R is handed
+//     over only after every change at or below R under every prefix: it
+//     answers a request only once each prefix's watch has had a progress
+//     notification since the request (etcd sends one only while every
+//     watcher of the stream is in sync, after the events before it, from
+//     3.4.25 and 3.5.8 on), or at once, at the current revision, when
+//     nothing was written since the list. Such a mirror's watches have a
+//     gRPC stream of their own, so nobody else's watch holds the answer
+//     back.
 //   - Run's goroutines never outlive it.
 package mirror

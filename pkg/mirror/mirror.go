@@ -63,7 +63,11 @@ type Batch struct {
 	// Partial is set (WithoutState only) on every batch of a snapshot but
 	// the last: the consumer's copy is incomplete until the last arrives.
 	Partial bool
-	Events  []Event
+	// Progress is set on a batch without events that answers a request
+	// (WithProgressRequests): every change at or below Revision, under
+	// every prefix, has been handed over before it.
+	Progress bool
+	Events   []Event
 }
 
 // Option adjusts a Mirror.
@@ -116,6 +120,24 @@ func WithKeep(keep func(key string) bool) Option { return func(m *Mirror) { m.ke
 // kept reports whether key is one the mirror keeps.
 func (m *Mirror) kept(key string) bool { return m.keep == nil || m.keep(key) }
 
+// WithProgressRequests makes every receive from ch a request for etcd's
+// progress notification on the mirror's watches. Once the watch of each
+// prefix has had one since the request, the handler gets a Batch with
+// Progress set and no events: every change at or below its Revision has
+// been handed over. This is how a consumer learns, without listing, that
+// it has seen everything up to a revision it read elsewhere. etcd answers
+// a request only while every watcher of the stream is in sync (else the
+// client could infer progress from the events still to come), so the
+// mirror asks again every progressRetry until it is answered. A request
+// made while the mirror lists waits for its watch; the list itself, read
+// after the request, already covers it.
+func WithProgressRequests(ch <-chan struct{}) Option {
+	return func(m *Mirror) { m.progressReq = ch }
+}
+
+// progressRetry is how often an unanswered progress request is repeated.
+const progressRetry = 100 * time.Millisecond
+
 // WithBackoff bounds the wait between failed list attempts.
 func WithBackoff(minWait, maxWait time.Duration) Option {
 	return func(m *Mirror) { m.minBackoff, m.maxBackoff = minWait, maxWait }
@@ -135,6 +157,8 @@ type Mirror struct {
 	stateless  bool
 	keysOnly   []string
 	keep       func(key string) bool
+	// progressReq is the consumer's request channel (nil: never asked).
+	progressReq <-chan struct{}
 
 	// state is owned by Run's goroutine.
 	state map[string]entry
@@ -287,6 +311,7 @@ func (m *Mirror) watchAgain(ctx context.Context, handle func(Batch) error) (done
 type watchMsg struct {
 	resp   clientv3.WatchResponse
 	closed bool
+	prefix int // index in m.prefixes
 }
 
 // watch follows every prefix from m.rev+1 until the watch breaks (returning
@@ -294,6 +319,9 @@ type watchMsg struct {
 func (m *Mirror) watch(ctx context.Context, handle func(Batch) error) (string, error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
+	if m.progressReq != nil {
+		wctx = ownStream(wctx)
+	}
 	msgs := make(chan watchMsg)
 	done := make(chan struct{})
 	defer func() {
@@ -303,28 +331,40 @@ func (m *Mirror) watch(ctx context.Context, handle func(Batch) error) (string, e
 			<-done
 		}
 	}()
-	for _, p := range m.prefixes {
+	for i, p := range m.prefixes {
 		wch := m.cli.Watch(wctx, p, clientv3.WithPrefix(), clientv3.WithRev(m.rev+1))
 		go func() {
 			defer func() { done <- struct{}{} }()
 			for resp := range wch {
 				select {
-				case msgs <- watchMsg{resp: resp}:
+				case msgs <- watchMsg{resp: resp, prefix: i}:
 				case <-wctx.Done():
 					return
 				}
 			}
 			select {
-			case msgs <- watchMsg{closed: true}:
+			case msgs <- watchMsg{closed: true, prefix: i}:
 			case <-wctx.Done():
 			}
 		}()
 	}
+	prog := newProgress(m, wctx, m.rev)
+	defer prog.stop()
 	for {
 		var msg watchMsg
 		select {
 		case <-ctx.Done():
 			return "", nil
+		case <-m.progressReq:
+			if b, ok := prog.want(); ok {
+				if err := handle(b); err != nil {
+					return "", err
+				}
+			}
+			continue
+		case <-prog.retry():
+			prog.ask()
+			continue
 		case msg = <-msgs:
 		}
 		switch {
@@ -335,7 +375,12 @@ func (m *Mirror) watch(ctx context.Context, handle func(Batch) error) (string, e
 		case msg.resp.Canceled || msg.resp.Err() != nil:
 			return fmt.Sprintf("watch cancelled: %v", msg.resp.Err()), nil
 		case len(msg.resp.Events) == 0:
-			continue // progress notification
+			if b, ok := prog.notified(msg.prefix, msg.resp.Header.Revision); ok {
+				if err := handle(b); err != nil {
+					return "", err
+				}
+			}
+			continue
 		}
 		batch := Batch{Revision: msg.resp.Header.Revision, Events: make([]Event, 0, len(msg.resp.Events))}
 		for _, ev := range msg.resp.Events {

@@ -268,3 +268,103 @@ func TestKeepHoldsOnlyTheKeysItAccepts(t *testing.T) {
 		})
 	}
 }
+
+// A progress request is answered once every prefix's watch has reported
+// progress, and the answer comes after every change at or below its
+// revision, under every prefix: a consumer can tell it has seen all of
+// etcd up to a revision without listing. A watch held back (not yet
+// opened) delays the answer rather than letting it through early.
+func TestProgressCoversEveryChangeBelowIt(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	faults := testenv.InjectWatchFaults(cli)
+	req := make(chan struct{}, 1)
+	m, err := New(cli, []string{"/a/", "/b/"}, WithoutState(), WithProgressRequests(req), WithBackoff(time.Millisecond, 10*time.Millisecond))
+	require.NoError(t, err)
+	r := newRecorder()
+	release := faults.Hold()
+	stop := runMirror(t, m, r)
+	defer stop()
+	testenv.WaitFor(t, 5*time.Second, "the list, and the watches to be asked for", func() bool {
+		_, _, bs := r.snapshot()
+		return len(bs) > 0 && faults.Calls() > 0
+	})
+
+	// Changes the held watches have not delivered, then a request.
+	var last int64
+	for i := range 50 {
+		for _, p := range []string{"/a/", "/b/"} {
+			resp, err := cli.Put(context.Background(), fmt.Sprintf("%sk%02d", p, i), "v")
+			require.NoError(t, err)
+			last = resp.Header.Revision
+		}
+	}
+	req <- struct{}{}
+	progressed := func() (int64, int) {
+		_, _, bs := r.snapshot()
+		events := 0
+		for _, b := range bs {
+			if b.Progress {
+				return b.Revision, events
+			}
+			events += len(b.Events)
+		}
+		return 0, events
+	}
+	require.Never(t, func() bool { rev, _ := progressed(); return rev != 0 }, 300*time.Millisecond, 10*time.Millisecond,
+		"no progress while a watch is held back")
+	release()
+	testenv.WaitFor(t, 5*time.Second, "a progress batch", func() bool { rev, _ := progressed(); return rev != 0 })
+	rev, events := progressed()
+	require.GreaterOrEqual(t, rev, last, "asked after the last write")
+	require.Equal(t, 100, events, "every change below the progress revision came before it")
+	st, _, _ := r.snapshot()
+	require.Equal(t, etcdState(t, cli, "/a/", "/b/"), st)
+}
+
+// Two cases etcd would never answer: nothing written since the list (the
+// watches start above the current revision), and someone else's watch on
+// the same client starting far ahead (it would share the gRPC stream).
+// Both are answered.
+func TestProgressIsAnsweredWhenEtcdWouldNot(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	cli := e.Client()
+	resp, err := cli.Put(context.Background(), "/a/k", "v")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// A watch of the same client, with the same metadata as the mirror's
+	// would have, that starts far beyond the current revision.
+	foreign := cli.Watch(clientv3.WithRequireLeader(ctx), "/elsewhere", clientv3.WithRev(resp.Header.Revision+1_000_000))
+
+	req := make(chan struct{}, 1)
+	m, err := New(cli, []string{"/a/", "/b/"}, WithoutState(), WithProgressRequests(req))
+	require.NoError(t, err)
+	r := newRecorder()
+	stop := runMirror(t, m, r)
+	defer stop()
+	progress := func() []int64 {
+		_, _, bs := r.snapshot()
+		var revs []int64
+		for _, b := range bs {
+			if b.Progress {
+				revs = append(revs, b.Revision)
+			}
+		}
+		return revs
+	}
+	testenv.WaitFor(t, 5*time.Second, "the list", func() bool { _, _, bs := r.snapshot(); return len(bs) > 0 })
+
+	req <- struct{}{} // nothing written since the list
+	testenv.WaitFor(t, 5*time.Second, "an answer with nothing written", func() bool { return len(progress()) == 1 })
+	require.Equal(t, resp.Header.Revision, progress()[0])
+
+	put, err := cli.Put(context.Background(), "/b/k", "v")
+	require.NoError(t, err)
+	req <- struct{}{} // a write since the list, and the foreign watch far ahead
+	testenv.WaitFor(t, 5*time.Second, "an answer beside the foreign watch", func() bool { return len(progress()) == 2 })
+	require.GreaterOrEqual(t, progress()[1], put.Header.Revision)
+	cancel()
+	for range foreign {
+	}
+}

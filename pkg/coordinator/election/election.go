@@ -73,6 +73,10 @@ type Leadership struct {
 	Rev   int64  // its create revision
 	Lease clientv3.LeaseID
 	Since time.Time
+	// Confirmed is the revision at which the win was confirmed: every
+	// write of an earlier leader (fenced by its own key, deleted before
+	// this one could lead) is at or below it.
+	Confirmed int64
 }
 
 // Guard is the comparison every leader write must carry: the leader key
@@ -260,6 +264,7 @@ func (e *Elector) round(ctx context.Context, term Term) (bool, error) {
 	if !resp.Succeeded {
 		return false, fmt.Errorf("campaign returned but leader key %s (create revision %d) is gone", l.Key, l.Rev)
 	}
+	l.Confirmed = resp.Header.Revision
 	select {
 	case <-sess.Done():
 		return false, fmt.Errorf("session %x ended as the campaign was won", sess.Lease())

@@ -100,7 +100,7 @@ func (p *Planner) goneAllowed(topic, agent string) bool {
 }
 
 // Rings returns the ring work of every shared topic in s whose ring lags
-// its members, for a standby that follows /topics/ to keep the rings warm
+// its members, for a standby that follows the State to keep the rings warm
 // without planning: it creates the topics' assigners (kept for a later
 // term) and forgets those of topics that are gone. Members are the agents
 // whose heartbeat decodes and lists at least one file.

@@ -63,7 +63,8 @@
 // A Planner keeps one assign.Assigner per shared topic, whose consistent ring
 // is quadratic to build (most of a minute at 10,000 members). The Planner may
 // therefore outlive a term (Reset forgets the rest), and Rings lets a standby
-// that follows only /topics/ keep the rings in step with the members. With
+// that follows the State without planning keep the rings in step with the
+// members. With
 // Options.AsyncRings, Plan never builds or updates a ring: it computes with
 // the ring as it stands and returns the rings that lag (Plan.Rings) for the
 // caller to sync elsewhere; see assign.Assigner.ComputeNow for what a lagging
