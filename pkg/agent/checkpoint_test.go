@@ -11,6 +11,7 @@ import (
 	"github.com/logferry/logferry/internal/testenv"
 
 	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/ship"
 	"github.com/logferry/logferry/pkg/topics"
 )
 
@@ -76,4 +77,32 @@ func TestCheckpointManyFilesAndFencing(t *testing.T) {
 	stolen.writable.Store(false) // as the controller's drop does
 	require.Empty(t, c.once(ctx))
 	require.Equal(t, before, histogramCount(t, ra.reg, "logagent_checkpoint_duration_seconds"))
+}
+
+// TestEtcdIntervalIsSizedToTheFleet: with a state file and no
+// --etcd-checkpoint-interval, etcd gets the checkpoints every fleet's files
+// / --etcd-checkpoint-budget, between max(5 s, --checkpoint-interval) and
+// 10 minutes, so the fleet's etcd write rate stays near the budget
+// whatever its size; without a coordinator status the last size stands.
+func TestEtcdIntervalIsSizedToTheFleet(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	ra := e.startAgent("h1", func(c *Config, _ *ship.Config) { c.StateDir = dir })
+	c := newCheckpointer(ra.a)
+	ctx := e.ctx()
+	fleet := func(files int) time.Duration {
+		v, err := protocol.Marshal(&protocol.CoordinatorStatus{Leader: "c1", Files: files})
+		require.NoError(t, err)
+		_, err = e.cli.Put(ctx, e.ks.CoordinatorStatus(), string(v))
+		require.NoError(t, err)
+		return c.etcdInterval(ctx)
+	}
+	require.Equal(t, minEtcdInterval, c.etcdInterval(ctx), "no status yet: the shortest")
+	require.Equal(t, maxEtcdInterval, fleet(10_000_000), "at most 10 minutes")
+	require.Equal(t, minEtcdInterval, fleet(1_000), "at least 5 s")
+	require.Equal(t, 50*time.Second, fleet(100_000), "100,000 files at 2,000 keys/s")
+	_, err := e.cli.Delete(ctx, e.ks.CoordinatorStatus())
+	require.NoError(t, err)
+	require.Equal(t, 50*time.Second, c.etcdInterval(ctx), "the last size stands while no status is read")
+	require.Equal(t, 50.0, metricValue(t, ra.reg, "logagent_etcd_checkpoint_interval_seconds"))
 }
