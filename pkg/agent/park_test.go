@@ -150,7 +150,7 @@ func TestParkingSeesAWriteBeforeItsRegistration(t *testing.T) {
 // reconciles only the woken run.
 func TestIdleScansReconcileNothing(t *testing.T) {
 	_, ag := parkedEnv(t, 20, closeInactive(200*time.Millisecond), scanEvery(50*time.Millisecond))
-	scans := func() float64 { return metricValue(t, ag.reg, "logagent_scan_duration_seconds") }
+	scans := func() uint64 { return histogramCount(t, ag.reg, "logagent_scan_duration_seconds") }
 	all := metricValue(t, ag.reg, "logagent_reconciles_total", "scope", "all")
 	from := scans()
 	testenv.WaitFor(t, 10*time.Second, "ten scans", func() bool { return scans() >= from+10 })

@@ -63,22 +63,37 @@ func statOf(fi os.FileInfo) (*syscall.Stat_t, bool) {
 }
 
 // cached returns path's file as the last identification saw it, if path
-// is still that regular file, unchanged.
+// is still that regular file, unchanged: trusted without a system call
+// (trusted), or confirmed by an lstat (confirmed).
 func (s *Scanner) cached(cfg topics.Config, path string) (*protocol.SeenFile, bool) {
-	if f, ok := s.trusted(cfg, path); ok {
-		return f, true
+	e, ok := s.trusted(cfg, path)
+	if !ok {
+		e, ok = s.confirmed(path)
 	}
+	if !ok || s.short.has(inodeRef{dev: e.dev, ino: e.ino}, cfg.Shared) {
+		return nil, false
+	}
+	if cfg.IgnoreOlder > 0 && s.now().Sub(time.Unix(e.mtime.Unix())) > cfg.IgnoreOlder.Std() {
+		return nil, false // the full path skips it
+	}
+	return s.seenFile(path, e.size, e.id, cfg.Shared), true
+}
+
+// confirmed returns path's entry if an lstat shows the same regular file,
+// unchanged, and marks it confirmed now; a changed file's entry goes.
+func (s *Scanner) confirmed(path string) (cachedID, bool) {
 	fi, err := os.Lstat(path)
 	if err != nil {
-		return nil, false
+		return cachedID{}, false
 	}
 	st, ok := statOf(fi)
 	if !ok {
-		return nil, false
+		return cachedID{}, false
 	}
 	now := s.now()
 	c := &s.ids
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	e, ok := c.byPath[path]
 	if ok && (e.dev != uint64(st.Dev) || e.ino != st.Ino || e.size != st.Size || e.mtime != st.Mtim || e.ctime != st.Ctim) { //nolint:unconvert // Dev is not uint64 everywhere
 		delete(c.byPath, path)
@@ -89,40 +104,27 @@ func (s *Scanner) cached(cfg topics.Config, path string) (*protocol.SeenFile, bo
 		c.byPath[path] = e
 	}
 	c.sweepLocked(now)
-	c.mu.Unlock()
-	if !ok || s.short.has(inodeRef{dev: uint64(st.Dev), ino: st.Ino}, cfg.Shared) { //nolint:unconvert
-		return nil, false
-	}
-	if cfg.IgnoreOlder > 0 && now.Sub(fi.ModTime()) > cfg.IgnoreOlder.Std() {
-		return nil, false // the full path skips it
-	}
-	return s.seenFile(path, st.Size, e.id, cfg.Shared), true
+	return e, ok
 }
 
-// trusted returns path's cached file without a system call, if its
-// directory is watched and an lstat confirmed the entry less than
-// trustFor ago.
-func (s *Scanner) trusted(cfg topics.Config, path string) (*protocol.SeenFile, bool) {
+// trusted returns path's entry without a system call, if its directory is
+// watched and an lstat confirmed the entry less than trustFor ago. Never
+// on a shared topic.
+func (s *Scanner) trusted(cfg topics.Config, path string) (cachedID, bool) {
 	if cfg.Shared {
-		return nil, false
+		return cachedID{}, false
 	}
 	now := s.now()
 	c := &s.ids
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	e, ok := c.byPath[path]
 	ok = ok && c.watched[filepath.Dir(path)] && !e.verified.IsZero() && now.Sub(e.verified) < trustFor
 	if ok {
 		e.used = now
 		c.byPath[path] = e
 	}
-	c.mu.Unlock()
-	if !ok || s.short.has(inodeRef{dev: e.dev, ino: e.ino}, false) {
-		return nil, false
-	}
-	if cfg.IgnoreOlder > 0 && now.Sub(time.Unix(e.mtime.Unix())) > cfg.IgnoreOlder.Std() {
-		return nil, false
-	}
-	return s.seenFile(path, e.size, e.id, false), true
+	return e, ok
 }
 
 // invalidate drops path's entry: the directory watcher saw it change.
