@@ -385,29 +385,24 @@ func (a *Agent) tail(ctx context.Context, fr *fileRun) error {
 	}
 	fr.held = nil // the tailer's now
 	n := a.cfg.FingerprintBytes
-	if js == nil {
-		err = tl.Run(ctx, func(line tailer.Line) error {
-			fr.noteHead(line, n)
-			return sink.emit(ctx, line)
-		})
-		if errors.Is(err, tailer.ErrInactive) {
-			a.parkRun(fr, path, tl.ReadEnd())
-		}
-		return err
+	emit := func(line tailer.Line) error { return sink.emit(ctx, line) }
+	stopTimeouts := func() {}
+	if js != nil {
+		tctx, stop := context.WithCancel(ctx)
+		timeouts := make(chan struct{})
+		go func() {
+			defer close(timeouts)
+			js.runTimeouts(tctx)
+		}()
+		stopTimeouts = func() { stop(); <-timeouts }
+		emit = func(line tailer.Line) error { return js.emit(ctx, line) }
 	}
-	tctx, stop := context.WithCancel(ctx)
-	timeouts := make(chan struct{})
-	go func() {
-		defer close(timeouts)
-		js.runTimeouts(tctx)
-	}()
 	err = tl.Run(ctx, func(line tailer.Line) error {
 		fr.noteHead(line, n)
-		return js.emit(ctx, line)
+		return emit(line)
 	})
-	stop()
-	<-timeouts
-	if errors.Is(err, tailer.ErrFinished) || errors.Is(err, tailer.ErrGone) || errors.Is(err, tailer.ErrInactive) {
+	stopTimeouts() // before the last flush: the timeouts flush too
+	if js != nil && (errors.Is(err, tailer.ErrFinished) || errors.Is(err, tailer.ErrGone) || errors.Is(err, tailer.ErrInactive)) {
 		// Nothing more will come (or not for --close-inactive, far past
 		// any multiline timeout): the last event is complete.
 		if ferr := js.flush(ctx, false); ferr != nil {

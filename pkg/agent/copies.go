@@ -73,6 +73,17 @@ func (o *origins) match(fr *fileRun, head []byte, n int) []*fileRun {
 		sum := sha256.Sum256(head[:n])
 		full = hex.EncodeToString(sum[:])
 	}
+	// head's sums by length, each hashed once: most candidates saw n
+	// bytes, and a topic can have thousands.
+	sums := map[int][32]byte{}
+	sumOf := func(k int) [32]byte {
+		sum, ok := sums[k]
+		if !ok {
+			sum = sha256.Sum256(head[:k])
+			sums[k] = sum
+		}
+		return sum
+	}
 	dir := filepath.Dir(fr.pathNow())
 	var out, unread []*fileRun
 	o.mu.Lock()
@@ -83,7 +94,7 @@ func (o *origins) match(fr *fileRun, head []byte, n int) []*fileRun {
 		}
 		seen := cand.seen.Load()
 		switch {
-		case startsWith(head, n, full, id) || startsWithSeen(head, seen):
+		case startsWith(head, n, full, id) || startsWithSeen(head, seen, sumOf):
 			out = append(out, cand)
 		case id.Partial && (seen == nil || seen.n < n) && len(unread) < maxUnread &&
 			!cand.rewritten.Load() && filepath.Dir(cand.pathNow()) == dir:
@@ -138,8 +149,10 @@ func startsWith(head []byte, n int, full string, id protocol.FileIdentity) bool 
 	}
 }
 
-func startsWithSeen(head []byte, s *seenHead) bool {
-	return s != nil && s.n > 0 && len(head) >= s.n && sha256.Sum256(head[:s.n]) == s.sum
+// startsWithSeen reports whether head starts with the bytes s saw (at
+// least one); sumOf(k) is the sum of head's first k bytes.
+func startsWithSeen(head []byte, s *seenHead, sumOf func(int) [32]byte) bool {
+	return s != nil && s.n > 0 && len(head) >= s.n && sumOf(s.n) == s.sum
 }
 
 // copiedFrom reports where a file never shipped before starts if it is a

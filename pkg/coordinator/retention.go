@@ -268,21 +268,10 @@ func (r *retention) drain(ctx context.Context, st *plan.State, now time.Time) er
 	take := r.queue[:n]
 	r.queue = r.queue[n:]
 	var ok []deletion
-	listed := map[string]map[string]bool{} // shared topic -> files a member lists
 	for _, d := range take {
 		t := st.Topic(d.topic)
-		if t == nil || !r.stillGone(t, d) {
+		if t == nil || !r.stillGone(t, d) || (t.Config.Config.Shared && listedByAny(t, d.file)) {
 			continue
-		}
-		if t.Config.Config.Shared {
-			l, walked := listed[d.topic]
-			if !walked {
-				l = listedIn(t, take)
-				listed[d.topic] = l
-			}
-			if l[d.file] {
-				continue
-			}
 		}
 		ok = append(ok, d)
 	}
@@ -305,24 +294,16 @@ func (r *retention) stillGone(t *plan.Topic, d deletion) bool {
 	return t.Config.Config.Shared || (writerBlock(t, c.agent) == "" && !listedBy(t, c.agent, d.file))
 }
 
-// listedIn returns which of the files of ds (those of topic t) a member of
-// t lists: one walk over the members' keys, done only while deletions of
-// the shared topic are queued.
-func listedIn(t *plan.Topic, ds []deletion) map[string]bool {
-	want := map[string]bool{}
-	for _, d := range ds {
-		if d.topic == t.Name {
-			want[d.file] = false
-		}
-	}
+// listedByAny reports whether a member of t lists file: a binary search
+// of each member's sorted keys, at most the queued deletions a drain (every
+// tick), never a walk of every member's every key.
+func listedByAny(t *plan.Topic, file string) bool {
 	for _, m := range t.Members {
-		for _, f := range m.Keys {
-			if _, ok := want[f]; ok {
-				want[f] = true
-			}
+		if _, ok := m.Path(file); ok {
+			return true
 		}
 	}
-	return want
+	return false
 }
 
 // topicBlock reports whether none of t's checkpoints may be deleted now

@@ -122,7 +122,6 @@ func (t *term) catchUp(ctx context.Context) {
 		return
 	}
 	t.f.requestProgress()
-	t.f.markDirty()
 }
 
 // drain applies every queued batch to the state. It reports whether any

@@ -33,7 +33,7 @@ type Topic struct {
 	Members map[string]*Member
 	// Assigns are the keys /assign/<agent>/<P>/<file>, by file.
 	Assigns map[string]Holders
-	ks      *keyspace.Space // for Assignment.Key
+	ks      *keyspace.Space // for Topic.Key
 	// Offsets are the files with a checkpoint /offsets/<P>/<file>.
 	Offsets map[string]struct{}
 
