@@ -143,9 +143,6 @@ type Tailer struct {
 	// readEnd is where the last read stopped: the file's size then, past
 	// an unfinished last line. Run's goroutine only (ReadEnd).
 	readEnd int64
-	// idInHead: the identity was checked against the file and the head
-	// covers every byte it covers (checkTruncation).
-	idInHead bool
 }
 
 // headSame reports whether the file still starts with the bytes it had
@@ -445,18 +442,8 @@ func (t *Tailer) checkTruncation(r *reader) error {
 		return errHeadPending
 	}
 	// The head too: a short file's identity covers few bytes (none, if it
-	// was found empty), the head all those read since. The identity is
-	// checked against the file only until the head covers what it covers:
-	// inode, device and birth cannot change under an open descriptor, so
-	// from then on an unchanged head is an unchanged identity, and every
-	// pass (every notification) saves a stat, a statx, a read and a hash.
-	same := true
-	if !t.idInHead {
-		ok, err := fileid.Check(t.f, t.cfg.Identity, t.cfg.FingerprintBytes)
-		same = err == nil && ok
-		t.idInHead = same && fileid.Matches(t.head, t.cfg.Identity, t.cfg.FingerprintBytes)
-	}
-	if !same || !t.headSame() {
+	// was found empty), the head all those read since.
+	if same, err := fileid.Check(t.f, t.cfg.Identity, t.cfg.FingerprintBytes); err != nil || !same || !t.headSame() {
 		t.log.Warn("file rewritten; its identity is gone", "offset", offset, "size", fi.Size())
 		return fmt.Errorf("%w: %s (offset %d, now %d bytes)", ErrGone, t.cfg.Path, offset, fi.Size())
 	}
