@@ -238,16 +238,17 @@ func (s *Scanner) open(topic string, cfg topics.Config, path string) (*protocol.
 		f.Close()
 		return nil, nil, nil, false
 	}
-	if statErr == nil && real == path {
-		s.remember(path, before, id)
-	}
 	// The size of the descriptor's file, not of the path's: the path may
 	// name another file by now.
 	size := fi.Size()
 	if st, err := f.Stat(); err == nil {
 		size = st.Size()
 	}
-	return s.seenFile(path, size, id, cfg.Shared), f, nil, true
+	seen := s.seenFile(path, size, id, cfg.Shared)
+	if statErr == nil && real == path {
+		s.remember(path, before, id, seen.Key, cfg.Shared)
+	}
+	return seen, f, nil, true
 }
 
 func (s *Scanner) seenFile(path string, size int64, id protocol.FileIdentity, shared bool) *protocol.SeenFile {

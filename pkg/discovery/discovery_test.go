@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/logferry/logferry/pkg/fileid"
 	"github.com/logferry/logferry/pkg/topics"
 )
 
@@ -237,6 +238,14 @@ func TestScanIdentifiesOnlyChangedFiles(t *testing.T) {
 	again := s.Scan("t", c)
 	require.Equal(t, first.Files, again.Files)
 	require.EqualValues(t, 10, s.opened.Load(), "unchanged files are not opened again")
+	// The same files in a shared topic have the shared keys, not the
+	// local ones the cache keeps.
+	shared := s.Scan("s", cfg(t, `{"paths":["`+root+`/*.log"],"shared":true}`))
+	require.Len(t, shared.Files, 10)
+	for i, f := range shared.Files {
+		require.Equal(t, fileid.Key(f.Identity, true, "h1"), f.Key)
+		require.NotEqual(t, first.Files[i].Key, f.Key)
+	}
 
 	// Grown: opened again.
 	grown := filepath.Join(root, "f1.log")

@@ -49,8 +49,13 @@ type cachedID struct {
 	size         int64
 	mtime, ctime syscall.Timespec
 	id           protocol.FileIdentity
-	used         time.Time
-	verified     time.Time // last confirmed by an lstat; zero: not yet
+	// key is id's file key for a topic shared or not (keyShared): a
+	// SHA-256 that a scan of quiet files would otherwise compute again
+	// for every file.
+	key       string
+	keyShared bool
+	used      time.Time
+	verified  time.Time // last confirmed by an lstat; zero: not yet
 }
 
 func newIDCache() idCache {
@@ -76,7 +81,10 @@ func (s *Scanner) cached(cfg topics.Config, path string) (*protocol.SeenFile, bo
 	if cfg.IgnoreOlder > 0 && s.now().Sub(time.Unix(e.mtime.Unix())) > cfg.IgnoreOlder.Std() {
 		return nil, false // the full path skips it
 	}
-	return s.seenFile(path, e.size, e.id, cfg.Shared), true
+	if e.keyShared != cfg.Shared {
+		return s.seenFile(path, e.size, e.id, cfg.Shared), true
+	}
+	return &protocol.SeenFile{Key: e.key, Path: path, Size: e.size, Identity: e.id}, true
 }
 
 // confirmed returns path's entry if an lstat shows the same regular file,
@@ -153,9 +161,10 @@ func (c *idCache) watch(dirs map[string]bool) {
 }
 
 // remember caches id, the identity of the file whose stat (taken before
-// its first bytes were read) is fi, found at path (no symlink on the way).
-// Only full identities: a short file's is the memory's (short.go).
-func (s *Scanner) remember(path string, fi os.FileInfo, id protocol.FileIdentity) {
+// its first bytes were read) is fi, found at path (no symlink on the way),
+// and key, its key in a topic shared or not. Only full identities: a
+// short file's is the memory's (short.go).
+func (s *Scanner) remember(path string, fi os.FileInfo, id protocol.FileIdentity, key string, shared bool) {
 	st, ok := statOf(fi)
 	if id.Partial || !ok {
 		return
@@ -164,7 +173,7 @@ func (s *Scanner) remember(path string, fi os.FileInfo, id protocol.FileIdentity
 	c := &s.ids
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.byPath[path] = cachedID{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: st.Mtim, ctime: st.Ctim, id: id, used: now} //nolint:unconvert
+	c.byPath[path] = cachedID{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: st.Mtim, ctime: st.Ctim, id: id, key: key, keyShared: shared, used: now} //nolint:unconvert
 	c.sweepLocked(now)
 }
 
