@@ -67,6 +67,7 @@ type options struct {
 	fingerprintBytes   int
 	rotatedIdle        time.Duration
 	closeInactive      time.Duration
+	maxStarting        int
 	stopTimeout        time.Duration
 	tailMode           string
 	tailPoll           time.Duration
@@ -104,6 +105,10 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.closeInactive, "close-inactive", agent.DefaultCloseInactive, "park a file that has not grown for this long: "+
 		"no goroutine, no buffer, no watch of its own, only its descriptor, until a write, rename or delete in its directory wakes it "+
 		"(within milliseconds through the directory watch; at the next scan without it); 0: never park")
+	fs.IntVar(&o.maxStarting, "max-starting-files", agent.DefaultMaxStarting, "how many files are read from their checkpoint to their "+
+		"end at once (at a start, or as parked files wake); the others wait their turn (logagent_files_queued), and while any waits, "+
+		"a file read to its end is parked at once instead of after --close-inactive, so that ten thousand files never hold ten "+
+		"thousand tailers")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 5*time.Second, "on SIGTERM or handover, how long to wait for Kafka to acknowledge what was sent")
 	fs.StringVar(&o.tailMode, "tail-mode", "inotify", "how followed files are watched for appends: inotify (one inotify watch per followed "+
 		"file: wakes within milliseconds, costs nothing while idle; the default) or poll (a stat every --tail-poll-interval). Files of "+
@@ -157,6 +162,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if o.closeInactive < 0 {
 		return fmt.Errorf("%w: --close-inactive %v: want a duration of 0 (never park) or more", errUsage, o.closeInactive)
+	}
+	if o.maxStarting < 1 {
+		return fmt.Errorf("%w: --max-starting-files %d: want 1 or more", errUsage, o.maxStarting)
 	}
 	if o.tailPoll <= 0 {
 		return fmt.Errorf("%w: --tail-poll-interval %v: want a positive duration", errUsage, o.tailPoll)
@@ -224,7 +232,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		StateDir: o.stateDir, EtcdCheckpointInterval: o.etcdCheckpoint, EtcdCheckpointBudget: o.etcdBudget,
 		RotatedIdle: o.rotatedIdle, StopTimeout: o.stopTimeout, TailInotify: o.tailMode == "inotify", NoDirWatch: !o.watchDirs,
 		PartialLineTimeout: o.partialTimeout, CloseInactive: cmp.Or(o.closeInactive, -1), // the flag's 0: never park
-		Shipper: shipper, Registerer: reg, Logger: log,
+		MaxStarting: o.maxStarting,
+		Shipper:     shipper, Registerer: reg, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -68,6 +69,9 @@ type Config struct {
 	// tailer ends, and a write, rename or delete wakes it (park.go).
 	// 0 means the default; negative never parks.
 	CloseInactive time.Duration
+	// MaxStarting bounds how many files are read from their offset to
+	// their end at once (starts.go); 0 means DefaultMaxStarting.
+	MaxStarting int
 
 	// Shipper is run by the agent, which controls its shutdown order.
 	Shipper    *ship.Shipper
@@ -92,6 +96,8 @@ type Agent struct {
 	origins *origins
 	// parking wakes parked files (park.go).
 	parking *parking
+	// starts bounds the tailers catching up at once (starts.go).
+	starts *starts
 
 	started time.Time
 }
@@ -124,6 +130,10 @@ func New(cfg Config) (*Agent, error) {
 	cfg.RotatedIdle = orDefault(cfg.RotatedIdle, 5*time.Second)
 	cfg.StopTimeout = orDefault(cfg.StopTimeout, 5*time.Second)
 	cfg.CloseInactive = orDefault(cfg.CloseInactive, DefaultCloseInactive)
+	if cfg.MaxStarting < 0 {
+		return nil, fmt.Errorf("%w: --max-starting-files %d is negative", ErrConfig, cfg.MaxStarting)
+	}
+	cfg.MaxStarting = cmp.Or(cfg.MaxStarting, DefaultMaxStarting)
 	if cfg.EtcdCheckpointInterval < 0 || cfg.EtcdCheckpointBudget < 0 {
 		return nil, fmt.Errorf("%w: --etcd-checkpoint-interval %v and --etcd-checkpoint-budget %v must not be negative",
 			ErrConfig, cfg.EtcdCheckpointInterval, cfg.EtcdCheckpointBudget)
@@ -175,6 +185,7 @@ func New(cfg Config) (*Agent, error) {
 		local:   local,
 		origins: newOrigins(),
 		parking: newParking(),
+		starts:  newStarts(cfg.MaxStarting),
 	}, nil
 }
 
@@ -343,6 +354,8 @@ func (a *Agent) tail(ctx context.Context, fr *fileRun) error {
 	offset := start.offset
 	fr.mu.Lock()
 	fr.started = true
+	fr.shedding = false // read again: the queue is needed
+	fr.dirty.Store(true)
 	if fr.nextSeq == 0 {
 		fr.acked, fr.local, fr.written = offset, offset, start.etcd
 	} else {
@@ -375,6 +388,14 @@ func (a *Agent) tail(ctx context.Context, fr *fileRun) error {
 		},
 		Flush:    flush,
 		Inactive: max(a.cfg.CloseInactive, 0),
+		AtEnd: func() bool {
+			// Caught up: the slot goes to the next file waiting, and while
+			// any waits this one parks now rather than in --close-inactive
+			// (its directory's watch wakes it). Not a multiline topic's: a
+			// pending event is complete only after its timeout.
+			a.starts.give(fr)
+			return a.starts.waiting.Load() && a.cfg.CloseInactive > 0 && fr.cfg.Multiline == nil
+		},
 		// Stopped on purpose (fenced, paused, config changed): the next
 		// run of the file reads on through the same descriptor. The
 		// controller reads fr.held only after this goroutine returned.

@@ -86,37 +86,47 @@ func (c *checkpointer) once(ctx context.Context) (fenced []*fileRun) {
 }
 
 // pass saves the local tier, then writes etcd if its round is due (or all
-// is set: a clean stop), or only the urgent files otherwise.
+// is set: a clean stop), or only the urgent files otherwise. It looks only
+// at the runs marked dirty (fileRun.dirty: something a checkpoint records
+// moved) and keeps marked those with something still due; all looks at
+// every run. At 10,000 quiet files a pass over every run, every second,
+// was a good part of the idle agent's CPU.
 func (c *checkpointer) pass(ctx context.Context, all bool) (fenced []*fileRun) {
 	a := c.a
 	runs := *c.runs.Load()
-	if a.local != nil {
-		c.saveLocal(runs)
-	}
-	if !a.reg.Alive() {
-		return nil // the assignments may be another's by now; the guard would tell, but why ask
-	}
+	alive := a.reg.Alive() // if not, the assignments may be another's by now; the guard would tell, but why ask
 	now := time.Now()
-	round := all || a.local == nil || !now.Before(c.nextEtcd)
+	round := alive && (all || a.local == nil || !now.Before(c.nextEtcd))
 	if round {
 		c.nextEtcd = now.Add(c.etcdInterval(ctx))
 	}
 	var todo []due
 	for _, fr := range runs {
-		if !fr.writable.Load() || fr.identityUnknown() {
+		if !fr.dirty.Swap(false) && !all {
 			continue
 		}
+		if !fr.writable.Load() || fr.identityUnknown() {
+			continue // a state change marks it again
+		}
+		if a.local != nil {
+			c.noteLocal(fr, now)
+		}
 		// A file acknowledged up to its last seen size is quiet: the scans
-		// note its size every --scan-interval. A stat of every file every
-		// pass cost a third of the idle agent's CPU at 10,000 files.
+		// note its size every --scan-interval (and mark it if it grew).
 		if fr.moving() {
 			updateSize(fr)
 		}
 		off, size, ok := fr.checkpointDue()
 		c.showBehind(fr, max(0, size-off))
-		if ok && (round || fr.urgent.Load()) {
+		switch {
+		case ok && alive && (round || fr.urgent.Load()):
 			todo = append(todo, due{fr: fr, offset: off, size: size})
+		case ok:
+			fr.dirty.Store(true) // due at a later round (an ack marks it anyway)
 		}
+	}
+	if a.local != nil {
+		c.saveLocal() // nothing to do unless an entry changed, here or elsewhere
 	}
 	// In key order, so that Txns of concurrent passes (a clean stop's
 	// final one) lock nothing in a different order; only what is due is
@@ -126,6 +136,9 @@ func (c *checkpointer) pass(ctx context.Context, all bool) (fenced []*fileRun) {
 		for len(batch) > 0 && ctx.Err() == nil {
 			lost, err := c.write(ctx, batch)
 			if err != nil {
+				for _, d := range batch {
+					d.fr.dirty.Store(true)
+				}
 				a.m.checkpointErr.WithLabelValues("etcd").Inc()
 				a.log.Warn("checkpoint write failed; retrying next interval", "files", len(batch), "err", err)
 				break
@@ -145,18 +158,25 @@ func (c *checkpointer) pass(ctx context.Context, all bool) (fenced []*fileRun) {
 }
 
 // showBehind sets the file's logagent_file_bytes_behind. The series is
-// looked up once per run and set only when the value moved: at 10,000
-// quiet files, a lookup of every series every pass was a good part of the
-// idle agent's CPU.
+// looked up once and set only when the value moved; a file caught up (0
+// behind) has no series: at 10,000 quiet files, a series each was 2.5 MB
+// of the agent's heap, and their scrape is most of /metrics.
 func (c *checkpointer) showBehind(fr *fileRun, behind int64) {
+	if behind == fr.behindShown { // 0 shown: no series
+		return
+	}
+	fr.behindShown = behind
+	if behind == 0 {
+		if fr.behind != nil {
+			c.a.m.bytesBehind.DeleteLabelValues(fr.topic, fr.key)
+			fr.behind = nil
+		}
+		return
+	}
 	if fr.behind == nil {
 		fr.behind = c.a.m.bytesBehind.WithLabelValues(fr.topic, fr.key)
-		fr.behindShown = -1
 	}
-	if behind != fr.behindShown {
-		fr.behind.Set(float64(behind))
-		fr.behindShown = behind
-	}
+	fr.behind.Set(float64(behind))
 }
 
 // write runs one Txn. On a failed guard it reports which files lost their
@@ -197,20 +217,18 @@ func (c *checkpointer) write(ctx context.Context, batch []due) ([]*fileRun, erro
 	return fenced, nil
 }
 
-// saveLocal records every offset that moved in the state file and saves it
-// (fsync): the restart of this agent on this host resumes from there.
-func (c *checkpointer) saveLocal(runs []*fileRun) {
-	a := c.a
-	now := time.Now().UTC()
-	for _, fr := range runs {
-		if !fr.writable.Load() || fr.identityUnknown() {
-			continue
-		}
-		if off, ok := fr.localDue(); ok {
-			a.local.Set(fr.topic, fr.key, statefile.Entry{Offset: off, Identity: fr.identity, Path: fr.pathNow(), Updated: now})
-			fr.markLocal(off)
-		}
+// noteLocal records fr's offset in the state file if it moved.
+func (c *checkpointer) noteLocal(fr *fileRun, now time.Time) {
+	if off, ok := fr.localDue(); ok {
+		c.a.local.Set(fr.topic, fr.key, statefile.Entry{Offset: off, Identity: fr.identity, Path: fr.pathNow(), Updated: now.UTC()})
+		fr.markLocal(off)
 	}
+}
+
+// saveLocal saves the state file (fsync): the restart of this agent on
+// this host resumes from there.
+func (c *checkpointer) saveLocal() {
+	a := c.a
 	start := time.Now()
 	if err := a.local.Save(); err != nil {
 		a.m.checkpointErr.WithLabelValues("local").Inc()

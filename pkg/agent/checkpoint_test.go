@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/logferry/logferry/internal/testenv"
@@ -29,13 +30,7 @@ func TestCheckpointManyFilesAndFencing(t *testing.T) {
 	const n = 300
 	var stolen *fileRun
 	for i := range n {
-		fk := fmt.Sprintf("f%04d", i)
-		key := e.ks.Assign("h1", "t", fk)
-		v, _ := protocol.Marshal(&protocol.Assignment{State: protocol.StateActive, Path: "/x"})
-		resp, err := e.cli.Put(ctx, key, string(v))
-		require.NoError(t, err)
-		fr := newFileRun("t", fk, key, resp.Header.Revision, e.path(fk), protocol.FileIdentity{Fingerprint: "ab", Inode: uint64(i)}, topics.Config{})
-		fr.started = true
+		fr := assignedRun(t, e, fmt.Sprintf("f%04d", i), uint64(i))
 		fr.trackAll(0, []pendingRec{{start: int64(99 + i), end: int64(100 + i)}})
 		fr.ack(0)
 		runs = append(runs, fr)
@@ -79,6 +74,19 @@ func TestCheckpointManyFilesAndFencing(t *testing.T) {
 	require.Equal(t, before, histogramCount(t, ra.reg, "logagent_checkpoint_duration_seconds"))
 }
 
+// assignedRun puts an active assignment of file fk of topic t to h1 and
+// returns a run of it guarded by that assignment, its tailer started.
+func assignedRun(t *testing.T, e *env, fk string, inode uint64) *fileRun {
+	t.Helper()
+	key := e.ks.Assign("h1", "t", fk)
+	v, _ := protocol.Marshal(&protocol.Assignment{State: protocol.StateActive, Path: "/x"})
+	resp, err := e.cli.Put(context.Background(), key, string(v))
+	require.NoError(t, err)
+	fr := newFileRun("t", fk, key, resp.Header.Revision, e.path(fk), protocol.FileIdentity{Fingerprint: "ab", Inode: inode}, topics.Config{})
+	fr.started = true
+	return fr
+}
+
 // TestEtcdIntervalIsSizedToTheFleet: with a state file and no
 // --etcd-checkpoint-interval, etcd gets the checkpoints every fleet's files
 // / --etcd-checkpoint-budget, between max(5 s, --checkpoint-interval) and
@@ -105,4 +113,66 @@ func TestEtcdIntervalIsSizedToTheFleet(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 50*time.Second, c.etcdInterval(ctx), "the last size stands while no status is read")
 	require.Equal(t, 50.0, metricValue(t, ra.reg, "logagent_etcd_checkpoint_interval_seconds"))
+}
+
+// TestCheckpointerLooksOnlyAtRunsThatMoved: a pass looks only at the runs
+// whose acknowledged offset, size or state moved since it last looked
+// (an idle agent's passes then cost nothing per file); a run with an
+// offset due at a later etcd round stays marked until it is written.
+func TestCheckpointerLooksOnlyAtRunsThatMoved(t *testing.T) {
+	e := newEnv(t)
+	ra := e.startAgent("h1", func(c *Config, _ *ship.Config) { c.StateDir = t.TempDir() })
+	testenv.WaitFor(t, 10*time.Second, "a lease proved alive", ra.a.reg.Alive)
+	c := newCheckpointer(ra.a)
+	ctx := context.Background()
+	runs := make([]*fileRun, 3)
+	for i := range runs {
+		fr := assignedRun(t, e, fmt.Sprintf("f%d", i), uint64(i))
+		fr.trackAll(0, []pendingRec{{start: 0, end: 10}, {start: 10, end: 20}})
+		fr.ack(0)
+		fr.size = 20
+		runs[i] = fr
+	}
+	c.setRuns(runs)
+	require.Empty(t, c.once(ctx)) // the first round: etcd and the state file
+	cp, ok := e.checkpoint("t", "f0")
+	require.True(t, ok)
+	require.Equal(t, int64(10), cp.Offset)
+	require.Equal(t, 3, testutil.CollectAndCount(ra.a.m.bytesBehind), "a series for each file behind")
+	require.Equal(t, 10.0, metricValue(t, ra.reg, "logagent_file_bytes_behind", "file", "f1"))
+	for _, fr := range runs {
+		// Bytes 10-20 are in flight: their ack marks the run.
+		require.False(t, fr.dirty.Load(), "%s: written: not looked at again until something moves", fr.key)
+	}
+
+	runs[0].ack(1)
+	runs[1].ack(1)
+	runs[2].ack(1)
+	require.Empty(t, c.once(ctx)) // the local tier now, etcd at its next round
+	e0, _ := ra.a.local.Get("t", "f0")
+	require.Equal(t, int64(20), e0.Offset)
+	require.Zero(t, testutil.CollectAndCount(ra.a.m.bytesBehind), "a file caught up has no series")
+	require.True(t, runs[0].dirty.Load(), "due in etcd at the next round: still marked")
+
+	c.nextEtcd = time.Time{} // the etcd round is due
+	require.Empty(t, c.once(ctx))
+	cp, _ = e.checkpoint("t", "f1")
+	require.Equal(t, int64(20), cp.Offset)
+	for _, fr := range runs {
+		require.False(t, fr.dirty.Load(), "%s: written, quiet: not looked at again", fr.key)
+	}
+
+	// A change nobody marked is not seen: the pass did not look.
+	runs[2].mu.Lock()
+	runs[2].acked = 15
+	runs[2].mu.Unlock()
+	c.nextEtcd = time.Time{}
+	require.Empty(t, c.once(ctx))
+	cp, _ = e.checkpoint("t", "f2")
+	require.Equal(t, int64(20), cp.Offset, "an unmarked run is not looked at")
+	runs[2].dirty.Store(true)
+	c.nextEtcd = time.Time{}
+	require.Empty(t, c.once(ctx))
+	cp, _ = e.checkpoint("t", "f2")
+	require.Equal(t, int64(15), cp.Offset, "a marked one is")
 }

@@ -167,6 +167,11 @@ func (c *controller) run(ctx context.Context, p parts) error {
 				poke(c.dirty)
 			}
 			continue
+		case <-c.a.starts.freed:
+			if c.onSlotsFreed() {
+				poke(c.dirty)
+			}
+			continue
 		case <-publishC(c.publishAt):
 			c.publishAt = nil
 			c.publish()
@@ -377,7 +382,7 @@ func (c *controller) reconcileRun(ctx context.Context, ref fileRef, w want, now 
 				c.stopTailer(fr) // restarted just below with the new config
 			}
 		}
-		if fr.state == stateIdle && !now.Before(fr.retryAt) {
+		if fr.state == stateIdle && !now.Before(fr.retryAt) && c.a.starts.take(fr) {
 			// The tailer goroutine reads fr.cfg: it changes only while none runs.
 			fr.cfg, fr.cfgRev = w.cfg, w.cfgRev
 			c.startTailer(ctx, fr)
@@ -414,6 +419,7 @@ func (c *controller) publish() {
 	c.cp.setRuns(list)
 	c.a.m.tailers.Set(float64(tailing))
 	c.a.m.parked.Set(float64(parked))
+	c.a.m.queued.Set(float64(c.a.starts.queuedLen()))
 }
 
 // startTailer runs fr's tailer in its own goroutine.
@@ -424,6 +430,7 @@ func (c *controller) startTailer(ctx context.Context, fr *fileRun) {
 	fr.to(stateTailing)
 	go func() {
 		err := c.a.tail(tctx, fr)
+		c.a.starts.give(fr) // if not at the file's end already
 		// Whatever ended it: a context left uncancelled stays among its
 		// parent's children, one more for every start of a parked file.
 		cancel()
@@ -588,4 +595,15 @@ func (c *controller) stop(deadline time.Time) {
 // runList is the runs, for the final checkpoint.
 func (c *controller) runList() []*fileRun {
 	return slices.Collect(maps.Values(c.runs))
+}
+
+// onSlotsFreed hands the start slots given back to the runs that wait
+// for one, and reports whether there were any.
+func (c *controller) onSlotsFreed() bool {
+	next := c.a.starts.next(func(fr *fileRun) bool { return c.runs[fr.ref()] == fr && fr.state == stateIdle })
+	for _, fr := range next {
+		c.touched[fr.ref()] = true
+	}
+	c.a.m.queued.Set(float64(c.a.starts.queuedLen()))
+	return len(next) > 0
 }

@@ -180,7 +180,8 @@ func (a *Agent) copiedFrom(ctx context.Context, fr *fileRun) (int64, bool) {
 			break
 		}
 		// Still being written, and too short to tell yet: perhaps a copy
-		// in progress.
+		// in progress. Its start slot goes to others meanwhile.
+		a.starts.give(fr)
 		if !waitUntil(ctx, deadline) {
 			return 0, false
 		}
@@ -188,6 +189,9 @@ func (a *Agent) copiedFrom(ctx context.Context, fr *fileRun) (int64, bool) {
 	if len(cands) == 0 {
 		return 0, false
 	}
+	// The original's tailer may need a start slot to see its truncation:
+	// this one's goes back while it waits.
+	a.starts.give(fr)
 	for {
 		for _, o := range cands {
 			if !o.rewritten.Load() && !truncated(o) {

@@ -39,12 +39,19 @@ type fileRun struct {
 	// park is the registration that wakes the run while parked (park.go):
 	// set on the tailer goroutine as it ends inactive, dropped by to.
 	park *parkToken
+	// slot: the run's tailer holds one of the start slots (starts.go).
+	slot atomic.Bool
 
 	// The checkpointer's own: the file's logagent_file_bytes_behind series
 	// and the value it shows.
 	behind      prometheus.Gauge
 	behindShown int64
 
+	// dirty: something a checkpoint records (the acknowledged offset,
+	// the size, the state) may have moved since the checkpointer last
+	// looked; it looks at no other run. Set by whoever moves it, cleared
+	// by the checkpointer before it looks.
+	dirty atomic.Bool
 	// writable is whether the checkpointer may write the file's offset:
 	// set by the controller as the state changes, read by the checkpointer.
 	writable atomic.Bool
@@ -93,6 +100,9 @@ type fileRun struct {
 	// while Kafka acknowledges nothing.
 	writtenSize int64
 	drained     chan struct{} // closed and replaced whenever pending empties
+	// shedding: the run was parked with records in flight; the queue's
+	// storage goes once they are acknowledged (shed).
+	shedding bool
 }
 
 type pendingRec struct {
@@ -104,6 +114,7 @@ func newFileRun(topic, key, assignKey string, createRev int64, path string, id p
 	f := &fileRun{topic: topic, key: key, assignKey: assignKey, createRev: createRev, path: path, identity: id,
 		cfg: cfg, written: -1, drained: make(chan struct{}), since: time.Now()}
 	f.writable.Store(true)
+	f.dirty.Store(true)
 	return f
 }
 
@@ -150,21 +161,32 @@ func (f *fileRun) hasLapsed() bool {
 	return f.lapsed
 }
 
-// shed lets go of the run's record queue if nothing is in flight: a parked
-// file keeps no buffer (the queue of a file that had a burst is tens of
-// kilobytes, and at 10,000 files even the smallest adds up).
+// shed lets go of the run's record queue now if nothing is in flight, or
+// else once the last record in flight is acknowledged: a parked file
+// keeps no buffer (the queue of a file that had a burst is tens of
+// kilobytes, and at 10,000 files even the smallest adds up; a file parked
+// as soon as it was read, at a start, still has its records in flight).
 func (f *fileRun) shed() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.pending.len() == 0 {
+	f.shedding = true
+	f.shedIfDrainedLocked()
+}
+
+func (f *fileRun) shedIfDrainedLocked() {
+	if f.shedding && f.pending.len() == 0 {
 		f.pending = pendingQueue{}
+		f.shedding = false
 	}
 }
 
 // noteSize records a size of the file seen by a scan or a stat.
 func (f *fileRun) noteSize(size int64) {
 	f.mu.Lock()
-	f.size = max(f.size, size)
+	if size > f.size {
+		f.size = size
+		f.dirty.Store(true)
+	}
 	f.mu.Unlock()
 }
 
@@ -272,6 +294,8 @@ func (f *fileRun) advanceLocked() {
 		f.pending.dropOldest(n)
 		f.head += uint64(n)
 		f.signalDrainedLocked()
+		f.shedIfDrainedLocked()
+		f.dirty.Store(true)
 	}
 }
 

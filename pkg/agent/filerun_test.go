@@ -141,3 +141,24 @@ func TestPendingQueueLetsGoWhenEmpty(t *testing.T) {
 	q.push(make([]pendingRec, 3))
 	require.Equal(t, 3, q.len())
 }
+
+// TestShedWaitsForTheRecordsInFlight: a run parked with records in flight
+// keeps its queue until they are acknowledged, then lets go of its
+// storage; one parked with none lets go at once.
+func TestShedWaitsForTheRecordsInFlight(t *testing.T) {
+	fr := newFileRun("t", "k", "a", 1, "/p", protocol.FileIdentity{}, topics.Config{})
+	fr.trackAll(0, []pendingRec{{0, 10, false}, {10, 20, false}})
+	fr.shed()
+	require.Equal(t, 2, fr.pending.len(), "records in flight stay tracked")
+	fr.ack(0)
+	require.NotNil(t, fr.pending.buf, "one record still in flight")
+	fr.ack(1)
+	require.Equal(t, int64(20), fr.ackedOffset())
+	require.Nil(t, fr.pending.buf, "the storage went with the last ack")
+
+	fr.trackAll(2, []pendingRec{{20, 30, false}})
+	fr.ack(2)
+	require.NotNil(t, fr.pending.buf, "not shedding: a tailing file keeps its queue")
+	fr.shed()
+	require.Nil(t, fr.pending.buf)
+}

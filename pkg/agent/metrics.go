@@ -25,6 +25,7 @@ type metrics struct {
 	copiesContinued prometheus.Counter
 	tailers         prometheus.Gauge
 	parked          prometheus.Gauge
+	queued          prometheus.Gauge
 	reconciles      *prometheus.CounterVec // scope
 	wakes           *prometheus.CounterVec // by
 	filesHeld       prometheus.Gauge
@@ -112,6 +113,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "logagent_files_parked",
 			Help: "Assigned files parked: quiet for --close-inactive, no tailer, woken by a write, rename or delete.",
 		}),
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "logagent_files_queued",
+			Help: "Assigned files waiting for their turn to be read: at most --max-starting-files are read to their end at once, and while any waits, a file read to its end parks at once.",
+		}),
 		wakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "logagent_parked_wakes_total",
 			Help: "Parked files woken, by what saw the change: watch (the directory watcher, within milliseconds) or scan (the fallback, every --scan-interval).",
@@ -139,7 +144,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help: "Read buffers (64 KiB each) the tailers hold now: one per file being read at this moment; a file waiting for more holds none.",
 	}, func() float64 { return float64(tailer.ReadBuffersInUse()) })
 	for _, c := range []prometheus.Collector{m.linesRead, m.bytesRead, m.linesShipped, m.bytesShipped, m.rejected,
-		m.flagged, m.bytesBehind, m.lostBytes, m.checkpointDur, m.checkpointErr, m.fencedOut, m.selfFences, m.scans, m.etcdCheckpoints, m.etcdInterval, m.localSaveDur, m.releases, m.copiesContinued, m.tailers, m.parked, m.wakes, m.reconciles,
+		m.flagged, m.bytesBehind, m.lostBytes, m.checkpointDur, m.checkpointErr, m.fencedOut, m.selfFences, m.scans, m.etcdCheckpoints, m.etcdInterval, m.localSaveDur, m.releases, m.copiesContinued, m.tailers, m.parked, m.queued, m.wakes, m.reconciles,
 		m.filesHeld, m.watchedDirs, m.topicsRefused, m.filesSeen, readBuffers} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("agent: register metrics: %w", err)

@@ -101,6 +101,7 @@ func (f *fileRun) to(next runState) {
 	// file; a releasing run writes its final offset in the release Txn
 	// itself, and a fenced one writes nothing.
 	f.writable.Store(next != stateReleasing && next != stateFenced)
+	f.dirty.Store(true)
 	if next == stateFinished || next == stateGone {
 		f.urgent.Store(true)
 	}

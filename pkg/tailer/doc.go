@@ -36,8 +36,10 @@
 //     whatever the length of a line: a line of a GiB without a newline is
 //     emitted in parts as it is read, never held whole.
 //   - With Config.Inactive set, a current file that has not grown for
-//     that long ends Run with ErrInactive, every complete line emitted and
-//     the descriptor handed to Keep: the caller parks the file and runs a
+//     that long (or, at once, one read to its end when Config.AtEnd says
+//     so and no last line without newline is pending) ends Run with
+//     ErrInactive, every complete line emitted and the descriptor handed
+//     to Keep: the caller parks the file and runs a
 //     tailer again when it changes. ReadEnd tells how much was read, an
 //     unfinished last line included, so that the caller can tell a change
 //     from the state the tailer left.

@@ -117,6 +117,14 @@ type Config struct {
 	// still current, has not grown for this long: an idle file then costs
 	// its caller no goroutine, no watch and no buffer until it changes.
 	Inactive time.Duration
+	// AtEnd, if set, is called whenever the tailer has read a current
+	// file to its end and is about to wait for it to grow. It returning
+	// true ends Run with ErrInactive at once, as if the file had been
+	// quiet for Inactive (the caller needs the tailer's goroutine and
+	// watch for other files), unless a last line without newline is
+	// pending: that one waits for PartialTimeout as usual. The first call
+	// tells the caller that the file was read from its offset to its end.
+	AtEnd func() (park bool)
 	// Poll makes nxadm/tail poll instead of using inotify.
 	Poll   bool
 	Logger *slog.Logger
@@ -323,6 +331,10 @@ func (t *Tailer) run(ctx context.Context, emit func(Line) error) (err error) {
 		}
 		if st == pathOurs {
 			idleSince = time.Time{}
+			if t.cfg.AtEnd != nil && t.cfg.AtEnd() && !r.partial() {
+				t.log.Debug("file read to its end; parking it at once", "offset", t.Offset(), "read_end", t.readEnd)
+				return ErrInactive
+			}
 			err := w.wait(ctx, n, r.partial())
 			if errors.Is(err, errPartialIdle) {
 				// A partial last line waited out its timeout: ship it as

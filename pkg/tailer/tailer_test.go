@@ -727,3 +727,46 @@ func TestInactiveFileEndsRunAndKeepsItsDescriptor(t *testing.T) {
 	n, err := f.ReadAt(buf, 0)
 	require.Equal(t, len(content), n, "the kept descriptor still reads the file: %v", err)
 }
+
+// TestAtEndParksAtOnce: AtEnd is asked each time the current file was
+// read to its end; its true ends Run with ErrInactive at once, every
+// complete line emitted and the descriptor kept, but not while a last
+// line without newline waits for its newline or PartialTimeout.
+func TestAtEndParksAtOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendTo(t, path, header()+"one\npartial")
+	var (
+		calls atomic.Int32
+		park  atomic.Bool
+	)
+	kept := make(chan *os.File, 1)
+	r := startTailer(t, path, 0, func(c *Config) {
+		c.AtEnd = func() bool { calls.Add(1); return park.Load() }
+		c.Keep = func(f *os.File) { kept <- f }
+	})
+	testenv.WaitFor(t, 5*time.Second, "the first lines and a call at the end", func() bool {
+		return r.col.count() == 2 && calls.Load() > 0
+	})
+	park.Store(true)
+	// The partial line keeps the file followed: AtEnd is asked again at
+	// the next check, and the run goes on.
+	at := calls.Load()
+	testenv.WaitFor(t, 10*time.Second, "another call at the end", func() bool { return calls.Load() > at })
+	select {
+	case err := <-r.done:
+		t.Fatalf("run ended with a partial line pending: %v", err)
+	default:
+	}
+	appendTo(t, path, " line\n")
+	err := r.wait(t, "the run did not park once the line was complete")
+	require.ErrorIs(t, err, ErrInactive)
+	content, _ := os.ReadFile(path)
+	require.Equal(t, int64(len(content)), r.tl.Offset(), "every line was emitted")
+	require.Equal(t, 3, r.col.count())
+	select {
+	case f := <-kept:
+		f.Close()
+	default:
+		t.Fatal("Keep did not get the descriptor")
+	}
+}

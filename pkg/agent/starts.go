@@ -1,0 +1,98 @@
+package agent
+
+import (
+	"sync/atomic"
+)
+
+// DefaultMaxStarting is how many files are read from their offset to
+// their end at once by default (Config.MaxStarting).
+const DefaultMaxStarting = 64
+
+// starts bounds how many tailers are catching up at once: started, and not
+// yet at the end of their file. The others wait their turn, idle, in a
+// queue (the controller's own), and while any waits, a tailer that reaches
+// its file's end parks it at once (tailer.Config.AtEnd) instead of
+// following it for --close-inactive, so that its goroutine and watch go to
+// the next file.
+//
+// Why: an agent that starts on a host with 10,000 files (or a rotation
+// that touches them all) would otherwise run 10,000 tailers at once, each
+// with its goroutines, and keep them for --close-inactive. The Go runtime
+// never frees a goroutine's descriptor, and the burst's memory, spread
+// over the heap among long-lived objects, comes back to the kernel late
+// or never: at 10,000 files the burst was 12 MB of goroutine descriptors
+// and a live heap a third larger than the files need. With the bound, the
+// peak is that many tailers, whatever the number of files; a file written
+// meanwhile is woken by its directory's watch, as any parked file.
+//
+// A slot is taken by the controller when it starts a tailer (take) and
+// given back, once, by the tailer's goroutine (give): at the file's end,
+// before a copytruncate copy waits for its original (which may need a
+// slot to be read), or when the goroutine ends.
+type starts struct {
+	limit int64
+	inUse atomic.Int64
+	// freed is poked whenever a slot is given back.
+	freed chan struct{}
+	// waiting: the queue is not empty. Set by the controller, read by the
+	// tailers at their file's end.
+	waiting atomic.Bool
+
+	// The controller's own.
+	queue  []*fileRun
+	queued map[*fileRun]bool
+}
+
+func newStarts(limit int) *starts {
+	return &starts{limit: int64(limit), freed: make(chan struct{}, 1), queued: map[*fileRun]bool{}}
+}
+
+// take gives fr a slot if one is free; if not, fr joins the queue (once)
+// and take returns false. Controller only.
+func (s *starts) take(fr *fileRun) bool {
+	if s.inUse.Load() >= s.limit {
+		if !s.queued[fr] {
+			s.queued[fr] = true
+			s.queue = append(s.queue, fr)
+			s.waiting.Store(true)
+		}
+		return false
+	}
+	s.inUse.Add(1)
+	fr.slot.Store(true)
+	return true
+}
+
+// give returns fr's slot, if it holds one. Any goroutine; safe twice.
+func (s *starts) give(fr *fileRun) {
+	if fr.slot.CompareAndSwap(true, false) {
+		s.inUse.Add(-1)
+		poke(s.freed)
+	}
+}
+
+// next removes from the queue and returns as many runs still waiting
+// (live) as there are free slots, for the controller to start; runs that
+// left the queue's purpose meanwhile (started, dropped) are dropped from
+// it without taking a place. Controller only.
+func (s *starts) next(live func(*fileRun) bool) []*fileRun {
+	n := int(s.limit - s.inUse.Load())
+	var out []*fileRun
+	for len(out) < n && len(s.queue) > 0 {
+		fr := s.queue[0]
+		s.queue[0] = nil
+		s.queue = s.queue[1:]
+		delete(s.queued, fr)
+		if live(fr) {
+			out = append(out, fr)
+		}
+	}
+	if len(s.queue) == 0 {
+		s.queue = nil // let go of the array: it held a whole start's runs
+	}
+	s.waiting.Store(len(s.queue) > 0)
+	return out
+}
+
+// queuedLen is how many runs wait for a slot.
+func (s *starts) queuedLen() int { return len(s.queue) }

@@ -1,0 +1,89 @@
+package agent
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/logferry/logferry/internal/testenv"
+	"github.com/logferry/logferry/pkg/protocol"
+	"github.com/logferry/logferry/pkg/ship"
+	"github.com/logferry/logferry/pkg/topics"
+)
+
+func maxStarting(n int) agentOpt {
+	return func(c *Config, _ *ship.Config) { c.MaxStarting = n }
+}
+
+// TestStartsAreBoundedAndCaughtUpFilesPark: with more files than start
+// slots, at most MaxStarting tailers catch up at once and, while files
+// wait their turn, each file read to its end parks at once, whatever
+// --close-inactive says (an hour here): the agent's start never holds a
+// tailer per file. Every line is shipped once, the queue empties, and a
+// parked file is still woken by a write.
+func TestStartsAreBoundedAndCaughtUpFilesPark(t *testing.T) {
+	const n, slots = 40, 3
+	e := newEnv(t)
+	for i := range n {
+		name := fmt.Sprintf("f%03d.log", i)
+		e.write(name, header(name))
+		e.writeLines(name, 0, 2)
+	}
+	e.putTopic("quiet", topics.Config{Paths: []string{e.dir + "/*.log"}})
+	// Every file is assigned before the agent starts (as on a restart),
+	// so that its first reconcile wants all of them at once.
+	first := e.startAgent("h1")
+	seen := make([]protocol.SeenFile, n)
+	for i := range n {
+		seen[i] = e.waitSeen("quiet", "h1", fmt.Sprintf("f%03d.log", i))
+	}
+	require.NoError(t, first.stop())
+	for _, f := range seen {
+		e.assign("quiet", "h1", f)
+	}
+	ag := e.startAgent("h1", maxStarting(slots), closeInactive(time.Hour), scanEvery(time.Hour))
+	requireEachOnce(t, e.waitRecords("quiet", 3*n, 30*time.Second), 3*n, "every line of the files")
+	// The last ones to start found nobody waiting: they follow their file
+	// for --close-inactive, as ever. All the others parked at their end.
+	testenv.WaitFor(t, 20*time.Second, "all but the last few files parked, none queued", func() bool {
+		return metricValue(t, ag.reg, "logagent_files_parked") >= n-slots &&
+			metricValue(t, ag.reg, "logagent_files_queued") == 0 &&
+			metricValue(t, ag.reg, "logagent_tailers") <= slots
+	})
+	require.Zero(t, ag.a.starts.inUse.Load(), "every slot was given back")
+
+	e.writeLines("f000.log", 2, 3)
+	requireEachOnce(t, e.waitRecords("quiet", 3*n+1, 20*time.Second), 3*n+1, "a line written to a parked file")
+}
+
+// TestStartQueueSkipsRunsThatStoppedWaiting: a queued run that was started
+// or dropped meanwhile does not take a free slot, so the runs behind it get
+// theirs (else the queue would stall with free slots and nothing to give
+// one back).
+func TestStartQueueSkipsRunsThatStoppedWaiting(t *testing.T) {
+	s := newStarts(1)
+	runs := make([]*fileRun, 4)
+	for i := range runs {
+		runs[i] = &fileRun{key: fmt.Sprint(i)}
+	}
+	require.True(t, s.take(runs[0]))
+	for _, fr := range runs[1:] {
+		require.False(t, s.take(fr))
+		require.False(t, s.take(fr), "queued once")
+	}
+	require.Equal(t, 3, s.queuedLen())
+	require.True(t, s.waiting.Load())
+	require.Empty(t, s.next(func(*fileRun) bool { return true }), "no slot free")
+
+	s.give(runs[0])
+	s.give(runs[0]) // twice: one slot back
+	require.Zero(t, s.inUse.Load())
+	<-s.freed
+	stale := map[*fileRun]bool{runs[1]: true, runs[2]: true}
+	got := s.next(func(fr *fileRun) bool { return !stale[fr] })
+	require.Equal(t, []*fileRun{runs[3]}, got, "the stale runs gave way")
+	require.Zero(t, s.queuedLen())
+	require.False(t, s.waiting.Load())
+}
