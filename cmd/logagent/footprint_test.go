@@ -99,6 +99,7 @@ func reportFootprint(b *testing.B, fp footprint) {
 	b.ReportMetric(float64(fp.present), "files-present")
 	b.ReportMetric(fp.rss, "rss-MiB")
 	b.ReportMetric(fp.hwm, "hwm-MiB")
+	b.ReportMetric(fp.rssFile, "rss-file-MiB")
 	b.ReportMetric(fp.idleCPU, "idle-cpu-%")
 	b.ReportMetric(float64(fp.fds), "fds")
 	if fp.liveHeap != 0 {
@@ -118,9 +119,9 @@ func reportFootprint(b *testing.B, fp footprint) {
 		parked = fmt.Sprintf(", %d parked %v later", fp.parked, fp.parkTook.Round(time.Second))
 		heap = fmt.Sprintf(", live heap %.1f", fp.liveHeap)
 	}
-	b.Logf("%s: %d of %d files shipped in %v%s; RSS %.1f MiB (peak %.1f%s); idle CPU %.2f %% of a core over %v; "+
+	b.Logf("%s: %d of %d files shipped in %v%s; RSS %.1f MiB (%.1f of it the program's files; peak %.1f%s); idle CPU %.2f %% of a core over %v; "+
 		"%d descriptors; %d threads%s; write->Kafka latency over %d files at 1 line/s: p50 %v, p99 %v (%d lines); produce requests: %s%s",
-		fp.mode, fp.shipped, fp.present, fp.shipTook.Round(time.Millisecond), parked, fp.rss, fp.hwm, heap, fp.idleCPU, fp.idleOver,
+		fp.mode, fp.shipped, fp.present, fp.shipTook.Round(time.Millisecond), parked, fp.rss, fp.rssFile, fp.hwm, heap, fp.idleCPU, fp.idleOver,
 		fp.fds, fp.threads, goroutines, fp.latFiles, fp.p50.Round(100*time.Microsecond), fp.p99.Round(100*time.Microsecond), fp.latLines, fp.wire, fp.note)
 }
 
@@ -134,6 +135,7 @@ type footprint struct {
 	parkTook         time.Duration // from the last line shipped to every file parked
 	liveHeap         float64       // MiB in use after a collection (a Go shipper)
 	rss, hwm         float64       // MiB
+	rssFile          float64       // MiB of rss that are the program's files (its binary, libraries)
 	idleCPU          float64       // % of one core
 	idleOver         time.Duration
 	fds, threads     int
@@ -322,6 +324,7 @@ func measureShipper(b *testing.B, fp *footprint, s shipperRun) {
 	settle(fp.idleOver)
 	fp.idleCPU = (procCPU(b, s.pid) - cpu0).Seconds() / time.Since(t0).Seconds() * 100
 	fp.rss, fp.hwm = procMem(b, s.pid)
+	fp.rssFile = procStatus(b, s.pid, "RssFile")["RssFile"]
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.pid))
 	if err != nil {
 		b.Fatal(err)
@@ -476,26 +479,30 @@ func procCPU(b *testing.B, pid int) time.Duration {
 // (VmHWM), in MiB.
 func procMem(b *testing.B, pid int) (rss, hwm float64) {
 	b.Helper()
+	m := procStatus(b, pid, "VmRSS", "VmHWM")
+	return m["VmRSS"], m["VmHWM"]
+}
+
+// procStatus reads the named sizes (in kB) of /proc/<pid>/status, in MiB.
+func procStatus(b *testing.B, pid int, names ...string) map[string]float64 {
+	b.Helper()
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
+	out := map[string]float64{}
 	for line := range strings.Lines(string(status)) {
 		name, rest, ok := strings.Cut(line, ":")
-		if !ok || (name != "VmRSS" && name != "VmHWM") {
+		if !ok || !slices.Contains(names, name) {
 			continue
 		}
 		var kb float64
 		if _, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), &kb); err != nil {
 			b.Fatalf("%s %q: %v", name, rest, err)
 		}
-		if name == "VmRSS" {
-			rss = kb / 1024
-		} else {
-			hwm = kb / 1024
-		}
+		out[name] = kb / 1024
 	}
-	return rss, hwm
+	return out
 }
 
 // procThreads is pid's number of threads (Threads in /proc/<pid>/status).

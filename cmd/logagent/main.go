@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -17,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/pflag"
@@ -25,6 +27,7 @@ import (
 	"github.com/logferry/logferry/internal/cliflags"
 	"github.com/logferry/logferry/internal/etcdflags"
 	"github.com/logferry/logferry/internal/logging"
+	"github.com/logferry/logferry/internal/memtarget"
 	"github.com/logferry/logferry/internal/opsserver"
 	"github.com/logferry/logferry/internal/version"
 	"github.com/logferry/logferry/pkg/agent"
@@ -68,6 +71,7 @@ type options struct {
 	rotatedIdle        time.Duration
 	closeInactive      time.Duration
 	maxStarting        int
+	memoryTarget       string
 	stopTimeout        time.Duration
 	tailMode           string
 	tailPoll           time.Duration
@@ -109,6 +113,10 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		"end at once (at a start, or as parked files wake); the others wait their turn (logagent_files_queued), and while any waits, "+
 		"a file read to its end is parked at once instead of after --close-inactive, so that ten thousand files never hold ten "+
 		"thousand tailers")
+	fs.StringVar(&o.memoryTarget, "memory-target", "48MiB", "memory the agent's Go runtime aims at (its soft limit, GOMEMLIMIT; the RSS also holds the binary's pages, about 16MiB): "+
+		"the collector runs and returns memory to the kernel when the agent reaches it, and the limit rises with the live heap "+
+		"when a load needs more (never under 1.25 times it), so it bounds an idle agent, never a busy one; 0: off (GOGC alone); "+
+		"GOMEMLIMIT in the environment wins")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 5*time.Second, "on SIGTERM or handover, how long to wait for Kafka to acknowledge what was sent")
 	fs.StringVar(&o.tailMode, "tail-mode", "inotify", "how followed files are watched for appends: inotify (one inotify watch per followed "+
 		"file: wakes within milliseconds, costs nothing while idle; the default) or poll (a stat every --tail-poll-interval). Files of "+
@@ -165,6 +173,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if o.maxStarting < 1 {
 		return fmt.Errorf("%w: --max-starting-files %d: want 1 or more", errUsage, o.maxStarting)
+	}
+	memTarget, err := humanize.ParseBytes(o.memoryTarget)
+	if err != nil {
+		return fmt.Errorf("%w: --memory-target %q: want a size such as 64MiB, or 0: %v", errUsage, o.memoryTarget, err)
 	}
 	if o.tailPoll <= 0 {
 		return fmt.Errorf("%w: --tail-poll-interval %v: want a positive duration", errUsage, o.tailPoll)
@@ -243,6 +255,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Run(gctx) })
 	g.Go(func() error { return ops.Run(gctx) })
+	g.Go(func() error {
+		return memtarget.Run(gctx, memtarget.Config{Target: int64(min(memTarget, math.MaxInt64)), Logger: log})
+	})
 	return g.Wait()
 }
 

@@ -91,6 +91,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--listen", "nonsense", "--id", "a"}, "nonsense"},
 		{[]string{"--tail-mode", "fast"}, "fast"},
 		{[]string{"--tail-poll-interval", "0s"}, "--tail-poll-interval"},
+		{[]string{"--memory-target", "lots"}, "lots"},
+		{[]string{"--max-starting-files", "0"}, "--max-starting-files"},
 	} {
 		err := run(context.Background(), tc.args, io.Discard, io.Discard)
 		require.Error(t, err, "%v", tc.args)

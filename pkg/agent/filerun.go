@@ -99,7 +99,10 @@ type fileRun struct {
 	// rewritten when only the size moved, so lag read from etcd stays true
 	// while Kafka acknowledges nothing.
 	writtenSize int64
-	drained     chan struct{} // closed and replaced whenever pending empties
+	// drained is closed when pending empties; made only while someone
+	// waits (waitDrained): most runs are never waited for, and a channel
+	// each is a megabyte at 10,000 files.
+	drained chan struct{}
 	// shedding: the run was parked with records in flight; the queue's
 	// storage goes once they are acknowledged (shed).
 	shedding bool
@@ -112,7 +115,7 @@ type pendingRec struct {
 
 func newFileRun(topic, key, assignKey string, createRev int64, path string, id protocol.FileIdentity, cfg topics.Config) *fileRun {
 	f := &fileRun{topic: topic, key: key, assignKey: assignKey, createRev: createRev, path: path, identity: id,
-		cfg: cfg, written: -1, drained: make(chan struct{}), since: time.Now()}
+		cfg: cfg, written: -1, since: time.Now()}
 	f.writable.Store(true)
 	f.dirty.Store(true)
 	return f
@@ -301,8 +304,10 @@ func (f *fileRun) advanceLocked() {
 
 func (f *fileRun) signalDrainedLocked() {
 	if f.pending.len() == 0 {
-		close(f.drained)
-		f.drained = make(chan struct{})
+		if f.drained != nil {
+			close(f.drained)
+			f.drained = nil
+		}
 	}
 }
 
@@ -313,6 +318,9 @@ func (f *fileRun) waitDrained(ctx context.Context) error {
 		if f.pending.len() == 0 {
 			f.mu.Unlock()
 			return nil
+		}
+		if f.drained == nil {
+			f.drained = make(chan struct{})
 		}
 		ch := f.drained
 		f.mu.Unlock()

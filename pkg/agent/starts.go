@@ -88,7 +88,9 @@ func (s *starts) next(live func(*fileRun) bool) []*fileRun {
 		}
 	}
 	if len(s.queue) == 0 {
-		s.queue = nil // let go of the array: it held a whole start's runs
+		// Let go of the array and the map: they held a whole start's
+		// runs, and a map never shrinks.
+		s.queue, s.queued = nil, map[*fileRun]bool{}
 	}
 	s.waiting.Store(len(s.queue) > 0)
 	return out
