@@ -117,13 +117,15 @@ type Config struct {
 	// still current, has not grown for this long: an idle file then costs
 	// its caller no goroutine, no watch and no buffer until it changes.
 	Inactive time.Duration
-	// AtEnd, if set, is called whenever the tailer has read a current
-	// file to its end and is about to wait for it to grow. It returning
-	// true ends Run with ErrInactive at once, as if the file had been
-	// quiet for Inactive (the caller needs the tailer's goroutine and
-	// watch for other files), unless a last line without newline is
-	// pending: that one waits for PartialTimeout as usual. The first call
-	// tells the caller that the file was read from its offset to its end.
+	// AtEnd, if set, is called whenever the tailer has read its file to
+	// its end and is about to wait for it to grow: the first call tells
+	// the caller that the file was read from its offset to its end. For a
+	// current file, it returning true ends Run with ErrInactive at once,
+	// as if the file had been quiet for Inactive (the caller needs the
+	// tailer's goroutine and watch for other files), unless a last line
+	// without newline is pending: that one waits for PartialTimeout as
+	// usual. A rotated file is never parked: it is read on until
+	// RotatedIdle, whatever AtEnd says.
 	AtEnd func() (park bool)
 	// Poll makes nxadm/tail poll instead of using inotify.
 	Poll   bool
@@ -366,6 +368,9 @@ func (t *Tailer) run(ctx context.Context, emit func(Line) error) (err error) {
 			}
 			t.log.Info("file finished", "offset", t.Offset(), "state", st)
 			return ErrFinished
+		}
+		if t.cfg.AtEnd != nil {
+			t.cfg.AtEnd() // read to its end; a rotated file is never parked
 		}
 		if !ctxwait.Sleep(ctx, min(t.cfg.CheckInterval, t.cfg.RotatedIdle/4+time.Millisecond)) {
 			return ctx.Err()

@@ -770,3 +770,20 @@ func TestAtEndParksAtOnce(t *testing.T) {
 		t.Fatal("Keep did not get the descriptor")
 	}
 }
+
+// TestAtEndOfARotatedFile: a rotated file read to its end is reported to
+// AtEnd too (its caller's resources can go to other files), but never
+// parked: it is read on until RotatedIdle and finished.
+func TestAtEndOfARotatedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	appendTo(t, path, header()+"one\n")
+	var calls atomic.Int32
+	r := startTailer(t, path, 0, func(c *Config) {
+		c.Rotated = true
+		c.AtEnd = func() bool { calls.Add(1); return true }
+	})
+	err := r.wait(t, "the rotated file was not finished")
+	require.ErrorIs(t, err, ErrFinished)
+	require.Equal(t, 2, r.col.count())
+	require.Positive(t, calls.Load(), "AtEnd was told the file was read to its end")
+}
