@@ -380,7 +380,7 @@ func (a *Agent) tail(ctx context.Context, fr *fileRun) error {
 		Path: path, File: fr.held, Identity: fr.identity,
 		// A file the globs no longer match (found by identity after a
 		// rotation) is finished once read to its end and idle.
-		Rotated: !a.scanner.Matches(fr.cfg, path), FingerprintBytes: a.cfg.FingerprintBytes,
+		Rotated: !a.scanner.Matches(*fr.cfg, path), FingerprintBytes: a.cfg.FingerprintBytes,
 		Offset: offset, MaxLineBytes: fr.cfg.MaxLineBytes, Truncate: fr.cfg.LongLines == topics.LongLinesTruncate,
 		RotatedIdle: a.cfg.RotatedIdle, Poll: !a.cfg.TailInotify || fr.cfg.Shared, PartialTimeout: a.cfg.PartialLineTimeout, Logger: a.log.With("topic", fr.topic, "file", fr.key),
 		OnTruncate: func(old int64) {

@@ -48,7 +48,7 @@ func TestCheckpointManyFilesAndFencing(t *testing.T) {
 
 	// A file whose tailer has not read its checkpoint yet writes none: it
 	// would overwrite the previous owner's with 0.
-	notStarted := newFileRun("t", "fresh", e.ks.Assign("h1", "t", "fresh"), 1, e.path("fresh"), protocol.FileIdentity{Fingerprint: "cd", Inode: 9999}, topics.Config{})
+	notStarted := newFileRun("t", "fresh", e.ks.Assign("h1", "t", "fresh"), 1, e.path("fresh"), protocol.FileIdentity{Fingerprint: "cd", Inode: 9999}, &topics.Config{})
 	runs = append(runs, notStarted)
 	c.setRuns(runs)
 
@@ -82,7 +82,7 @@ func assignedRun(t *testing.T, e *env, fk string, inode uint64) *fileRun {
 	v, _ := protocol.Marshal(&protocol.Assignment{State: protocol.StateActive, Path: "/x"})
 	resp, err := e.cli.Put(context.Background(), key, string(v))
 	require.NoError(t, err)
-	fr := newFileRun("t", fk, key, resp.Header.Revision, e.path(fk), protocol.FileIdentity{Fingerprint: "ab", Inode: inode}, topics.Config{})
+	fr := newFileRun("t", fk, key, resp.Header.Revision, e.path(fk), protocol.FileIdentity{Fingerprint: "ab", Inode: inode}, &topics.Config{})
 	fr.started = true
 	return fr
 }

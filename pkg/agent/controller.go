@@ -49,6 +49,9 @@ type controller struct {
 	// cost one.
 	full    bool
 	touched map[fileRef]bool
+	// configs are the topic configs the runs share, one per topic and
+	// config revision.
+	configs map[string]sharedConfig
 	// publishAt, when not nil, fires the publication of the runs that the
 	// reconciles of touched runs put off (publishDelay).
 	publishAt *time.Timer
@@ -105,6 +108,7 @@ func newController(a *Agent, inv *inventory, cp *checkpointer, board *topicBoard
 		runs:        map[fileRef]*fileRun{},
 		dirty:       make(chan struct{}, 1),
 		touched:     map[fileRef]bool{},
+		configs:     map[string]sharedConfig{},
 		fenced:      true,
 		batches:     make(chan genBatch),
 		tailerExits: make(chan tailerExit, 16),
@@ -350,7 +354,7 @@ func (c *controller) reconcileRun(ctx context.Context, ref fileRef, w want, now 
 	case wantRelease:
 		if fr == nil {
 			// Never read here: released without a checkpoint.
-			fr = newFileRun(ref.topic, ref.file, w.assignKey, w.createRev, c.assigns[ref].value.Path, protocol.FileIdentity{}, topics.Config{})
+			fr = newFileRun(ref.topic, ref.file, w.assignKey, w.createRev, c.assigns[ref].value.Path, protocol.FileIdentity{}, &noConfig)
 			c.held.claim(ref)
 			c.runs[ref] = fr
 		}
@@ -366,7 +370,7 @@ func (c *controller) reconcileRun(ctx context.Context, ref fileRef, w want, now 
 			if !w.known {
 				return // not discovered here (yet): nothing to read from
 			}
-			fr = newFileRun(ref.topic, ref.file, w.assignKey, w.createRev, w.file.Path, w.file.Identity, w.cfg)
+			fr = newFileRun(ref.topic, ref.file, w.assignKey, w.createRev, w.file.Path, w.file.Identity, c.config(ref.topic, w))
 			fr.size = w.file.Size
 			c.held.claim(ref)
 			c.runs[ref] = fr
@@ -376,7 +380,7 @@ func (c *controller) reconcileRun(ctx context.Context, ref fileRef, w want, now 
 		if fr.state == stateTailing && fr.cfgRev != w.cfgRev {
 			// The config key was written again: restart with it if its
 			// content changed (comparing only when the revision moved).
-			if sameConfig(fr.cfg, w.cfg) {
+			if sameConfig(*fr.cfg, w.cfg) {
 				fr.cfgRev = w.cfgRev
 			} else {
 				c.stopTailer(fr) // restarted just below with the new config
@@ -384,10 +388,29 @@ func (c *controller) reconcileRun(ctx context.Context, ref fileRef, w want, now 
 		}
 		if fr.state == stateIdle && !now.Before(fr.retryAt) && c.a.starts.take(fr) {
 			// The tailer goroutine reads fr.cfg: it changes only while none runs.
-			fr.cfg, fr.cfgRev = w.cfg, w.cfgRev
+			fr.cfg, fr.cfgRev = c.config(ref.topic, w), w.cfgRev
 			c.startTailer(ctx, fr)
 		}
 	}
+}
+
+// noConfig is the config of a run released without being read here.
+var noConfig topics.Config
+
+type sharedConfig struct {
+	rev int64
+	cfg *topics.Config
+}
+
+// config is w's topic config, shared with the topic's other runs of the
+// same revision: a run's config is never modified.
+func (c *controller) config(topic string, w want) *topics.Config {
+	if s, ok := c.configs[topic]; ok && s.rev == w.cfgRev {
+		return s.cfg
+	}
+	cfg := w.cfg
+	c.configs[topic] = sharedConfig{rev: w.cfgRev, cfg: &cfg}
+	return &cfg
 }
 
 func compareRefs(x, y fileRef) int {

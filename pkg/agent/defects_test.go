@@ -142,7 +142,7 @@ func TestUnlinkedHeldFileCountedOnce(t *testing.T) {
 func TestAckReadsPathWhileItMoves(t *testing.T) {
 	e := newEnv(t)
 	ra := e.startAgent("h1")
-	fr := newFileRun("t", "f", "k", 1, "/p0", protocol.FileIdentity{}, topics.Config{KafkaTopic: "t"})
+	fr := newFileRun("t", "f", "k", 1, "/p0", protocol.FileIdentity{}, &topics.Config{KafkaTopic: "t"})
 	s := newLineSink(ra.a, fr)
 	defer s.close()
 	done := make(chan struct{})

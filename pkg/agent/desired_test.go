@@ -49,7 +49,7 @@ func TestDesired(t *testing.T) {
 }
 
 func TestRunStateTransitions(t *testing.T) {
-	fr := newFileRun("t", "f", "k", 1, "/p", protocol.FileIdentity{}, topics.Config{})
+	fr := newFileRun("t", "f", "k", 1, "/p", protocol.FileIdentity{}, &topics.Config{})
 	require.True(t, fr.writable.Load())
 	for _, step := range []runState{stateTailing, stateFinished, stateIdle, stateTailing, stateReleasing} {
 		fr.to(step)
@@ -60,7 +60,7 @@ func TestRunStateTransitions(t *testing.T) {
 	fr.to(stateFenced)
 	require.False(t, fr.writable.Load())
 	require.Panics(t, func() { fr.to(stateTailing) }, "fenced is terminal")
-	gone := newFileRun("t", "g", "k", 1, "/p", protocol.FileIdentity{}, topics.Config{})
+	gone := newFileRun("t", "g", "k", 1, "/p", protocol.FileIdentity{}, &topics.Config{})
 	gone.to(stateTailing)
 	gone.to(stateGone)
 	require.Panics(t, func() { gone.to(stateTailing) }, "a gone file is never read again under its identity")

@@ -21,8 +21,10 @@ type fileRun struct {
 	assignKey string
 	createRev int64 // of assignKey: the fence of every write for this file
 	identity  protocol.FileIdentity
-	cfg       topics.Config
-	cfgRev    int64 // ModRevision of the topic config cfg was checked against
+	// cfg is the topic's config, shared by the topic's runs and never
+	// modified (a copy each was 144 bytes of every run).
+	cfg    *topics.Config
+	cfgRev int64 // ModRevision of the topic config cfg was checked against
 
 	// Set by the controller only (state.go has the transitions).
 	state  runState
@@ -85,6 +87,9 @@ type fileRun struct {
 	// then acked means nothing and no checkpoint may be written (it would
 	// overwrite the previous owner's with 0).
 	started bool
+	// shedding: the run was parked with records in flight; the queue's
+	// storage goes once they are acknowledged (shed).
+	shedding bool
 	// pending holds the bytes (start and End) of every record handed to the
 	// shipper and not yet acknowledged, in sequence order, with its ack
 	// state; acked is the checkpoint candidate.
@@ -103,9 +108,6 @@ type fileRun struct {
 	// waits (waitDrained): most runs are never waited for, and a channel
 	// each is a megabyte at 10,000 files.
 	drained chan struct{}
-	// shedding: the run was parked with records in flight; the queue's
-	// storage goes once they are acknowledged (shed).
-	shedding bool
 }
 
 type pendingRec struct {
@@ -113,7 +115,7 @@ type pendingRec struct {
 	done       bool
 }
 
-func newFileRun(topic, key, assignKey string, createRev int64, path string, id protocol.FileIdentity, cfg topics.Config) *fileRun {
+func newFileRun(topic, key, assignKey string, createRev int64, path string, id protocol.FileIdentity, cfg *topics.Config) *fileRun {
 	f := &fileRun{topic: topic, key: key, assignKey: assignKey, createRev: createRev, path: path, identity: id,
 		cfg: cfg, written: -1, since: time.Now()}
 	f.writable.Store(true)

@@ -14,7 +14,7 @@ import (
 // acknowledged prefix, whether records are acked one by one or in ranges,
 // in any order; a record acked twice counts once.
 func TestAckedPrefix(t *testing.T) {
-	fr := newFileRun("t", "f", "k", 1, "/x", protocol.FileIdentity{}, topics.Config{})
+	fr := newFileRun("t", "f", "k", 1, "/x", protocol.FileIdentity{}, &topics.Config{})
 	var recs []pendingRec
 	for i := range int64(10) {
 		recs = append(recs, pendingRec{start: i * 10, end: i*10 + 10})
@@ -43,7 +43,7 @@ func TestAckedPrefix(t *testing.T) {
 // TestUntrackFrom: records the shipper did not accept are dropped from the
 // newest end; the next ones tracked take their sequences.
 func TestUntrackFrom(t *testing.T) {
-	fr := newFileRun("t", "f", "k", 1, "/x", protocol.FileIdentity{}, topics.Config{})
+	fr := newFileRun("t", "f", "k", 1, "/x", protocol.FileIdentity{}, &topics.Config{})
 	fr.trackAll(0, []pendingRec{{0, 10, false}, {10, 20, false}, {20, 30, false}})
 	fr.ack(0)
 	fr.untrackFrom(2)
@@ -66,7 +66,7 @@ func TestUntrackFrom(t *testing.T) {
 // stay pending than an ack takes out (a slice resliced from the front
 // reallocated whenever its end was reached).
 func TestTrackingDoesNotAllocate(t *testing.T) {
-	fr := newFileRun("t", "f", "k", 1, "/x", protocol.FileIdentity{}, topics.Config{})
+	fr := newFileRun("t", "f", "k", 1, "/x", protocol.FileIdentity{}, &topics.Config{})
 	recs := make([]pendingRec, 128)
 	for i := range recs {
 		recs[i] = pendingRec{start: int64(i), end: int64(i + 1)}
@@ -146,7 +146,7 @@ func TestPendingQueueLetsGoWhenEmpty(t *testing.T) {
 // keeps its queue until they are acknowledged, then lets go of its
 // storage; one parked with none lets go at once.
 func TestShedWaitsForTheRecordsInFlight(t *testing.T) {
-	fr := newFileRun("t", "k", "a", 1, "/p", protocol.FileIdentity{}, topics.Config{})
+	fr := newFileRun("t", "k", "a", 1, "/p", protocol.FileIdentity{}, &topics.Config{})
 	fr.trackAll(0, []pendingRec{{0, 10, false}, {10, 20, false}})
 	fr.shed()
 	require.Equal(t, 2, fr.pending.len(), "records in flight stay tracked")
@@ -161,4 +161,21 @@ func TestShedWaitsForTheRecordsInFlight(t *testing.T) {
 	require.NotNil(t, fr.pending.buf, "not shedding: a tailing file keeps its queue")
 	fr.shed()
 	require.Nil(t, fr.pending.buf)
+}
+
+// TestRunsShareTheirTopicsConfig: the runs of a topic share one config
+// per config revision (a copy each was 144 bytes of every run); a new
+// revision gets its own, and the runs still on the old one keep it as it
+// was.
+func TestRunsShareTheirTopicsConfig(t *testing.T) {
+	c := &controller{configs: map[string]sharedConfig{}}
+	w := want{cfg: topics.Config{KafkaTopic: "a"}, cfgRev: 5}
+	first := c.config("t", w)
+	require.Same(t, first, c.config("t", w))
+	require.NotSame(t, first, c.config("u", w), "another topic")
+	w.cfg.KafkaTopic, w.cfgRev = "b", 6
+	next := c.config("t", w)
+	require.NotSame(t, first, next)
+	require.Equal(t, "b", next.KafkaTopic)
+	require.Equal(t, "a", first.KafkaTopic)
 }

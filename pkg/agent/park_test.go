@@ -134,7 +134,7 @@ func TestParkingSeesAWriteBeforeItsRegistration(t *testing.T) {
 		touched bool
 	}{{"unchanged", 4, false}, {"written since the read", 2, true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			fr := newFileRun("t", "k", "a", 1, path, protocol.FileIdentity{}, topics.Config{})
+			fr := newFileRun("t", "k", "a", 1, path, protocol.FileIdentity{}, &topics.Config{})
 			fr.held = f
 			a.parkRun(fr, path, tc.end)
 			require.Equal(t, tc.touched, fr.park.touchedYet())
