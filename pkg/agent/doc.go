@@ -91,6 +91,14 @@
 //     rename or delete at its path wakes it (the scans do where the
 //     directory watch does not reach), and its tailer starts again from
 //     the acknowledged offset through the descriptor it kept.
+//   - At most --max-starting-files tailers are catching up (started, not
+//     yet at their file's end) at once (starts.go); the others wait in a
+//     queue, idle, and each slot given back starts the next. While any
+//     waits, a current file read to its end parks at once. The queue never
+//     stalls with free slots: a run that stopped waiting gives its place.
+//   - The checkpointer looks only at runs marked dirty (an ack, a size, a
+//     state change marked them) and keeps marked those with a checkpoint
+//     still due; a run nobody marked has nothing to write.
 //   - A clean stop stops every tailer, waits (bounded by --stop-timeout) for
 //     the releases and Kafka's acks, writes final checkpoints, and revokes
 //     the lease: at most --stop-timeout + 3 s, whatever etcd and Kafka do.
