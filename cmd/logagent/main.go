@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -127,7 +128,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		"renamed away or deleted milliseconds later is still read; false: new files are found by the scans only")
 	fs.DurationVar(&o.partialTimeout, "partial-line-timeout", 0, "ship a last line that has no newline once its file has not grown for this long "+
 		"(0: wait for the newline, or for the file's rotation, however long)")
-	fs.BoolVar(&o.pprof, "pprof", false, "also serve the Go runtime profiles (/debug/pprof/) on --listen, for a diagnosis")
+	fs.BoolVar(&o.pprof, "pprof", false, "also serve the Go runtime profiles (/debug/pprof/) on --listen, for a diagnosis; "+
+		"without it the heap is not sampled for profiles (the samples' stacks cost over a MiB that an agent on every host need not keep)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
@@ -228,6 +230,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}, log)
 	if o.pprof {
 		ops.EnablePprof()
+	} else {
+		runtime.MemProfileRate = 0 // nothing could read the samples
 	}
 	if err := ops.Listen(); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +36,7 @@ func TestMain(m *testing.M) {
 // readiness and metrics, and a SIGTERM (ctx cancel) stops it with exit 0,
 // its lease revoked (heartbeats gone at once), within 10 s.
 func TestRunServesAndStopsCleanly(t *testing.T) {
+	defer func(rate int) { runtime.MemProfileRate = rate }(runtime.MemProfileRate)
 	e := testenv.StartEtcd(t)
 	k := testenv.StartKafka(t)
 	cli := e.Client()
@@ -58,9 +63,11 @@ func TestRunServesAndStopsCleanly(t *testing.T) {
 	})
 	code, body := testenv.HTTPGet("http://" + listen + "/metrics")
 	require.Equal(t, 200, code)
-	for _, m := range []string{"logagent_lease_held 1", "logagent_files_seen", "logferry_ship_inflight_bytes", "go_goroutines"} {
+	for _, m := range []string{"logagent_lease_held 1", "logagent_files_seen", "logferry_ship_inflight_bytes", "go_goroutines", "go_gc_gomemlimit_bytes"} {
 		require.Contains(t, body, m)
 	}
+	require.NotContains(t, body, fmt.Sprintf("go_gc_gomemlimit_bytes %g\n", float64(math.MaxInt64)), "the memory target sets a limit")
+	require.Zero(t, runtime.MemProfileRate, "no heap samples without --pprof")
 	start := time.Now()
 	cancel()
 	select {
@@ -70,6 +77,7 @@ func TestRunServesAndStopsCleanly(t *testing.T) {
 		t.Fatal("logagent did not stop within 10 s of SIGTERM")
 	}
 	t.Logf("stopped in %v", time.Since(start))
+	require.Equal(t, int64(math.MaxInt64), debug.SetMemoryLimit(-1), "the limit found is put back")
 	resp, err := cli.Get(context.Background(), "/topics/", clientv3.WithPrefix())
 	require.NoError(t, err)
 	for _, kv := range resp.Kvs {
