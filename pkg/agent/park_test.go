@@ -58,7 +58,10 @@ func waitParked(t *testing.T, ag *runningAgent, n int) {
 func TestQuietFilesParkWithoutGoroutines(t *testing.T) {
 	const n = 60
 	// One scan an hour: what wakes a file here is the directory watch.
-	e, ag := parkedEnv(t, n, closeInactive(300*time.Millisecond), scanEvery(time.Hour))
+	// A start slot for each: all of them woken at once are tailed at once
+	// (with fewer slots, a file read to its end parks again while others
+	// wait: starts_test.go).
+	e, ag := parkedEnv(t, n, closeInactive(300*time.Millisecond), scanEvery(time.Hour), maxStarting(n))
 	parked := runtime.NumGoroutine()
 	hb, ok := e.heartbeat("quiet", "h1")
 	require.True(t, ok)
