@@ -1,0 +1,87 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/logferry/logferry/internal/testenv"
+)
+
+// A scan that finds what the last one found sends the last snapshot again
+// (the controller still hears of every scan) rather than copy every file
+// into a new one; a file that grew makes a new one.
+func TestQuietScanKeepsSnapshot(t *testing.T) {
+	r := newScanRig(t, 3, false, true)
+	s1 := r.scan(t)
+	s2 := r.scan(t)
+	require.Same(t, s1, s2, "a scan that changed nothing made a new snapshot")
+	require.Empty(t, r.inv.recent, "files listed are remembered by their listing, not copied into recent")
+
+	name := filepath.Join(r.dir, "f000001.log")
+	f, err := os.OpenFile(name, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("another line\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	// The directory watcher's event drops the scanner's cached entry.
+	var s3 *snapshot
+	testenv.WaitFor(t, 10*time.Second, "a scan to see the file grown", func() bool {
+		s3 = r.scan(t)
+		return s3 != s2
+	})
+	grown := 0
+	for key, f := range s3.files["t"] {
+		if f.Path == name {
+			grown++
+			require.Greater(t, f.Size, s2.files["t"][key].Size)
+			require.NotEmpty(t, s3.changed, "the parked file that grew is woken")
+		}
+	}
+	require.Equal(t, 1, grown)
+	// The view still shows the run parked at the old size (no controller
+	// here): each scan says so again, with the listing it made once.
+	s4 := r.scan(t)
+	require.Equal(t, reflect.ValueOf(s3.files["t"]).Pointer(), reflect.ValueOf(s4.files["t"]).Pointer(), "the listing was copied")
+}
+
+// A file that left the globs is remembered for vanishedMemory after the
+// last scan that saw it, then forgotten.
+func TestVanishedRememberedFor(t *testing.T) {
+	r := newScanRig(t, 2, true, false) // shared: a file gone from here is not counted lost
+	now := time.Now()
+	r.inv.now = func() time.Time { return now }
+	s := r.scan(t)
+	seenAt := now
+	var key, path string
+	for k, f := range s.files["t"] {
+		key, path = k, f.Path
+	}
+	ref := fileRef{"t", key}
+
+	// Moved to another directory: gone from the globs and from next to
+	// where it was (else it would be listed as a rotated file to finish).
+	now = now.Add(time.Minute)
+	require.NoError(t, os.Rename(path, filepath.Join(t.TempDir(), "moved.log")))
+	s = r.scan(t)
+	require.NotContains(t, s.files["t"], key)
+	f, ok := s.known(ref)
+	require.True(t, ok, "a file that left the globs is remembered")
+	require.Equal(t, path, f.Path)
+
+	now = seenAt.Add(vanishedMemory)
+	s = r.scan(t)
+	_, ok = s.known(ref)
+	require.True(t, ok, "remembered for vanishedMemory after it was last seen")
+
+	now = now.Add(time.Millisecond)
+	s = r.scan(t)
+	_, ok = s.known(ref)
+	require.False(t, ok, "forgotten once vanishedMemory passed since it was last seen")
+	require.Empty(t, r.inv.recent)
+	require.Len(t, s.files["t"], 1)
+}
