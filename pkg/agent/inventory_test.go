@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -10,13 +11,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/logferry/logferry/internal/testenv"
+	"github.com/logferry/logferry/pkg/statefile"
+	"github.com/logferry/logferry/pkg/topics"
 )
 
 // A scan that finds what the last one found sends the last snapshot again
 // (the controller still hears of every scan) rather than copy every file
 // into a new one; a file that grew makes a new one.
 func TestQuietScanKeepsSnapshot(t *testing.T) {
-	r := newScanRig(t, 3, false, true)
+	r := newScanRig(t, 3, rigOpts{parked: true})
 	s1 := r.scan(t)
 	s2 := r.scan(t)
 	require.Same(t, s1, s2, "a scan that changed nothing made a new snapshot")
@@ -52,7 +55,7 @@ func TestQuietScanKeepsSnapshot(t *testing.T) {
 // A file that left the globs is remembered for vanishedMemory after the
 // last scan that saw it, then forgotten.
 func TestVanishedRememberedFor(t *testing.T) {
-	r := newScanRig(t, 2, true, false) // shared: a file gone from here is not counted lost
+	r := newScanRig(t, 2, rigOpts{shared: true}) // shared: a file gone from here is not counted lost
 	now := time.Now()
 	r.inv.now = func() time.Time { return now }
 	s := r.scan(t)
@@ -84,4 +87,35 @@ func TestVanishedRememberedFor(t *testing.T) {
 	require.False(t, ok, "forgotten once vanishedMemory passed since it was last seen")
 	require.Empty(t, r.inv.recent)
 	require.Len(t, s.files["t"], 1)
+}
+
+// The files of a topic no longer scanned (its directory entry became
+// invalid) stay listed, but are not seen either: after vanishedMemory
+// they are forgotten, and their state file entries go with them.
+func TestUnscannedTopicForgotten(t *testing.T) {
+	r := newScanRig(t, 2, rigOpts{stateDir: t.TempDir()})
+	inv := r.inv
+	now := time.Now()
+	inv.now = func() time.Time { return now }
+	s := r.scan(t)
+	for key, f := range s.files["t"] {
+		inv.a.local.Set("t", key, statefile.Entry{Path: f.Path, Identity: f.Identity})
+	}
+	// Another topic keeps the scans going.
+	inv.topics["u"] = topics.Entry{Name: "u", Config: topics.Config{Paths: []string{filepath.Join(r.dir, "u", "*.log")}}}
+	inv.topics["t"] = topics.Entry{Name: "t", Err: errors.New("invalid")}
+
+	now = now.Add(vanishedMemory)
+	s = r.scan(t)
+	require.Len(t, s.files["t"], 2)
+	require.Len(t, inv.a.local.Topic("t"), 2, "remembered for vanishedMemory")
+
+	now = now.Add(time.Millisecond)
+	s = r.scan(t)
+	require.Len(t, s.files["t"], 2, "still listed")
+	require.Empty(t, inv.a.local.Topic("t"), "not seen for vanishedMemory: forgotten")
+	for key := range s.files["t"] {
+		_, remembered := inv.remembered(fileRef{"t", key})
+		require.False(t, remembered)
+	}
 }

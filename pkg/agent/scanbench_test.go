@@ -20,15 +20,20 @@ import (
 // scanRig is an inventory driven by hand, without the agent's goroutines:
 // one topic ("t") over n files of dir, with the directory watcher watching
 // dir (as the agent runs it), so that scans of a local topic take the
-// scanner's trusted path. With parked set, each file is assigned to this
-// agent and parked, as an idle agent's.
+// scanner's trusted path.
 type scanRig struct {
 	inv  *inventory
 	dir  string
 	runs map[fileRef]*fileRun
 }
 
-func newScanRig(tb testing.TB, n int, shared, parked bool) *scanRig {
+type rigOpts struct {
+	shared   bool   // the topic is shared
+	parked   bool   // each file is assigned to this agent and parked, as an idle agent's
+	stateDir string // the agent's --state-dir
+}
+
+func newScanRig(tb testing.TB, n int, o rigOpts) *scanRig {
 	tb.Helper()
 	etcd := testenv.StartEtcd(tb)
 	kafka := testenv.StartKafka(tb)
@@ -43,7 +48,7 @@ func newScanRig(tb testing.TB, n int, shared, parked bool) *scanRig {
 	sh, err := ship.New(kcfg, reg, testLogger("bench"))
 	require.NoError(tb, err)
 	a, err := New(Config{Client: etcd.Client(), ID: "bench", Version: "test", AllowPaths: []string{dir},
-		FingerprintBytes: testFP, Shipper: sh, Registerer: reg, Logger: testLogger("bench")})
+		FingerprintBytes: testFP, Shipper: sh, Registerer: reg, Logger: testLogger("bench"), StateDir: o.stateDir})
 	require.NoError(tb, err)
 	probs := newProblems(a)
 	inv := newInventory(a, a.board, newHeldFiles(a.m.filesHeld), newLostLedger(a, probs), probs)
@@ -57,13 +62,13 @@ func newScanRig(tb testing.TB, n int, shared, parked bool) *scanRig {
 		_ = w.Run(ctx, func(f discovery.Found) bool { f.FD.Close(); return ctx.Err() == nil }, func() {}, func(string) {})
 	}()
 	tb.Cleanup(func() { cancel(); <-watchDone })
-	inv.topics = map[string]topics.Entry{"t": {Name: "t", Config: topics.Config{Paths: []string{filepath.Join(dir, "*.log")}, Shared: shared}}}
+	inv.topics = map[string]topics.Entry{"t": {Name: "t", Config: topics.Config{Paths: []string{filepath.Join(dir, "*.log")}, Shared: o.shared}}}
 	inv.topicsLoaded = true
 	inv.setView(&runView{loaded: true})
 	r := &scanRig{inv: inv, dir: dir, runs: map[fileRef]*fileRun{}}
 	s := r.scan(tb)
 	require.Len(tb, s.files["t"], n)
-	if !parked {
+	if !o.parked {
 		return r
 	}
 	v := &runView{loaded: true, assigned: map[fileRef]bool{}, runs: map[fileRef]runInfo{}}
@@ -100,7 +105,7 @@ func (r *scanRig) scan(tb testing.TB) *snapshot {
 func BenchmarkInventoryScan(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("files=%d", n), func(b *testing.B) {
-			r := newScanRig(b, n, false, true)
+			r := newScanRig(b, n, rigOpts{parked: true})
 			// Scans for a while, as an agent that has run for some time:
 			// the scanner lists a directory again until it has been quiet
 			// for a second (discovery's racy window), and confirms each
