@@ -84,6 +84,7 @@ type inventory struct {
 	// now is the clock of what the inventory remembers (time.Now; tests
 	// move it past vanishedMemory).
 	now func() time.Time
+	idx *viewIndex // the last view's, when several topics are served
 }
 
 type encodedHeartbeat struct {
@@ -301,10 +302,7 @@ func (inv *inventory) scan(ctx context.Context) {
 		}
 		b := buildListing(inv.seen[name], res.Files)
 		grace := a.finishedGrace()
-		for ref, ri := range view.runs {
-			if ref.topic != name {
-				continue
-			}
+		for ref, ri := range inv.runsOf(view, name) {
 			if f, ok := b.get(ref.file); ok {
 				ri.fr.noteSize(f.Size)
 				if ri.state == stateParked && (f.Size != ri.parkedEnd || f.Path != ri.path) {

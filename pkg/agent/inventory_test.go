@@ -119,3 +119,41 @@ func TestUnscannedTopicForgotten(t *testing.T) {
 		require.False(t, remembered)
 	}
 }
+
+// With several topics, a scan of each looks at its own runs (through an
+// index of the view, built once per view): a parked file that grew is
+// woken in its topic.
+func TestScanRunsByTopic(t *testing.T) {
+	r := newScanRig(t, 2, rigOpts{})
+	inv := r.inv
+	for _, name := range []string{"a.log", "b.log"} {
+		mk := filepath.Join(r.dir, "u", name)
+		require.NoError(t, os.MkdirAll(filepath.Dir(mk), 0o755))
+		require.NoError(t, os.WriteFile(mk, []byte(header(name)+"one line\n"), 0o644))
+	}
+	inv.topics["u"] = topics.Entry{Name: "u", Config: topics.Config{Paths: []string{filepath.Join(r.dir, "u", "*.log")}}}
+	s := r.scan(t)
+	require.Len(t, s.files["u"], 2)
+	r.park(s)
+	require.Same(t, s, r.scan(t))
+	idx := inv.idx
+	require.NotNil(t, idx)
+	r.scan(t)
+	require.Same(t, idx, inv.idx, "the index is built once per view")
+
+	grow := filepath.Join(r.dir, "u", "b.log")
+	f, err := os.OpenFile(grow, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("another line\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	testenv.WaitFor(t, 10*time.Second, "a scan to see the file grown", func() bool {
+		s = r.scan(t)
+		return len(s.changed) > 0
+	})
+	require.Len(t, s.changed, 1)
+	for ref, path := range s.changed {
+		require.Equal(t, "u", ref.topic)
+		require.Equal(t, grow, path)
+	}
+}

@@ -68,20 +68,26 @@ func newScanRig(tb testing.TB, n int, o rigOpts) *scanRig {
 	r := &scanRig{inv: inv, dir: dir, runs: map[fileRef]*fileRun{}}
 	s := r.scan(tb)
 	require.Len(tb, s.files["t"], n)
-	if !o.parked {
-		return r
+	if o.parked {
+		r.park(s)
 	}
-	v := &runView{loaded: true, assigned: map[fileRef]bool{}, runs: map[fileRef]runInfo{}}
-	for key, f := range s.files["t"] {
-		ref := fileRef{"t", key}
-		fr := newFileRun(ref.topic, ref.file, "assign/"+ref.file, 1, f.Path, f.Identity, inv.topics["t"].Config)
-		fr.state = stateParked
-		r.runs[ref] = fr
-		v.assigned[ref] = true
-		v.runs[ref] = runInfo{fr: fr, state: stateParked, since: time.Now(), path: f.Path, identity: f.Identity, parkedEnd: f.Size}
-	}
-	inv.setView(v)
 	return r
+}
+
+// park assigns every file s lists to this agent, parked at its size.
+func (r *scanRig) park(s *snapshot) {
+	v := &runView{loaded: true, assigned: map[fileRef]bool{}, runs: map[fileRef]runInfo{}}
+	for topic, files := range s.files {
+		for key, f := range files {
+			ref := fileRef{topic, key}
+			fr := newFileRun(ref.topic, ref.file, "assign/"+ref.file, 1, f.Path, f.Identity, r.inv.topics[topic].Config)
+			fr.state = stateParked
+			r.runs[ref] = fr
+			v.assigned[ref] = true
+			v.runs[ref] = runInfo{fr: fr, state: stateParked, since: time.Now(), path: f.Path, identity: f.Identity, parkedEnd: f.Size}
+		}
+	}
+	r.inv.setView(v)
 }
 
 // scan runs one scan and returns the snapshot it published.

@@ -184,8 +184,8 @@ func (inv *inventory) seedFromOwn(ctx context.Context, topic string, view *runVi
 		remember(file, e.Path, e.Identity)
 	}
 	var assigned []string
-	for ref, active := range view.assigned {
-		if _, known := inv.remembered(ref); ref.topic == topic && active && !known {
+	for ref := range inv.activeOf(view, topic) {
+		if _, known := inv.remembered(ref); !known {
 			assigned = append(assigned, ref.file)
 		}
 	}
@@ -252,10 +252,7 @@ const seedPageSize = 1000
 // being read here, known by identity (from a scan or a checkpoint) but not
 // found next to where they were: deleted while the agent was down.
 func (inv *inventory) countGoneAssigned(ctx context.Context, topic string, files map[string]protocol.SeenFile, dirs dirIndex, view *runView) {
-	for ref, active := range view.assigned {
-		if ref.topic != topic || !active {
-			continue
-		}
+	for ref := range inv.activeOf(view, topic) {
 		if _, ok := files[ref.file]; ok {
 			continue
 		}
