@@ -105,26 +105,40 @@ func (r *scanRig) scan(tb testing.TB) *snapshot {
 
 // BenchmarkInventoryScan is the inventory's periodic scan of quiet files,
 // parked, with nothing changed since the last scan: what an idle agent
-// does every --scan-interval, per file.
+// does every --scan-interval, per file. With active=1, one of the files
+// grows by a line before each scan (a host always has a few busy logs).
 //
 //	go test -run '^$' -bench InventoryScan -benchmem ./pkg/agent/
 func BenchmarkInventoryScan(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
-		b.Run(fmt.Sprintf("files=%d", n), func(b *testing.B) {
-			r := newScanRig(b, n, rigOpts{parked: true})
-			// Scans for a while, as an agent that has run for some time:
-			// the scanner lists a directory again until it has been quiet
-			// for a second (discovery's racy window), and confirms each
-			// file's cached identity once before it trusts it.
-			for warm := time.Now(); time.Since(warm) < 2*time.Second; {
-				r.scan(b)
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				r.scan(b)
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/file")
-		})
+		for _, active := range []int{0, 1} {
+			b.Run(fmt.Sprintf("files=%d/active=%d", n, active), func(b *testing.B) {
+				r := newScanRig(b, n, rigOpts{parked: true})
+				busy, err := os.OpenFile(filepath.Join(r.dir, "f000000.log"), os.O_APPEND|os.O_WRONLY, 0)
+				require.NoError(b, err)
+				defer busy.Close()
+				step := func() {
+					if active > 0 {
+						_, err := busy.WriteString("another line\n")
+						require.NoError(b, err)
+					}
+					r.scan(b)
+				}
+				// Scans for a while, as an agent that has run for some
+				// time: the scanner lists a directory again until it has
+				// been quiet for a second (discovery's racy window), and
+				// confirms each file's cached identity once before it
+				// trusts it.
+				for warm := time.Now(); time.Since(warm) < 2*time.Second; {
+					step()
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for b.Loop() {
+					step()
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/file")
+			})
+		}
 	}
 }
