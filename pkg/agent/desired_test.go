@@ -17,9 +17,9 @@ func TestDesired(t *testing.T) {
 	ok := map[string]topics.Entry{"web": {Name: "web", Config: cfg, ModRevision: 3}}
 	paused := map[string]topics.Entry{"web": {Name: "web", Config: topics.Config{Paused: true}, ModRevision: 4}}
 	seen := protocol.SeenFile{Key: "f1", Path: "/var/log/a.log", Size: 10}
-	listed := &snapshot{files: map[fileRef]protocol.SeenFile{ref: seen}}
+	listed := &snapshot{files: map[string]map[string]protocol.SeenFile{ref.topic: {ref.file: seen}}}
 	remembered := &snapshot{recent: map[fileRef]protocol.SeenFile{ref: seen}}
-	refused := &snapshot{refused: map[string]bool{"web": true}, files: map[fileRef]protocol.SeenFile{ref: seen}}
+	refused := &snapshot{refused: map[string]bool{"web": true}, files: map[string]map[string]protocol.SeenFile{ref.topic: {ref.file: seen}}}
 
 	for _, tc := range []struct {
 		name    string

@@ -45,12 +45,23 @@ type inventory struct {
 	topicsLoaded bool
 	viewLoaded   bool
 	refused      map[string]bool
-	seen         map[string]map[string]protocol.SeenFile // topic -> file key -> file
-	// recent remembers every file seen in the last vanishedMemory: an
-	// assignment can arrive after the file left the globs (renamed by
+	seen         map[string]*listing // topic -> what it lists
+	// listed is set when seen changed since the last snapshot.
+	listed bool
+	// The inventory remembers every file seen in the last vanishedMemory:
+	// an assignment can arrive after the file left the globs (renamed by
 	// rotation: the tailer finds it by inode) or was deleted (the tailer
-	// then counts its bytes as lost).
-	recent map[fileRef]vanishedFile
+	// then counts its bytes as lost). A listed file is remembered through
+	// its listing, as seen when its topic was last noted (noted: every
+	// file listed then was seen then), so a scan of quiet files writes
+	// nothing per file; recent holds the files no longer listed, with when
+	// they were last seen, and what more is known of a listed one (see
+	// remembered). forgotten marks the topics whose listing is older than
+	// vanishedMemory (a topic no longer scanned, its directory entry
+	// invalid): their files are remembered by recent only.
+	recent    map[fileRef]vanishedFile
+	noted     map[string]time.Time
+	forgotten map[string]bool
 	// seeded marks topics whose checkpoints were read into recent, once
 	// per run: after a restart the agent remembers nothing else of the
 	// files that rotated out of the globs while it was down.
@@ -62,24 +73,33 @@ type inventory struct {
 	// files that changed, by their path now, until the next snapshot.
 	changed    map[fileRef]string
 	heartbeats map[string]bool // topics with a heartbeat key set
-	// lastHB is each topic's last heartbeat value and the files it lists
-	// (key -> path): a scan that found the same files reuses it rather
-	// than sort, encode and compress thousands of entries again.
+	// lastHB is each topic's last heartbeat value and the listing it was
+	// made of (or one with the same paths): a scan that found the same
+	// files reuses it rather than sort, encode and compress thousands of
+	// entries again.
 	lastHB map[string]encodedHeartbeat
+	// published is the last snapshot: a scan that changed nothing sends
+	// it again rather than copy every file into a new one.
+	published *snapshot
+	// now is the clock of what the inventory remembers (time.Now; tests
+	// move it past vanishedMemory).
+	now func() time.Time
+	idx *viewIndex // the last view's, when several topics are served
 }
 
 type encodedHeartbeat struct {
-	files map[string]string
-	data  []byte
+	listing *listing
+	data    []byte
 }
 
 // snapshot is the inventory's published state: everything the controller
-// needs to know of this host's files. It is never modified once published.
+// needs to know of this host's files. It is never modified once published
+// (its maps are shared with the inventory's listings and other snapshots).
 type snapshot struct {
 	refused map[string]bool
 	// files are the files each topic lists in its heartbeat (seen under
-	// the globs, held, or rotated out and unfinished).
-	files map[fileRef]protocol.SeenFile
+	// the globs, held, or rotated out and unfinished): topic -> key -> file.
+	files map[string]map[string]protocol.SeenFile
 	// recent are files seen lately that are no longer listed.
 	recent map[fileRef]protocol.SeenFile
 	// changed are finished files that grew again and parked files that
@@ -92,7 +112,7 @@ func (s *snapshot) known(ref fileRef) (protocol.SeenFile, bool) {
 	if s == nil {
 		return protocol.SeenFile{}, false
 	}
-	if f, ok := s.files[ref]; ok {
+	if f, ok := s.files[ref.topic][ref.file]; ok {
 		return f, true
 	}
 	f, ok := s.recent[ref]
@@ -125,10 +145,11 @@ func newInventory(a *Agent, board *topicBoard, held *heldFiles, lost *lostLedger
 		foundNow: make(chan struct{}, 1),
 		topicsC:  board.subscribe(),
 		out:      make(chan *snapshot, 1),
-		refused:  map[string]bool{}, seen: map[string]map[string]protocol.SeenFile{},
-		recent: map[fileRef]vanishedFile{}, seeded: map[string]bool{},
+		refused:  map[string]bool{}, seen: map[string]*listing{},
+		recent: map[fileRef]vanishedFile{}, noted: map[string]time.Time{}, forgotten: map[string]bool{}, seeded: map[string]bool{},
 		lostPending: map[fileRef]protocol.SeenFile{}, changed: map[fileRef]string{},
 		heartbeats: map[string]bool{}, lastHB: map[string]encodedHeartbeat{},
+		now: time.Now,
 	}
 	inv.views.Store(&runView{})
 	return inv
@@ -182,26 +203,63 @@ func (inv *inventory) Run(ctx context.Context) error {
 }
 
 // publish replaces the snapshot the controller has not taken yet, if any.
-// Only the inventory goroutine sends, so the send never blocks.
+// Only the inventory goroutine sends, so the send never blocks. When
+// nothing changed since the last snapshot it is sent again: the controller
+// looks at what waits for a scan (a failed tailer's retry) at each.
 func (inv *inventory) publish() {
-	s := &snapshot{refused: maps.Clone(inv.refused), files: map[fileRef]protocol.SeenFile{},
-		recent: map[fileRef]protocol.SeenFile{}, changed: inv.changed}
-	for topic, files := range inv.seen {
-		for key, f := range files {
-			s.files[fileRef{topic, key}] = f
+	s := inv.published
+	switch {
+	case s == nil || inv.listed || len(inv.changed) > 0 || !maps.Equal(s.refused, inv.refused) || !inv.sameUnlisted(s.recent):
+		s = &snapshot{refused: maps.Clone(inv.refused), files: make(map[string]map[string]protocol.SeenFile, len(inv.seen)),
+			recent: map[fileRef]protocol.SeenFile{}}
+		for topic, l := range inv.seen {
+			s.files[topic] = l.files
 		}
-	}
-	for ref, v := range inv.recent {
-		if _, listed := s.files[ref]; !listed {
-			s.recent[ref] = v.SeenFile
+		for ref, v := range inv.recent {
+			if !inv.isListed(ref) {
+				s.recent[ref] = v.SeenFile
+			}
 		}
+		if len(inv.changed) > 0 {
+			s.changed = inv.changed
+			inv.changed = map[fileRef]string{}
+		}
+		inv.listed = false
+	case len(s.changed) > 0:
+		s = &snapshot{refused: s.refused, files: s.files, recent: s.recent} // changed once only
 	}
-	inv.changed = map[fileRef]string{}
+	inv.published = s
 	select {
 	case <-inv.out:
 	default:
 	}
 	inv.out <- s
+}
+
+// isListed reports whether ref's topic lists it.
+func (inv *inventory) isListed(ref fileRef) bool {
+	l := inv.seen[ref.topic]
+	if l == nil {
+		return false
+	}
+	_, ok := l.files[ref.file]
+	return ok
+}
+
+// sameUnlisted reports whether the files recent remembers that are not
+// listed are those of old (a snapshot's).
+func (inv *inventory) sameUnlisted(old map[fileRef]protocol.SeenFile) bool {
+	n := 0
+	for ref, v := range inv.recent {
+		if inv.isListed(ref) {
+			continue
+		}
+		if f, ok := old[ref]; !ok || f != v.SeenFile {
+			return false
+		}
+		n++
+	}
+	return n == len(old)
 }
 
 // scan evaluates every topic on this host and updates the heartbeats, the
@@ -239,20 +297,13 @@ func (inv *inventory) scan(ctx context.Context) {
 		if res.Refused != nil {
 			refusedCount++
 			a.log.Error("topic refused on this host", "topic", name, "err", res.Refused)
-			delete(inv.seen, name)
-			delete(inv.lastHB, name)
+			inv.dropListing(name)
 			continue
 		}
-		files := map[string]protocol.SeenFile{}
-		for _, f := range res.Files {
-			files[f.Key] = f
-		}
+		b := buildListing(inv.seen[name], res.Files)
 		grace := a.finishedGrace()
-		for ref, ri := range view.runs {
-			if ref.topic != name {
-				continue
-			}
-			if f, ok := files[ref.file]; ok {
+		for ref, ri := range inv.runsOf(view, name) {
+			if f, ok := b.get(ref.file); ok {
 				ri.fr.noteSize(f.Size)
 				if ri.state == stateParked && (f.Size != ri.parkedEnd || f.Path != ri.path) {
 					inv.changed[ref] = f.Path // missed by the directory watch
@@ -269,25 +320,28 @@ func (inv *inventory) scan(ctx context.Context) {
 			// done, and a little longer: until the other agents' scans can
 			// have seen the final checkpoint (see reportUnfinished).
 			if listedWhileRun(ri, grace) {
-				files[ref.file] = protocol.SeenFile{Key: ref.file, Path: ri.path, Size: ri.fr.ackedOffset(), Identity: ri.identity}
+				b.add(protocol.SeenFile{Key: ref.file, Path: ri.path, Size: ri.fr.ackedOffset(), Identity: ri.identity})
 			}
 		}
 		dirs := dirIndex{}
-		inv.reportUnfinished(ctx, name, e.Config, files, dirs, view)
-		inv.countGoneAssigned(ctx, name, files, dirs, view)
-		inv.noteVanished(ctx, name, e.Config, files, view)
-		inv.seen[name] = files
-		a.m.filesSeen.WithLabelValues(name).Set(float64(len(files)))
-		if len(files) == 0 {
+		inv.reportUnfinished(ctx, name, e.Config, &b, dirs, view)
+		l, unchanged := b.listing()
+		inv.countGoneAssigned(ctx, name, l.files, dirs, view)
+		inv.noteVanished(ctx, name, e.Config, l, unchanged, view)
+		if !unchanged {
+			inv.seen[name] = l
+			inv.listed = true
+		}
+		a.m.filesSeen.WithLabelValues(name).Set(float64(len(l.files)))
+		if len(l.files) == 0 {
 			continue
 		}
 		served[name] = true
-		a.reg.Set(a.cfg.Space.Heartbeat(name, a.cfg.ID), inv.heartbeatValue(name, files, view))
+		a.reg.Set(a.cfg.Space.Heartbeat(name, a.cfg.ID), inv.heartbeatValue(name, l, view))
 	}
 	for name := range inv.seen {
 		if _, ok := inv.topics[name]; !ok || inv.refused[name] {
-			delete(inv.seen, name)
-			delete(inv.lastHB, name)
+			inv.dropListing(name)
 		}
 	}
 	for name := range inv.refused {
@@ -376,7 +430,7 @@ func (inv *inventory) takeFound() []discovery.Found {
 func (inv *inventory) listFound(fds []discovery.Found) {
 	a := inv.a
 	view := inv.views.Load()
-	changed := map[string]bool{}
+	added := map[string][]protocol.SeenFile{}
 	for _, fd := range fds {
 		ref := fileRef{fd.Topic, fd.File.Key}
 		e, ok := inv.topics[fd.Topic]
@@ -394,22 +448,18 @@ func (inv *inventory) listFound(fds []discovery.Found) {
 			// or starting): the first scan once they are lists held files.
 			continue
 		}
-		files := inv.seen[fd.Topic]
-		if files == nil {
-			files = map[string]protocol.SeenFile{}
-			inv.seen[fd.Topic] = files
-		}
-		if _, listed := files[fd.File.Key]; listed {
+		if inv.isListed(ref) || slices.ContainsFunc(added[fd.Topic], func(f protocol.SeenFile) bool { return f.Key == fd.File.Key }) {
 			continue
 		}
-		files[fd.File.Key] = fd.File
-		inv.recent[ref] = vanishedFile{SeenFile: fd.File, at: time.Now()}
-		changed[fd.Topic] = true
+		added[fd.Topic] = append(added[fd.Topic], fd.File)
+		inv.recent[ref] = vanishedFile{SeenFile: fd.File, at: inv.now()}
 	}
-	if len(changed) == 0 {
+	if len(added) == 0 {
 		return
 	}
-	for topic := range changed {
+	for topic, fs := range added {
+		inv.seen[topic] = inv.seen[topic].with(fs)
+		inv.listed = true
 		inv.heartbeats[topic] = true
 		a.reg.Set(a.cfg.Space.Heartbeat(topic, a.cfg.ID), inv.heartbeatValue(topic, inv.seen[topic], view))
 	}
@@ -437,21 +487,22 @@ func (inv *inventory) expireHeld(ctx context.Context) {
 	}
 }
 
-func (inv *inventory) heartbeatValue(topic string, files map[string]protocol.SeenFile, view *runView) []byte {
+func (inv *inventory) heartbeatValue(topic string, l *listing, view *runView) []byte {
 	last, ok := inv.lastHB[topic]
-	if ok && maps.EqualFunc(last.files, files, func(path string, f protocol.SeenFile) bool { return path == f.Path }) {
+	if ok && last.listing == l {
 		return last.data
 	}
-	data, truncated := inv.encodeHeartbeat(topic, files, view)
+	if ok && maps.EqualFunc(last.listing.files, l.files, func(x, y protocol.SeenFile) bool { return x.Path == y.Path }) {
+		last.listing = l // the old listing need not be kept
+		inv.lastHB[topic] = last
+		return last.data
+	}
+	data, truncated := inv.encodeHeartbeat(topic, l.files, view)
 	if truncated {
 		delete(inv.lastHB, topic) // what was left out depends on the assignments too
 		return data
 	}
-	enc := encodedHeartbeat{files: make(map[string]string, len(files)), data: data}
-	for key, f := range files {
-		enc.files[key] = f.Path
-	}
-	inv.lastHB[topic] = enc
+	inv.lastHB[topic] = encodedHeartbeat{listing: l, data: data}
 	return data
 }
 

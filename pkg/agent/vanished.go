@@ -52,14 +52,14 @@ func (a *Agent) finishedGrace() time.Duration {
 // shipped, so it always has someone to go to: when its owner dies, and
 // when a handover of it is cut short by a coordinator failover (the new
 // leader knows only the files that heartbeats list).
-func (inv *inventory) reportUnfinished(ctx context.Context, topic string, cfg topics.Config, files map[string]protocol.SeenFile,
+func (inv *inventory) reportUnfinished(ctx context.Context, topic string, cfg topics.Config, files *listBuilder,
 	dirs dirIndex, view *runView) {
 	var candidates []string
 	found := map[string]protocol.SeenFile{}
 	// Held files first: their descriptor gives the size even when the file
 	// has no name left.
 	for ref, h := range inv.held.of(topic) {
-		if _, listed := files[ref.file]; listed {
+		if _, listed := files.get(ref.file); listed {
 			continue
 		}
 		fi, err := h.fd.Stat()
@@ -71,26 +71,43 @@ func (inv *inventory) reportUnfinished(ctx context.Context, topic string, cfg to
 		f.Size = fi.Size()
 		found[ref.file] = f
 	}
-	for ref, v := range inv.recent {
-		if ref.topic != topic {
-			continue
-		}
+	// Then the files remembered and not listed by this scan: those the
+	// last scan listed (when this one found other files than it did, or
+	// lists other extra files) and those that left the listing before.
+	look := func(ref fileRef, v vanishedFile) {
 		if _, listed := found[ref.file]; listed {
-			continue
+			return
 		}
-		if _, listed := files[ref.file]; listed {
-			continue
+		if _, listed := files.get(ref.file); listed {
+			return
 		}
 		e, ok := dirs.get(filepath.Dir(v.Path))[v.Identity.Inode]
 		if !ok || (v.covered > 0 && e.size <= v.covered) {
-			continue // gone (noteVanished accounts for it), or shipped
+			return // gone (noteVanished accounts for it), or shipped
 		}
 		size, ok := sizeIfSame(e.path, v.Identity, inv.a.cfg.FingerprintBytes)
 		if !ok {
-			continue // the inode is another file's now
+			return // the inode is another file's now
 		}
 		candidates = append(candidates, ref.file)
 		found[ref.file] = protocol.SeenFile{Key: ref.file, Path: e.path, Size: size, Identity: v.Identity}
+	}
+	if last := inv.seen[topic]; last != nil && !inv.forgotten[topic] {
+		maybeGone := last.files
+		if files.same {
+			maybeGone = last.extra // the scan found what the last one found
+		}
+		for key := range maybeGone {
+			ref := fileRef{topic, key}
+			if v, ok := inv.remembered(ref); ok {
+				look(ref, v)
+			}
+		}
+	}
+	for ref, v := range inv.recent {
+		if ref.topic == topic && (inv.forgotten[topic] || !inv.isListed(ref)) {
+			look(ref, v)
+		}
 	}
 	if len(candidates) == 0 {
 		return
@@ -107,7 +124,7 @@ func (inv *inventory) reportUnfinished(ctx context.Context, topic string, cfg to
 		if off, ok := offsets[key]; ok && off >= f.Size {
 			// Shipped to its end. A rotated file that still grows is its
 			// owner's to finish (it reads until the file is idle).
-			v := inv.recent[ref]
+			v, _ := inv.remembered(ref)
 			v.covered = f.Size
 			inv.recent[ref] = v
 			if h := inv.held.of(topic)[ref]; h != nil {
@@ -115,7 +132,7 @@ func (inv *inventory) reportUnfinished(ctx context.Context, topic string, cfg to
 			}
 			continue
 		}
-		files[key] = f
+		files.add(f)
 		// This agent finished it, and its writer appended again after it
 		// had been idle for --rotated-idle: the controller reads on from
 		// the acknowledged offset.
@@ -155,11 +172,11 @@ func (inv *inventory) seedFromCheckpoints(ctx context.Context, topic string, cfg
 // checkpoints of this agent's own active assignments.
 func (inv *inventory) seedFromOwn(ctx context.Context, topic string, view *runView) bool {
 	a := inv.a
-	now := time.Now()
+	now := inv.now()
 	remember := func(file, path string, id protocol.FileIdentity) {
 		a.scanner.Remember(id) // a short file's identity, which the scanner cannot compute again
 		ref := fileRef{topic, file}
-		if _, known := inv.recent[ref]; !known && id.Fingerprint != "" && path != "" {
+		if _, known := inv.remembered(ref); !known && id.Fingerprint != "" && path != "" {
 			inv.recent[ref] = vanishedFile{SeenFile: protocol.SeenFile{Key: file, Path: path, Identity: id}, at: now}
 		}
 	}
@@ -167,8 +184,8 @@ func (inv *inventory) seedFromOwn(ctx context.Context, topic string, view *runVi
 		remember(file, e.Path, e.Identity)
 	}
 	var assigned []string
-	for ref, active := range view.assigned {
-		if _, known := inv.recent[ref]; ref.topic == topic && active && !known {
+	for ref := range inv.activeOf(view, topic) {
+		if _, known := inv.remembered(ref); !known {
 			assigned = append(assigned, ref.file)
 		}
 	}
@@ -201,7 +218,7 @@ func (inv *inventory) seedFromTopic(ctx context.Context, topic string, cfg topic
 			a.scanner.Remember(e.Identity)
 		}
 	}
-	now := time.Now()
+	now := inv.now()
 	_, err := mirror.ListPages(ctx, a.cfg.Client, []string{prefix}, seedPageSize, nil, func(_ int64, page []*mvccpb.KeyValue) error {
 		for _, kv := range page {
 			var cp protocol.Checkpoint
@@ -213,7 +230,7 @@ func (inv *inventory) seedFromTopic(ctx context.Context, topic string, cfg topic
 			}
 			a.scanner.Remember(cp.Identity)
 			ref := fileRef{topic, string(kv.Key[len(prefix):])}
-			if _, known := inv.recent[ref]; !known {
+			if _, known := inv.remembered(ref); !known {
 				inv.recent[ref] = vanishedFile{SeenFile: protocol.SeenFile{Key: ref.file, Path: cp.Path, Identity: cp.Identity}, at: now}
 			}
 		}
@@ -235,17 +252,14 @@ const seedPageSize = 1000
 // being read here, known by identity (from a scan or a checkpoint) but not
 // found next to where they were: deleted while the agent was down.
 func (inv *inventory) countGoneAssigned(ctx context.Context, topic string, files map[string]protocol.SeenFile, dirs dirIndex, view *runView) {
-	for ref, active := range view.assigned {
-		if ref.topic != topic || !active {
-			continue
-		}
+	for ref := range inv.activeOf(view, topic) {
 		if _, ok := files[ref.file]; ok {
 			continue
 		}
 		if ri, ok := view.runs[ref]; inv.held.busy(ref) && (!ok || ri.state == stateTailing || ri.state == stateParked || ri.state == stateFinished) {
 			continue // held, being read, or read to its end (a run newer than the view counts as read)
 		}
-		v, ok := inv.recent[ref]
+		v, ok := inv.remembered(ref)
 		if !ok || inv.lost.known(ref) {
 			continue // identity unknown: nothing to look for; or counted
 		}
@@ -268,33 +282,105 @@ func (inv *inventory) countGoneAssigned(ctx context.Context, topic string, files
 	}
 }
 
-// noteVanished remembers the files of this scan and handles those of the
-// last scan that are gone. On a local topic nobody else can account for a
-// deleted file: if this agent is not reading it, its unshipped bytes are
-// lost now.
-func (inv *inventory) noteVanished(ctx context.Context, topic string, cfg topics.Config, files map[string]protocol.SeenFile, view *runView) {
-	now := time.Now()
-	for ref, v := range inv.recent {
-		if now.Sub(v.at) > vanishedMemory {
+// remembered is what the inventory remembers of ref's file (see recent):
+// listed, as its listing has it and as seen when its topic was last noted
+// or when it was listed since; or no longer listed, from recent.
+func (inv *inventory) remembered(ref fileRef) (vanishedFile, bool) {
+	v, ok := inv.recent[ref]
+	if l := inv.seen[ref.topic]; l != nil && !inv.forgotten[ref.topic] {
+		if f, listed := l.files[ref.file]; listed {
+			v.SeenFile = f
+			if noted := inv.noted[ref.topic]; noted.After(v.at) {
+				v.at = noted
+			}
+			return v, true
+		}
+	}
+	return v, ok
+}
+
+// dropListing forgets what topic lists: its files are remembered in
+// recent, as they were last seen.
+func (inv *inventory) dropListing(topic string) {
+	l := inv.seen[topic]
+	if l == nil {
+		return
+	}
+	if !inv.forgotten[topic] {
+		for key := range l.files {
+			ref := fileRef{topic, key}
+			inv.recent[ref], _ = inv.remembered(ref)
+		}
+	}
+	delete(inv.seen, topic)
+	delete(inv.noted, topic)
+	delete(inv.forgotten, topic)
+	delete(inv.lastHB, topic)
+	inv.listed = true
+}
+
+// expireRemembered forgets the files not seen for vanishedMemory.
+func (inv *inventory) expireRemembered(now time.Time, view *runView) {
+	expired := func(at time.Time) bool { return now.Sub(at) > vanishedMemory }
+	// A topic listed but not noted for that long (no longer scanned): its
+	// files were not seen since, but those listed later (found by the
+	// directory watcher) or known better, which recent holds.
+	for topic, l := range inv.seen {
+		if inv.forgotten[topic] || !expired(inv.noted[topic]) {
+			continue
+		}
+		for key := range l.files {
+			if ref := (fileRef{topic, key}); inv.recent[ref].at.IsZero() {
+				delete(inv.recent, ref)
+				inv.forgetLocal(ref, view)
+			}
+		}
+		inv.forgotten[topic] = true
+	}
+	for ref := range inv.recent {
+		if v, _ := inv.remembered(ref); expired(v.at) {
 			delete(inv.recent, ref)
 			inv.forgetLocal(ref, view)
 		}
 	}
-	for key, f := range files {
-		ref := fileRef{topic, key}
-		v := inv.recent[ref]
-		v.SeenFile, v.at = f, now
-		inv.recent[ref] = v
+}
+
+// noteVanished remembers the files of this scan (l, the topic's new
+// listing, unchanged if it is the last one) and handles those of the last
+// scan that are gone. On a local topic nobody else can account for a
+// deleted file: if this agent is not reading it, its unshipped bytes are
+// lost now.
+func (inv *inventory) noteVanished(ctx context.Context, topic string, cfg topics.Config, l *listing, unchanged bool, view *runView) {
+	now := inv.now()
+	inv.expireRemembered(now, view)
+	last := inv.seen[topic]
+	var gone []protocol.SeenFile
+	if last != nil && !unchanged {
+		for key, f := range last.files {
+			if _, still := l.files[key]; !still {
+				gone = append(gone, f)
+				ref := fileRef{topic, key}
+				if v, ok := inv.remembered(ref); ok {
+					inv.recent[ref] = v // as last seen
+				}
+			}
+		}
+	}
+	// Every file listed now is seen now.
+	inv.noted[topic] = now
+	delete(inv.forgotten, topic)
+	for ref, v := range inv.recent {
+		if _, listed := l.files[ref.file]; listed && ref.topic == topic && v.covered == 0 {
+			delete(inv.recent, ref) // its listing says as much
+		}
 	}
 	for ref, f := range inv.lostPending {
 		if ref.topic == topic && inv.countLost(ctx, topic, f) {
 			delete(inv.lostPending, ref)
 		}
 	}
-	for key, f := range inv.seen[topic] {
-		if _, still := files[key]; still {
-			continue
-		}
+	for _, f := range gone {
+		key := f.Key
 		if _, err := os.Stat(f.Path); err == nil {
 			continue // renamed out of the globs, not deleted
 		}

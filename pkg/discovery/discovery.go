@@ -116,20 +116,34 @@ func (s *Scanner) Scan(name string, cfg topics.Config) Result {
 			return res
 		}
 	}
-	seen := map[string]bool{}
+	// seen are the paths matched, when a path can be matched twice (by
+	// two globs, or a glob over several directories): one glob within one
+	// directory matches each entry once, and a scan of ten thousand files
+	// need not build a set of them.
+	var seen map[string]bool
 	var empties []string
 	for _, p := range cfg.Paths {
-		matches, err := s.glob(p)
+		matches, unique, err := s.glob(p)
 		if err != nil {
 			res.Problems = append(res.Problems, protocol.Problem{Topic: name, Kind: KindUnreadable,
 				Error: fmt.Sprintf("glob %q: %v", p, err)})
 			continue
 		}
+		if seen == nil && (len(cfg.Paths) > 1 || !unique) {
+			seen = map[string]bool{}
+		}
+		res.Files = slices.Grow(res.Files, len(matches))
 		for _, m := range matches {
 			if seen[m] || s.excluded(cfg.Exclude, m) {
 				continue
 			}
-			seen[m] = true
+			if seen != nil {
+				seen[m] = true
+			}
+			if f, ok := s.cached(cfg, m); ok {
+				res.Files = append(res.Files, f)
+				continue
+			}
 			f, problem, ok := s.inspect(name, cfg, m)
 			switch {
 			case problem != nil && problem.Kind == KindEmpty:
@@ -156,13 +170,11 @@ func (s *Scanner) Scan(name string, cfg topics.Config) Result {
 	return res
 }
 
-// inspect stats and fingerprints one match. It returns (nil, nil, true) for
-// a file deliberately skipped (not regular, too old), (nil, nil, false)
-// for one not identified yet.
+// inspect stats and fingerprints one match that the cache does not know
+// (see cached). It returns (nil, nil, true) for a file deliberately
+// skipped (not regular, too old), (nil, nil, false) for one not identified
+// yet.
 func (s *Scanner) inspect(topic string, cfg topics.Config, path string) (*protocol.SeenFile, *protocol.Problem, bool) {
-	if f, ok := s.cached(cfg, path); ok {
-		return f, nil, true
-	}
 	f, fd, problem, ok := s.open(topic, cfg, path)
 	if fd != nil {
 		fd.Close()

@@ -37,6 +37,35 @@ func paths(r Result) []string {
 	return out
 }
 
+// A file that several globs match, or alternatives of one glob, is
+// reported once: whether a scan sets up a set of the paths it matched
+// depends on the globs (one glob within one directory needs none).
+func TestScanReportsAFileOnce(t *testing.T) {
+	root := t.TempDir()
+	long := strings.Repeat("x", 40) + "\n"
+	for _, p := range []string{"a.log", "app.log", "sub/b.log"} {
+		mk(t, filepath.Join(root, p), long+p)
+	}
+	s, err := NewScanner([]string{root}, "h1", fp)
+	require.NoError(t, err)
+	for _, globs := range []string{
+		`"` + root + `/*.log","` + root + `/a*.log"`,
+		`"` + root + `/{a,a*}.log"`,
+		`"` + root + `/{sub,s*}/*.log"`,
+	} {
+		for range 2 { // listed, then from the cache
+			r := s.Scan("t", cfg(t, `{"paths":[`+globs+`]}`))
+			require.NoError(t, r.Refused)
+			got := paths(r)
+			seen := map[string]bool{}
+			for _, p := range got {
+				require.False(t, seen[p], "%s reported twice for %s: %v", p, globs, got)
+				seen[p] = true
+			}
+		}
+	}
+}
+
 func TestScanGlobsAndExcludes(t *testing.T) {
 	root := t.TempDir()
 	long := strings.Repeat("x", 40) + "\n"

@@ -35,36 +35,43 @@ type listing struct {
 var racyWindow = time.Second
 
 // glob returns the regular files p matches (doublestar, no symlinks
-// followed), from the cache when p's directory did not change since.
+// followed), from the cache when p's directory did not change since, and
+// whether each is matched once: p is a pattern of one directory's entries
+// without alternatives (a glob over several directories may reach a file
+// by two ways, {a,a}/*, and alternatives can match a name twice).
 // The result is shared: callers must not modify it.
-func (s *Scanner) glob(p string) ([]string, error) {
+func (s *Scanner) glob(p string) (_ []string, unique bool, _ error) {
 	list := func() ([]string, error) {
 		return doublestar.FilepathGlob(p, doublestar.WithFilesOnly(), doublestar.WithNoFollow())
 	}
 	base, pattern := doublestar.SplitPattern(p)
 	if strings.Contains(pattern, "/") {
-		return list() // spans directories
+		matches, err := list() // spans directories
+		return matches, false, err
 	}
+	unique = !strings.Contains(pattern, "{")
 	fi, err := os.Stat(base)
 	if err != nil {
-		return list()
+		matches, err := list()
+		return matches, unique, err
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
-		return list()
+		matches, err := list()
+		return matches, unique, err
 	}
 	c := &s.listings
 	c.mu.Lock()
 	e, ok := c.m[p]
 	c.mu.Unlock()
 	if ok && e.dev == uint64(st.Dev) && e.ino == st.Ino && e.mtime == st.Mtim && e.ctime == st.Ctim { //nolint:unconvert // Dev is not uint64 everywhere
-		return e.matches, nil
+		return e.matches, unique, nil
 	}
 	listedAt := time.Now()
 	s.listed.Add(1)
 	matches, err := list()
 	if err != nil {
-		return nil, err
+		return nil, unique, err
 	}
 	if listedAt.Sub(time.Unix(st.Mtim.Unix())) > racyWindow && listedAt.Sub(time.Unix(st.Ctim.Unix())) > racyWindow {
 		c.mu.Lock()
@@ -74,5 +81,5 @@ func (s *Scanner) glob(p string) ([]string, error) {
 		c.m[p] = listing{dev: uint64(st.Dev), ino: st.Ino, mtime: st.Mtim, ctime: st.Ctim, matches: matches} //nolint:unconvert
 		c.mu.Unlock()
 	}
-	return matches, nil
+	return matches, unique, nil
 }
