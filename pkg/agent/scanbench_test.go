@@ -78,9 +78,10 @@ func newScanRig(tb testing.TB, n int, o rigOpts) *scanRig {
 func (r *scanRig) park(s *snapshot) {
 	v := &runView{loaded: true, assigned: map[fileRef]bool{}, runs: map[fileRef]runInfo{}}
 	for topic, files := range s.files {
+		cfg := r.inv.topics[topic].Config
 		for key, f := range files {
 			ref := fileRef{topic, key}
-			fr := newFileRun(ref.topic, ref.file, "assign/"+ref.file, 1, f.Path, f.Identity, r.inv.topics[topic].Config)
+			fr := newFileRun(ref.topic, ref.file, "assign/"+ref.file, 1, f.Path, f.Identity, &cfg)
 			fr.state = stateParked
 			r.runs[ref] = fr
 			v.assigned[ref] = true
