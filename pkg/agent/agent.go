@@ -388,13 +388,9 @@ func (a *Agent) tail(ctx context.Context, fr *fileRun) error {
 		},
 		Flush:    flush,
 		Inactive: max(a.cfg.CloseInactive, 0),
-		AtEnd: func() bool {
-			// Caught up: the slot goes to the next file waiting, and while
-			// any waits this one parks now rather than in --close-inactive
-			// (its directory's watch wakes it). Not a multiline topic's: a
-			// pending event is complete only after its timeout.
+		AtEnd: func(modified time.Time) bool {
 			a.starts.give(fr)
-			return a.starts.waiting.Load() && a.cfg.CloseInactive > 0 && fr.cfg.Multiline == nil
+			return a.parkAtEnd(fr, modified)
 		},
 		// Stopped on purpose (fenced, paused, config changed): the next
 		// run of the file reads on through the same descriptor. The

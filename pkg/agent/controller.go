@@ -427,7 +427,7 @@ func (c *controller) publish() {
 	list := make([]*fileRun, 0, len(c.runs))
 	tailing, parked := 0, 0
 	for ref, fr := range c.runs {
-		ri := runInfo{fr: fr, state: fr.state, since: fr.since, path: fr.pathNow(), identity: fr.identity}
+		ri := runInfo{fr: fr, state: fr.state, since: fr.since, path: fr.pathNow()}
 		switch fr.state {
 		case stateTailing:
 			tailing++

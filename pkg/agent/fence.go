@@ -39,7 +39,9 @@ func (c *controller) unfence(ctx context.Context) {
 		a.log.Info("etcd lease proved alive again; reading the assignments again before shipping")
 	}
 	c.everAlive = true
-	m, err := mirror.New(a.cfg.Client, []string{a.cfg.Space.AgentAssignPrefix(a.cfg.ID)}, mirror.WithLogger(a.log))
+	// The controller decodes each assignment into its own form
+	// (onAssignBatch): the mirror keeps no values (2.5 MB at 10,000 files).
+	m, err := mirror.New(a.cfg.Client, []string{a.cfg.Space.AgentAssignPrefix(a.cfg.ID)}, mirror.WithLogger(a.log), mirror.WithoutValues())
 	if err != nil {
 		a.log.Error("cannot watch the assignments", "err", err)
 		return

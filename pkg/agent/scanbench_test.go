@@ -85,7 +85,7 @@ func (r *scanRig) park(s *snapshot) {
 			fr.state = stateParked
 			r.runs[ref] = fr
 			v.assigned[ref] = true
-			v.runs[ref] = runInfo{fr: fr, state: stateParked, since: time.Now(), path: f.Path, identity: f.Identity, parkedEnd: f.Size}
+			v.runs[ref] = runInfo{fr: fr, state: stateParked, since: time.Now(), path: f.Path, parkedEnd: f.Size}
 		}
 	}
 	r.inv.setView(v)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"sync/atomic"
+	"time"
 )
 
 // DefaultMaxStarting is how many files are read from their offset to
@@ -14,9 +15,9 @@ const DefaultMaxStarting = 16
 // starts bounds how many tailers are catching up at once: started, and not
 // yet at the end of their file. The others wait their turn, idle, in a
 // queue (the controller's own), and while any waits, a tailer that reaches
-// its file's end parks it at once (tailer.Config.AtEnd) instead of
-// following it for --close-inactive, so that its goroutine and watch go to
-// the next file.
+// the end of a file not written in the last second parks it at once
+// (tailer.Config.AtEnd, parkAtEnd) instead of following it for
+// --close-inactive, so that its goroutine and watch go to the next file.
 //
 // Why: an agent that starts on a host with 10,000 files (or a rotation
 // that touches them all) would otherwise run 10,000 tailers at once, each
@@ -97,6 +98,22 @@ func (s *starts) next(live func(*fileRun) bool) []*fileRun {
 	}
 	s.waiting.Store(len(s.queue) > 0)
 	return out
+}
+
+// writtenLately is how recently a file must have been modified to keep
+// its tailer at its end while files wait for a slot: it is being written,
+// and parking it would cost a start for each of its next lines (under
+// load, a queue that feeds itself).
+const writtenLately = time.Second
+
+// parkAtEnd reports whether fr's tailer, at the end of its file (last
+// modified at modified), parks it at once: while files wait for a slot
+// and the file is not being written. Not a multiline topic's file (an
+// event that may continue is complete only after its timeout), and not
+// when parking is off.
+func (a *Agent) parkAtEnd(fr *fileRun, modified time.Time) bool {
+	return a.starts.waiting.Load() && time.Since(modified) >= writtenLately &&
+		a.cfg.CloseInactive > 0 && fr.cfg.Multiline == nil
 }
 
 // queuedLen is how many runs wait for a slot.

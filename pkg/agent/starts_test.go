@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -42,6 +43,10 @@ func TestStartsAreBoundedAndCaughtUpFilesPark(t *testing.T) {
 	require.NoError(t, first.stop())
 	for _, f := range seen {
 		e.assign("quiet", "h1", f)
+		// Quiet for a minute: a file written in the last second keeps
+		// its tailer (TestParkAtEnd).
+		long := time.Now().Add(-time.Minute)
+		require.NoError(t, os.Chtimes(f.Path, long, long))
 	}
 	ag := e.startAgent("h1", maxStarting(slots), closeInactive(time.Hour), scanEvery(time.Hour))
 	requireEachOnce(t, e.waitRecords("quiet", 3*n, 30*time.Second), 3*n, "every line of the files")
@@ -86,4 +91,23 @@ func TestStartQueueSkipsRunsThatStoppedWaiting(t *testing.T) {
 	require.Equal(t, []*fileRun{runs[3]}, got, "the stale runs gave way")
 	require.Zero(t, s.queuedLen())
 	require.False(t, s.waiting.Load())
+}
+
+// TestParkAtEnd: a tailer at its file's end parks it at once only while
+// files wait for a start slot, and only if the file was not written in
+// the last second (one being written would cost a start per line), not
+// for a multiline topic, and not with parking off.
+func TestParkAtEnd(t *testing.T) {
+	a := &Agent{cfg: Config{CloseInactive: time.Minute}, starts: newStarts(1)}
+	fr := &fileRun{cfg: &topics.Config{}}
+	quiet, written := time.Now().Add(-2*writtenLately), time.Now()
+	require.False(t, a.parkAtEnd(fr, quiet), "nobody waits")
+	require.True(t, a.starts.take(&fileRun{}))
+	require.False(t, a.starts.take(&fileRun{}))
+	require.True(t, a.starts.waiting.Load())
+	require.True(t, a.parkAtEnd(fr, quiet))
+	require.False(t, a.parkAtEnd(fr, written), "written in the last second")
+	require.False(t, a.parkAtEnd(&fileRun{cfg: &topics.Config{Multiline: &topics.Multiline{}}}, quiet), "multiline")
+	a.cfg.CloseInactive = -1
+	require.False(t, a.parkAtEnd(fr, quiet), "parking off")
 }

@@ -118,15 +118,16 @@ type Config struct {
 	// its caller no goroutine, no watch and no buffer until it changes.
 	Inactive time.Duration
 	// AtEnd, if set, is called whenever the tailer has read its file to
-	// its end and is about to wait for it to grow: the first call tells
-	// the caller that the file was read from its offset to its end. For a
+	// its end and is about to wait for it to grow, with the file's last
+	// modification time: the first call tells the caller that the file
+	// was read from its offset to its end. For a
 	// current file, it returning true ends Run with ErrInactive at once,
 	// as if the file had been quiet for Inactive (the caller needs the
 	// tailer's goroutine and watch for other files), unless a last line
 	// without newline is pending: that one waits for PartialTimeout as
 	// usual. A rotated file is never parked: it is read on until
 	// RotatedIdle, whatever AtEnd says.
-	AtEnd func() (park bool)
+	AtEnd func(modified time.Time) (park bool)
 	// Poll makes nxadm/tail poll instead of using inotify.
 	Poll   bool
 	Logger *slog.Logger
@@ -327,13 +328,13 @@ func (t *Tailer) run(ctx context.Context, emit func(Line) error) (err error) {
 		if err := t.flush(); err != nil {
 			return err
 		}
-		st := t.pathState()
+		st, modified := t.pathState()
 		if st == pathOurs && t.cfg.Rotated {
 			st = pathRotated
 		}
 		if st == pathOurs {
 			idleSince = time.Time{}
-			if t.cfg.AtEnd != nil && t.cfg.AtEnd() && !r.partial() {
+			if t.cfg.AtEnd != nil && t.cfg.AtEnd(modified) && !r.partial() {
 				t.log.Debug("file read to its end; parking it at once", "offset", t.Offset(), "read_end", t.readEnd)
 				return ErrInactive
 			}
@@ -370,7 +371,7 @@ func (t *Tailer) run(ctx context.Context, emit func(Line) error) (err error) {
 			return ErrFinished
 		}
 		if t.cfg.AtEnd != nil {
-			t.cfg.AtEnd() // read to its end; a rotated file is never parked
+			t.cfg.AtEnd(modified) // read to its end; a rotated file is never parked
 		}
 		if !ctxwait.Sleep(ctx, min(t.cfg.CheckInterval, t.cfg.RotatedIdle/4+time.Millisecond)) {
 			return ctx.Err()
@@ -430,18 +431,22 @@ func (s pathState) String() string {
 	return [...]string{"current", "rotated", "deleted"}[s]
 }
 
-func (t *Tailer) pathState() pathState {
+// pathState says where the file stands, and when it was last modified
+// (zero if its descriptor cannot be stat'ed).
+func (t *Tailer) pathState() (pathState, time.Time) {
 	ours, err := t.f.Stat()
+	var modified time.Time
 	if err == nil {
+		modified = ours.ModTime()
 		if st, ok := ours.Sys().(*syscall.Stat_t); ok && st.Nlink == 0 {
-			return pathDeleted
+			return pathDeleted, modified
 		}
 	}
 	cur, err := os.Stat(t.cfg.Path)
 	if err != nil || ours == nil || !os.SameFile(ours, cur) {
-		return pathRotated
+		return pathRotated, modified
 	}
-	return pathOurs
+	return pathOurs, modified
 }
 
 // checkTruncation verifies the file under our descriptor still has our

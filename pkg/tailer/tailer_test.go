@@ -736,17 +736,21 @@ func TestAtEndParksAtOnce(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.log")
 	appendTo(t, path, header()+"one\npartial")
 	var (
-		calls atomic.Int32
-		park  atomic.Bool
+		calls    atomic.Int32
+		park     atomic.Bool
+		modified atomic.Int64
 	)
 	kept := make(chan *os.File, 1)
 	r := startTailer(t, path, 0, func(c *Config) {
-		c.AtEnd = func() bool { calls.Add(1); return park.Load() }
+		c.AtEnd = func(m time.Time) bool { calls.Add(1); modified.Store(m.UnixNano()); return park.Load() }
 		c.Keep = func(f *os.File) { kept <- f }
 	})
 	testenv.WaitFor(t, 5*time.Second, "the first lines and a call at the end", func() bool {
 		return r.col.count() == 2 && calls.Load() > 0
 	})
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Equal(t, fi.ModTime().UnixNano(), modified.Load(), "AtEnd is told when the file was last modified")
 	park.Store(true)
 	// The partial line keeps the file followed: AtEnd is asked again at
 	// the next check, and the run goes on.
@@ -758,7 +762,7 @@ func TestAtEndParksAtOnce(t *testing.T) {
 	default:
 	}
 	appendTo(t, path, " line\n")
-	err := r.wait(t, "the run did not park once the line was complete")
+	err = r.wait(t, "the run did not park once the line was complete")
 	require.ErrorIs(t, err, ErrInactive)
 	content, _ := os.ReadFile(path)
 	require.Equal(t, int64(len(content)), r.tl.Offset(), "every line was emitted")
@@ -780,7 +784,7 @@ func TestAtEndOfARotatedFile(t *testing.T) {
 	var calls atomic.Int32
 	r := startTailer(t, path, 0, func(c *Config) {
 		c.Rotated = true
-		c.AtEnd = func() bool { calls.Add(1); return true }
+		c.AtEnd = func(time.Time) bool { calls.Add(1); return true }
 	})
 	err := r.wait(t, "the rotated file was not finished")
 	require.ErrorIs(t, err, ErrFinished)
