@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,8 +40,11 @@ type Store struct {
 	path  string
 	agent string
 
-	mu      sync.Mutex
-	entries map[string]Entry
+	mu sync.Mutex
+	// entries are keyed by the caller's own strings: a "topic/file" key
+	// made for each was a megabyte at 10,000 files. The file's keys are
+	// made only to save it.
+	entries map[ref]Entry
 	dirty   bool
 	// saving serialises Save: two saves writing at once could rename the
 	// older snapshot last.
@@ -61,7 +63,7 @@ func Open(dir, agent string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("statefile: create %s: %w", dir, err)
 	}
-	s := &Store{path: filepath.Join(dir, FileName), agent: agent, entries: map[string]Entry{}}
+	s := &Store{path: filepath.Join(dir, FileName), agent: agent, entries: map[ref]Entry{}}
 	data, err := os.ReadFile(s.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
@@ -87,8 +89,12 @@ func Open(dir, agent string) (*Store, error) {
 		// files, whose keys carry the id on local topics.
 		return s, nil
 	}
-	if f.Entries != nil {
-		s.entries = f.Entries
+	for k, e := range f.Entries {
+		topic, file, ok := strings.Cut(k, "/")
+		if !ok {
+			return nil, fmt.Errorf("%w %s: entry %q is not topic/file", ErrCorrupt, s.path, k)
+		}
+		s.entries[ref{topic, file}] = e
 	}
 	return s, nil
 }
@@ -96,13 +102,17 @@ func Open(dir, agent string) (*Store, error) {
 // Path is the state file's path.
 func (s *Store) Path() string { return s.path }
 
-func key(topic, file string) string { return topic + "/" + file }
+// ref is an entry's key: topic and file key.
+type ref struct{ topic, file string }
+
+// key is ref's key in the file: topic names have no slash.
+func (r ref) key() string { return r.topic + "/" + r.file }
 
 // Get is the saved checkpoint of a file.
 func (s *Store) Get(topic, file string) (Entry, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.entries[key(topic, file)]
+	e, ok := s.entries[ref{topic, file}]
 	return e, ok
 }
 
@@ -111,10 +121,9 @@ func (s *Store) Topic(topic string) map[string]Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := map[string]Entry{}
-	prefix := topic + "/"
-	for k, e := range s.entries {
-		if file, ok := strings.CutPrefix(k, prefix); ok {
-			out[file] = e
+	for r, e := range s.entries {
+		if r.topic == topic {
+			out[r.file] = e
 		}
 	}
 	return out
@@ -124,10 +133,11 @@ func (s *Store) Topic(topic string) map[string]Entry {
 func (s *Store) Set(topic, file string, e Entry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.entries[key(topic, file)]; ok && old.Offset == e.Offset && old.Identity == e.Identity && old.Path == e.Path {
+	r := ref{topic, file}
+	if old, ok := s.entries[r]; ok && old.Offset == e.Offset && old.Identity == e.Identity && old.Path == e.Path {
 		return
 	}
-	s.entries[key(topic, file)] = e
+	s.entries[r] = e
 	s.dirty = true
 }
 
@@ -135,8 +145,8 @@ func (s *Store) Set(topic, file string, e Entry) {
 func (s *Store) Delete(topic, file string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.entries[key(topic, file)]; ok {
-		delete(s.entries, key(topic, file))
+	if _, ok := s.entries[ref{topic, file}]; ok {
+		delete(s.entries, ref{topic, file})
 		s.dirty = true
 	}
 }
@@ -158,7 +168,10 @@ func (s *Store) Save() error {
 		s.mu.Unlock()
 		return nil
 	}
-	f := file{V: Version, Agent: s.agent, Entries: maps.Clone(s.entries)}
+	f := file{V: Version, Agent: s.agent, Entries: make(map[string]Entry, len(s.entries))}
+	for r, e := range s.entries {
+		f.Entries[r.key()] = e
+	}
 	s.dirty = false
 	s.mu.Unlock()
 	data, err := json.Marshal(&f)

@@ -44,6 +44,7 @@ func TestUnreadableStateIsAnError(t *testing.T) {
 		"unknown field": `{"v":1,"agent":"h1","entries":{},"extra":1}`,
 		"other version": `{"v":2,"agent":"h1","entries":{}}`,
 		"trailing data": `{"v":1,"agent":"h1","entries":{}} {}`,
+		"entry key":     `{"v":1,"agent":"h1","entries":{"nokey":{"offset":1}}}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
