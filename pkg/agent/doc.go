@@ -18,13 +18,15 @@
 //   - A run's state is one value with its transitions in one table
 //     (state.go): idle, tailing, parked, finished, gone, releasing,
 //     fenced.
-//   - The inventory (inventory.go, vanished.go, listing.go) scans the
-//     globs, lists the files the directory watcher holds, remembers files
-//     that left the globs, counts lost bytes and writes the heartbeats. It
-//     publishes full snapshots to the controller and reads the
-//     controller's view of its runs. A topic's listing is never modified
-//     once stored (snapshots and the last heartbeat share it): a scan that
-//     found the same files keeps it, and sends the last snapshot again. The held descriptors (held.go) are the one structure both
+//   - The inventory (inventory.go, vanished.go, listing.go, viewindex.go)
+//     scans the globs, lists the files the directory watcher holds,
+//     remembers files that left the globs, counts lost bytes and writes
+//     the heartbeats. It publishes full snapshots to the controller and
+//     reads the controller's view of its runs (by topic, through an index
+//     of the view when it serves several). A topic's listing is never
+//     modified once stored (snapshots and the last heartbeat share it): a
+//     scan that found the same files keeps it, and sends the last snapshot
+//     again. The held descriptors (held.go) are the one structure both
 //     touch, under its own lock.
 //   - The checkpointer (checkpoint.go) writes acknowledged offsets every
 //     --checkpoint-interval, each Txn under a deadline, and reports runs

@@ -5,12 +5,14 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/logferry/logferry/internal/testenv"
+	"github.com/logferry/logferry/pkg/protocol"
 	"github.com/logferry/logferry/pkg/statefile"
 	"github.com/logferry/logferry/pkg/topics"
 )
@@ -156,4 +158,70 @@ func TestScanRunsByTopic(t *testing.T) {
 		require.Equal(t, "u", ref.topic)
 		require.Equal(t, grow, path)
 	}
+}
+
+// TestListingKeptOnlyWhenTheScanFoundTheSame: a listing is kept only when
+// the scan found each of its files as the last scan did; a file that was
+// an extra file last time (found by the directory watcher, the old file
+// renamed away meanwhile) is a change, and so is a path reported twice.
+func TestListingKeptOnlyWhenTheScanFoundTheSame(t *testing.T) {
+	a := protocol.SeenFile{Key: "ka", Path: "/d/a.log", Size: 1}
+	b := protocol.SeenFile{Key: "kb", Path: "/d/b.log", Size: 2}
+	prev := &listing{files: map[string]protocol.SeenFile{"ka": a, "kb": b}, extra: map[string]protocol.SeenFile{"kb": b}}
+
+	same := buildListing(prev, []protocol.SeenFile{a})
+	same.add(b) // still listed without being found
+	l, unchanged := same.listing()
+	require.True(t, unchanged)
+	require.Same(t, prev, l)
+
+	// a renamed away, b now found by the scan: one file, as before, but
+	// not the same one.
+	moved := buildListing(prev, []protocol.SeenFile{b})
+	l, unchanged = moved.listing()
+	require.False(t, unchanged)
+	require.Equal(t, map[string]protocol.SeenFile{"kb": b}, l.files)
+	require.Empty(t, l.extra)
+
+	prev = &listing{files: map[string]protocol.SeenFile{"ka": a, "kb": b}}
+	twice := buildListing(prev, []protocol.SeenFile{a, a})
+	l, unchanged = twice.listing()
+	require.False(t, unchanged, "a path reported twice is not what the last scan found")
+	require.Equal(t, map[string]protocol.SeenFile{"ka": a}, l.files)
+}
+
+// TestIndexGivesEachTopicItsOwn: with several topics served, a topic's
+// runs and active assignments come from the view's index, and are the
+// same as a walk of the whole view gives (one topic: no index).
+func TestIndexGivesEachTopicItsOwn(t *testing.T) {
+	v := &runView{runs: map[fileRef]runInfo{}, assigned: map[fileRef]bool{}}
+	for _, topic := range []string{"t1", "t2"} {
+		for _, f := range []string{"a", "b", "c"} {
+			ref := fileRef{topic, topic + f}
+			v.runs[ref] = runInfo{path: "/" + ref.file}
+			v.assigned[ref] = f != "c" // c is revoking
+		}
+	}
+	collect := func(inv *inventory, topic string) (runs, active []string) {
+		for ref, ri := range inv.runsOf(v, topic) {
+			require.Equal(t, "/"+ref.file, ri.path)
+			runs = append(runs, ref.file)
+		}
+		for ref := range inv.activeOf(v, topic) {
+			active = append(active, ref.file)
+		}
+		slices.Sort(runs)
+		slices.Sort(active)
+		return runs, active
+	}
+	two := &inventory{topics: map[string]topics.Entry{"t1": {}, "t2": {}}}
+	one := &inventory{topics: map[string]topics.Entry{"t2": {}}}
+	runs, active := collect(two, "t2")
+	require.NotNil(t, two.idx, "indexed")
+	require.Equal(t, []string{"t2a", "t2b", "t2c"}, runs)
+	require.Equal(t, []string{"t2a", "t2b"}, active)
+	walkedRuns, walkedActive := collect(one, "t2")
+	require.Nil(t, one.idx)
+	require.Equal(t, walkedRuns, runs)
+	require.Equal(t, walkedActive, active)
 }

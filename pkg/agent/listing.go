@@ -35,11 +35,16 @@ type listBuilder struct {
 func buildListing(prev *listing, scanned []protocol.SeenFile) listBuilder {
 	b := listBuilder{prev: prev}
 	// The scan found what prev's scan found if it found as many files,
-	// each one as prev's scan found it: the scanner reports a path once,
-	// and an equal entry has the same path, so no key comes twice.
+	// each one as prev's scan found it: the scanner reports a path once
+	// (checked: its files are sorted by path), and an equal entry has the
+	// same path, so no key comes twice.
 	if prev != nil && len(scanned) == len(prev.files)-len(prev.extra) {
 		b.same = true
-		for _, f := range scanned {
+		for i, f := range scanned {
+			if i > 0 && scanned[i-1].Path == f.Path {
+				b.same = false
+				break
+			}
 			if g, ok := prev.files[f.Key]; !ok || g != f {
 				b.same = false
 				break

@@ -43,7 +43,9 @@ func paths(r Result) []string {
 func TestScanReportsAFileOnce(t *testing.T) {
 	root := t.TempDir()
 	long := strings.Repeat("x", 40) + "\n"
-	for _, p := range []string{"a.log", "app.log", "sub/b.log"} {
+	// sab matches s* too: {sub,s*} reaches sub/b.log twice unless a set
+	// of the paths matched drops the second.
+	for _, p := range []string{"a.log", "app.log", "sub/b.log", "sab/c.txt"} {
 		mk(t, filepath.Join(root, p), long+p)
 	}
 	s, err := NewScanner([]string{root}, "h1", fp)
@@ -331,4 +333,12 @@ func TestScanListsOnlyChangedDirectories(t *testing.T) {
 	require.NoError(t, os.Rename(filepath.Join(root, "a.log"), filepath.Join(root, "a.old")))
 	require.Equal(t, []string{filepath.Join(root, "b.log")}, paths(s.Scan("t", c)), "a rename too")
 	require.EqualValues(t, 5, s.listed.Load())
+
+	// dir/** spans the directories below: a file created in one of them
+	// leaves root's times unchanged, so it is never listed from a cache.
+	mk(t, filepath.Join(root, "sub", "c.log"), strings.Repeat("c", fp)+"\n")
+	all := cfg(t, `{"paths":["`+root+`/**"]}`)
+	require.Len(t, s.Scan("t", all).Files, 3) // a.old, b.log, sub/c.log
+	mk(t, filepath.Join(root, "sub", "d.log"), strings.Repeat("d", fp)+"\n")
+	require.Len(t, s.Scan("t", all).Files, 4, "a file new in a subdirectory")
 }

@@ -45,8 +45,10 @@ func (s *Scanner) glob(p string) (_ []string, unique bool, _ error) {
 		return doublestar.FilepathGlob(p, doublestar.WithFilesOnly(), doublestar.WithNoFollow())
 	}
 	base, pattern := doublestar.SplitPattern(p)
-	if strings.Contains(pattern, "/") {
-		matches, err := list() // spans directories
+	if strings.Contains(pattern, "/") || strings.Contains(pattern, "**") {
+		// Spans directories (dir/** too: a file created in one of its
+		// subdirectories leaves dir's own times as they were).
+		matches, err := list()
 		return matches, false, err
 	}
 	unique = !strings.Contains(pattern, "{")
