@@ -344,31 +344,50 @@ func (a *Agent) Run(ctx context.Context) error {
 	return runErr
 }
 
-// tail reads fr's checkpoint and runs its tailer. It runs on the tailer's
-// goroutine: the etcd read of the checkpoint never holds up the controller.
+// tail reads fr's checkpoint, the first time, and runs its tailer. It
+// runs on the tailer's goroutine: the etcd read of the checkpoint never
+// holds up the controller.
 func (a *Agent) tail(ctx context.Context, fr *fileRun) error {
-	start, err := a.startOffset(ctx, fr)
-	if err != nil {
-		return err
+	if a.scanner.Superseded(fr.identity) {
+		// A short file written anew since it was found: its inode holds
+		// another file now, with a key of its own.
+		return fmt.Errorf("%w: %s was truncated and written again since it was found", tailer.ErrGone, fr.pathNow())
 	}
-	offset := start.offset
 	fr.mu.Lock()
-	fr.started = true
-	fr.shedding = false // read again: the queue is needed
-	fr.dirty.Store(true)
-	if fr.nextSeq == 0 {
-		fr.acked, fr.local, fr.written = offset, offset, start.etcd
+	resumed := fr.started
+	fr.mu.Unlock()
+	var st start
+	if !resumed {
+		// Only the first run of the file reads its checkpoint: a run
+		// started again (woken from parked, after a stop) knows what was
+		// acknowledged. A parked file written once a minute would
+		// otherwise cost etcd a read per line.
+		var err error
+		if st, err = a.startOffset(ctx, fr); err != nil {
+			return err
+		}
+	}
+	fr.mu.Lock()
+	offset := st.offset
+	if !resumed {
+		fr.started = true
+		fr.acked, fr.local, fr.written = offset, offset, st.etcd
 	} else {
-		offset = fr.acked // a restart: resume after what was acknowledged
+		offset = fr.acked // resume after what was acknowledged
 		if n := fr.pending.len(); n > 0 {
 			offset = fr.pending.at(n - 1).end // records in flight are not read twice
 		}
 	}
+	fr.shedding = false // read again: the queue is needed
+	fr.dirty.Store(true)
 	path := fr.path
 	fr.mu.Unlock()
 	sink := newLineSink(a, fr)
 	defer sink.close()
-	var js *joinedSink
+	var (
+		js  *joinedSink
+		err error
+	)
 	flush := func() error { return sink.flush(ctx) }
 	if fr.cfg.Multiline != nil {
 		if js, err = newJoinedSink(sink, fr.cfg.Multiline); err != nil {
@@ -442,11 +461,6 @@ type start struct{ offset, etcd int64 }
 // save is at most a checkpoint interval old), or where start_at says for a
 // file never seen.
 func (a *Agent) startOffset(ctx context.Context, fr *fileRun) (start, error) {
-	if a.scanner.Superseded(fr.identity) {
-		// A short file written anew since it was found: its inode holds
-		// another file now, with a key of its own.
-		return start{}, fmt.Errorf("%w: %s was truncated and written again since it was found", tailer.ErrGone, fr.pathNow())
-	}
 	cp, found, err := a.getCheckpoint(ctx, fr.ref())
 	if err != nil {
 		return start{}, err

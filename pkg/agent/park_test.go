@@ -1,13 +1,17 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/logferry/logferry/internal/testenv"
 	"github.com/logferry/logferry/pkg/protocol"
@@ -159,4 +163,45 @@ func TestIdleScansReconcileNothing(t *testing.T) {
 	testenv.WaitFor(t, 10*time.Second, "ten scans", func() bool { return scans() >= from+10 })
 	require.Equal(t, all, metricValue(t, ag.reg, "logagent_reconciles_total", "scope", "all"),
 		"scans that found nothing new reconciled every run")
+}
+
+// getCounter counts the Gets of keys under prefix made through a client.
+type getCounter struct {
+	clientv3.KV
+	prefix string
+	n      atomic.Int64
+}
+
+func (g *getCounter) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	if strings.HasPrefix(key, g.prefix) {
+		g.n.Add(1)
+	}
+	return g.KV.Get(ctx, key, opts...)
+}
+
+// TestWakesReadNoCheckpoint: only a file's first run reads its checkpoint
+// from etcd; a parked file woken by a write resumes from what was
+// acknowledged, so a file written now and then costs etcd nothing.
+func TestWakesReadNoCheckpoint(t *testing.T) {
+	const n = 5
+	var gets *getCounter
+	counted := func(c *Config, _ *ship.Config) {
+		cli := c.Client // the env's, which the test shares: count through a client of the agent's own
+		own, err := clientv3.New(clientv3.Config{Endpoints: cli.Endpoints(), DialTimeout: 5 * time.Second})
+		require.NoError(t, err)
+		t.Cleanup(func() { own.Close() })
+		gets = &getCounter{KV: own.KV, prefix: c.Space.OffsetsPrefix()}
+		own.KV = gets
+		c.Client = own
+	}
+	e, ag := parkedEnv(t, n, closeInactive(300*time.Millisecond), counted)
+	first := gets.n.Load()
+	require.GreaterOrEqual(t, first, int64(n), "each file's first run read its checkpoint")
+	for i := range n {
+		e.writeLines(fmt.Sprintf("f%03d.log", i), 2, 3)
+	}
+	requireEachOnce(t, e.waitRecords("quiet", 4*n, 20*time.Second), 4*n, "a line written to each parked file")
+	waitParked(t, ag, n)
+	require.Equal(t, first, gets.n.Load(), "no checkpoint read to wake a parked file")
+	require.Equal(t, float64(n), metricValue(t, ag.reg, "logagent_parked_wakes_total", "by", "watch"))
 }
