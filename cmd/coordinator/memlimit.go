@@ -3,11 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/logferry/logferry/internal/memtarget"
 )
 
 // memoryLimitAuto is --memory-limit's default.
@@ -32,9 +33,9 @@ type memoryLimit struct {
 // with a unit of B, KiB, MiB, GiB or TiB, as GOMEMLIMIT is written.
 func resolveMemoryLimit(v string, getenv func(string) string, cgroup func() (int64, bool)) (memoryLimit, error) {
 	if v != memoryLimitAuto {
-		n, err := parseSize(v)
+		n, err := memtarget.ParseSize(v)
 		if err != nil {
-			return memoryLimit{}, fmt.Errorf("--memory-limit %q: %w", v, err)
+			return memoryLimit{}, fmt.Errorf("--memory-limit %q: %w", v, errSize)
 		}
 		if n == 0 {
 			return memoryLimit{why: "off (--memory-limit 0)"}, nil
@@ -51,26 +52,6 @@ func resolveMemoryLimit(v string, getenv func(string) string, cgroup func() (int
 }
 
 var errSize = errors.New("want auto, 0, or a size such as 900MiB or 1GiB")
-
-// parseSize reads a size as GOMEMLIMIT takes it.
-func parseSize(v string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   float64
-	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
-	num, mult := v, 1.0
-	for _, u := range units {
-		if strings.HasSuffix(v, u.suffix) {
-			num, mult = strings.TrimSuffix(v, u.suffix), u.mult
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) || f*mult >= math.MaxInt64 {
-		return 0, errSize
-	}
-	return int64(f * mult), nil
-}
 
 // cgroupMemoryLimit returns the memory limit of this process's cgroup (v2
 // memory.max, or v1 memory.limit_in_bytes), if it has one.

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -19,7 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dustin/go-humanize"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/pflag"
@@ -176,9 +174,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if o.maxStarting < 1 {
 		return fmt.Errorf("%w: --max-starting-files %d: want 1 or more", errUsage, o.maxStarting)
 	}
-	memTarget, err := humanize.ParseBytes(o.memoryTarget)
+	memTarget, err := memtarget.ParseSize(o.memoryTarget)
 	if err != nil {
-		return fmt.Errorf("%w: --memory-target %q: want a size such as 64MiB, or 0: %v", errUsage, o.memoryTarget, err)
+		return fmt.Errorf("%w: --memory-target %q: %w", errUsage, o.memoryTarget, err)
 	}
 	if o.tailPoll <= 0 {
 		return fmt.Errorf("%w: --tail-poll-interval %v: want a positive duration", errUsage, o.tailPoll)
@@ -260,7 +258,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	g.Go(func() error { return a.Run(gctx) })
 	g.Go(func() error { return ops.Run(gctx) })
 	g.Go(func() error {
-		return memtarget.Run(gctx, memtarget.Config{Target: int64(min(memTarget, math.MaxInt64)), Logger: log})
+		return memtarget.Run(gctx, memtarget.Config{Target: memTarget, Logger: log})
 	})
 	return g.Wait()
 }

@@ -2,11 +2,14 @@ package memtarget
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math"
 	"os"
 	"runtime/debug"
 	"runtime/metrics"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -103,4 +106,28 @@ func (s *samples) read() Usage {
 		return int64(s.s[i].Value.Uint64())
 	}
 	return Usage{Live: v(0), NonHeap: max(0, v(1)-v(2)-v(3)-v(4)-v(5))}
+}
+
+// ErrSize marks a size ParseSize cannot read.
+var ErrSize = errors.New("want a size such as 48MiB or 1GiB (a number of bytes, or with B, KiB, MiB, GiB or TiB), or 0")
+
+// ParseSize reads a size as GOMEMLIMIT takes it: a number of bytes, or a
+// number with the suffix B, KiB, MiB, GiB or TiB.
+func ParseSize(v string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+	num, mult := v, 1.0
+	for _, u := range units {
+		if strings.HasSuffix(v, u.suffix) {
+			num, mult = strings.TrimSuffix(v, u.suffix), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) || f*mult >= math.MaxInt64 {
+		return 0, ErrSize
+	}
+	return int64(f * mult), nil
 }

@@ -71,3 +71,17 @@ func TestGOMEMLIMITWins(t *testing.T) {
 	require.NoError(t, Run(context.Background(), Config{Target: mib}))
 	require.Equal(t, before, debug.SetMemoryLimit(-1))
 }
+
+// TestParseSize: sizes as GOMEMLIMIT writes them; anything else names
+// what it wants.
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "48MiB": 48 * mib, "1.5GiB": 1536 * mib, "123456": 123456, "64KiB": 64 << 10, "7B": 7} {
+		got, err := ParseSize(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, bad := range []string{"", "lots", "-1", "1GB", "NaNMiB", "1e30TiB"} {
+		_, err := ParseSize(bad)
+		require.ErrorIs(t, err, ErrSize, bad)
+	}
+}
