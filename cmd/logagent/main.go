@@ -114,8 +114,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		"thousand tailers")
 	fs.StringVar(&o.memoryTarget, "memory-target", "48MiB", "memory the agent's Go runtime aims at (its soft limit, GOMEMLIMIT; the RSS also holds the binary's pages, about 16MiB): "+
 		"the collector runs and returns memory to the kernel when the agent reaches it, and the limit rises with the live heap "+
-		"when a load needs more (never under 1.25 times it), so it bounds an idle agent, never a busy one; 0: off (GOGC alone); "+
-		"GOMEMLIMIT in the environment wins")
+		"when a load needs more (never under 1.25 times it), so it bounds an idle agent, never a busy one; 0: off (GOGC alone, "+
+		"more memory, less collecting); GOMEMLIMIT in the environment wins")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 5*time.Second, "on SIGTERM or handover, how long to wait for Kafka to acknowledge what was sent")
 	fs.StringVar(&o.tailMode, "tail-mode", "inotify", "how followed files are watched for appends: inotify (one inotify watch per followed "+
 		"file: wakes within milliseconds, costs nothing while idle; the default) or poll (a stat every --tail-poll-interval). Files of "+
