@@ -111,8 +111,10 @@ func (s *samples) read() Usage {
 // ErrSize marks a size ParseSize cannot read.
 var ErrSize = errors.New("want a size such as 48MiB or 1GiB (a number of bytes, or with B, KiB, MiB, GiB or TiB), or 0")
 
-// ParseSize reads a size as GOMEMLIMIT takes it: a number of bytes, or a
-// number with the suffix B, KiB, MiB, GiB or TiB.
+// ParseSize reads a size in GOMEMLIMIT's units: a number of bytes, or a
+// number (a fraction too: 1.5GiB) with the suffix B, KiB, MiB, GiB or
+// TiB. A size under one byte other than 0 is refused, not read as 0
+// (which turns a target off).
 func ParseSize(v string) (int64, error) {
 	units := []struct {
 		suffix string
@@ -126,7 +128,7 @@ func ParseSize(v string) (int64, error) {
 		}
 	}
 	f, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) || f*mult >= math.MaxInt64 {
+	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) || f*mult >= math.MaxInt64 || (f > 0 && f*mult < 1) {
 		return 0, ErrSize
 	}
 	return int64(f * mult), nil

@@ -68,7 +68,10 @@ func TestRunSteersTheLimitAndPutsItBack(t *testing.T) {
 func TestGOMEMLIMITWins(t *testing.T) {
 	t.Setenv("GOMEMLIMIT", "1GiB")
 	before := debug.SetMemoryLimit(-1)
-	require.NoError(t, Run(context.Background(), Config{Target: mib}))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, Run(ctx, Config{Target: mib}))
+	require.NoError(t, ctx.Err(), "returned at once, not when the context ended")
 	require.Equal(t, before, debug.SetMemoryLimit(-1))
 }
 
@@ -80,7 +83,7 @@ func TestParseSize(t *testing.T) {
 		require.NoError(t, err, in)
 		require.Equal(t, want, got, in)
 	}
-	for _, bad := range []string{"", "lots", "-1", "1GB", "NaNMiB", "1e30TiB"} {
+	for _, bad := range []string{"", "lots", "-1", "1GB", "NaNMiB", "1e30TiB", "0.5", "0.1B"} {
 		_, err := ParseSize(bad)
 		require.ErrorIs(t, err, ErrSize, bad)
 	}

@@ -461,7 +461,11 @@ type start struct{ offset, etcd int64 }
 // save is at most a checkpoint interval old), or where start_at says for a
 // file never seen.
 func (a *Agent) startOffset(ctx context.Context, fr *fileRun) (start, error) {
-	cp, found, err := a.getCheckpoint(ctx, fr.ref())
+	// Bounded: the run holds a start slot meanwhile (starts.go), and a
+	// slow etcd must not hold every slot.
+	rctx, cancel := context.WithTimeout(ctx, txnTimeout)
+	cp, found, err := a.getCheckpoint(rctx, fr.ref())
+	cancel()
 	if err != nil {
 		return start{}, err
 	}

@@ -52,6 +52,9 @@ type controller struct {
 	// configs are the topic configs the runs share, one per topic and
 	// config revision.
 	configs map[string]sharedConfig
+	// reserved are runs that the start queue gave a slot to
+	// (onSlotsFreed), until the next reconcile starts them.
+	reserved []*fileRun
 	// publishAt, when not nil, fires the publication of the runs that the
 	// reconciles of touched runs put off (publishDelay).
 	publishAt *time.Timer
@@ -299,6 +302,7 @@ func (c *controller) reconcile(ctx context.Context) {
 	// A poke with nothing touched (a release's retry timer) looks at all.
 	full, touched := c.full || len(c.touched) == 0, c.touched
 	c.full, c.touched = false, map[fileRef]bool{}
+	defer c.releaseReserved()
 	if c.fenced || !c.assignsLoaded {
 		c.publish()
 		return
@@ -621,12 +625,25 @@ func (c *controller) runList() []*fileRun {
 }
 
 // onSlotsFreed hands the start slots given back to the runs that wait
-// for one, and reports whether there were any.
+// for one (reserved for them), and reports whether there were any.
 func (c *controller) onSlotsFreed() bool {
 	next := c.a.starts.next(func(fr *fileRun) bool { return c.runs[fr.ref()] == fr && fr.state == stateIdle })
 	for _, fr := range next {
 		c.touched[fr.ref()] = true
 	}
+	c.reserved = append(c.reserved, next...)
 	c.a.m.queued.Set(float64(c.a.starts.queuedLen()))
 	return len(next) > 0
+}
+
+// releaseReserved gives back the slots reserved for runs that the
+// reconcile did not start (their topic paused meanwhile, the agent
+// fenced, a retry not due): the next runs of the queue get them.
+func (c *controller) releaseReserved() {
+	for _, fr := range c.reserved {
+		if fr.state != stateTailing {
+			c.a.starts.give(fr)
+		}
+	}
+	c.reserved = c.reserved[:0]
 }

@@ -98,8 +98,10 @@
 //   - At most --max-starting-files tailers are catching up (started, not
 //     yet at their file's end) at once (starts.go); the others wait in a
 //     queue, idle, and each slot given back starts the next. While any
-//     waits, a current file read to its end parks at once. The queue never
-//     stalls with free slots: a run that stopped waiting gives its place.
+//     waits, a current file read to its end parks at once (unless written
+//     in the last second). The queue never stalls with free slots: a slot
+//     given back is reserved for the next run waiting, and a reserved run
+//     the reconcile does not start gives it back at once.
 //   - The checkpointer looks only at runs marked dirty (an ack, a size, a
 //     state change marked them) and keeps marked those with a checkpoint
 //     still due; a run nobody marked has nothing to write.

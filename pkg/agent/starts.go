@@ -42,6 +42,9 @@ type starts struct {
 	// tailers at their file's end.
 	waiting atomic.Bool
 
+	// peak is the most slots held at once (for tests).
+	peak atomic.Int64
+
 	// The controller's own.
 	queue  []*fileRun
 	queued map[*fileRun]bool
@@ -51,9 +54,13 @@ func newStarts(limit int) *starts {
 	return &starts{limit: int64(limit), freed: make(chan struct{}, 1), queued: map[*fileRun]bool{}}
 }
 
-// take gives fr a slot if one is free; if not, fr joins the queue (once)
-// and take returns false. Controller only.
+// take gives fr a slot if one is free (or fr holds one already: next
+// reserved it); if not, fr joins the queue (once) and take returns false.
+// Controller only.
 func (s *starts) take(fr *fileRun) bool {
+	if fr.slot.Load() {
+		return true
+	}
 	if s.inUse.Load() >= s.limit {
 		if !s.queued[fr] {
 			s.queued[fr] = true
@@ -62,9 +69,15 @@ func (s *starts) take(fr *fileRun) bool {
 		}
 		return false
 	}
-	s.inUse.Add(1)
-	fr.slot.Store(true)
+	s.hold(fr)
 	return true
+}
+
+func (s *starts) hold(fr *fileRun) {
+	if n := s.inUse.Add(1); n > s.peak.Load() {
+		s.peak.Store(n) // only the controller adds
+	}
+	fr.slot.Store(true)
 }
 
 // give returns fr's slot, if it holds one. Any goroutine; safe twice.
@@ -75,19 +88,22 @@ func (s *starts) give(fr *fileRun) {
 	}
 }
 
-// next removes from the queue and returns as many runs still waiting
-// (live) as there are free slots, for the controller to start; runs that
-// left the queue's purpose meanwhile (started, dropped) are dropped from
-// it without taking a place. Controller only.
+// next removes from the queue as many runs still waiting (live) as there
+// are free slots and reserves a slot for each, for the controller to
+// start (take then finds it held); runs that left the queue's purpose
+// meanwhile (started, dropped) are dropped from it without taking a
+// place. A reserved run the controller does not start gives its slot
+// back (controller.releaseReserved), so a slot is never left idle while
+// runs wait. Controller only.
 func (s *starts) next(live func(*fileRun) bool) []*fileRun {
-	n := int(s.limit - s.inUse.Load())
 	var out []*fileRun
-	for len(out) < n && len(s.queue) > 0 {
+	for s.inUse.Load() < s.limit && len(s.queue) > 0 {
 		fr := s.queue[0]
 		s.queue[0] = nil
 		s.queue = s.queue[1:]
 		delete(s.queued, fr)
-		if live(fr) {
+		if live(fr) && !fr.slot.Load() {
+			s.hold(fr)
 			out = append(out, fr)
 		}
 	}

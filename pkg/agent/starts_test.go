@@ -58,6 +58,8 @@ func TestStartsAreBoundedAndCaughtUpFilesPark(t *testing.T) {
 			metricValue(t, ag.reg, "logagent_tailers") <= slots
 	})
 	require.Zero(t, ag.a.starts.inUse.Load(), "every slot was given back")
+	require.LessOrEqual(t, ag.a.starts.peak.Load(), int64(slots), "never more tailers catching up than slots")
+	require.Positive(t, ag.a.starts.peak.Load())
 
 	e.writeLines("f000.log", 2, 3)
 	requireEachOnce(t, e.waitRecords("quiet", 3*n+1, 20*time.Second), 3*n+1, "a line written to a parked file")
@@ -91,6 +93,16 @@ func TestStartQueueSkipsRunsThatStoppedWaiting(t *testing.T) {
 	require.Equal(t, []*fileRun{runs[3]}, got, "the stale runs gave way")
 	require.Zero(t, s.queuedLen())
 	require.False(t, s.waiting.Load())
+	// The slot is reserved for the run next returned: nobody else takes
+	// it, and the run's own take finds it held.
+	require.EqualValues(t, 1, s.inUse.Load())
+	require.False(t, s.take(runs[0]))
+	require.True(t, s.take(runs[3]))
+	require.EqualValues(t, 1, s.inUse.Load(), "taken once")
+	s.give(runs[3]) // not started after all (controller.releaseReserved)
+	require.Zero(t, s.inUse.Load())
+	require.Equal(t, []*fileRun{runs[0]}, s.next(func(*fileRun) bool { return true }), "the slot goes on to the next")
+	require.LessOrEqual(t, s.peak.Load(), int64(1))
 }
 
 // TestParkAtEnd: a tailer at its file's end parks it at once only while
@@ -110,4 +122,33 @@ func TestParkAtEnd(t *testing.T) {
 	require.False(t, a.parkAtEnd(&fileRun{cfg: &topics.Config{Multiline: &topics.Multiline{}}}, quiet), "multiline")
 	a.cfg.CloseInactive = -1
 	require.False(t, a.parkAtEnd(fr, quiet), "parking off")
+}
+
+// TestReservedSlotOfARunNotStartedGoesOn: a slot the queue reserved for a
+// run that the reconcile then does not start (its topic paused meanwhile,
+// the agent fenced) is given back at once, and goes to the next run of the
+// queue, rather than sitting free until a scan.
+func TestReservedSlotOfARunNotStartedGoesOn(t *testing.T) {
+	m, err := newMetrics(nil)
+	require.NoError(t, err)
+	a := &Agent{starts: newStarts(1), m: m}
+	c := &controller{a: a, runs: map[fileRef]*fileRun{}, touched: map[fileRef]bool{}}
+	r1, r2 := &fileRun{topic: "t", key: "1"}, &fileRun{topic: "t", key: "2"}
+	c.runs[r1.ref()], c.runs[r2.ref()] = r1, r2
+	busy := &fileRun{}
+	require.True(t, a.starts.take(busy))
+	require.False(t, a.starts.take(r1))
+	require.False(t, a.starts.take(r2))
+	a.starts.give(busy)
+	<-a.starts.freed
+	require.True(t, c.onSlotsFreed())
+	require.True(t, c.touched[r1.ref()], "r1 has the slot")
+	require.True(t, r1.slot.Load())
+
+	c.releaseReserved() // the reconcile did not start r1
+	require.False(t, r1.slot.Load())
+	<-a.starts.freed
+	require.True(t, c.onSlotsFreed())
+	require.True(t, c.touched[r2.ref()], "the slot went on to r2")
+	require.True(t, r2.slot.Load())
 }
