@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/logferry/logferry/internal/testenv"
 
@@ -175,4 +176,35 @@ func TestCheckpointerLooksOnlyAtRunsThatMoved(t *testing.T) {
 	require.Empty(t, c.once(ctx))
 	cp, _ = e.checkpoint("t", "f2")
 	require.Equal(t, int64(15), cp.Offset, "a marked one is")
+}
+
+// TestFleetSizeReadOncePerResize: the etcd rounds read the fleet's size
+// (the coordinator's status) at most once per resizeEvery, not at every
+// round: on a small fleet a round is every 5 s, and each read was a fifth
+// of an idle agent's CPU.
+func TestFleetSizeReadOncePerResize(t *testing.T) {
+	e := newEnv(t)
+	var gets *getCounter
+	ra := e.startAgent("h1", func(c *Config, _ *ship.Config) {
+		c.StateDir = t.TempDir()
+		own, err := clientv3.New(clientv3.Config{Endpoints: c.Client.Endpoints(), DialTimeout: 5 * time.Second})
+		require.NoError(t, err)
+		t.Cleanup(func() { own.Close() })
+		gets = &getCounter{KV: own.KV, prefix: c.Space.CoordinatorStatus()}
+		own.KV = gets
+		c.Client = own
+	})
+	testenv.WaitFor(t, 10*time.Second, "a lease proved alive", ra.a.reg.Alive)
+	c := newCheckpointer(ra.a)
+	ctx := context.Background()
+	before := gets.n.Load()
+	for range 5 {
+		c.nextEtcd = time.Time{} // a round is due
+		c.once(ctx)
+	}
+	require.Equal(t, before+1, gets.n.Load(), "one read for five rounds within a minute")
+	c.sizedAt = c.sizedAt.Add(-resizeEvery)
+	c.nextEtcd = time.Time{}
+	c.once(ctx)
+	require.Equal(t, before+2, gets.n.Load(), "read again a minute later")
 }
