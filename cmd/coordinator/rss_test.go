@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/logferry/logferry/internal/procstat"
 	"github.com/logferry/logferry/internal/testenv"
 	"github.com/logferry/logferry/pkg/keyspace"
 	"github.com/logferry/logferry/pkg/protocol"
@@ -77,7 +78,9 @@ func BenchmarkLeaderTakesOverFleet(b *testing.B) {
 			}
 			return false
 		})
-		hwm := procStatusKiB(b, cmd.Process.Pid, "VmHWM")
+		st, err := procstat.Status(cmd.Process.Pid, "VmHWM")
+		require.NoError(b, err)
+		hwm := int(st["VmHWM"] >> 10) // KiB
 		_, body := testenv.HTTPGet("http://" + addr + "/metrics")
 		stop()
 		require.True(b, ok, "no first pass with every assignment within 20 minutes (status %+v); log in %s", status, logs.Name())
@@ -151,21 +154,6 @@ func envInt(name string, def int) int {
 		return n
 	}
 	return def
-}
-
-// procStatusKiB reads a "VmXxx: N kB" line of /proc/<pid>/status.
-func procStatusKiB(b *testing.B, pid int, field string) int {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	require.NoError(b, err)
-	for _, line := range strings.Split(string(raw), "\n") {
-		if rest, ok := strings.CutPrefix(line, field+":"); ok {
-			n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
-			require.NoError(b, err)
-			return n
-		}
-	}
-	b.Fatalf("no %s in /proc/%d/status", field, pid)
-	return 0
 }
 
 // metricSum adds up every sample of a metric in a Prometheus text body.

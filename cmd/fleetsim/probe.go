@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/logferry/logferry/internal/procstat"
 )
 
 // sample is one look at etcd and the leader.
@@ -28,7 +30,7 @@ type sample struct {
 	// sbRSS and sbHWM are the largest VmRSS and VmHWM of the other
 	// coordinators (the standby, which holds the same state).
 	sbRSS, sbHWM int64
-	cpu          int64 // leader utime+stime, clock ticks
+	cpu          time.Duration // leader utime+stime
 	haveCPU      bool
 }
 
@@ -90,14 +92,14 @@ func (s *sampler) take(ctx context.Context) sample {
 		sm.pid = s.co.pid(sm.leader)
 	}
 	if sm.pid != 0 {
-		sm.rss, sm.hwm, _ = procMem(sm.pid)
-		if cpu, err := procCPU(sm.pid); err == nil {
+		sm.rss, sm.hwm = procMem(sm.pid)
+		if cpu, err := procstat.CPU(sm.pid); err == nil {
 			sm.cpu, sm.haveCPU = cpu, true
 		}
 	}
 	for _, id := range s.co.running() {
 		if pid := s.co.pid(id); id != sm.leader && pid != 0 {
-			rss, hwm, _ := procMem(pid)
+			rss, hwm := procMem(pid)
 			sm.sbRSS, sm.sbHWM = max(sm.sbRSS, rss), max(sm.sbHWM, hwm)
 		}
 	}
@@ -195,7 +197,7 @@ func (s *sampler) window(from, to time.Time) window {
 	if first.keys >= 0 && last.keys >= 0 {
 		w.keysPerSec = (last.keys - first.keys) / w.secs
 	}
-	var cpuTicks int64
+	var cpu time.Duration
 	var cpuSecs float64
 	lastTerm := ""
 	for i, sm := range in {
@@ -222,16 +224,26 @@ func (s *sampler) window(from, to time.Time) window {
 		}
 		// CPU only between two samples of the same leader process.
 		if sm.haveCPU && prev.haveCPU && sm.pid == prev.pid {
-			cpuTicks += sm.cpu - prev.cpu
+			cpu += sm.cpu - prev.cpu
 			cpuSecs += dt
 		}
 	}
 	if cpuSecs > 0 {
-		w.leaderCPU = 100 * float64(cpuTicks) / clockTicks / cpuSecs
+		w.leaderCPU = 100 * cpu.Seconds() / cpuSecs
 	}
 	return w
 }
 
 func (w window) String() string {
 	return fmt.Sprintf("%.0fs, %.0f keys/s, %.0f txn/s", w.secs, w.keysPerSec, w.txnPerSec)
+}
+
+// procMem is pid's resident set now (VmRSS) and at its peak (VmHWM), in
+// bytes; zero if /proc cannot say (the process ended).
+func procMem(pid int) (rss, hwm int64) {
+	st, err := procstat.Status(pid, "VmRSS", "VmHWM")
+	if err != nil {
+		return 0, 0
+	}
+	return st["VmRSS"], st["VmHWM"]
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/logferry/logferry/internal/procstat"
 	"github.com/logferry/logferry/internal/testenv"
 	"github.com/logferry/logferry/pkg/coordinator"
 	"github.com/logferry/logferry/pkg/keyspace"
@@ -324,13 +325,13 @@ func measureShipper(b *testing.B, fp *footprint, s shipperRun) {
 	settle(fp.idleOver)
 	fp.idleCPU = (procCPU(b, s.pid) - cpu0).Seconds() / time.Since(t0).Seconds() * 100
 	fp.rss, fp.hwm = procMem(b, s.pid)
-	fp.rssFile = procStatus(b, s.pid, "RssFile")["RssFile"]
+	fp.rssFile = float64(procStatus(b, s.pid, "RssFile")["RssFile"]) / (1 << 20)
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.pid))
 	if err != nil {
 		b.Fatal(err)
 	}
 	fp.fds = len(ents)
-	fp.threads = procThreads(b, s.pid)
+	fp.threads = int(procStatus(b, s.pid, "Threads")["Threads"])
 	closed()
 
 	fp.latFiles = min(len(s.paths), envInt(b, "FOOTPRINT_LATENCY_FILES", 1000))
@@ -452,77 +453,32 @@ func filesComplete(b *testing.B, brokers []string, topic string, lines int) int 
 	return n
 }
 
-// procCPU is pid's user and system CPU time so far, from /proc/<pid>/stat
-// (in clock ticks of 10 ms: the kernel's USER_HZ is 100 on Linux).
+// procCPU is pid's user and system CPU time so far.
 func procCPU(b *testing.B, pid int) time.Duration {
 	b.Helper()
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	cpu, err := procstat.CPU(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The command name, in parentheses, may hold spaces: count after it.
-	s := string(stat)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	// Fields 14 and 15 of the whole line (utime, stime) are 12 and 13 here.
-	var ticks int64
-	for _, f := range fields[11:13] {
-		v, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			b.Fatalf("/proc/%d/stat: %q: %v", pid, f, err)
-		}
-		ticks += v
+	return cpu
+}
+
+// procStatus reads the named fields of /proc/<pid>/status (sizes in bytes).
+func procStatus(b *testing.B, pid int, names ...string) map[string]int64 {
+	b.Helper()
+	st, err := procstat.Status(pid, names...)
+	if err != nil {
+		b.Fatal(err)
 	}
-	return time.Duration(ticks) * 10 * time.Millisecond
+	return st
 }
 
 // procMem is pid's resident memory now (VmRSS) and its high-water mark
 // (VmHWM), in MiB.
 func procMem(b *testing.B, pid int) (rss, hwm float64) {
 	b.Helper()
-	m := procStatus(b, pid, "VmRSS", "VmHWM")
-	return m["VmRSS"], m["VmHWM"]
-}
-
-// procStatus reads the named sizes (in kB) of /proc/<pid>/status, in MiB.
-func procStatus(b *testing.B, pid int, names ...string) map[string]float64 {
-	b.Helper()
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	out := map[string]float64{}
-	for line := range strings.Lines(string(status)) {
-		name, rest, ok := strings.Cut(line, ":")
-		if !ok || !slices.Contains(names, name) {
-			continue
-		}
-		var kb float64
-		if _, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), &kb); err != nil {
-			b.Fatalf("%s %q: %v", name, rest, err)
-		}
-		out[name] = kb / 1024
-	}
-	return out
-}
-
-// procThreads is pid's number of threads (Threads in /proc/<pid>/status).
-func procThreads(b *testing.B, pid int) int {
-	b.Helper()
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for line := range strings.Lines(string(status)) {
-		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
-			n, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil {
-				b.Fatalf("/proc/%d/status: Threads %q: %v", pid, v, err)
-			}
-			return n
-		}
-	}
-	b.Fatalf("/proc/%d/status: no Threads", pid)
-	return 0
+	st := procStatus(b, pid, "VmRSS", "VmHWM")
+	return float64(st["VmRSS"]) / (1 << 20), float64(st["VmHWM"]) / (1 << 20)
 }
 
 // metricValue reads one unlabelled metric from the agent's /metrics; -1

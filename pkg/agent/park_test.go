@@ -27,17 +27,24 @@ func scanEvery(d time.Duration) agentOpt {
 	return func(c *Config, _ *ship.Config) { c.ScanInterval = d }
 }
 
-// parkedEnv starts an agent over n files of one local topic, assigns them
-// all and waits until every line was shipped and every file is parked.
-func parkedEnv(t *testing.T, n int, opts ...agentOpt) (*env, *runningAgent) {
-	t.Helper()
-	e := newEnv(t)
+// quietFiles writes n files of 3 lines, f000.log on, under local topic
+// quiet.
+func (e *env) quietFiles(n int) {
+	e.t.Helper()
 	for i := range n {
 		name := fmt.Sprintf("f%03d.log", i)
 		e.write(name, header(name))
 		e.writeLines(name, 0, 2)
 	}
 	e.putTopic("quiet", topics.Config{Paths: []string{e.dir + "/*.log"}})
+}
+
+// parkedEnv starts an agent over n files of one local topic, assigns them
+// all and waits until every line was shipped and every file is parked.
+func parkedEnv(t *testing.T, n int, opts ...agentOpt) (*env, *runningAgent) {
+	t.Helper()
+	e := newEnv(t)
+	e.quietFiles(n)
 	ag := e.startAgent("h1", opts...)
 	for i := range n {
 		e.assign("quiet", "h1", e.waitSeen("quiet", "h1", fmt.Sprintf("f%03d.log", i)))

@@ -27,12 +27,7 @@ func maxStarting(n int) agentOpt {
 func TestStartsAreBoundedAndCaughtUpFilesPark(t *testing.T) {
 	const n, slots = 40, 3
 	e := newEnv(t)
-	for i := range n {
-		name := fmt.Sprintf("f%03d.log", i)
-		e.write(name, header(name))
-		e.writeLines(name, 0, 2)
-	}
-	e.putTopic("quiet", topics.Config{Paths: []string{e.dir + "/*.log"}})
+	e.quietFiles(n)
 	// Every file is assigned before the agent starts (as on a restart),
 	// so that its first reconcile wants all of them at once.
 	first := e.startAgent("h1")
